@@ -1,0 +1,184 @@
+use std::fmt;
+use std::time::Duration;
+
+use crate::TokenSource;
+
+use super::TokenCache;
+
+/// The tuning knobs of a [`TokenCache`], set through [`TokenCache::builder`].
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) refresh_window: Duration,
+    pub(crate) jitter: Duration,
+    pub(crate) safety_margin: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) rejected_cooldown: Duration,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) background_refresh: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            refresh_window: Duration::from_secs(60),
+            jitter: Duration::from_secs(10),
+            safety_margin: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            rejected_cooldown: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(60),
+            background_refresh: false,
+        }
+    }
+}
+
+/// Exponential backoff with jitter, used after a failed refresh.
+///
+/// After the `n`th consecutive transient failure the cache waits
+/// `min(max, initial * 2^(n-1))`, jittered to between half and all of it, or the server's
+/// `Retry-After` when that is longer (capped at `max`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::Backoff;
+///
+/// let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+/// # let _ = backoff;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Backoff {
+    /// Backoff starting at `initial` and doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// The delay after the `failures`th consecutive failure (`failures >= 1`), before jitter.
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(31);
+        self.initial
+            .checked_mul(1u32 << exp)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    /// 1 s, doubling up to 60 s.
+    fn default() -> Self {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// Builds a [`TokenCache`] with non-default settings; see [`TokenCache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{Backoff, TokenCache, source::static_token};
+///
+/// let cache = TokenCache::builder(static_token("abc"))
+///     .refresh_window(Duration::from_secs(120))
+///     .jitter(Duration::from_secs(30))
+///     .safety_margin(Duration::from_secs(5))
+///     .backoff(Backoff::new(Duration::from_millis(250), Duration::from_secs(30)))
+///     .rejected_cooldown(Duration::from_secs(60))
+///     .fetch_timeout(Duration::from_secs(20))
+///     .background_refresh(true)
+///     .build();
+/// # let _ = cache;
+/// ```
+pub struct TokenCacheBuilder<P> {
+    pub(crate) source: P,
+    pub(crate) config: Config,
+}
+
+impl<P: TokenSource> TokenCacheBuilder<P> {
+    /// Refresh this long before the token expires (default 60 s).
+    ///
+    /// Never more than half the token's lifetime: a 60 s token is refreshed after 30 s, not
+    /// immediately. Within the window, requests keep using the current token while one refresh
+    /// runs in the background.
+    pub fn refresh_window(mut self, window: Duration) -> Self {
+        self.config.refresh_window = window;
+        self
+    }
+
+    /// Start the refresh up to this much earlier than the refresh window, at random (default
+    /// 10 s), so a fleet of processes does not refresh in lockstep. Capped at half the window.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.config.jitter = jitter;
+        self
+    }
+
+    /// Stop using a token this long before it expires (default 10 s): a token that expires in
+    /// flight is useless. Capped at half the refresh window.
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.config.safety_margin = margin;
+        self
+    }
+
+    /// How long to wait before retrying after a transient failure (default 1 s doubling to
+    /// 60 s).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// How long a rejection (`invalid_grant`, `invalid_client`, a configuration error) is
+    /// remembered (default 30 s). Requests that need a new token in that time get the same
+    /// error at once instead of calling the token endpoint again.
+    pub fn rejected_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.rejected_cooldown = cooldown;
+        self
+    }
+
+    /// Give up on a [`fetch`](TokenSource::fetch) that has not finished after this long
+    /// (default 60 s); the failure is transient and retried with backoff.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// Keep the token fresh even without traffic (default off).
+    ///
+    /// Once the first token has been fetched, a timer starts each refresh when its refresh
+    /// window opens, and retries failures with backoff, so requests always find a fresh token.
+    /// The timer holds no strong reference: it stops when the last handle to the cache is
+    /// dropped.
+    pub fn background_refresh(mut self, enabled: bool) -> Self {
+        self.config.background_refresh = enabled;
+        self
+    }
+
+    /// Build the cache. Does no I/O: the first token is fetched on first use.
+    pub fn build(self) -> TokenCache<P> {
+        TokenCache::with_config(self.source, self.config)
+    }
+}
+
+impl<P> fmt::Debug for TokenCacheBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+        let delays: Vec<_> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(10));
+    }
+}

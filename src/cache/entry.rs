@@ -1,0 +1,127 @@
+//! One cached token: its prebuilt header and the instants that bound its phases.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::config::Config;
+use crate::{Error, Token};
+
+/// The phases of the state machine, packed with the generation into one `AtomicU64`.
+pub(crate) const PHASE_NONE: u64 = 0;
+pub(crate) const PHASE_STALE: u64 = 1;
+pub(crate) const PHASE_FRESH: u64 = 2;
+
+/// `generation << 2 | phase`: what the fast path compares with one load.
+#[inline]
+pub(crate) const fn pack(generation: u64, phase: u64) -> u64 {
+    (generation << 2) | phase
+}
+
+pub(crate) struct Entry {
+    pub(crate) generation: u64,
+    pub(crate) header: HeaderValue,
+    pub(crate) token: Token,
+    pub(crate) expires_at: Option<Instant>,
+    /// From here on the token is stale: still served, but a refresh should run.
+    pub(crate) refresh_at: Option<Instant>,
+    /// From here on the token is not served at all.
+    pub(crate) usable_until: Option<Instant>,
+}
+
+impl Entry {
+    /// Validate `token` and compute its phases. `sent_at` is when the fetch started.
+    pub(crate) fn new(
+        token: Token,
+        sent_at: Instant,
+        now: Instant,
+        config: &Config,
+    ) -> Result<Entry, Error> {
+        let header = token.header_value()?;
+        let expires_at = token.expires_at(sent_at);
+        let (refresh_at, usable_until) = match expires_at {
+            None => (None, None),
+            Some(expires_at) => {
+                if expires_at <= now {
+                    return Err(Error::invalid_response(
+                        "the token source returned a token that has already expired",
+                    ));
+                }
+                let lifetime = expires_at.saturating_duration_since(sent_at.min(now));
+                let window = config.refresh_window.min(lifetime / 2);
+                let jitter = random_up_to(config.jitter.min(window / 2));
+                let margin = config.safety_margin.min(window / 2);
+                (
+                    Some(expires_at.checked_sub(window + jitter).unwrap_or(now)),
+                    Some(expires_at.checked_sub(margin).unwrap_or(now)),
+                )
+            }
+        };
+        Ok(Entry {
+            generation: 0,
+            header,
+            token,
+            expires_at,
+            refresh_at,
+            usable_until,
+        })
+    }
+
+    pub(crate) fn is_usable(&self, now: Instant) -> bool {
+        self.usable_until.is_none_or(|until| now < until)
+    }
+
+    pub(crate) fn is_stale(&self, now: Instant) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// A uniformly random duration in `[0, max]`.
+pub(crate) fn random_up_to(max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
+}
+
+/// A token the cache handed out: the prebuilt `Authorization` value and an identity to pass
+/// back to [`TokenCache::invalidate`](crate::TokenCache::invalidate).
+///
+/// Cheap to clone. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct CachedToken(pub(crate) Arc<Entry>);
+
+impl CachedToken {
+    /// The `Authorization` header value (`Bearer …`), marked sensitive.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0.header
+    }
+
+    /// The access token itself.
+    pub fn secret(&self) -> &str {
+        self.0.token.secret()
+    }
+
+    /// How long until the token expires, on the tokio clock; `None` if it does not expire.
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.0
+            .expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// A number that identifies this token within its cache (it grows with each refresh).
+    pub fn generation(&self) -> u64 {
+        self.0.generation
+    }
+}
+
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("generation", &self.0.generation)
+            .field("secret", &"[redacted]")
+            .field("expires_in", &self.expires_in())
+            .finish()
+    }
+}

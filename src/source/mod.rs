@@ -1,0 +1,74 @@
+//! Where tokens come from: the [`TokenSource`] trait and the built-in sources.
+//!
+//! A source answers one question, "give me a new token", and nothing else: caching,
+//! single-flight, refresh windows, backoff and 401 handling are the
+//! [`TokenCache`](crate::TokenCache)'s job. That keeps every source small.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_bearer::{Error, Token, TokenSource, source};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! // A closure returning a future.
+//! let from_closure = source::from_fn(|| async {
+//!     Ok::<_, Error>(Token::new("abc").with_expires_in(Duration::from_secs(3600)))
+//! });
+//! assert_eq!(from_closure.fetch().await?.secret(), "abc");
+//!
+//! // A token that never changes (an API key sent as a bearer token, a test).
+//! let fixed = source::static_token("xyz");
+//! assert_eq!(fixed.fetch().await?.secret(), "xyz");
+//! # Ok(()) }
+//! ```
+//!
+//! Implementing the trait yourself is one `async fn`:
+//!
+//! ```
+//! use tower_bearer::{Error, Token, TokenSource};
+//!
+//! struct MyVault { /* a client, a path, ... */ }
+//!
+//! impl TokenSource for MyVault {
+//!     async fn fetch(&self) -> Result<Token, Error> {
+//!         // Ask your vault; classify failures with Error::transient / Error::rejected.
+//!         Ok(Token::new("from-vault"))
+//!     }
+//! }
+//! ```
+
+mod from_fn;
+mod static_token;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use from_fn::{FromFn, from_fn};
+pub use static_token::{StaticToken, static_token};
+
+use crate::{Error, Token};
+
+/// Something that can produce a fresh access token.
+///
+/// The cache calls [`fetch`](TokenSource::fetch) from a spawned task, at most once at a time per
+/// cache, and never cancels it because a request gave up. Return errors classified by kind
+/// ([`Error::transient`], [`Error::rejected`], ...): the cache backs off on transient errors and
+/// remembers rejections for a while, so a dead credential does not turn every request into a
+/// token-endpoint call.
+///
+/// Implement it with `async fn fetch(&self) -> Result<Token, Error>`.
+pub trait TokenSource: Send + Sync + 'static {
+    /// Fetch a new token.
+    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
+    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
+        (**self).fetch()
+    }
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
+    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
+        (**self).fetch()
+    }
+}
