@@ -50,6 +50,10 @@ pub enum ErrorKind {
     Config,
     /// The token source panicked. The cache is not poisoned; the next request may try again.
     Panicked,
+    /// The middleware refused to send the token to this request's destination (an origin not
+    /// in the allow-list, or plain http to a host that is not loopback) and is configured to
+    /// fail such requests rather than send them without it.
+    Disallowed,
 }
 
 impl ErrorKind {
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::InvalidResponse => "invalid response",
             ErrorKind::Config => "configuration",
             ErrorKind::Panicked => "panicked",
+            ErrorKind::Disallowed => "disallowed destination",
         }
     }
 }
@@ -129,6 +134,11 @@ impl Error {
     /// A configuration that cannot work.
     pub fn config(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::Config, message)
+    }
+
+    /// The token may not be sent where the request is going.
+    pub fn disallowed(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Disallowed, message)
     }
 
     fn map(mut self, f: impl FnOnce(&mut Inner)) -> Self {

@@ -23,19 +23,48 @@
 //! assert_eq!(response.body(), "Bearer abc");
 //! # Ok(()) }
 //! ```
+//!
+//! The layer is also where the policy is set: where tokens may go ([`origin`](crate::origin))
+//! and what a 401 does ([`challenge`](crate::challenge)):
+//!
+//! ```
+//! use tower_bearer::{BearerAuthLayer, OnDisallowedOrigin, Origin, TokenCache, source::static_token};
+//!
+//! let cache = TokenCache::new(static_token("abc"));
+//! let layer = BearerAuthLayer::from_cache(cache)
+//!     .allow_origin(Origin::from_static("https://api.example.com"))
+//!     .on_disallowed_origin(OnDisallowedOrigin::Fail)
+//!     .replay_on_401();
+//! # let _ = layer;
+//! ```
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use tower::Layer;
 
-use crate::{BearerAuth, TokenCache, TokenSource};
+use crate::origin::Destinations;
+use crate::service::{InvalidateOnly, Replay};
+use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
 /// A [`Layer`] that adds `Authorization: Bearer <token>` to every request, with tokens from a
 /// shared [`TokenCache`].
 ///
 /// Cloning the layer (or the services it makes) shares the cache: one token, one refresh.
-pub struct BearerAuthLayer<P> {
+///
+/// Configured with consuming setters, as tower-http's layers are:
+///
+/// - where tokens may go: [`allow_origin`](Self::allow_origin),
+///   [`allow_insecure_http`](Self::allow_insecure_http),
+///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::origin));
+/// - what a 401 does: by default ([`InvalidateOnly`]) a 401 that
+///   [rejects the token](crate::challenge::rejects_token) drops that token from the cache and is
+///   returned to the caller; [`replay_on_401`](Self::replay_on_401) also sends the request once
+///   more with a new token.
+pub struct BearerAuthLayer<P, M = InvalidateOnly> {
     cache: TokenCache<P>,
+    destinations: Destinations,
+    mode: PhantomData<fn() -> M>,
 }
 
 impl<P: TokenSource> BearerAuthLayer<P> {
@@ -44,10 +73,67 @@ impl<P: TokenSource> BearerAuthLayer<P> {
         Self::from_cache(TokenCache::new(source))
     }
 
-    /// A layer using an existing cache, to share one token between several clients or to use
-    /// a cache built with [`TokenCache::builder`].
+    /// A layer using an existing cache, to share one token between several clients (a tower
+    /// stack and a [reqwest middleware](crate::BearerAuthMiddleware) at once, say) or to use a
+    /// cache built with [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
-        BearerAuthLayer { cache }
+        BearerAuthLayer {
+            cache,
+            destinations: Destinations::default(),
+            mode: PhantomData,
+        }
+    }
+
+    /// After a 401 that rejects the token, send the request once more with a new token,
+    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody)).
+    ///
+    /// The default is to drop the rejected token and return the 401. Replaying needs a copy of
+    /// every request made before it is sent (the inner service consumes the original): a clone
+    /// of its headers and body and of the inner service, which costs far more than the rest of
+    /// the layer, hence the opt-in. Only the first 401 is replayed; a 401 to the replay is
+    /// returned as it came. The services this layer makes then require
+    /// `B: ReplayBody`; a request whose body cannot be copied is sent once, and its 401 only
+    /// drops the token.
+    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay> {
+        BearerAuthLayer {
+            cache: self.cache,
+            destinations: self.destinations,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<P: TokenSource, M> BearerAuthLayer<P, M> {
+    /// Send the token only to this origin (and any others allowed). Without any call, every
+    /// origin may receive it (subject to [`allow_insecure_http`](Self::allow_insecure_http)).
+    /// Relative URIs always get the token.
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.destinations.allow_origin(origin);
+        self
+    }
+
+    /// [`allow_origin`](Self::allow_origin) for each of `origins`.
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        for origin in origins {
+            self.destinations.allow_origin(origin);
+        }
+        self
+    }
+
+    /// Send the token over plain `http://` to any host, not only loopback ones (default
+    /// `false`). For tests against servers on other hosts; never in production, where anyone on
+    /// the path could read the token.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.destinations.allow_insecure_http(allow);
+        self
+    }
+
+    /// What to do with a request that may not receive the token: send it without
+    /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
+    /// ([`OnDisallowedOrigin::Fail`]).
+    pub fn on_disallowed_origin(mut self, action: OnDisallowedOrigin) -> Self {
+        self.destinations.on_disallowed = action;
+        self
     }
 
     /// The cache this layer's services take tokens from.
@@ -56,26 +142,30 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     }
 }
 
-impl<S, P: TokenSource> Layer<S> for BearerAuthLayer<P> {
-    type Service = BearerAuth<S, P>;
+impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
+    type Service = BearerAuth<S, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::new(inner, self.cache.clone())
+        BearerAuth::with_destinations(inner, self.cache.clone(), self.destinations.clone())
     }
 }
 
-impl<P> Clone for BearerAuthLayer<P> {
+impl<P, M> Clone for BearerAuthLayer<P, M> {
     fn clone(&self) -> Self {
         BearerAuthLayer {
             cache: self.cache.clone(),
+            destinations: self.destinations.clone(),
+            mode: PhantomData,
         }
     }
 }
 
-impl<P> fmt::Debug for BearerAuthLayer<P> {
+impl<P, M> fmt::Debug for BearerAuthLayer<P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
             .field("cache", &self.cache)
+            .field("destinations", &self.destinations)
+            .field("mode", &std::any::type_name::<M>())
             .finish()
     }
 }

@@ -66,8 +66,11 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod cache;
+pub mod challenge;
 pub mod error;
 pub mod layer;
+pub mod origin;
+pub mod replay;
 pub mod service;
 pub mod source;
 pub mod token;
@@ -78,6 +81,8 @@ pub use builder_ext::ServiceBuilderExt;
 pub use cache::{Backoff, CachedToken, TokenCache, TokenCacheBuilder};
 pub use error::{BoxError, Error, ErrorKind};
 pub use layer::BearerAuthLayer;
-pub use service::{BearerAuth, ResponseFuture};
+pub use origin::{OnDisallowedOrigin, Origin};
+pub use replay::{ReplayBody, ReplayFuture};
+pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
 pub use source::TokenSource;
 pub use token::Token;

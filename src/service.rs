@@ -7,6 +7,14 @@
 //! Anything else (a new token, the refresh window, no token) takes the slow path, which may
 //! read the clock, start a background refresh or wait for one.
 //!
+//! Before that, the request's destination is checked ([`origin`](crate::origin)): for a relative
+//! URI or `https` without an allow-list this is a comparison. After it, the response future
+//! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
+//! that token from the cache (compare-and-invalidate by generation), so the next request gets a
+//! new one. Replaying the request itself is the [`Replay`] mode
+//! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
+//! copy of every request and so is opt-in.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
@@ -25,37 +33,75 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request};
+use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
+use crate::cache::handle::{self, TokenFuture};
+use crate::origin::{Destinations, Verdict};
+use crate::{BoxError, Error, TokenCache, TokenSource, challenge};
+
+/// The default mode of [`BearerAuth`]: a 401 that rejects the token drops it from the cache,
+/// and the 401 is returned to the caller.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InvalidateOnly;
+
+/// The mode of [`BearerAuth`] set by
+/// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): a 401 that rejects
+/// the token drops it and, when the body is a [`ReplayBody`](crate::ReplayBody) that can be
+/// copied, the request is sent once more with a new token.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replay;
 
 /// Adds `Authorization: Bearer <token>` to every request before passing it to `S`.
 ///
-/// An existing `Authorization` header is replaced. Errors are [`BoxError`]: either the inner
-/// service's error or a [`tower_bearer::Error`](crate::Error) that stopped a token from being
-/// obtained (`err.downcast_ref::<tower_bearer::Error>()`).
-pub struct BearerAuth<S, P> {
-    inner: S,
-    cache: TokenCache<P>,
+/// An existing `Authorization` header is replaced, except on requests whose destination may not
+/// receive the token ([`origin`](crate::origin)), which are left as they are. Errors are
+/// [`BoxError`]: either the inner service's error or a [`tower_bearer::Error`](crate::Error)
+/// that stopped a token from being obtained or refused the destination
+/// (`err.downcast_ref::<tower_bearer::Error>()`).
+///
+/// `M` is [`InvalidateOnly`] (the default) or [`Replay`].
+pub struct BearerAuth<S, P, M = InvalidateOnly> {
+    pub(crate) inner: S,
+    pub(crate) cache: TokenCache<P>,
     /// The cache state word when `header` was taken; `u64::MAX` when there is none.
-    seen: u64,
-    header: HeaderValue,
+    pub(crate) seen: u64,
+    pub(crate) header: HeaderValue,
+    /// Where response futures find the cache again to report a 401 (see `cache::handle`).
+    pub(crate) cache_id: u64,
+    pub(crate) destinations: Destinations,
+    pub(crate) mode: PhantomData<fn() -> M>,
 }
 
 impl<S, P: TokenSource> BearerAuth<S, P> {
-    /// Wrap `inner`, taking tokens from `cache`.
+    /// Wrap `inner`, taking tokens from `cache`, with the default rules: no allow-list, plain
+    /// http only to loopback, invalidate-only on 401. [`BearerAuthLayer`](crate::BearerAuthLayer)
+    /// sets the others.
     pub fn new(inner: S, cache: TokenCache<P>) -> Self {
+        Self::with_destinations(inner, cache, Destinations::default())
+    }
+}
+
+impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+    pub(crate) fn with_destinations(
+        inner: S,
+        cache: TokenCache<P>,
+        destinations: Destinations,
+    ) -> Self {
         BearerAuth {
             inner,
+            cache_id: cache.registry_id(),
             cache,
             seen: u64::MAX,
             header: HeaderValue::from_static(""),
+            destinations,
+            mode: PhantomData,
         }
     }
 
@@ -80,9 +126,9 @@ impl<S, P: TokenSource> BearerAuth<S, P> {
     }
 }
 
-impl<S, P, B> Service<Request<B>> for BearerAuth<S, P>
+impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, InvalidateOnly>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     P: TokenSource,
 {
@@ -97,50 +143,100 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self.destinations.check_uri(request.uri()) {
+            Verdict::Attach => {}
+            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
+            Verdict::Refuse(error) => return ResponseFuture::failed(error),
+        }
         // Fast path: the token this service used last is still current and fresh.
         if self.cache.state() == self.seen {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
-            return ResponseFuture::called(self.inner.call(request));
+            let sent = Sent::new(self.cache_id, self.seen >> 2);
+            return ResponseFuture::called(self.inner.call(request), Some(sent));
         }
-        self.call_slow(request)
+        match self.token_now(&mut request) {
+            Some(sent) => ResponseFuture::called(self.inner.call(request), Some(sent)),
+            None => {
+                let (token, inner) = self.wait_for_token();
+                ResponseFuture {
+                    state: State::Waiting {
+                        token,
+                        inner: Some(inner),
+                        request: Some(request),
+                        cache_id: self.cache_id,
+                    },
+                }
+            }
+        }
     }
 }
 
-impl<S, P> BearerAuth<S, P>
-where
-    P: TokenSource,
-{
+impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+    /// The slow path when a usable token is cached: remember it for the fast path and attach
+    /// it. `None` when there is no usable token and the caller must wait for one.
     #[cold]
-    fn call_slow<B>(&mut self, mut request: Request<B>) -> ResponseFuture<S, B>
+    pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>) -> Option<Sent> {
+        let (token, state) = self.cache.usable()?;
+        self.seen = state;
+        self.header = token.header_value().clone();
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, self.header.clone());
+        Some(Sent::new(self.cache_id, token.generation()))
+    }
+
+    /// No usable token: a future for the refresh, and the service to call once it is done
+    /// (tower's clone-and-swap idiom: the service that was made ready is the one called, and
+    /// `self` keeps a fresh clone).
+    #[cold]
+    pub(crate) fn wait_for_token(&mut self) -> (TokenFuture, S)
     where
-        S: Service<Request<B>> + Clone,
+        S: Clone,
     {
-        if let Some((token, state)) = self.cache.usable() {
-            self.seen = state;
-            self.header = token.header_value().clone();
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, self.header.clone());
-            return ResponseFuture::called(self.inner.call(request));
-        }
-        // No usable token: wait for the refresh, then call the service that was made ready
-        // (tower's clone-and-swap idiom keeps `self` with a fresh clone).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let cache = self.cache.clone();
-        ResponseFuture {
-            state: State::Waiting {
-                token: Box::pin(async move { cache.token().await }),
-                inner: Some(inner),
-                request: Some(request),
-            },
-        }
+        (Box::pin(async move { cache.token().await }), inner)
     }
 }
 
-type TokenFuture = Pin<Box<dyn Future<Output = Result<CachedToken, Error>> + Send>>;
+/// Which token a request carried: enough to drop exactly that token after a 401.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent {
+    pub(crate) cache_id: u64,
+    pub(crate) generation: u64,
+}
+
+impl Sent {
+    #[inline]
+    pub(crate) fn new(cache_id: u64, generation: u64) -> Self {
+        Sent {
+            cache_id,
+            generation,
+        }
+    }
+
+    /// If `response` rejects the token that was sent, drop it from the cache. Returns whether
+    /// the response was such a rejection (whether or not this call was the one that dropped
+    /// the token).
+    #[cold]
+    pub(crate) fn report<RB>(self, response: &Response<RB>) -> bool {
+        if !challenge::rejects_token(response.status(), response.headers()) {
+            return false;
+        }
+        if let Some(cache) = handle::lookup(self.cache_id) {
+            let dropped = cache.invalidate_generation(self.generation);
+            tracing::debug!(
+                generation = self.generation,
+                dropped,
+                "the server rejected the bearer token (401)"
+            );
+        }
+        true
+    }
+}
 
 pin_project! {
     /// The response future of [`BearerAuth`].
@@ -162,11 +258,17 @@ pin_project! {
         Called {
             #[pin]
             future: S::Future,
+            // The token the request carried, if any.
+            sent: Option<Sent>,
         },
         Waiting {
             token: TokenFuture,
             inner: Option<S>,
             request: Option<Request<B>>,
+            cache_id: u64,
+        },
+        Failed {
+            error: Option<Error>,
         },
     }
 }
@@ -176,16 +278,23 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(future: S::Future) -> Self {
+    fn called(future: S::Future, sent: Option<Sent>) -> Self {
         ResponseFuture {
-            state: State::Called { future },
+            state: State::Called { future, sent },
+        }
+    }
+
+    #[cold]
+    fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
         }
     }
 }
 
-impl<S, B> Future for ResponseFuture<S, B>
+impl<S, B, RB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -194,11 +303,20 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Called { future, sent } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() == StatusCode::UNAUTHORIZED {
+                        if let Some(sent) = *sent {
+                            sent.report(&response);
+                        }
+                    }
+                    return Poll::Ready(Ok(response));
+                }
                 StateProj::Waiting {
                     token,
                     inner,
                     request,
+                    cache_id,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
                     let (Some(mut inner), Some(mut request)) = (inner.take(), request.take())
@@ -208,8 +326,15 @@ where
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header_value().clone());
+                    let sent = Some(Sent::new(*cache_id, token.generation()));
                     let future = inner.call(request);
-                    this.state.set(State::Called { future });
+                    this.state.set(State::Called { future, sent });
+                }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Err(error.into()));
                 }
             }
         }
@@ -224,6 +349,7 @@ where
         let state = match self.state {
             State::Called { .. } => "called",
             State::Waiting { .. } => "waiting for token",
+            State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -231,22 +357,27 @@ where
     }
 }
 
-impl<S: Clone, P> Clone for BearerAuth<S, P> {
+impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
     fn clone(&self) -> Self {
         BearerAuth {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
             seen: self.seen,
             header: self.header.clone(),
+            cache_id: self.cache_id,
+            destinations: self.destinations.clone(),
+            mode: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
+impl<S: fmt::Debug, P, M> fmt::Debug for BearerAuth<S, P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
             .field("cache", &self.cache)
+            .field("destinations", &self.destinations)
+            .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
     }
 }

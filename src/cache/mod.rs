@@ -42,11 +42,12 @@
 
 mod config;
 mod entry;
+pub(crate) mod handle;
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
@@ -81,6 +82,8 @@ pub(crate) struct Shared<P> {
     control: Mutex<Control>,
     config: Config,
     source: P,
+    /// Set once a service registers the cache (see `handle`), so response futures can find it.
+    registry_id: OnceLock<u64>,
 }
 
 /// The slow-path bookkeeping, behind a mutex that is never held across an `.await`.
@@ -121,6 +124,7 @@ impl<P: TokenSource> TokenCache<P> {
                 control: Mutex::new(Control::default()),
                 config,
                 source,
+                registry_id: OnceLock::new(),
             }),
         }
     }
@@ -204,6 +208,16 @@ impl<P: TokenSource> TokenCache<P> {
             .load_full()
             .filter(|e| e.is_usable(now))
             .map(CachedToken)
+    }
+
+    /// A number under which response futures can find this cache again (registered on first
+    /// use; see `handle`).
+    pub(crate) fn registry_id(&self) -> u64 {
+        *self.shared.registry_id.get_or_init(|| {
+            let weak: Weak<dyn handle::ErasedCache> =
+                Arc::downgrade(&self.shared) as Weak<Shared<P>>;
+            handle::register(weak)
+        })
     }
 
     /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
@@ -419,6 +433,9 @@ impl Control {
 
 impl<P> Drop for Shared<P> {
     fn drop(&mut self) {
+        if let Some(id) = self.registry_id.get() {
+            handle::unregister(*id);
+        }
         let control = self.control.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(timer) = control.timer.take() {
             timer.abort();

@@ -1,0 +1,470 @@
+//! Where tokens may go: an optional allow-list of [`Origin`]s and the plain-http rule, shared by
+//! the tower layer and the reqwest middleware.
+//!
+//! Before attaching the token to a request, the middleware looks at its destination:
+//!
+//! - a relative URI (no scheme, no authority, as in a request to a service that adds the base
+//!   URL itself) gets the token;
+//! - plain `http://` gets the token only when the host is a loopback address (`localhost`,
+//!   `127.0.0.0/8`, `[::1]`), unless [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http)
+//!   (for tests);
+//! - when an allow-list is set, only requests to one of its origins (scheme, host and port,
+//!   with default ports filled in) get the token.
+//!
+//! Any other request goes out without the token, or fails with an [`Error`] of kind
+//! [`Disallowed`](crate::ErrorKind::Disallowed), as [`OnDisallowedOrigin`] says. An
+//! `Authorization` header that the caller set on such a request is left as it is.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, header::AUTHORIZATION};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_bearer::{BearerAuthLayer, OnDisallowedOrigin, Origin, source::static_token};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! let layer = BearerAuthLayer::new(static_token("abc"))
+//!     .allow_origin(Origin::from_static("https://api.example.com"))
+//!     .on_disallowed_origin(OnDisallowedOrigin::SendWithoutToken);
+//! let client = ServiceBuilder::new().layer(layer).service(service_fn(|req: Request<()>| async move {
+//!     Ok::<_, Infallible>(Response::new(req.headers().contains_key(AUTHORIZATION)))
+//! }));
+//!
+//! let to = |uri: &str| Request::get(uri).body(()).unwrap();
+//! // `:443` is the default port of https: the same origin.
+//! assert!(*client.clone().oneshot(to("https://api.example.com:443/v1/items")).await?.body());
+//! assert!(!*client.clone().oneshot(to("https://cdn.example.com/file")).await?.body());
+//! assert!(!*client.clone().oneshot(to("http://api.example.com/v1/items")).await?.body());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::Uri;
+use http::uri::Scheme;
+
+use crate::Error;
+
+/// A web origin: scheme, host and port (RFC 6454), the unit of the allow-list.
+///
+/// Parsed from `scheme://host[:port]` (a trailing `/` is accepted; a path, query, fragment or
+/// user info is not). Scheme and host are compared case-insensitively, a trailing dot on the
+/// host is ignored, and the default port is filled in for `http`/`ws` (80) and `https`/`wss`
+/// (443), so `https://API.example.com` and `https://api.example.com:443/` are the same origin.
+///
+/// ```
+/// use tower_bearer::Origin;
+///
+/// let origin: Origin = "https://API.Example.com".parse()?;
+/// assert_eq!(origin, Origin::from_static("https://api.example.com:443/"));
+/// assert_eq!(origin.to_string(), "https://api.example.com");
+/// assert_eq!(origin.port(), 443);
+/// assert!("https://api.example.com/v1".parse::<Origin>().is_err());
+/// # Ok::<_, tower_bearer::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: Box<str>,
+    host: Box<str>,
+    port: u16,
+}
+
+impl Origin {
+    /// Parse `scheme://host[:port]`.
+    pub fn parse(origin: &str) -> Result<Origin, Error> {
+        let invalid = |why: &str| {
+            Error::config(format!(
+                "{origin:?} is not an origin (scheme://host[:port]): {why}"
+            ))
+        };
+        let uri: Uri = origin.parse().map_err(|_| invalid("not a URI"))?;
+        let scheme = uri.scheme_str().ok_or_else(|| invalid("no scheme"))?;
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("user info is not part of an origin"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() || origin.contains('#') {
+            return Err(invalid(
+                "a path, query or fragment is not part of an origin",
+            ));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(invalid("empty host"));
+        }
+        let port = authority
+            .port_u16()
+            .or_else(|| default_port(scheme))
+            .ok_or_else(|| invalid("no port, and the scheme has no default one"))?;
+        Ok(Origin {
+            scheme: scheme.to_ascii_lowercase().into(),
+            host: normalize_host(host).to_ascii_lowercase().into(),
+            port,
+        })
+    }
+
+    /// Parse a literal origin.
+    ///
+    /// # Panics
+    ///
+    /// If `origin` is not `scheme://host[:port]`; use [`Origin::parse`] for values that are not
+    /// literals in your code.
+    pub fn from_static(origin: &'static str) -> Origin {
+        match Origin::parse(origin) {
+            Ok(origin) => origin,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// The scheme, lowercase.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The host, lowercase; IPv6 addresses keep their brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, with the scheme's default filled in.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether a destination with these parts is this origin. `port` is the explicit port, if
+    /// any.
+    fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        self.scheme.eq_ignore_ascii_case(scheme)
+            && port.or_else(|| default_port(scheme)) == Some(self.port)
+            && self.host.eq_ignore_ascii_case(normalize_host(host))
+    }
+}
+
+impl FromStr for Origin {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Origin::parse(s)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if default_port(&self.scheme) != Some(self.port) {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({self})")
+    }
+}
+
+/// What to do with a request whose destination may not receive the token (not in the
+/// allow-list, or plain `http://` to a host that is not loopback).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDisallowedOrigin {
+    /// Send the request without the token (the default): right for a client that also talks
+    /// to hosts that need no token, such as a CDN or pre-signed storage URLs.
+    #[default]
+    SendWithoutToken,
+    /// Fail the request with an [`Error`] of kind
+    /// [`Disallowed`](crate::ErrorKind::Disallowed) before anything is sent.
+    Fail,
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("ws") {
+        Some(80)
+    } else {
+        None
+    }
+}
+
+fn is_secure(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss")
+}
+
+fn normalize_host(host: &str) -> &str {
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// `localhost`, `127.0.0.0/8`, `::1` (with or without brackets) and IPv4-mapped loopback.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = normalize_host(host);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => ip.is_loopback() || is_mapped_v4_loopback(ip),
+        Err(_) => false,
+    }
+}
+
+fn is_mapped_v4_loopback(ip: Ipv6Addr) -> bool {
+    ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+}
+
+/// The destination rules of one layer or middleware.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Destinations {
+    allow: Option<Arc<[Origin]>>,
+    pub(crate) on_disallowed: OnDisallowedOrigin,
+    allow_insecure_http: bool,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Attach,
+    /// Send it without the token.
+    Skip,
+    /// Fail it with this error.
+    Refuse(Error),
+}
+
+impl Destinations {
+    pub(crate) fn allow_origin(&mut self, origin: Origin) {
+        let mut list: Vec<Origin> = self.allow.as_deref().unwrap_or_default().to_vec();
+        if !list.contains(&origin) {
+            list.push(origin);
+        }
+        self.allow = Some(list.into());
+    }
+
+    pub(crate) fn allow_insecure_http(&mut self, allow: bool) {
+        self.allow_insecure_http = allow;
+    }
+
+    /// The verdict for a tower request. The common cases (a relative URI; `https` without an
+    /// allow-list) cost a comparison or two.
+    #[inline]
+    pub(crate) fn check_uri(&self, uri: &Uri) -> Verdict {
+        match uri.scheme() {
+            None if uri.authority().is_none() => Verdict::Attach,
+            Some(scheme) if self.allow.is_none() && *scheme == Scheme::HTTPS => Verdict::Attach,
+            _ => self.check(uri.scheme_str(), uri.host(), uri.port_u16()),
+        }
+    }
+
+    /// The verdict for a reqwest request.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn check_url(&self, url: &reqwest::Url) -> Verdict {
+        // `Url` always has a scheme; a host is missing only for `file:`-like URLs.
+        self.check(Some(url.scheme()), url.host_str(), url.port())
+    }
+
+    #[cold]
+    fn check(&self, scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> Verdict {
+        let (Some(scheme), Some(host)) = (scheme, host) else {
+            if scheme.is_none() && host.is_none() {
+                return Verdict::Attach;
+            }
+            return self.refuse(|| {
+                "refusing to send the bearer token to a destination without both scheme and host"
+                    .to_string()
+            });
+        };
+        if !is_secure(scheme) && !self.allow_insecure_http && !is_loopback_host(host) {
+            return self.refuse(|| {
+                format!(
+                    "refusing to send the bearer token over plain {scheme} to {host}: use https, \
+                     or allow_insecure_http(true) for tests"
+                )
+            });
+        }
+        if let Some(allow) = &self.allow
+            && !allow.iter().any(|o| o.matches(scheme, host, port))
+        {
+            return self.refuse(|| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!(
+                    "refusing to send the bearer token to {scheme}://{host}{port}: not in the \
+                         allowed origins"
+                )
+            });
+        }
+        Verdict::Attach
+    }
+
+    fn refuse(&self, message: impl FnOnce() -> String) -> Verdict {
+        match self.on_disallowed {
+            OnDisallowedOrigin::SendWithoutToken => {
+                tracing::debug!(reason = %message(), "request sent without the bearer token");
+                Verdict::Skip
+            }
+            OnDisallowedOrigin::Fail => Verdict::Refuse(Error::disallowed(message())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    fn attaches(d: &Destinations, s: &str) -> bool {
+        matches!(d.check_uri(&uri(s)), Verdict::Attach)
+    }
+
+    fn list(origins: &[&'static str]) -> Destinations {
+        let mut d = Destinations::default();
+        for o in origins {
+            d.allow_origin(Origin::from_static(o));
+        }
+        d
+    }
+
+    #[test]
+    fn origin_parsing_normalises_case_default_port_and_trailing_slash() {
+        let a = Origin::parse("HTTPS://Api.Example.COM").unwrap();
+        assert_eq!(a, Origin::parse("https://api.example.com:443/").unwrap());
+        assert_eq!(a.to_string(), "https://api.example.com");
+        assert_eq!(
+            Origin::parse("http://h:8080").unwrap().to_string(),
+            "http://h:8080"
+        );
+        assert_eq!(Origin::parse("http://[::1]:3000").unwrap().host(), "[::1]");
+        assert_eq!(Origin::parse("https://api.example.com.").unwrap(), a);
+    }
+
+    #[test]
+    fn origin_parsing_rejects_what_is_not_an_origin() {
+        for bad in [
+            "",
+            "api.example.com",
+            "/v1",
+            "https://api.example.com/v1",
+            "https://api.example.com/?q=1",
+            "https://user:pw@api.example.com",
+            "https://api.example.com#frag",
+            "grpc://api.example.com",
+        ] {
+            let err = Origin::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "is not an origin")]
+    fn from_static_panics_on_a_bad_literal() {
+        let _ = Origin::from_static("not an origin");
+    }
+
+    #[test]
+    fn relative_uris_get_the_token() {
+        let d = list(&["https://api.example.com"]);
+        assert!(attaches(&d, "/v1/items?x=1"));
+        assert!(attaches(&Destinations::default(), "/"));
+    }
+
+    #[test]
+    fn https_gets_the_token_without_an_allow_list() {
+        assert!(attaches(
+            &Destinations::default(),
+            "https://anything.example/"
+        ));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        let d = Destinations::default();
+        for ok in [
+            "http://127.0.0.1:8080/",
+            "http://127.9.9.9/",
+            "http://localhost:3000/",
+            "http://LOCALHOST./",
+            "http://[::1]:80/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(attaches(&d, ok), "{ok}");
+        }
+        for bad in [
+            "http://api.example.com/",
+            "http://10.0.0.1/",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://[::2]/",
+            "ws://api.example.com/",
+        ] {
+            assert!(matches!(d.check_uri(&uri(bad)), Verdict::Skip), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allow_insecure_http_opts_out() {
+        let mut d = Destinations::default();
+        d.allow_insecure_http(true);
+        assert!(attaches(&d, "http://api.example.com/"));
+    }
+
+    #[test]
+    fn allow_list_matches_scheme_host_and_port() {
+        let d = list(&["https://api.example.com", "http://127.0.0.1:8080"]);
+        assert!(attaches(&d, "https://api.example.com/x"));
+        assert!(attaches(&d, "https://API.example.com:443/x"));
+        assert!(attaches(&d, "http://127.0.0.1:8080/x"));
+        for other in [
+            "https://api.example.com:8443/x",
+            "http://api.example.com/x",
+            "https://evil.example/x",
+            "https://api.example.com.evil.example/x",
+            "http://127.0.0.1:8081/x",
+            "http://localhost:8080/x",
+        ] {
+            assert!(matches!(d.check_uri(&uri(other)), Verdict::Skip), "{other}");
+        }
+    }
+
+    #[test]
+    fn allow_listed_plain_http_still_needs_loopback_or_the_opt_out() {
+        let d = list(&["http://internal.example"]);
+        assert!(!attaches(&d, "http://internal.example/"));
+        let mut d = d;
+        d.allow_insecure_http(true);
+        assert!(attaches(&d, "http://internal.example/"));
+    }
+
+    #[test]
+    fn fail_mode_returns_a_disallowed_error_without_the_path() {
+        let mut d = list(&["https://api.example.com"]);
+        d.on_disallowed = OnDisallowedOrigin::Fail;
+        let Verdict::Refuse(err) =
+            d.check_uri(&uri("https://other.example:8443/secret/path?key=v"))
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(err.kind(), ErrorKind::Disallowed);
+        let msg = err.to_string();
+        assert!(msg.contains("https://other.example:8443"), "{msg}");
+        assert!(!msg.contains("secret") && !msg.contains("key="), "{msg}");
+    }
+
+    #[test]
+    fn authority_without_scheme_is_not_relative() {
+        let mut d = Destinations::default();
+        d.on_disallowed = OnDisallowedOrigin::Fail;
+        assert!(matches!(
+            d.check_uri(&uri("api.example.com:443")),
+            Verdict::Refuse(_)
+        ));
+    }
+}

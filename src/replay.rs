@@ -1,0 +1,405 @@
+//! Replaying a request once after a 401, in the tower layer: the [`Replay`] mode of
+//! [`BearerAuth`] ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), its
+//! [`ReplayFuture`], and [`ReplayBody`], the request bodies that can be sent a second time.
+//!
+//! When the first response is a 401 that [rejects the token](crate::challenge::rejects_token),
+//! the future drops that token from the cache (only if it is still the current one, so a storm
+//! of 401s causes one refresh), waits for a new token, and sends the copy of the request with
+//! it. The answer to the replay is returned whatever it is: there is never a third attempt. If
+//! no new token can be had, the first 401 is returned.
+//!
+//! A replay needs a copy of the request made *before* it is sent, because the inner service
+//! consumes the original. Bodies held in memory (`String`, `Bytes`, `Full`, `Empty`, ...) can be
+//! copied; a streaming body cannot, and a request with one is never replayed (its 401 still
+//! drops the rejected token). Implement the trait for your own body type if it can be copied.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+//! use tower_bearer::ReplayBody;
+//!
+//! assert_eq!(String::from("hi").try_clone_body().as_deref(), Some("hi"));
+//! assert!(Full::new(Bytes::from_static(b"{}")).try_clone_body().is_some());
+//! assert!(Empty::<Bytes>::new().try_clone_body().is_some());
+//!
+//! // A boxed body is replayable only while it is known to be empty.
+//! let empty: BoxBody<Bytes, std::convert::Infallible> = Empty::new().boxed();
+//! assert!(empty.try_clone_body().is_some());
+//! let full: BoxBody<Bytes, std::convert::Infallible> = Full::new(Bytes::from_static(b"x")).boxed();
+//! assert!(full.try_clone_body().is_none());
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{Empty, Full};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::cache::handle::{self, TokenFuture};
+use crate::origin::Verdict;
+use crate::service::{Replay, Sent};
+use crate::{BearerAuth, BoxError, CachedToken, Error, TokenSource};
+
+/// A request body that may be copied so the request can be sent again.
+pub trait ReplayBody: Sized {
+    /// A copy of the body to send again, or `None` if this body cannot be replayed.
+    fn try_clone_body(&self) -> Option<Self>;
+}
+
+macro_rules! replay_by_clone {
+    ($($ty:ty),* $(,)?) => {$(
+        impl ReplayBody for $ty {
+            fn try_clone_body(&self) -> Option<Self> {
+                Some(self.clone())
+            }
+        }
+    )*};
+}
+
+replay_by_clone!((), String, Vec<u8>, Bytes, &'static str, &'static [u8]);
+
+impl<D: Clone> ReplayBody for Full<D> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> ReplayBody for Empty<D> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(Empty::new())
+    }
+}
+
+impl<D: Buf + 'static, E> ReplayBody for BoxBody<D, E> {
+    /// Replayable only when the body is already known to be empty.
+    fn try_clone_body(&self) -> Option<Self> {
+        self.is_end_stream().then(BoxBody::default)
+    }
+}
+
+impl<D: Buf + 'static, E> ReplayBody for UnsyncBoxBody<D, E> {
+    /// Replayable only when the body is already known to be empty.
+    fn try_clone_body(&self) -> Option<Self> {
+        self.is_end_stream().then(UnsyncBoxBody::default)
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl ReplayBody for reqwest::Body {
+    /// Replayable when the body is held in memory (not a stream).
+    fn try_clone_body(&self) -> Option<Self> {
+        self.as_bytes()
+            .map(|bytes| reqwest::Body::from(Bytes::copy_from_slice(bytes)))
+    }
+}
+
+/// A copy of `request` (method, URI, version, headers, extensions and body), if its body can
+/// be copied.
+pub(crate) fn try_clone_request<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
+    let body = request.body().try_clone_body()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
+impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, Replay>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    P: TokenSource,
+    B: ReplayBody,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ReplayFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self.destinations.check_uri(request.uri()) {
+            Verdict::Attach => {}
+            Verdict::Skip => {
+                let future = self.inner.call(request);
+                return ReplayFuture::first(future, None, None);
+            }
+            Verdict::Refuse(error) => {
+                return ReplayFuture {
+                    state: ReplayState::Failed { error: Some(error) },
+                };
+            }
+        }
+        // The copy is taken before the token is attached; the replay gets the new one.
+        let retry = try_clone_request(&request).map(|request| Retry {
+            inner: self.inner.clone(),
+            request,
+        });
+        if self.cache.state() == self.seen {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, self.header.clone());
+            let sent = Sent::new(self.cache_id, self.seen >> 2);
+            return ReplayFuture::first(self.inner.call(request), Some(sent), retry);
+        }
+        match self.token_now(&mut request) {
+            Some(sent) => ReplayFuture::first(self.inner.call(request), Some(sent), retry),
+            None => {
+                let (token, inner) = self.wait_for_token();
+                ReplayFuture {
+                    state: ReplayState::Waiting {
+                        token,
+                        inner: Some(inner),
+                        request: Some(request),
+                        retry,
+                        cache_id: self.cache_id,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// What a replay needs: a copy of the request and a service to send it through.
+struct Retry<S, B> {
+    inner: S,
+    request: Request<B>,
+}
+
+pin_project! {
+    /// The response future of [`BearerAuth`] in [`Replay`] mode.
+    pub struct ReplayFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: ReplayState<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = ReplayProj]
+    enum ReplayState<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // No usable token yet.
+        Waiting {
+            token: TokenFuture,
+            inner: Option<S>,
+            request: Option<Request<B>>,
+            retry: Option<Retry<S, B>>,
+            cache_id: u64,
+        },
+        // The first attempt.
+        First {
+            #[pin]
+            future: S::Future,
+            sent: Option<Sent>,
+            retry: Option<Retry<S, B>>,
+        },
+        // The token was rejected: waiting for a new one.
+        Refreshing {
+            token: TokenFuture,
+            rejected_generation: u64,
+            retry: Option<Retry<S, B>>,
+            rejected: Option<S::Response>,
+        },
+        // Waiting for the service that sends the replay to be ready.
+        Readying {
+            token: Option<CachedToken>,
+            retry: Option<Retry<S, B>>,
+            rejected: Option<S::Response>,
+        },
+        // The replay: its answer is final.
+        Second {
+            #[pin]
+            future: S::Future,
+        },
+        Failed {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<S, B> ReplayFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn first(future: S::Future, sent: Option<Sent>, retry: Option<Retry<S, B>>) -> Self {
+        ReplayFuture {
+            state: ReplayState::First {
+                future,
+                sent,
+                retry,
+            },
+        }
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "ReplayFuture polled after completion";
+
+impl<S, B, RB> Future for ReplayFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                ReplayProj::Waiting {
+                    token,
+                    inner,
+                    request,
+                    retry,
+                    cache_id,
+                } => {
+                    let token = ready!(token.as_mut().poll(cx))?;
+                    let (Some(mut inner), Some(mut request)) = (inner.take(), request.take())
+                    else {
+                        unreachable!("{POLLED_AFTER_COMPLETION}")
+                    };
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, token.header_value().clone());
+                    let sent = Some(Sent::new(*cache_id, token.generation()));
+                    let retry = retry.take();
+                    let future = inner.call(request);
+                    this.state.set(ReplayState::First {
+                        future,
+                        sent,
+                        retry,
+                    });
+                }
+                ReplayProj::First {
+                    future,
+                    sent,
+                    retry,
+                } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() != StatusCode::UNAUTHORIZED {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let Some(sent) = *sent else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if !sent.report(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let (Some(retry), Some(cache)) = (retry.take(), handle::lookup(sent.cache_id))
+                    else {
+                        // The body cannot be replayed (or the cache is gone): the token was
+                        // dropped, and the 401 goes back to the caller.
+                        return Poll::Ready(Ok(response));
+                    };
+                    this.state.set(ReplayState::Refreshing {
+                        token: cache.token(),
+                        rejected_generation: sent.generation,
+                        retry: Some(retry),
+                        rejected: Some(response),
+                    });
+                }
+                ReplayProj::Refreshing {
+                    token,
+                    rejected_generation,
+                    retry,
+                    rejected,
+                } => {
+                    let result = ready!(token.as_mut().poll(cx));
+                    let rejected_generation = *rejected_generation;
+                    let (retry, rejected) = (retry.take(), rejected.take());
+                    let rejected = rejected.expect(POLLED_AFTER_COMPLETION);
+                    match result {
+                        Ok(token) if token.generation() != rejected_generation => {
+                            this.state.set(ReplayState::Readying {
+                                token: Some(token),
+                                retry,
+                                rejected: Some(rejected),
+                            });
+                        }
+                        Ok(_) => return Poll::Ready(Ok(rejected)),
+                        Err(error) => {
+                            tracing::warn!(
+                                error = %error,
+                                "no new token to replay a request after a 401; returning the 401"
+                            );
+                            return Poll::Ready(Ok(rejected));
+                        }
+                    }
+                }
+                ReplayProj::Readying {
+                    token,
+                    retry,
+                    rejected,
+                } => {
+                    let ready = {
+                        let retry = retry.as_mut().expect(POLLED_AFTER_COMPLETION);
+                        ready!(retry.inner.poll_ready(cx))
+                    };
+                    let rejected = rejected.take().expect(POLLED_AFTER_COMPLETION);
+                    if let Err(error) = ready {
+                        let error: BoxError = error.into();
+                        tracing::warn!(error = %error, "cannot replay a request after a 401; returning the 401");
+                        return Poll::Ready(Ok(rejected));
+                    }
+                    // Let the first answer (and its connection) go before sending the replay.
+                    drop(rejected);
+                    let Retry {
+                        mut inner,
+                        mut request,
+                    } = retry.take().expect(POLLED_AFTER_COMPLETION);
+                    let token = token.take().expect(POLLED_AFTER_COMPLETION);
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, token.header_value().clone());
+                    tracing::debug!(
+                        generation = token.generation(),
+                        "replaying a request with a new token after a 401"
+                    );
+                    let future = inner.call(request);
+                    this.state.set(ReplayState::Second { future });
+                }
+                ReplayProj::Second { future } => return future.poll(cx).map_err(Into::into),
+                ReplayProj::Failed { error } => {
+                    let error = error.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Err(error.into()));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ReplayFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ReplayState::Waiting { .. } => "waiting for token",
+            ReplayState::First { .. } => "called",
+            ReplayState::Refreshing { .. } => "waiting for a new token after a 401",
+            ReplayState::Readying { .. } => "waiting to replay",
+            ReplayState::Second { .. } => "replayed",
+            ReplayState::Failed { .. } => "failed",
+        };
+        f.debug_struct("ReplayFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
