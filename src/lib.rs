@@ -71,6 +71,8 @@ pub mod error;
 pub mod layer;
 pub mod origin;
 pub mod replay;
+#[cfg(feature = "reqwest-middleware")]
+pub mod reqwest;
 pub mod service;
 pub mod source;
 pub mod token;
@@ -83,6 +85,8 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
 pub use replay::{ReplayBody, ReplayFuture};
+#[cfg(feature = "reqwest-middleware")]
+pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
 pub use source::TokenSource;
 pub use token::Token;

@@ -263,7 +263,7 @@ impl Destinations {
 
     /// The verdict for a reqwest request.
     #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn check_url(&self, url: &reqwest::Url) -> Verdict {
+    pub(crate) fn check_url(&self, url: &::reqwest::Url) -> Verdict {
         // `Url` always has a scheme; a host is missing only for `file:`-like URLs.
         self.check(Some(url.scheme()), url.host_str(), url.port())
     }

@@ -93,11 +93,11 @@ impl<D: Buf + 'static, E> ReplayBody for UnsyncBoxBody<D, E> {
 }
 
 #[cfg(feature = "reqwest")]
-impl ReplayBody for reqwest::Body {
+impl ReplayBody for ::reqwest::Body {
     /// Replayable when the body is held in memory (not a stream).
     fn try_clone_body(&self) -> Option<Self> {
         self.as_bytes()
-            .map(|bytes| reqwest::Body::from(Bytes::copy_from_slice(bytes)))
+            .map(|bytes| ::reqwest::Body::from(Bytes::copy_from_slice(bytes)))
     }
 }
 

@@ -1,0 +1,202 @@
+//! [`BearerAuthMiddleware`]: the same token cache as a
+//! [`reqwest_middleware::Middleware`], so one cache can serve a tower stack and a reqwest client
+//! at once.
+//!
+//! It follows the same rules as the tower layer: the token goes only where it may
+//! ([`origin`](crate::origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
+//! drops it from the cache (compare-and-invalidate, so a storm of 401s costs one refresh) and,
+//! by default, replays the request once with a new token when
+//! [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body cannot be copied and
+//! is never replayed). The answer to the replay is returned as it came.
+//!
+//! It composes with `reqwest-retry` and `reqwest-tracing` in either order. Put it *inside*
+//! retry (added after it) to give each retry attempt the freshest token; outside works too.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use reqwest_middleware::ClientBuilder;
+//! use tower_bearer::{BearerAuthMiddleware, Error, Origin, Token, TokenCache, source::from_fn};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = TokenCache::new(from_fn(|| async {
+//!     // ... call your token endpoint ...
+//!     Ok::<_, Error>(Token::new("abc").with_expires_in(Duration::from_secs(3600)))
+//! }));
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(
+//!         BearerAuthMiddleware::from_cache(cache.clone())
+//!             .allow_origin(Origin::from_static("https://api.example.com")),
+//!     )
+//!     .build();
+//! let response = client.get("https://api.example.com/v1/me").send().await?;
+//! # let _ = response;
+//! # Ok(()) }
+//! ```
+//!
+//! Errors from the middleware (no token could be had, a refused destination) are
+//! `reqwest_middleware::Error::Middleware` wrapping a [`tower_bearer::Error`](crate::Error):
+//! `anyhow_error.downcast_ref::<tower_bearer::Error>()` gets it back.
+
+use std::fmt;
+
+use ::reqwest::header::AUTHORIZATION;
+use ::reqwest::{Request, Response, StatusCode};
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+
+use crate::origin::{Destinations, Verdict};
+use crate::{OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
+
+/// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
+/// [`TokenCache`].
+///
+/// Configured like [`BearerAuthLayer`](crate::BearerAuthLayer); the one difference is that
+/// replaying after a 401 is on by default, since copying a reqwest request is cheap next to
+/// sending it.
+pub struct BearerAuthMiddleware<P> {
+    cache: TokenCache<P>,
+    destinations: Destinations,
+    replay_on_401: bool,
+}
+
+impl<P: TokenSource> BearerAuthMiddleware<P> {
+    /// A middleware with its own [`TokenCache`] (default settings) over `source`.
+    pub fn new(source: P) -> Self {
+        Self::from_cache(TokenCache::new(source))
+    }
+
+    /// A middleware using an existing cache, shared with other middlewares or tower layers.
+    pub fn from_cache(cache: TokenCache<P>) -> Self {
+        BearerAuthMiddleware {
+            cache,
+            destinations: Destinations::default(),
+            replay_on_401: true,
+        }
+    }
+
+    /// After a 401 that rejects the token, send the request once more with a new token when
+    /// it can be copied (default `true`). With `false`, the rejected token is dropped and the
+    /// 401 returned.
+    pub fn replay_on_401(mut self, replay: bool) -> Self {
+        self.replay_on_401 = replay;
+        self
+    }
+
+    /// Send the token only to this origin (and any others allowed). See
+    /// [`BearerAuthLayer::allow_origin`](crate::BearerAuthLayer::allow_origin).
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.destinations.allow_origin(origin);
+        self
+    }
+
+    /// [`allow_origin`](Self::allow_origin) for each of `origins`.
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        for origin in origins {
+            self.destinations.allow_origin(origin);
+        }
+        self
+    }
+
+    /// Send the token over plain `http://` to any host, not only loopback ones (default
+    /// `false`; for tests).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.destinations.allow_insecure_http(allow);
+        self
+    }
+
+    /// Send a request that may not receive the token without it (the default) or fail it.
+    pub fn on_disallowed_origin(mut self, action: OnDisallowedOrigin) -> Self {
+        self.destinations.on_disallowed = action;
+        self
+    }
+
+    /// The cache this middleware takes tokens from.
+    pub fn cache(&self) -> &TokenCache<P> {
+        &self.cache
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        match self.destinations.check_url(request.url()) {
+            Verdict::Attach => {}
+            Verdict::Skip => return next.run(request, extensions).await,
+            Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
+        }
+        let token = self
+            .cache
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        // The copy is taken before the token is attached; the replay gets the new one.
+        let copy = if self.replay_on_401 {
+            request.try_clone()
+        } else {
+            None
+        };
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.header_value().clone());
+        let response = next.clone().run(request, extensions).await?;
+        if response.status() != StatusCode::UNAUTHORIZED
+            || !challenge::rejects_token(response.status(), response.headers())
+        {
+            return Ok(response);
+        }
+        let dropped = self.cache.invalidate(&token);
+        tracing::debug!(
+            generation = token.generation(),
+            dropped,
+            "the server rejected the bearer token (401)"
+        );
+        let Some(mut copy) = copy else {
+            return Ok(response);
+        };
+        let fresh = match self.cache.token().await {
+            Ok(fresh) if fresh.generation() != token.generation() => fresh,
+            Ok(_) => return Ok(response),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    "no new token to replay a request after a 401; returning the 401"
+                );
+                return Ok(response);
+            }
+        };
+        // Let the first answer (and its connection) go before sending the replay.
+        drop(response);
+        copy.headers_mut()
+            .insert(AUTHORIZATION, fresh.header_value().clone());
+        tracing::debug!(
+            generation = fresh.generation(),
+            "replaying a request with a new token after a 401"
+        );
+        next.run(copy, extensions).await
+    }
+}
+
+impl<P> Clone for BearerAuthMiddleware<P> {
+    fn clone(&self) -> Self {
+        BearerAuthMiddleware {
+            cache: self.cache.clone(),
+            destinations: self.destinations.clone(),
+            replay_on_401: self.replay_on_401,
+        }
+    }
+}
+
+impl<P> fmt::Debug for BearerAuthMiddleware<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthMiddleware")
+            .field("cache", &self.cache)
+            .field("destinations", &self.destinations)
+            .field("replay_on_401", &self.replay_on_401)
+            .finish()
+    }
+}
