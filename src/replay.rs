@@ -32,6 +32,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -43,7 +44,7 @@ use http_body_util::{Empty, Full};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::cache::handle::{self, TokenFuture};
+use crate::cache::handle::{ErasedCache, TokenFuture};
 use crate::origin::Verdict;
 use crate::service::{Replay, Sent};
 use crate::{BearerAuth, BoxError, CachedToken, Error, TokenSource};
@@ -147,6 +148,7 @@ where
         let retry = try_clone_request(&request).map(|request| Retry {
             inner: self.inner.clone(),
             request,
+            cache: self.cache.erased(),
         });
         if self.cache.state() == self.seen {
             request
@@ -173,10 +175,13 @@ where
     }
 }
 
-/// What a replay needs: a copy of the request and a service to send it through.
+/// What a replay needs: a copy of the request, a service to send it through, and the cache
+/// (held strongly: the service and every other handle may be gone by the time the 401
+/// arrives, as with `oneshot`).
 struct Retry<S, B> {
     inner: S,
     request: Request<B>,
+    cache: Arc<dyn ErasedCache>,
 }
 
 pin_project! {
@@ -302,14 +307,13 @@ where
                     if !sent.report(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let (Some(retry), Some(cache)) = (retry.take(), handle::lookup(sent.cache_id))
-                    else {
-                        // The body cannot be replayed (or the cache is gone): the token was
-                        // dropped, and the 401 goes back to the caller.
+                    let Some(retry) = retry.take() else {
+                        // The body cannot be replayed: the token was dropped, and the 401 goes
+                        // back to the caller.
                         return Poll::Ready(Ok(response));
                     };
                     this.state.set(ReplayState::Refreshing {
-                        token: cache.token(),
+                        token: Arc::clone(&retry.cache).token(),
                         rejected_generation: sent.generation,
                         retry: Some(retry),
                         rejected: Some(response),
@@ -363,6 +367,7 @@ where
                     let Retry {
                         mut inner,
                         mut request,
+                        ..
                     } = retry.take().expect(POLLED_AFTER_COMPLETION);
                     let token = token.take().expect(POLLED_AFTER_COMPLETION);
                     request

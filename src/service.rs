@@ -220,7 +220,8 @@ impl Sent {
 
     /// If `response` rejects the token that was sent, drop it from the cache. Returns whether
     /// the response was such a rejection (whether or not this call was the one that dropped
-    /// the token).
+    /// the token). A cache that no longer exists (every handle dropped while the request was
+    /// in flight, as with `oneshot`) has nothing to drop.
     #[cold]
     pub(crate) fn report<RB>(self, response: &Response<RB>) -> bool {
         if !challenge::rejects_token(response.status(), response.headers()) {

@@ -555,3 +555,17 @@ async fn debug_output_never_shows_the_token() {
     future.await.unwrap();
     plain_future.await.unwrap();
 }
+
+#[tokio::test]
+async fn replay_works_when_oneshot_dropped_every_other_handle_to_the_cache() {
+    // `oneshot` drops the service once the request is sent; the layer was dropped before. The
+    // future alone must keep what the replay needs.
+    let (cache, fetches) = counting_cache();
+    let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, None);
+    let svc = BearerAuthLayer::from_cache(cache)
+        .replay_on_401()
+        .layer(api.service());
+    let res = svc.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(res.body(), "Bearer token-1");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}

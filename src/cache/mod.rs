@@ -220,6 +220,11 @@ impl<P: TokenSource> TokenCache<P> {
         })
     }
 
+    /// This cache behind a type-erased, strong handle.
+    pub(crate) fn erased(&self) -> Arc<dyn handle::ErasedCache> {
+        Arc::clone(&self.shared) as Arc<Shared<P>>
+    }
+
     /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
     /// means "that token is still current and fresh": the whole fast path.
     #[inline]
