@@ -74,7 +74,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     }
 
     /// A layer using an existing cache, to share one token between several clients (a tower
-    /// stack and a [reqwest middleware](crate::BearerAuthMiddleware) at once, say) or to use a
+    /// stack and a reqwest middleware at once, say) or to use a
     /// cache built with [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
         BearerAuthLayer {

@@ -460,8 +460,10 @@ mod tests {
 
     #[test]
     fn authority_without_scheme_is_not_relative() {
-        let mut d = Destinations::default();
-        d.on_disallowed = OnDisallowedOrigin::Fail;
+        let d = Destinations {
+            on_disallowed: OnDisallowedOrigin::Fail,
+            ..Destinations::default()
+        };
         assert!(matches!(
             d.check_uri(&uri("api.example.com:443")),
             Verdict::Refuse(_)

@@ -306,10 +306,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { future, sent } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() == StatusCode::UNAUTHORIZED {
-                        if let Some(sent) = *sent {
-                            sent.report(&response);
-                        }
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && let Some(sent) = *sent
+                    {
+                        sent.report(&response);
                     }
                     return Poll::Ready(Ok(response));
                 }

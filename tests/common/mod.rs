@@ -37,6 +37,7 @@ pub struct Seen {
 }
 
 type Rule = dyn Fn(usize, Option<&str>) -> Response + Send + Sync;
+type ApiState = (Arc<Mutex<Vec<Seen>>>, Arc<Rule>);
 
 #[derive(Clone)]
 pub struct Api {
@@ -95,11 +96,7 @@ pub fn reject(status: StatusCode, challenge: Option<&'static str>) -> Response {
     res
 }
 
-async fn handle(
-    State((seen, rule)): State<(Arc<Mutex<Vec<Seen>>>, Arc<Rule>)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn handle(State((seen, rule)): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
         .unwrap_or_default();
