@@ -14,7 +14,11 @@
 //!   cancels it;
 //! - **backoff**: failures are retried with jittered exponential backoff, and rejections are
 //!   remembered, so an outage does not become a token-endpoint flood;
-//! - **fast**: a fresh token costs one atomic load and a header insert.
+//! - **fast**: a fresh token costs one atomic load and a header insert;
+//! - **safe with 401s**: a 401 that rejects the token drops exactly that token (a storm of 401s
+//!   costs one refresh) and can replay the request once with a new one, never looping;
+//! - **careful where tokens go**: an optional origin allow-list, no plain http except to
+//!   loopback, sensitive header values, no redirect followed with the token attached.
 //!
 //! # Client stack
 //!
@@ -50,8 +54,33 @@
 //! - [`TokenSource`]: where tokens come from (see [`source`]).
 //! - [`Token`]: the secret (redacted, zeroized) and its lifetime.
 //! - [`TokenCache`]: the single-flight cache, shared by clones; usable on its own.
-//! - [`BearerAuthLayer`] / [`BearerAuth`] / [`ResponseFuture`]: the tower middleware.
+//! - [`BearerAuthLayer`] / [`BearerAuth`] / [`ResponseFuture`]: the tower middleware;
+//!   [`ReplayFuture`] and [`ReplayBody`] when it replays after a 401 ([`replay`]).
+//! - `BearerAuthMiddleware` (feature `reqwest-middleware`): the same cache and policy as a
+//!   `reqwest_middleware::Middleware`.
+//! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser.
+//! - [`origin`]: where tokens may go ([`Origin`], [`OnDisallowedOrigin`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
+//!
+//! # When the server says 401
+//!
+//! A 401 whose `WWW-Authenticate` has no `Bearer` error, or says `error="invalid_token"`, means
+//! the token that was sent is no good: it is dropped from the cache if it is still the current
+//! one (compare by generation), so a thousand concurrent 401s cause one refresh. By default the
+//! tower layer returns the 401 and the next request gets the new token;
+//! [`BearerAuthLayer::replay_on_401`] replays it once, for bodies that can be copied. The
+//! reqwest middleware replays by default (`try_clone()`). `insufficient_scope`, a 403 and
+//! anything else pass through untouched.
+//!
+//! # Redirects
+//!
+//! Nothing in this crate follows redirects. With tower-http's `FollowRedirect`, put it
+//! **below** the bearer layer (`.layer(BearerAuthLayer::..).layer(FollowRedirectLayer::new())`):
+//! the token is attached once, and tower-http's default policy (`FilterCredentials`) removes it
+//! when a redirect leaves the origin. Above the bearer layer, every hop is a new request to the
+//! layer, which attaches the token wherever the redirect points, unless an
+//! [allow-list](BearerAuthLayer::allow_origin) stops it. reqwest's own redirect handling
+//! removes `Authorization` when the origin (scheme, host or port) changes.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(

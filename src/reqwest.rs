@@ -12,24 +12,28 @@
 //! It composes with `reqwest-retry` and `reqwest-tracing` in either order. Put it *inside*
 //! retry (added after it) to give each retry attempt the freshest token; outside works too.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use reqwest_middleware::ClientBuilder;
 //! use tower_bearer::{BearerAuthMiddleware, Error, Origin, Token, TokenCache, source::from_fn};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // An API on 127.0.0.1 that echoes whether it got a bearer token.
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let api = format!("http://{}", listener.local_addr()?);
+//! # let app = axum::Router::new().fallback(|h: http::HeaderMap| async move {
+//! #     h.get("authorization").map_or("none", |v| if v.as_bytes().starts_with(b"Bearer ") { "bearer" } else { "other" })
+//! # });
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
 //! let cache = TokenCache::new(from_fn(|| async {
 //!     // ... call your token endpoint ...
 //!     Ok::<_, Error>(Token::new("abc").with_expires_in(Duration::from_secs(3600)))
 //! }));
 //! let client = ClientBuilder::new(reqwest::Client::new())
-//!     .with(
-//!         BearerAuthMiddleware::from_cache(cache.clone())
-//!             .allow_origin(Origin::from_static("https://api.example.com")),
-//!     )
+//!     .with(BearerAuthMiddleware::from_cache(cache.clone()).allow_origin(Origin::parse(&api)?))
 //!     .build();
-//! let response = client.get("https://api.example.com/v1/me").send().await?;
-//! # let _ = response;
+//! let answer = client.get(format!("{api}/v1/me")).send().await?.text().await?;
+//! assert_eq!(answer, "bearer");
 //! # Ok(()) }
 //! ```
 //!

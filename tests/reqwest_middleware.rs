@@ -396,3 +396,17 @@ async fn debug_output_never_shows_the_token() {
     let debug = format!("{middleware:?} {token:?}");
     assert!(!debug.contains("token-0"), "{debug}");
 }
+
+#[tokio::test]
+async fn cross_origin_redirect_followed_by_reqwest_does_not_carry_the_token() {
+    let (cache, _) = counting_cache();
+    let b = Api::start(|_, auth| auth.unwrap_or("none").to_owned().into_response()).await;
+    let target = b.url("/landing");
+    let a =
+        Api::start(move |_, _| axum::response::Redirect::temporary(&target).into_response()).await;
+    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let res = client.get(a.url("/start")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "none");
+    assert_eq!(a.authorizations(), vec![Some("Bearer token-0".into())]);
+    assert_eq!(b.authorizations(), vec![None]);
+}
