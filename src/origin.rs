@@ -250,6 +250,16 @@ impl Destinations {
         self.allow_insecure_http = allow;
     }
 
+    /// Whether `uri` may get the token by the cheap rules alone: a relative URI, or `https`
+    /// with no allow-list. `false` means "ask [`check_uri`](Self::check_uri)", not "no".
+    #[inline]
+    pub(crate) fn quick_attach(&self, uri: &Uri) -> bool {
+        match uri.scheme() {
+            None => uri.authority().is_none(),
+            Some(scheme) => self.allow.is_none() && *scheme == Scheme::HTTPS,
+        }
+    }
+
     /// The verdict for a tower request. The common cases (a relative URI; `https` without an
     /// allow-list) cost a comparison or two.
     #[inline]
