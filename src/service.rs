@@ -1,14 +1,14 @@
 //! [`BearerAuth`], the service made by [`BearerAuthLayer`](crate::BearerAuthLayer), and its
 //! [`ResponseFuture`].
 //!
-//! The common case, a fresh token that this service has already seen, costs one atomic load
-//! and a header insert: each service keeps the prebuilt header value of the token it last used
+//! The common case, a fresh token that this service has already seen, costs one atomic load,
+//! a header insert and a few comparisons: each service keeps the prebuilt header value of the token it last used
 //! together with the cache's `generation|phase` word, and reuses it while the word is unchanged.
 //! Anything else (a new token, the refresh window, no token) takes the slow path, which may
 //! read the clock, start a background refresh or wait for one.
 //!
-//! Before that, the request's destination is checked ([`origin`](crate::origin)): for a relative
-//! URI or `https` without an allow-list this is a comparison. After it, the response future
+//! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI or
+//! `https` without an allow-list this is a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
 //! that token from the cache (compare-and-invalidate by generation), so the next request gets a
 //! new one. Replaying the request itself is the [`Replay`] mode
