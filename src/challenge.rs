@@ -2,7 +2,10 @@
 //! good" (RFC 6750 §3.1).
 //!
 //! One parser and one decision, [`rejects_token`], used by both the tower layer and the
-//! reqwest middleware. A 401 is taken as a rejection of the token that was sent when no `Bearer`
+//! reqwest middleware. What they do with a rejection is the same too: drop exactly the token
+//! that was sent if it is still the current one (so a storm of 401s costs one refresh), at most
+//! once per second per cache (so a server that rejects every token cannot cause a refresh
+//! loop), then replay the request once if configured to. A 401 is taken as a rejection of the token that was sent when no `Bearer`
 //! challenge gives a reason, or when one says `error="invalid_token"`; any other Bearer error
 //! (`insufficient_scope`, `invalid_request`, ...) and every other status pass through untouched.
 //!

@@ -153,7 +153,7 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
         {
             return Ok(response);
         }
-        let dropped = self.cache.invalidate(&token);
+        let dropped = self.cache.invalidate_after_401(token.generation());
         tracing::debug!(
             generation = token.generation(),
             dropped,

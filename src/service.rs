@@ -247,7 +247,7 @@ impl Sent {
             return false;
         }
         if let Some(cache) = handle::lookup(self.cache_id) {
-            let dropped = cache.invalidate_generation(self.generation);
+            let dropped = cache.invalidate_after_401(self.generation);
             tracing::debug!(
                 generation = self.generation,
                 dropped,

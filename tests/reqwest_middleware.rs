@@ -410,3 +410,44 @@ async fn cross_origin_redirect_followed_by_reqwest_does_not_carry_the_token() {
     assert_eq!(a.authorizations(), vec![Some("Bearer token-0".into())]);
     assert_eq!(b.authorizations(), vec![None]);
 }
+
+/// An innermost middleware that answers every request `401 invalid_token` itself.
+#[derive(Clone, Default)]
+struct RejectAll(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for RejectAll {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let response = http::Response::builder()
+            .status(401)
+            .header("www-authenticate", INVALID_TOKEN)
+            .body("")
+            .unwrap();
+        Ok(response.into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_rejecting_every_token_costs_at_most_one_refresh_per_second() {
+    let (cache, fetches) = counting_cache();
+    let reject = RejectAll::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::from_cache(cache))
+        .with(reject.clone())
+        .build();
+    for _ in 0..50 {
+        let res = client.get("https://api.example.com/").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(reject.0.load(Ordering::SeqCst), 51);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    client.get("https://api.example.com/").send().await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}

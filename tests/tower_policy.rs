@@ -569,3 +569,30 @@ async fn replay_works_when_oneshot_dropped_every_other_handle_to_the_cache() {
     assert_eq!(res.body(), "Bearer token-1");
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn server_rejecting_every_token_costs_at_most_one_refresh_per_second() {
+    let (cache, fetches) = counting_cache();
+    let api = Api {
+        reject_every_token: true,
+        ..Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some("Bearer error=invalid_token"))
+    };
+    let mut svc = BearerAuthLayer::from_cache(cache)
+        .replay_on_401()
+        .layer(api.service());
+    for _ in 0..50 {
+        let res = send(&mut svc, Request::new(String::new())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    // token-0 dropped once, token-1 kept in spite of its 401s: no refresh loop.
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(api.calls(), 51, "one replay, for the first request");
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    send(&mut svc, Request::new(String::new())).await.unwrap();
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        3,
+        "a second later, a 401 drops a token again"
+    );
+}

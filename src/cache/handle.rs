@@ -12,21 +12,55 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{CachedToken, Shared, TokenCache};
 use crate::{Error, TokenSource};
+
+/// At most one token is dropped because of a 401 per this interval, per cache.
+///
+/// A server that rejects every token (a wrong audience, a revoked client) would otherwise turn
+/// each 401 into a token-endpoint call: drop, refresh, 401 on the new token, drop, ... as fast
+/// as the two round trips allow. A 401 inside the interval is returned without dropping the
+/// token; the first 401 after it drops it as usual.
+pub(crate) const MIN_INTERVAL_BETWEEN_401_DROPS: Duration = Duration::from_secs(1);
+
+impl<P: TokenSource> TokenCache<P> {
+    /// The 401 policy's compare-and-invalidate: drop token `generation` if it is still current
+    /// and no 401 dropped a token in the last [`MIN_INTERVAL_BETWEEN_401_DROPS`].
+    pub(crate) fn invalidate_after_401(&self, generation: u64) -> bool {
+        let shared = &self.shared;
+        let now = shared.nanos(Instant::now());
+        let last = shared.last_401_drop.load(Ordering::Relaxed);
+        let min = MIN_INTERVAL_BETWEEN_401_DROPS.as_nanos() as u64;
+        if last != u64::MAX && now.saturating_sub(last) < min {
+            tracing::debug!(
+                generation,
+                "401 not acted on: a token was already dropped after a 401 less than 1 s ago"
+            );
+            return false;
+        }
+        let dropped = self.invalidate_generation(generation);
+        if dropped {
+            shared.last_401_drop.store(now, Ordering::Relaxed);
+        }
+        dropped
+    }
+}
 
 pub(crate) type TokenFuture = Pin<Box<dyn Future<Output = Result<CachedToken, Error>> + Send>>;
 
 /// What a response future needs from a cache whose token source type it does not know.
 pub(crate) trait ErasedCache: Send + Sync {
-    fn invalidate_generation(self: Arc<Self>, generation: u64) -> bool;
+    fn invalidate_after_401(self: Arc<Self>, generation: u64) -> bool;
     fn token(self: Arc<Self>) -> TokenFuture;
 }
 
 impl<P: TokenSource> ErasedCache for Shared<P> {
-    fn invalidate_generation(self: Arc<Self>, generation: u64) -> bool {
-        TokenCache { shared: self }.invalidate_generation(generation)
+    fn invalidate_after_401(self: Arc<Self>, generation: u64) -> bool {
+        TokenCache { shared: self }.invalidate_after_401(generation)
     }
 
     fn token(self: Arc<Self>) -> TokenFuture {

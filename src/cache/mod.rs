@@ -84,6 +84,9 @@ pub(crate) struct Shared<P> {
     source: P,
     /// Set once a service registers the cache (see `handle`), so response futures can find it.
     registry_id: OnceLock<u64>,
+    /// When a 401 last dropped a token, in nanoseconds after `epoch`; `u64::MAX` if never
+    /// (see `handle::invalidate_after_401`).
+    last_401_drop: AtomicU64,
 }
 
 /// The slow-path bookkeeping, behind a mutex that is never held across an `.await`.
@@ -125,6 +128,7 @@ impl<P: TokenSource> TokenCache<P> {
                 config,
                 source,
                 registry_id: OnceLock::new(),
+                last_401_drop: AtomicU64::new(u64::MAX),
             }),
         }
     }
