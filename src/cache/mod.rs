@@ -219,18 +219,19 @@ impl<P: TokenSource> TokenCache<P> {
     pub(crate) fn usable(&self) -> Option<(CachedToken, u64)> {
         let state = self.state();
         let entry = self.shared.current.load_full()?;
-        let fresh = pack(entry.generation, PHASE_FRESH);
-        if state == fresh {
-            return Some((CachedToken(entry), fresh));
-        }
+        // The clock, not the published phase, decides here: a timer that fires late must not
+        // delay the refresh of callers that reach the slow path.
         let now = Instant::now();
         if !entry.is_usable(now) {
             return None;
         }
         if entry.is_stale(now) {
             self.refresh_in_background(now);
+            return Some((CachedToken(entry), u64::MAX));
         }
-        Some((CachedToken(entry), u64::MAX))
+        let fresh = pack(entry.generation, PHASE_FRESH);
+        let remember = if state == fresh { fresh } else { u64::MAX };
+        Some((CachedToken(entry), remember))
     }
 
     fn refresh_in_background(&self, now: Instant) {
