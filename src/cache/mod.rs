@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwapOption;
+use http::HeaderValue;
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -211,6 +212,21 @@ impl<P: TokenSource> TokenCache<P> {
     #[inline]
     pub(crate) fn state(&self) -> u64 {
         self.shared.state.load(Ordering::Acquire)
+    }
+
+    /// The header of the current token when `state` says it is fresh: one lock-free load, no
+    /// clock read. This is the path of a service that has not seen the current token yet
+    /// (typically a clone made per request from a template that never sends).
+    #[inline]
+    pub(crate) fn fresh_header(&self, state: u64) -> Option<HeaderValue> {
+        if state & 3 != PHASE_FRESH {
+            return None;
+        }
+        let current = self.shared.current.load();
+        match &*current {
+            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => Some(entry.header.clone()),
+            _ => None,
+        }
     }
 
     /// The current token if it is usable now, starting a background refresh if it is stale.
