@@ -55,8 +55,11 @@ impl<B> Service<Request<B>> for NoOp {
 #[derive(Clone)]
 struct Naive<S> {
     inner: S,
-    token: Arc<tokio::sync::Mutex<Option<(Arc<str>, Instant)>>>,
+    token: Arc<tokio::sync::Mutex<Option<CachedSecret>>>,
 }
+
+/// The secret and when it expires.
+type CachedSecret = (Arc<str>, Instant);
 
 impl<S> Service<Request<()>> for Naive<S>
 where
@@ -78,7 +81,9 @@ where
             let secret = {
                 let mut guard = token.lock().await;
                 match &*guard {
-                    Some((secret, expiry)) if Instant::now() + Duration::from_secs(60) < *expiry => {
+                    Some((secret, expiry))
+                        if Instant::now() + Duration::from_secs(60) < *expiry =>
+                    {
                         secret.clone()
                     }
                     _ => {
@@ -98,7 +103,9 @@ where
 fn token_value() -> String {
     // 800 bytes of base64url, as a typical JWT access token.
     (0..800)
-        .map(|i| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[i * 7 % 64] as char)
+        .map(|i| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[i * 7 % 64] as char
+        })
         .collect()
 }
 
@@ -203,29 +210,45 @@ fn fast_path(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("limit/set_request_header", threads), |b| {
             b.iter_custom(|iters| run(threads, iters, || request_through(set_header.clone())))
         });
-        group.bench_function(BenchmarkId::new("limit/set_request_header_box_error", threads), |b| {
-            b.iter_custom(|iters| run(threads, iters, || request_through(set_header_boxed.clone())))
-        });
-        group.bench_function(BenchmarkId::new("bearer_auth/reused_service", threads), |b| {
-            b.iter_custom(|iters| {
-                run(threads, iters, || {
-                    let mut service = bearer.clone();
-                    // The service sees the token once; every request after that is the fast path.
-                    let _ = block_on(service.call(Request::new(())));
-                    request_through(service)
+        group.bench_function(
+            BenchmarkId::new("limit/set_request_header_box_error", threads),
+            |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, || request_through(set_header_boxed.clone()))
                 })
-            })
-        });
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("bearer_auth/reused_service", threads),
+            |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, || {
+                        let mut service = bearer.clone();
+                        // The service sees the token once; every request after that is the fast path.
+                        let _ = block_on(service.call(Request::new(())));
+                        request_through(service)
+                    })
+                })
+            },
+        );
         group.bench_function(
             BenchmarkId::new("limit/set_request_header_clone_per_request", threads),
-            |b| b.iter_custom(|iters| run(threads, iters, || request_through_clone(set_header.clone()))),
+            |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, || request_through_clone(set_header.clone()))
+                })
+            },
         );
-        group.bench_function(BenchmarkId::new("bearer_auth/clone_per_request", threads), |b| {
-            b.iter_custom(|iters| run(threads, iters, || request_through_clone(bearer.clone())))
-        });
-        group.bench_function(BenchmarkId::new("naive/mutex_across_refresh", threads), |b| {
-            b.iter_custom(|iters| run(threads, iters, || request_through(naive.clone())))
-        });
+        group.bench_function(
+            BenchmarkId::new("bearer_auth/clone_per_request", threads),
+            |b| {
+                b.iter_custom(|iters| run(threads, iters, || request_through_clone(bearer.clone())))
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("naive/mutex_across_refresh", threads),
+            |b| b.iter_custom(|iters| run(threads, iters, || request_through(naive.clone()))),
+        );
     }
     group.finish();
 }

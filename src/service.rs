@@ -210,8 +210,9 @@ where
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Waiting { token, parts } => {
                     let token = ready!(token.as_mut().poll(cx))?;
-                    let (mut inner, mut request) =
-                        *parts.take().expect("ResponseFuture polled after completion");
+                    let (mut inner, mut request) = *parts
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header_value().clone());

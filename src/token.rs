@@ -156,9 +156,9 @@ impl fmt::Debug for Token {
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The time claims of a JWT, read without verifying it.
@@ -198,7 +198,7 @@ pub fn jwt_claims(token: &str) -> Option<JwtTimes> {
     let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
     let time = |name: &str| {
         let secs = claims.get(name)?.as_f64()?;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !(0.0..=1e12).contains(&secs) {
             return None;
         }
         UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))
@@ -258,8 +258,14 @@ mod tests {
 
     #[test]
     fn with_jwt_expiry_requires_exp() {
-        assert!(Token::new(jwt(r#"{"exp":2000000000}"#)).with_jwt_expiry().is_ok());
-        let err = Token::new(jwt(r#"{"sub":"me"}"#)).with_jwt_expiry().unwrap_err();
+        assert!(
+            Token::new(jwt(r#"{"exp":2000000000}"#))
+                .with_jwt_expiry()
+                .is_ok()
+        );
+        let err = Token::new(jwt(r#"{"sub":"me"}"#))
+            .with_jwt_expiry()
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidResponse);
         assert!(Token::new("opaque").with_jwt_expiry().is_err());
     }

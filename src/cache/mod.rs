@@ -49,8 +49,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwapOption;
-use http::HeaderValue;
 use futures_util::FutureExt as _;
+use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -217,7 +217,9 @@ impl<P: TokenSource> TokenCache<P> {
         }
         let current = self.shared.current.load();
         match &*current {
-            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => Some(entry.header.clone()),
+            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => {
+                Some(entry.header.clone())
+            }
             _ => None,
         }
     }
@@ -248,14 +250,18 @@ impl<P: TokenSource> TokenCache<P> {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none() && control.blocked(now).is_none() {
-            if let Err(err) = self.start_refresh(&mut control) {
-                tracing::warn!(error = %err, "cannot start a background token refresh");
-            }
+        if control.inflight.is_none()
+            && control.blocked(now).is_none()
+            && let Err(err) = self.start_refresh(&mut control)
+        {
+            tracing::warn!(error = %err, "cannot start a background token refresh");
         }
     }
 
-    fn start_refresh(&self, control: &mut Control) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    fn start_refresh(
+        &self,
+        control: &mut Control,
+    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
         })?;
@@ -312,7 +318,11 @@ impl<P: TokenSource> Drop for RefreshGuard<P> {
 
 impl<P: TokenSource> Shared<P> {
     /// Record the result of a refresh: install the token, or remember the failure.
-    fn complete(self: &Arc<Self>, sent_at: Instant, result: Result<crate::Token, Error>) -> Outcome {
+    fn complete(
+        self: &Arc<Self>,
+        sent_at: Instant,
+        result: Result<crate::Token, Error>,
+    ) -> Outcome {
         let now = Instant::now();
         let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
         let mut control = self.lock();
@@ -353,16 +363,22 @@ impl<P: TokenSource> Shared<P> {
                     ErrorKind::Transient | ErrorKind::Panicked => {
                         let backoff = self.config.backoff.delay(control.failures);
                         let jittered = backoff / 2 + random_up_to(backoff / 2);
-                        err.retry_after()
-                            .map_or(jittered, |after| after.min(self.config.backoff.max).max(jittered))
+                        err.retry_after().map_or(jittered, |after| {
+                            after.min(self.config.backoff.max).max(jittered)
+                        })
                     }
                     _ => self.config.rejected_cooldown,
                 };
                 let retry_at = now + delay;
                 control.retry_at = Some(retry_at);
                 control.last_error = Some(err.clone());
-                self.quiet_until.store(self.nanos(retry_at), Ordering::Relaxed);
-                let serving_stale = self.current.load().as_ref().is_some_and(|e| e.is_usable(now));
+                self.quiet_until
+                    .store(self.nanos(retry_at), Ordering::Relaxed);
+                let serving_stale = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|e| e.is_usable(now));
                 tracing::warn!(
                     error = %err,
                     kind = %err.kind(),
