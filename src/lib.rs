@@ -75,7 +75,7 @@ pub mod token;
 mod builder_ext;
 
 pub use builder_ext::ServiceBuilderExt;
-pub use cache::{Backoff, CachedToken, TokenCache, TokenCacheBuilder};
+pub use cache::{Backoff, CachedToken, RefreshEvent, RefreshReason, TokenCache, TokenCacheBuilder};
 pub use error::{BoxError, Error, ErrorKind};
 pub use layer::BearerAuthLayer;
 pub use service::{BearerAuth, ResponseFuture};

@@ -464,3 +464,48 @@ async fn real_concurrency_causes_one_fetch() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn on_refresh_reports_each_refresh_with_its_reason() {
+    use std::sync::Mutex;
+    use tower_bearer::RefreshReason;
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let (_, source) = counting(Duration::from_secs(120), Duration::from_secs(1));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .on_refresh(move |event| {
+            seen.lock().unwrap().push((
+                event.reason(),
+                event.took(),
+                event.expires_in(),
+                event.error().is_some(),
+            ))
+        })
+        .build();
+    let token = cache.token().await.unwrap(); // no token
+    cache.invalidate(&token); // invalidated
+    sleep(Duration::from_secs(2)).await;
+    cache.token().await.unwrap();
+    sleep(Duration::from_secs(61)).await;
+    cache.token().await.unwrap(); // stale
+    sleep(Duration::from_secs(200)).await;
+    cache.token().await.unwrap(); // expired
+    let events = events.lock().unwrap().clone();
+    let reasons: Vec<_> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        reasons,
+        [
+            RefreshReason::NoToken,
+            RefreshReason::Invalidated,
+            RefreshReason::Stale,
+            RefreshReason::Expired
+        ]
+    );
+    for (_, took, expires_in, failed) in events {
+        assert_eq!(took, Duration::from_secs(1));
+        assert_eq!(expires_in, Some(Duration::from_secs(119)));
+        assert!(!failed);
+    }
+}

@@ -42,6 +42,7 @@
 
 mod config;
 mod entry;
+mod event;
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -54,13 +55,16 @@ use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
+pub use event::{RefreshEvent, RefreshReason};
 
 use crate::{Error, ErrorKind, TokenSource};
 use config::Config;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack, random_up_to};
+use event::RefreshReason as Reason;
 
 /// The shared, single-flight token cache. Cheap to clone: clones share one token.
 ///
@@ -146,7 +150,12 @@ impl<P: TokenSource> TokenCache<P> {
                     if let Some(err) = control.blocked(now) {
                         return Err(err);
                     }
-                    self.start_refresh(&mut control)?
+                    let reason = if self.shared.current.load().is_some() {
+                        Reason::Expired
+                    } else {
+                        Reason::NoToken
+                    };
+                    self.start_refresh(&mut control, reason)?
                 }
             }
         };
@@ -187,7 +196,7 @@ impl<P: TokenSource> TokenCache<P> {
         let now = Instant::now();
         if control.inflight.is_none() && control.blocked(now).is_none() {
             // The caller will want a new token right away; start on it.
-            let _ = self.start_refresh(&mut control);
+            let _ = self.start_refresh(&mut control, Reason::Invalidated);
         }
         true
     }
@@ -237,7 +246,7 @@ impl<P: TokenSource> TokenCache<P> {
             return None;
         }
         if entry.is_stale(now) {
-            self.refresh_in_background(now);
+            self.refresh_in_background(now, Reason::Stale);
             return Some((CachedToken(entry), u64::MAX));
         }
         let fresh = pack(entry.generation, PHASE_FRESH);
@@ -245,14 +254,14 @@ impl<P: TokenSource> TokenCache<P> {
         Some((CachedToken(entry), remember))
     }
 
-    fn refresh_in_background(&self, now: Instant) {
+    fn refresh_in_background(&self, now: Instant, reason: Reason) {
         if self.shared.nanos(now) < self.shared.quiet_until.load(Ordering::Relaxed) {
             return;
         }
         let mut control = self.shared.lock();
         if control.inflight.is_none()
             && control.blocked(now).is_none()
-            && let Err(err) = self.start_refresh(&mut control)
+            && let Err(err) = self.start_refresh(&mut control, reason)
         {
             tracing::warn!(error = %err, "cannot start a background token refresh");
         }
@@ -261,6 +270,7 @@ impl<P: TokenSource> TokenCache<P> {
     fn start_refresh(
         &self,
         control: &mut Control,
+        reason: Reason,
     ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
@@ -272,7 +282,8 @@ impl<P: TokenSource> TokenCache<P> {
             shared: Arc::clone(&self.shared),
             tx,
         };
-        runtime.spawn(guard.run());
+        let span = tracing::info_span!("token_refresh", reason = reason.as_str());
+        runtime.spawn(guard.run(reason).instrument(span));
         Ok(rx)
     }
 }
@@ -285,10 +296,10 @@ struct RefreshGuard<P: TokenSource> {
 }
 
 impl<P: TokenSource> RefreshGuard<P> {
-    async fn run(self) {
+    async fn run(self, reason: Reason) {
         let shared = &self.shared;
         let sent_at = Instant::now();
-        tracing::debug!("token refresh started");
+        tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
         let fetched = AssertUnwindSafe(tokio::time::timeout(timeout, shared.source.fetch()))
             .catch_unwind()
@@ -302,7 +313,15 @@ impl<P: TokenSource> RefreshGuard<P> {
             Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
         };
         let outcome = shared.complete(sent_at, result);
-        let _ = self.tx.send(Some(outcome));
+        let _ = self.tx.send(Some(outcome.clone()));
+        if let Some(hook) = &shared.config.on_refresh {
+            let event = RefreshEvent {
+                outcome: &outcome,
+                reason,
+                took: Instant::now().saturating_duration_since(sent_at),
+            };
+            (hook.0)(&event);
+        }
     }
 }
 
@@ -415,7 +434,7 @@ impl<P: TokenSource> Shared<P> {
                 Ordering::Relaxed,
             );
             if shared.config.background_refresh {
-                TokenCache { shared }.refresh_in_background(Instant::now());
+                TokenCache { shared }.refresh_in_background(Instant::now(), Reason::Timer);
             }
         });
         control.timer = Some(task.abort_handle());
