@@ -420,24 +420,46 @@ impl<P: TokenSource> Shared<P> {
         if let Some(timer) = control.timer.take() {
             timer.abort();
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+        let stale_on_drop = MarkStaleOnDrop {
+            shared: Arc::downgrade(self),
+            generation,
         };
-        let weak: Weak<Self> = Arc::downgrade(self);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // `stale_on_drop` hands the token to the clock-reading slow path now
+        };
         let task = runtime.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let Some(shared) = weak.upgrade() else { return };
-            let _ = shared.state.compare_exchange(
-                pack(generation, PHASE_FRESH),
-                pack(generation, PHASE_STALE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            if shared.config.background_refresh {
+            let shared = stale_on_drop.shared.clone();
+            drop(stale_on_drop);
+            if let Some(shared) = shared.upgrade()
+                && shared.config.background_refresh
+            {
                 TokenCache { shared }.refresh_in_background(Instant::now(), Reason::Timer);
             }
         });
         control.timer = Some(task.abort_handle());
+    }
+}
+
+/// Flips token `generation` from fresh to stale when dropped: when its timer fires, and also
+/// when the timer never will (its runtime shut down). Either way the fast path stops trusting
+/// the token and the slow path, which reads the clock, takes over: a lost timer fails safe.
+/// A newer token or an invalidation has already changed the state, so then this does nothing.
+struct MarkStaleOnDrop<P> {
+    shared: Weak<Shared<P>>,
+    generation: u64,
+}
+
+impl<P> Drop for MarkStaleOnDrop<P> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let _ = shared.state.compare_exchange(
+                pack(self.generation, PHASE_FRESH),
+                pack(self.generation, PHASE_STALE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
@@ -501,5 +523,55 @@ impl<P> fmt::Debug for TokenCache<P> {
             .field("phase", &phase)
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::Token;
+    use crate::source::StaticToken;
+
+    fn phase<P>(cache: &TokenCache<P>) -> u64 {
+        cache.state() & 3
+    }
+
+    #[test]
+    fn a_timer_lost_with_its_runtime_fails_safe() {
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new("abc").with_expires_in(Duration::from_secs(3600)),
+        ));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        first.block_on(cache.token()).unwrap();
+        assert_eq!(phase(&cache), PHASE_FRESH);
+        // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
+        // a runtime per request batch...): the fast path must stop trusting the token.
+        drop(first);
+        assert_eq!(phase(&cache), PHASE_STALE);
+
+        // Another runtime carries on: the slow path reads the clock and still serves the token.
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let token = second.block_on(cache.token()).unwrap();
+        assert_eq!(token.secret(), "abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replacing_a_token_does_not_mark_the_new_one_stale() {
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new("abc").with_expires_in(Duration::from_secs(3600)),
+        ));
+        let first = cache.token().await.unwrap();
+        cache.invalidate(&first);
+        let second = cache.token().await.unwrap();
+        tokio::task::yield_now().await; // let the aborted timer be dropped
+        assert_eq!(cache.state(), pack(second.generation(), PHASE_FRESH));
     }
 }
