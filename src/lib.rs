@@ -67,7 +67,9 @@
 
 pub mod cache;
 pub mod error;
+pub mod http_client;
 pub mod layer;
+pub mod secret;
 pub mod service;
 pub mod source;
 pub mod token;

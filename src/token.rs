@@ -156,9 +156,9 @@ impl fmt::Debug for Token {
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The time claims of a JWT, read without verifying it.
@@ -258,8 +258,14 @@ mod tests {
 
     #[test]
     fn with_jwt_expiry_requires_exp() {
-        assert!(Token::new(jwt(r#"{"exp":2000000000}"#)).with_jwt_expiry().is_ok());
-        let err = Token::new(jwt(r#"{"sub":"me"}"#)).with_jwt_expiry().unwrap_err();
+        assert!(
+            Token::new(jwt(r#"{"exp":2000000000}"#))
+                .with_jwt_expiry()
+                .is_ok()
+        );
+        let err = Token::new(jwt(r#"{"sub":"me"}"#))
+            .with_jwt_expiry()
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidResponse);
         assert!(Token::new("opaque").with_jwt_expiry().is_err());
     }

@@ -245,7 +245,10 @@ impl<P: TokenSource> TokenCache<P> {
         }
     }
 
-    fn start_refresh(&self, control: &mut Control) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    fn start_refresh(
+        &self,
+        control: &mut Control,
+    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
         })?;
@@ -302,7 +305,11 @@ impl<P: TokenSource> Drop for RefreshGuard<P> {
 
 impl<P: TokenSource> Shared<P> {
     /// Record the result of a refresh: install the token, or remember the failure.
-    fn complete(self: &Arc<Self>, sent_at: Instant, result: Result<crate::Token, Error>) -> Outcome {
+    fn complete(
+        self: &Arc<Self>,
+        sent_at: Instant,
+        result: Result<crate::Token, Error>,
+    ) -> Outcome {
         let now = Instant::now();
         let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
         let mut control = self.lock();
@@ -343,16 +350,22 @@ impl<P: TokenSource> Shared<P> {
                     ErrorKind::Transient | ErrorKind::Panicked => {
                         let backoff = self.config.backoff.delay(control.failures);
                         let jittered = backoff / 2 + random_up_to(backoff / 2);
-                        err.retry_after()
-                            .map_or(jittered, |after| after.min(self.config.backoff.max).max(jittered))
+                        err.retry_after().map_or(jittered, |after| {
+                            after.min(self.config.backoff.max).max(jittered)
+                        })
                     }
                     _ => self.config.rejected_cooldown,
                 };
                 let retry_at = now + delay;
                 control.retry_at = Some(retry_at);
                 control.last_error = Some(err.clone());
-                self.quiet_until.store(self.nanos(retry_at), Ordering::Relaxed);
-                let serving_stale = self.current.load().as_ref().is_some_and(|e| e.is_usable(now));
+                self.quiet_until
+                    .store(self.nanos(retry_at), Ordering::Relaxed);
+                let serving_stale = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|e| e.is_usable(now));
                 tracing::warn!(
                     error = %err,
                     kind = %err.kind(),

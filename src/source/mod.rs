@@ -36,14 +36,21 @@
 //! }
 //! ```
 
+pub mod kensho;
+pub mod refresh_endpoint;
+
+mod endpoint;
 mod from_fn;
 mod static_token;
+mod token_response;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use from_fn::{FromFn, from_fn};
+pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use static_token::{StaticToken, static_token};
+pub use token_response::TokenFields;
 
 use crate::{Error, Token};
 

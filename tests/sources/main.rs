@@ -1,0 +1,6 @@
+//! Integration tests for the built-in token sources: each vendor endpoint is emulated exactly as
+//! its seed document shows, by an axum server on 127.0.0.1, and each source is driven through
+//! `BearerAuthLayer`, counting what reached the token endpoint.
+
+mod common;
+mod kensho;
