@@ -12,6 +12,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use zeroize::Zeroizing;
 
+use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
 use crate::http_client::{HttpClient, HttpResponse, check_token_url};
@@ -95,6 +96,31 @@ impl Endpoint {
     /// The host, the only part of the URL errors and logs show.
     pub(crate) fn host(&self) -> &str {
         &self.host
+    }
+
+    /// POST a grant request (a form, with the client's credentials if any) and read the answer.
+    pub(crate) async fn grant(
+        &self,
+        mut form: Form,
+        auth: Option<&ClientAuth>,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> Result<TokenResponse, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(auth) = auth {
+            let token_url = self.uri.to_string();
+            auth.apply(&token_url, &mut form, &mut headers)
+                .map_err(|e| self.tag(e))?;
+        }
+        self.exchange(
+            Method::POST,
+            &[],
+            headers,
+            form.into_body(),
+            fields,
+            refused,
+        )
+        .await
     }
 
     /// Send one request and read the answer as a token response.

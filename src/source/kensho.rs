@@ -26,6 +26,8 @@
 
 use super::refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 use super::token_response::TokenFields;
+#[cfg(feature = "jwt")]
+use super::{ClientAuth, ClientCredentials, ClientCredentialsBuilder, assertion::SigningKey};
 use crate::secret::RefreshToken;
 
 /// The scope of the Extract API, requested by [`keypair`] unless changed.
@@ -44,6 +46,29 @@ pub fn link(api_base: &str, refresh_token: RefreshToken) -> RefreshEndpointBuild
     RefreshEndpoint::builder(refresh_url(api_base), refresh_token)
         .query_param("refreshToken")
         .fields(TokenFields::camel_case())
+}
+
+/// Keypair authentication to Kensho's Okta token endpoint at `token_url`, with the client id
+/// Kensho sent back for your public key and your RSA private key:
+/// `client_credentials` with an RS256 client assertion (`iss` = `sub` = client id, `aud` =
+/// the token URL, `exp` = `iat` + 30 min, a fresh `jti`) and scope [`EXTRACT_SCOPE`] (change it
+/// with [`scope`](ClientCredentialsBuilder::scope)).
+///
+/// ```
+/// use tower_bearer::source::{assertion::SigningKey, kensho};
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// # let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_pkcs8.pem")).unwrap();
+/// let key = SigningKey::rs256_pem(&pem)?;
+/// let source = kensho::keypair("https://kensho.okta.com/oauth2/default/v1/token", "0oa1b2c3", key)
+///     .build()?;
+/// # let _ = source; Ok(()) }
+/// ```
+#[cfg(feature = "jwt")]
+pub fn keypair(token_url: &str, client_id: &str, key: SigningKey) -> ClientCredentialsBuilder {
+    let auth = ClientAuth::private_key_jwt(client_id, key)
+        .assertion_lifetime(std::time::Duration::from_secs(30 * 60));
+    ClientCredentials::builder(token_url, auth).scope(EXTRACT_SCOPE)
 }
 
 fn refresh_url(api_base: &str) -> String {

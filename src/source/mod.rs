@@ -36,6 +36,10 @@
 //! }
 //! ```
 
+#[cfg(feature = "jwt")]
+pub mod assertion;
+pub mod client_auth;
+pub mod client_credentials;
 pub mod kensho;
 pub mod refresh_endpoint;
 
@@ -47,6 +51,8 @@ mod token_response;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use client_auth::ClientAuth;
+pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use from_fn::{FromFn, from_fn};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use static_token::{StaticToken, static_token};

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Request, Response, header::AUTHORIZATION};
 use tower::{Service, ServiceExt, service_fn};
-use tower_bearer::{BearerAuth, BearerAuthLayer, Error, TokenCache, TokenSource};
+use tower_bearer::{BearerAuthLayer, Error, TokenCache, TokenSource};
 
 /// Serve `router` on an ephemeral 127.0.0.1 port until the test's runtime ends.
 pub async fn serve(router: axum::Router) -> SocketAddr {
@@ -88,4 +88,137 @@ pub fn assert_no_secret(err: &Error, secrets: &[&str]) {
     for secret in secrets {
         assert!(!shown.contains(secret), "{secret:?} leaked into: {shown}");
     }
+}
+
+/// One request as the token server saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: http::Method,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub form: Vec<(String, String)>,
+}
+
+impl Recorded {
+    /// The first form field named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every form field named `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A token endpoint on 127.0.0.1 that records every request and answers with `respond`.
+pub struct TokenServer {
+    pub url: String,
+    pub base: String,
+    pub requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl TokenServer {
+    pub async fn start<F>(path: &'static str, respond: F) -> TokenServer
+    where
+        F: Fn(&Recorded, usize) -> axum::response::Response + Clone + Send + Sync + 'static,
+    {
+        Self::start_routes(&[path], respond).await
+    }
+
+    /// One server answering at several paths (`respond` sees the path in `Recorded::query`'s
+    /// sibling: match on `recorded.headers["x-path"]`).
+    pub async fn start_routes<F>(paths: &[&'static str], respond: F) -> TokenServer
+    where
+        F: Fn(&Recorded, usize) -> axum::response::Response + Clone + Send + Sync + 'static,
+    {
+        let requests: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+        let mut router = axum::Router::new();
+        for path in paths {
+            let (requests, respond) = (requests.clone(), respond.clone());
+            router = router.route(
+                path,
+                axum::routing::any(
+                    move |method: http::Method,
+                          uri: http::Uri,
+                          mut headers: http::HeaderMap,
+                          body: bytes::Bytes| async move {
+                        headers.insert("x-path", uri.path().parse().unwrap());
+                        let form = form_urlencoded::parse(&body).into_owned().collect();
+                        let recorded = Recorded {
+                            method,
+                            query: uri.query().map(str::to_owned),
+                            headers,
+                            body,
+                            form,
+                        };
+                        let n = {
+                            let mut all = requests.lock().unwrap();
+                            all.push(recorded.clone());
+                            all.len()
+                        };
+                        respond(&recorded, n)
+                    },
+                ),
+            );
+        }
+        let addr = serve(router).await;
+        TokenServer {
+            url: format!("http://{addr}{}", paths[0]),
+            base: format!("http://{addr}"),
+            requests,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn request(&self, i: usize) -> Recorded {
+        self.requests.lock().unwrap()[i].clone()
+    }
+}
+
+/// A 200 answer with a JSON body.
+pub fn json(value: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(value).into_response()
+}
+
+/// An answer with any status, content type and body.
+pub fn answer(
+    status: u16,
+    content_type: &str,
+    body: impl Into<String>,
+) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(axum::body::Body::from(body.into()))
+        .unwrap()
+}
+
+/// A standard token answer: `access-{n}`, one hour.
+pub fn token_answer(n: usize) -> axum::response::Response {
+    json(serde_json::json!({
+        "access_token": format!("access-{n}"),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+    }))
 }

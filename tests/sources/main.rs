@@ -2,5 +2,6 @@
 //! its seed document shows, by an axum server on 127.0.0.1, and each source is driven through
 //! `BearerAuthLayer`, counting what reached the token endpoint.
 
+mod client_credentials;
 mod common;
 mod kensho;
