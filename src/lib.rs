@@ -72,6 +72,7 @@ pub mod layer;
 pub mod secret;
 pub mod service;
 pub mod source;
+pub mod store;
 pub mod token;
 
 mod builder_ext;

@@ -42,9 +42,11 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod kensho;
 pub mod refresh_endpoint;
+pub mod refresh_token;
 
 mod endpoint;
 mod from_fn;
+mod rotation;
 mod static_token;
 mod token_response;
 
@@ -55,6 +57,7 @@ pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use from_fn::{FromFn, from_fn};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
+pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 pub use static_token::{StaticToken, static_token};
 pub use token_response::TokenFields;
 

@@ -5,3 +5,4 @@
 mod client_credentials;
 mod common;
 mod kensho;
+mod refresh_token;
