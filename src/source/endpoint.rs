@@ -34,6 +34,8 @@ pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, Error> {
 /// A token endpoint: a checked URL and the client that calls it.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
+    /// The URL as configured: the audience of assertions, which must match it exactly.
+    url: Arc<str>,
     uri: Uri,
     host: Arc<str>,
     client: Arc<dyn HttpClient>,
@@ -85,17 +87,22 @@ impl Endpoint {
             Some(client) => client,
             None => default_client()?,
         };
-        Ok(Endpoint { uri, host, client })
+        Ok(Endpoint {
+            url: url.into(),
+            uri,
+            host,
+            client,
+        })
     }
 
-    /// The token URL, as given (the audience of client assertions).
-    pub(crate) fn uri(&self) -> &Uri {
-        &self.uri
+    /// The HTTP client, to share with a sibling endpoint.
+    pub(crate) fn client(&self) -> Arc<dyn HttpClient> {
+        Arc::clone(&self.client)
     }
 
-    /// The host, the only part of the URL errors and logs show.
-    pub(crate) fn host(&self) -> &str {
-        &self.host
+    /// The token URL, as configured (the audience of assertions).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// POST a grant request (a form, with the client's credentials if any) and read the answer.
@@ -108,8 +115,7 @@ impl Endpoint {
     ) -> Result<TokenResponse, Error> {
         let mut headers = HeaderMap::new();
         if let Some(auth) = auth {
-            let token_url = self.uri.to_string();
-            auth.apply(&token_url, &mut form, &mut headers)
+            auth.apply(&self.url, &mut form, &mut headers)
                 .map_err(|e| self.tag(e))?;
         }
         self.exchange(

@@ -36,10 +36,16 @@
 //! }
 //! ```
 
+pub mod api_key;
+pub mod api_video;
 #[cfg(feature = "jwt")]
 pub mod assertion;
 pub mod client_auth;
 pub mod client_credentials;
+#[cfg(feature = "jwt")]
+pub mod disruptive;
+#[cfg(feature = "jwt")]
+pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
@@ -53,9 +59,12 @@ mod token_response;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use from_fn::{FromFn, from_fn};
+#[cfg(feature = "jwt")]
+pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 pub use static_token::{StaticToken, static_token};

@@ -2,7 +2,10 @@
 //! its seed document shows, by an axum server on 127.0.0.1, and each source is driven through
 //! `BearerAuthLayer`, counting what reached the token endpoint.
 
+mod api_video;
 mod client_credentials;
 mod common;
+#[cfg(feature = "jwt")]
+mod disruptive;
 mod kensho;
 mod refresh_token;
