@@ -163,6 +163,8 @@ impl TokenResponse {
         };
         // Moving the String out of the Zeroizing keeps its one heap copy, now owned by Token.
         let token = Token::new(std::mem::take(&mut *secret));
+        // The cache checks this too; checking here lets the error name the endpoint.
+        token.header_value()?;
         match expires_in {
             Some(expires_in) => Ok(token.with_expires_in(expires_in)),
             None if require_expiry => token.with_jwt_expiry(),

@@ -222,3 +222,80 @@ pub fn token_answer(n: usize) -> axum::response::Response {
         "expires_in": 3600,
     }))
 }
+
+/// An `HttpClient` that answers from a script, for faults no socket can stage deterministically.
+#[derive(Clone, Default)]
+pub struct Scripted {
+    answers: Arc<
+        std::sync::Mutex<
+            std::collections::VecDeque<Result<tower_bearer::http_client::HttpResponse, Error>>,
+        >,
+    >,
+    pub calls: Calls,
+}
+
+impl Scripted {
+    pub fn then(self, answer: Result<tower_bearer::http_client::HttpResponse, Error>) -> Self {
+        self.answers.lock().unwrap().push_back(answer);
+        self
+    }
+
+    pub fn then_status(self, status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        let mut response = http::Response::new(bytes::Bytes::copy_from_slice(body.as_bytes()));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            response.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        self.then(Ok(response))
+    }
+}
+
+impl tower_bearer::http_client::HttpClient for Scripted {
+    fn execute(
+        &self,
+        _request: tower_bearer::http_client::HttpRequest,
+    ) -> tower_bearer::http_client::HttpFuture<'_> {
+        self.calls.hit();
+        let next = self.answers.lock().unwrap().pop_front();
+        Box::pin(async move { next.expect("the script ran out of answers") })
+    }
+}
+
+/// Captures every tracing event and span field, to check that no secret is logged.
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<std::sync::Mutex<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, "{}={value:?} ", field.name());
+    }
+}
+
+impl tracing::Subscriber for LogCapture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut Fields(&mut self.0.lock().unwrap()));
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut Fields(&mut self.0.lock().unwrap()));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut log = self.0.lock().unwrap();
+        log.push_str(event.metadata().level().as_str());
+        log.push(' ');
+        event.record(&mut Fields(&mut log));
+        log.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}

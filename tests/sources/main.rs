@@ -3,6 +3,7 @@
 //! `BearerAuthLayer`, counting what reached the token endpoint.
 
 mod api_video;
+mod bad_responses;
 mod client_credentials;
 mod common;
 #[cfg(feature = "jwt")]
