@@ -98,7 +98,18 @@ where
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Fast path: the token this service used last is still current and fresh.
-        if self.cache.state() == self.seen {
+        let state = self.cache.state();
+        if state == self.seen {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, self.header.clone());
+            return ResponseFuture::called(self.inner.call(request));
+        }
+        // Next fastest: a fresh token this service has not seen yet (a new token, or a clone
+        // of a service that never sent): one more lock-free load.
+        if let Some(header) = self.cache.fresh_header(state) {
+            self.seen = state;
+            self.header = header;
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());

@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwapOption;
+use http::HeaderValue;
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -213,24 +214,40 @@ impl<P: TokenSource> TokenCache<P> {
         self.shared.state.load(Ordering::Acquire)
     }
 
+    /// The header of the current token when `state` says it is fresh: one lock-free load, no
+    /// clock read. This is the path of a service that has not seen the current token yet
+    /// (typically a clone made per request from a template that never sends).
+    #[inline]
+    pub(crate) fn fresh_header(&self, state: u64) -> Option<HeaderValue> {
+        if state & 3 != PHASE_FRESH {
+            return None;
+        }
+        let current = self.shared.current.load();
+        match &*current {
+            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => Some(entry.header.clone()),
+            _ => None,
+        }
+    }
+
     /// The current token if it is usable now, starting a background refresh if it is stale.
     /// The `u64` is the state to remember for the fast path, or `u64::MAX` when the token
     /// is not fresh (so the next request comes back here and reads the clock).
     pub(crate) fn usable(&self) -> Option<(CachedToken, u64)> {
         let state = self.state();
         let entry = self.shared.current.load_full()?;
-        let fresh = pack(entry.generation, PHASE_FRESH);
-        if state == fresh {
-            return Some((CachedToken(entry), fresh));
-        }
+        // The clock, not the published phase, decides here: a timer that fires late must not
+        // delay the refresh of callers that reach the slow path.
         let now = Instant::now();
         if !entry.is_usable(now) {
             return None;
         }
         if entry.is_stale(now) {
             self.refresh_in_background(now);
+            return Some((CachedToken(entry), u64::MAX));
         }
-        Some((CachedToken(entry), u64::MAX))
+        let fresh = pack(entry.generation, PHASE_FRESH);
+        let remember = if state == fresh { fresh } else { u64::MAX };
+        Some((CachedToken(entry), remember))
     }
 
     fn refresh_in_background(&self, now: Instant) {
