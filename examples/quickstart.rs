@@ -69,7 +69,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .method(Method::POST)
                 .uri(url)
                 .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+                .body(Full::new(Bytes::from_static(
+                    b"grant_type=client_credentials",
+                )))
                 .map_err(|e| Error::config("bad token request").with_source(e))?;
             let response = client
                 .request(request)
@@ -90,9 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 access_token: String,
                 expires_in: u64,
             }
-            let parsed: TokenResponse = serde_json::from_slice(&body)
-                .map_err(|_| Error::invalid_response("the token response is not the JSON we expect"))?;
-            Ok(Token::new(parsed.access_token).with_expires_in(Duration::from_secs(parsed.expires_in)))
+            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+                Error::invalid_response("the token response is not the JSON we expect")
+            })?;
+            Ok(Token::new(parsed.access_token)
+                .with_expires_in(Duration::from_secs(parsed.expires_in)))
         }
     });
 
@@ -172,7 +176,9 @@ fn token_server(issued: Issued) -> Router {
             "expires_in": TOKEN_LIFETIME.as_secs(),
         }))
     }
-    Router::new().route("/oauth2/token", post(issue)).with_state(issued)
+    Router::new()
+        .route("/oauth2/token", post(issue))
+        .with_state(issued)
 }
 
 fn api_server(issued: Issued) -> Router {

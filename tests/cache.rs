@@ -9,10 +9,7 @@ use tokio::time::{Instant, advance, sleep};
 use tower_bearer::{Backoff, Error, ErrorKind, Token, TokenCache, TokenSource, source::from_fn};
 
 /// A source that counts its calls and answers `token-N` with the given lifetime after `delay`.
-fn counting(
-    lifetime: Duration,
-    delay: Duration,
-) -> (Arc<AtomicUsize>, impl TokenSource) {
+fn counting(lifetime: Duration, delay: Duration) -> (Arc<AtomicUsize>, impl TokenSource) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let source = from_fn(move || {
@@ -76,7 +73,11 @@ async fn stale_token_is_served_at_once_while_one_background_refresh_runs() {
     }
     assert_eq!(Instant::now(), started, "no caller waited for the refresh");
     tokio::task::yield_now().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one background refresh");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "exactly one background refresh"
+    );
 
     sleep(Duration::from_secs(6)).await; // the refresh finishes
     assert_eq!(cache.token().await.unwrap().secret(), "token-1");
@@ -92,7 +93,11 @@ async fn expired_token_makes_callers_wait_for_one_refresh() {
     advance(Duration::from_secs(115)).await;
     assert!(cache.current().is_none());
     let tokens = join_all((0..1000).map(|_| cache.token())).await;
-    assert!(tokens.iter().all(|t| t.as_ref().unwrap().secret() == "token-1"));
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.as_ref().unwrap().secret() == "token-1")
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
@@ -124,11 +129,19 @@ async fn jitter_moves_the_refresh_earlier_within_bounds() {
         advance(HOUR - Duration::from_secs(81)).await;
         cache.token().await.unwrap();
         tokio::task::yield_now().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "not before expiry - window - jitter");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "not before expiry - window - jitter"
+        );
         advance(Duration::from_secs(22)).await;
         cache.token().await.unwrap();
         tokio::task::yield_now().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "by expiry - window at the latest");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "by expiry - window at the latest"
+        );
     }
 }
 
@@ -173,7 +186,11 @@ async fn panicking_source_is_an_error_not_a_poisoned_cache() {
     for w in &waiters {
         assert_eq!(w.as_ref().unwrap_err().kind(), ErrorKind::Panicked);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one panic shared by all waiters");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one panic shared by all waiters"
+    );
     advance(Duration::from_secs(2)).await; // past the first backoff (at most 1 s)
     assert_eq!(cache.token().await.unwrap().secret(), "ok");
 }
@@ -231,7 +248,10 @@ async fn transient_failures_back_off_instead_of_hammering() {
     let (calls, failing, source) = switchable(HOUR);
     failing.store(1, Ordering::SeqCst);
     let cache = TokenCache::builder(source)
-        .backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(60)))
+        .backoff(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ))
         .build();
     // 1,000 requests over 10 s, none with a token to serve.
     for _ in 0..1000 {
@@ -263,10 +283,18 @@ async fn rejection_is_remembered_for_the_cooldown() {
         assert_eq!(err.oauth_error(), Some("invalid_client"));
         advance(Duration::from_millis(250)).await;
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "25 s inside the cooldown: one call");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "25 s inside the cooldown: one call"
+    );
     advance(Duration::from_secs(6)).await;
     let _ = cache.token().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "tried again after the cooldown");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "tried again after the cooldown"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,7 +328,10 @@ async fn hanging_source_times_out_as_transient() {
     .build();
     let err = cache.token().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert!(err.to_string().contains("did not answer within 5s"), "{err}");
+    assert!(
+        err.to_string().contains("did not answer within 5s"),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -330,7 +361,11 @@ async fn storm_of_invalidations_for_one_token_causes_one_refresh() {
     let dropped = (0..1000).filter(|_| cache.invalidate(&seen)).count();
     assert_eq!(dropped, 1);
     let tokens = join_all((0..1000).map(|_| cache.token())).await;
-    assert!(tokens.iter().all(|t| t.as_ref().unwrap().secret() == "token-1"));
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.as_ref().unwrap().secret() == "token-1")
+    );
     // A late 401 for the old token changes nothing.
     assert!(!cache.invalidate(&seen));
     assert_eq!(cache.token().await.unwrap().secret(), "token-1");
@@ -429,4 +464,3 @@ async fn real_concurrency_causes_one_fetch() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
-

@@ -102,7 +102,9 @@ async fn connection_refused_by_the_token_endpoint_is_a_transient_error() {
     let source = from_fn(move || {
         let client = token_client.clone();
         async move {
-            let request = Request::post(format!("http://{addr}/token")).body(Full::default()).unwrap();
+            let request = Request::post(format!("http://{addr}/token"))
+                .body(Full::default())
+                .unwrap();
             client
                 .request(request)
                 .await
@@ -113,7 +115,9 @@ async fn connection_refused_by_the_token_endpoint_is_a_transient_error() {
     let client = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(source))
         .service(http);
-    let request = Request::get("http://127.0.0.1:1/").body(Full::default()).unwrap();
+    let request = Request::get("http://127.0.0.1:1/")
+        .body(Full::default())
+        .unwrap();
     let err = client.oneshot(request).await.unwrap_err();
     let err = err.downcast_ref::<Error>().unwrap();
     assert!(err.is_transient());

@@ -17,8 +17,8 @@ use tower_bearer::{
 };
 
 /// An inner service that answers with the `Authorization` header it received.
-fn echo<B>() -> impl Service<Request<B>, Response = Response<Option<HeaderValue>>, Error = Infallible>
-+ Clone {
+fn echo<B>()
+-> impl Service<Request<B>, Response = Response<Option<HeaderValue>>, Error = Infallible> + Clone {
     service_fn(|req: Request<B>| async move {
         Ok(Response::new(req.headers().get(AUTHORIZATION).cloned()))
     })
@@ -38,7 +38,13 @@ async fn sent<S, B>(svc: &mut S, body: B) -> String
 where
     S: Service<Request<B>, Response = Response<Option<HeaderValue>>, Error = BoxError>,
 {
-    let response = svc.ready().await.unwrap().call(Request::new(body)).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(body))
+        .await
+        .unwrap();
     response.into_body().unwrap().to_str().unwrap().to_owned()
 }
 
@@ -56,7 +62,13 @@ async fn every_request_carries_the_bearer_header() {
 async fn header_is_marked_sensitive() {
     let mut client = BearerAuth::new(echo(), TokenCache::new(static_token("abc")));
     for _ in 0..2 {
-        let response = client.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        let response = client
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
         assert!(response.body().as_ref().unwrap().is_sensitive());
     }
 }
@@ -70,7 +82,10 @@ async fn works_with_any_body_type() {
     let mut full = layer.layer_service(echo::<Full<Bytes>>());
     assert_eq!(sent(&mut unit, ()).await, "Bearer abc");
     assert_eq!(sent(&mut string, "hi".to_owned()).await, "Bearer abc");
-    assert_eq!(sent(&mut full, Full::new(Bytes::from_static(b"hi"))).await, "Bearer abc");
+    assert_eq!(
+        sent(&mut full, Full::new(Bytes::from_static(b"hi"))).await,
+        "Bearer abc"
+    );
 }
 
 trait LayerService<S> {
@@ -91,9 +106,10 @@ async fn an_existing_authorization_header_is_replaced() {
         .bearer_auth(static_token("ours"))
         .service(echo());
     let mut request = Request::new(());
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    request.headers_mut().insert(
+        AUTHORIZATION,
+        HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+    );
     let response = client.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(response.body().as_ref().unwrap(), "Bearer ours");
 }
@@ -137,7 +153,10 @@ async fn the_fast_path_stops_at_the_refresh_window() {
 #[tokio::test]
 async fn token_errors_come_back_as_tower_bearer_errors() {
     let source = from_fn(|| async {
-        Err::<Token, _>(Error::rejected("the token endpoint refused the client").with_oauth_error("invalid_client"))
+        Err::<Token, _>(
+            Error::rejected("the token endpoint refused the client")
+                .with_oauth_error("invalid_client"),
+        )
     });
     let client = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(source))
@@ -150,7 +169,9 @@ async fn token_errors_come_back_as_tower_bearer_errors() {
 
 #[tokio::test]
 async fn inner_errors_pass_through() {
-    let failing = service_fn(|_: Request<()>| async { Err::<Response<()>, _>(std::io::Error::other("inner down")) });
+    let failing = service_fn(|_: Request<()>| async {
+        Err::<Response<()>, _>(std::io::Error::other("inner down"))
+    });
     let client = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(static_token("abc")))
         .service(failing);

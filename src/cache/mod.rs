@@ -49,8 +49,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwapOption;
-use http::HeaderValue;
 use futures_util::FutureExt as _;
+use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -224,7 +224,9 @@ impl<P: TokenSource> TokenCache<P> {
         }
         let current = self.shared.current.load();
         match &*current {
-            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => Some(entry.header.clone()),
+            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => {
+                Some(entry.header.clone())
+            }
             _ => None,
         }
     }

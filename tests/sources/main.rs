@@ -9,4 +9,5 @@ mod common;
 #[cfg(feature = "jwt")]
 mod disruptive;
 mod kensho;
+mod redaction;
 mod refresh_token;
