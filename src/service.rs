@@ -105,8 +105,23 @@ where
                 .insert(AUTHORIZATION, self.header.clone());
             return ResponseFuture::called(self.inner.call(request));
         }
-        // Next fastest: a fresh token this service has not seen yet (a new token, or a clone
-        // of a service that never sent): one more lock-free load.
+        self.call_slow(request, state)
+    }
+}
+
+impl<S, P> BearerAuth<S, P>
+where
+    P: TokenSource,
+{
+    /// Everything but the fast path, kept out of line so the fast path stays small.
+    #[cold]
+    #[inline(never)]
+    fn call_slow<B>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>> + Clone,
+    {
+        // A fresh token this service has not seen yet (a new token, or a clone of a service
+        // that never sent): one more lock-free load, no clock read.
         if let Some(header) = self.cache.fresh_header(state) {
             self.seen = state;
             self.header = header;
@@ -115,19 +130,6 @@ where
                 .insert(AUTHORIZATION, self.header.clone());
             return ResponseFuture::called(self.inner.call(request));
         }
-        self.call_slow(request)
-    }
-}
-
-impl<S, P> BearerAuth<S, P>
-where
-    P: TokenSource,
-{
-    #[cold]
-    fn call_slow<B>(&mut self, mut request: Request<B>) -> ResponseFuture<S, B>
-    where
-        S: Service<Request<B>> + Clone,
-    {
         if let Some((token, state)) = self.cache.usable() {
             self.seen = state;
             self.header = token.header_value().clone();
@@ -144,8 +146,8 @@ where
         ResponseFuture {
             state: State::Waiting {
                 token: Box::pin(async move { cache.token().await }),
-                inner: Some(inner),
-                request: Some(request),
+                // Boxed so the future stays as small as the inner one on the fast path.
+                parts: Some(Box::new((inner, request))),
             },
         }
     }
@@ -176,8 +178,7 @@ pin_project! {
         },
         Waiting {
             token: TokenFuture,
-            inner: Option<S>,
-            request: Option<Request<B>>,
+            parts: Option<Box<(S, Request<B>)>>,
         },
     }
 }
@@ -201,21 +202,17 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Waiting {
-                    token,
-                    inner,
-                    request,
-                } => {
+                StateProj::Waiting { token, parts } => {
                     let token = ready!(token.as_mut().poll(cx))?;
-                    let (Some(mut inner), Some(mut request)) = (inner.take(), request.take())
-                    else {
-                        unreachable!("ResponseFuture polled after the token was ready")
-                    };
+                    let (mut inner, mut request) = *parts
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header_value().clone());
@@ -244,11 +241,18 @@ where
 
 impl<S: Clone, P> Clone for BearerAuth<S, P> {
     fn clone(&self) -> Self {
+        // Hand the remembered header on only while it is current: a template service that
+        // never sends would otherwise make every clone copy a header it cannot use.
+        let (seen, header) = if self.cache.state() == self.seen {
+            (self.seen, self.header.clone())
+        } else {
+            (u64::MAX, HeaderValue::from_static(""))
+        };
         BearerAuth {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
-            seen: self.seen,
-            header: self.header.clone(),
+            seen,
+            header,
         }
     }
 }

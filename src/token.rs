@@ -198,7 +198,7 @@ pub fn jwt_claims(token: &str) -> Option<JwtTimes> {
     let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
     let time = |name: &str| {
         let secs = claims.get(name)?.as_f64()?;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !(0.0..=1e12).contains(&secs) {
             return None;
         }
         UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))

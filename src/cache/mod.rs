@@ -207,13 +207,6 @@ impl<P: TokenSource> TokenCache<P> {
             .map(CachedToken)
     }
 
-    /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
-    /// means "that token is still current and fresh": the whole fast path.
-    #[inline]
-    pub(crate) fn state(&self) -> u64 {
-        self.shared.state.load(Ordering::Acquire)
-    }
-
     /// The header of the current token when `state` says it is fresh: one lock-free load, no
     /// clock read. This is the path of a service that has not seen the current token yet
     /// (typically a clone made per request from a template that never sends).
@@ -257,10 +250,11 @@ impl<P: TokenSource> TokenCache<P> {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none() && control.blocked(now).is_none() {
-            if let Err(err) = self.start_refresh(&mut control) {
-                tracing::warn!(error = %err, "cannot start a background token refresh");
-            }
+        if control.inflight.is_none()
+            && control.blocked(now).is_none()
+            && let Err(err) = self.start_refresh(&mut control)
+        {
+            tracing::warn!(error = %err, "cannot start a background token refresh");
         }
     }
 
@@ -455,6 +449,15 @@ impl<P> Drop for Shared<P> {
         if let Some(timer) = control.timer.take() {
             timer.abort();
         }
+    }
+}
+
+impl<P> TokenCache<P> {
+    /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
+    /// means "that token is still current and fresh": the whole fast path.
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        self.shared.state.load(Ordering::Acquire)
     }
 }
 
