@@ -38,18 +38,22 @@ async fn no_secret_in_logs_debug_or_errors_through_a_whole_lifecycle() {
     // Succeeds, then fails transiently, then is rejected, then panics, then succeeds.
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let source = from_fn(move || {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            match n {
-                1 => Err(Error::transient("token endpoint unavailable")),
-                2 => Err(Error::rejected("the token endpoint refused the refresh token")
-                    .with_oauth_error("invalid_grant")),
-                3 => panic!("a panic that mentions nothing"),
-                _ => Ok(Token::new(format!("{SECRET}-{n}")).with_expires_in(Duration::from_secs(120))),
+    let source =
+        from_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    1 => Err(Error::transient("token endpoint unavailable")),
+                    2 => Err(
+                        Error::rejected("the token endpoint refused the refresh token")
+                            .with_oauth_error("invalid_grant"),
+                    ),
+                    3 => panic!("a panic that mentions nothing"),
+                    _ => Ok(Token::new(format!("{SECRET}-{n}"))
+                        .with_expires_in(Duration::from_secs(120))),
+                }
             }
-        }
-    });
+        });
     let cache = TokenCache::builder(source)
         .rejected_cooldown(Duration::from_secs(1))
         .build();
@@ -76,10 +80,16 @@ async fn no_secret_in_logs_debug_or_errors_through_a_whole_lifecycle() {
         texts.push(format!("{cache:?}"));
         tokio::time::sleep(Duration::from_secs(61)).await;
     }
-    assert!(calls.load(Ordering::SeqCst) >= 5, "went through every outcome");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 5,
+        "went through every outcome"
+    );
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("token refreshed"), "the log is captured: {logs}");
+    assert!(
+        logs.contains("token refreshed"),
+        "the log is captured: {logs}"
+    );
     assert!(logs.contains("token refresh failed"));
     texts.push(logs);
     for text in texts {

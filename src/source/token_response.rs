@@ -123,12 +123,12 @@ impl TokenResponse {
             Some(Value::String(s)) if !s.is_empty() => Some(Zeroizing::new(s)),
             _ => None,
         };
-        if access_token.is_none() {
-            if let Some(code) = super::endpoint::oauth_error_code(response.body()) {
-                return Err(Error::rejected(refused)
-                    .with_status(status)
-                    .with_oauth_error(code));
-            }
+        if access_token.is_none()
+            && let Some(code) = super::endpoint::oauth_error_code(response.body())
+        {
+            return Err(Error::rejected(refused)
+                .with_status(status)
+                .with_oauth_error(code));
         }
         let refresh_token = match object.remove(fields.refresh_token.as_ref()) {
             Some(Value::String(s)) if !s.is_empty() => Some(RefreshToken::from(s)),

@@ -268,6 +268,22 @@ impl tower_bearer::http_client::HttpClient for Scripted {
 #[derive(Clone, Default)]
 pub struct LogCapture(pub Arc<std::sync::Mutex<String>>);
 
+impl LogCapture {
+    /// The process-wide capture, installed as the global subscriber on first use.
+    ///
+    /// Global, not per-thread: with a thread-local subscriber, tests running in parallel race
+    /// on tracing's per-callsite interest cache and events go missing.
+    pub fn global() -> &'static LogCapture {
+        static GLOBAL: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let capture = LogCapture::default();
+            tracing::subscriber::set_global_default(capture.clone())
+                .expect("no other global subscriber in this test binary");
+            capture
+        })
+    }
+}
+
 struct Fields<'a>(&'a mut String);
 
 impl tracing::field::Visit for Fields<'_> {

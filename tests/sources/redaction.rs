@@ -45,8 +45,8 @@ async fn exercise<P: TokenSource + std::fmt::Debug>(source: P) {
 
 #[tokio::test]
 async fn no_secret_reaches_errors_debug_or_logs() {
-    let log = LogCapture::default();
-    let _guard = tracing::subscriber::set_default(log.clone());
+    // Every test in this binary logs here from now on: all of it must be clean too.
+    let log = LogCapture::global();
 
     // Successes: a rotation and an API-key exchange, whose tokens must not be logged.
     let ok = TokenServer::start_routes(&["/token", "/auth/api-key", "/auth/refresh"], |_, _| {
