@@ -11,17 +11,19 @@
 //! refused one gives a [`Rejected`](crate::ErrorKind::Rejected) error asking whether it is
 //! correct.
 //!
-//! ```no_run
+//! ```
 //! use tower_bearer::{BearerAuthLayer, secret::RefreshToken, source::kensho};
 //!
 //! # fn main() -> Result<(), tower_bearer::Error> {
-//! let scribe = kensho::personal_token(
-//!     "https://scribe.kensho.com",
-//!     RefreshToken::new(std::env::var("KENSHO_REFRESH_TOKEN").unwrap_or_default()),
-//! )
-//! .build()?;
-//! let layer = BearerAuthLayer::new(scribe);
-//! # let _ = layer; Ok(()) }
+//! // The refresh token from your account page (read it from the environment or a vault).
+//! let refresh_token = RefreshToken::new("<KENSHO_REFRESH_TOKEN>");
+//! let scribe = kensho::personal_token("https://scribe.kensho.com", refresh_token).build()?;
+//! let link = kensho::link("https://link-streaming.kensho.com", RefreshToken::new("<LINK_TOKEN>"))
+//!     .build()?;
+//! // Building does no I/O: the first request through the layer fetches the first token.
+//! let scribe_layer = BearerAuthLayer::new(scribe);
+//! let link_layer = BearerAuthLayer::new(link);
+//! # let _ = (scribe_layer, link_layer); Ok(()) }
 //! ```
 
 use super::refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};

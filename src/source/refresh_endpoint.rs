@@ -9,20 +9,32 @@
 //! without verifying it), and a token without one is refused rather than cached forever.
 //! See [`kensho`](crate::source::kensho) for presets.
 //!
-//! ```no_run
-//! use tower_bearer::{BearerAuthLayer, secret::RefreshToken, source::{RefreshEndpoint, TokenFields}};
+//! ```
+//! use bytes::Bytes;
+//! use tower_bearer::{TokenSource, secret::RefreshToken, source::{RefreshEndpoint, TokenFields}};
+//! use tower_bearer::http_client::{HttpClient, HttpFuture, HttpRequest};
 //!
-//! # fn main() -> Result<(), tower_bearer::Error> {
+//! /// Stands in for the vendor: checks the query, answers with a JWT (`exp` in 2100).
+//! struct Vendor;
+//! impl HttpClient for Vendor {
+//!     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
+//!         assert_eq!(request.uri().query(), Some("refreshToken=R"));
+//!         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln";
+//!         let body = format!(r#"{{"accessToken":"{jwt}"}}"#);
+//!         Box::pin(async move { Ok(http::Response::new(Bytes::from(body))) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
 //! // GET https://api.example.com/oauth2/refresh?refreshToken=R → {"accessToken": "<JWT>"}
-//! let source = RefreshEndpoint::builder(
-//!     "https://api.example.com/oauth2/refresh",
-//!     RefreshToken::new(std::env::var("REFRESH_TOKEN").unwrap_or_default()),
-//! )
-//! .query_param("refreshToken")
-//! .fields(TokenFields::camel_case())
-//! .build()?;
-//! let layer = BearerAuthLayer::new(source);
-//! # let _ = layer; Ok(()) }
+//! let source = RefreshEndpoint::builder("https://api.example.com/oauth2/refresh", RefreshToken::new("R"))
+//!     .query_param("refreshToken")
+//!     .fields(TokenFields::camel_case())
+//!     .http_client(Vendor) // omit to use reqwest
+//!     .build()?;
+//! let token = source.fetch().await?;
+//! assert!(token.jwt_expiry().is_some()); // its lifetime comes from the JWT
+//! # Ok(()) }
 //! ```
 
 use std::borrow::Cow;

@@ -14,15 +14,19 @@ use crate::secret::RefreshToken;
 /// either the old token or the new one, never half of one. Reads and writes run on tokio's
 /// blocking pool.
 ///
-/// ```no_run
+/// ```
 /// use tower_bearer::secret::RefreshToken;
-/// use tower_bearer::store::FileStore;
+/// use tower_bearer::store::{FileStore, RefreshTokenStore};
 ///
-/// // First run: the file does not exist yet, so the initial token is used (and the file
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
+/// # let path = std::env::temp_dir().join(format!("tower-bearer-doc-{}", std::process::id()));
+/// // First run: the file does not exist yet, so the initial token is used (and the file is
 /// // written at the first rotation). Later runs read the newest token from the file.
-/// let store = FileStore::new("/var/lib/my-app/refresh-token")
-///     .with_initial(RefreshToken::new(std::env::var("REFRESH_TOKEN").unwrap_or_default()));
-/// # let _ = store;
+/// let store = FileStore::new(&path).with_initial(RefreshToken::new("r0"));
+/// assert_eq!(store.load().await?.unwrap().secret(), "r0");
+/// store.save(Some(&RefreshToken::new("r0")), &RefreshToken::new("r1")).await?;
+/// assert_eq!(FileStore::new(&path).load().await?.unwrap().secret(), "r1");
+/// # std::fs::remove_file(&path).unwrap(); Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct FileStore {
