@@ -4,13 +4,13 @@
 //! |---|---|---|
 //! | [`client_secret_basic`](ClientAuth::client_secret_basic) | 6749 §2.3.1 | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
-//! | [`private_key_jwt`](ClientAuth::private_key_jwt) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
-//! | [`client_secret_jwt`](ClientAuth::client_secret_jwt) | 7523 §2.2 | the same, signed HS256 with the client secret |
+//! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
+//! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
 //! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
 //!
 //! Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
-//! the token URL (unless [set](ClientAuth::assertion_audience)), `iat` now, `exp` 5 minutes later
-//! (unless [set](ClientAuth::assertion_lifetime)), a new random `jti`.
+//! the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
+//! (unless set with `assertion_lifetime`), a new random `jti`.
 //!
 //! ```
 //! use tower_bearer::{secret::ClientSecret, source::ClientAuth};
