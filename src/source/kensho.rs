@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | Scribe, NERD, Extract, ... (personal token) | [`personal_token`] | `GET {base}/oauth2/refresh?refresh_token=R` → `{"access_token"}` |
 //! | Link | [`link`] | `GET {base}/oauth2/refresh?refreshToken=R` → `{"accessToken"}` |
-//! | any API, keypair (Okta) | [`keypair`] (feature `jwt`) | `client_credentials` with an RS256 client assertion, scope [`EXTRACT_SCOPE`] by default |
+//! | any API, keypair (Okta) | `keypair` (feature `jwt`) | `client_credentials` with an RS256 client assertion, scope [`EXTRACT_SCOPE`] by default |
 //!
 //! Access tokens are JWTs that expire every hour; the lifetime is read from their `exp`, and the
 //! cache refreshes 60 s before it. Refresh tokens expire seven days after their last use: a
@@ -32,7 +32,7 @@ use super::token_response::TokenFields;
 use super::{ClientAuth, ClientCredentials, ClientCredentialsBuilder, assertion::SigningKey};
 use crate::secret::RefreshToken;
 
-/// The scope of the Extract API, requested by [`keypair`] unless changed.
+/// The scope of the Extract API, requested by `keypair` unless changed.
 pub const EXTRACT_SCOPE: &str = "kensho:app:extract";
 
 /// A personal refresh token for the API at `api_base` (such as `https://scribe.kensho.com`):
