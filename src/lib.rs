@@ -67,9 +67,12 @@
 
 pub mod cache;
 pub mod error;
+pub mod http_client;
 pub mod layer;
+pub mod secret;
 pub mod service;
 pub mod source;
+pub mod store;
 pub mod token;
 
 mod builder_ext;

@@ -45,7 +45,9 @@ impl Entry {
         let (refresh_at, usable_until) = match expires_at {
             None => (None, None),
             Some(expires_at) => {
-                if expires_at <= now {
+                // `Instant::now()`, not `now`: a past wall-clock expiry converts to the instant
+                // of its conversion, which is later than `now`.
+                if expires_at <= Instant::now().max(now) {
                     return Err(Error::invalid_response(
                         "the token source returned a token that has already expired",
                     ));
