@@ -106,15 +106,12 @@ impl Token {
     }
 
     /// When the token expires, on the tokio clock, for a token whose request was sent at
-    /// `sent_at`. `None`: valid until invalidated.
-    pub(crate) fn expires_at(&self, sent_at: Instant) -> Option<Instant> {
-        let from_wall_clock = |at: SystemTime| {
-            let now = Instant::now();
-            match at.duration_since(SystemTime::now()) {
-                Ok(left) => now.checked_add(left),
-                // Already in the past: expired now.
-                Err(_) => Some(now),
-            }
+    /// `sent_at` and whose answer arrived at `now`. `None`: valid until invalidated. A
+    /// wall-clock expiry already in the past is `now`: expired.
+    pub(crate) fn expires_at(&self, sent_at: Instant, now: Instant) -> Option<Instant> {
+        let from_wall_clock = |at: SystemTime| match at.duration_since(SystemTime::now()) {
+            Ok(left) => now.checked_add(left),
+            Err(_) => Some(now),
         };
         match self.lifetime {
             Lifetime::ExpiresIn(d) => sent_at.checked_add(d),

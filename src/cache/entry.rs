@@ -41,13 +41,11 @@ impl Entry {
         config: &Config,
     ) -> Result<Entry, Error> {
         let header = token.header_value()?;
-        let expires_at = token.expires_at(sent_at);
+        let expires_at = token.expires_at(sent_at, now);
         let (refresh_at, usable_until) = match expires_at {
             None => (None, None),
             Some(expires_at) => {
-                // `Instant::now()`, not `now`: a past wall-clock expiry converts to the instant
-                // of its conversion, which is later than `now`.
-                if expires_at <= Instant::now().max(now) {
+                if expires_at <= now {
                     return Err(Error::invalid_response(
                         "the token source returned a token that has already expired",
                     ));
