@@ -15,7 +15,8 @@ use crate::{BearerAuthLayer, TokenCache, TokenSource};
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Add a [`BearerAuthLayer`] over `source`.
-    fn bearer_auth<P: TokenSource>(self, source: P) -> ServiceBuilder<Stack<BearerAuthLayer<P>, L>>;
+    fn bearer_auth<P: TokenSource>(self, source: P)
+    -> ServiceBuilder<Stack<BearerAuthLayer<P>, L>>;
 
     /// Add a [`BearerAuthLayer`] sharing an existing cache.
     fn bearer_auth_cache<P: TokenSource>(
@@ -25,7 +26,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn bearer_auth<P: TokenSource>(self, source: P) -> ServiceBuilder<Stack<BearerAuthLayer<P>, L>> {
+    fn bearer_auth<P: TokenSource>(
+        self,
+        source: P,
+    ) -> ServiceBuilder<Stack<BearerAuthLayer<P>, L>> {
         self.layer(BearerAuthLayer::new(source))
     }
 

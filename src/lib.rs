@@ -99,19 +99,22 @@
 pub mod cache;
 pub mod challenge;
 pub mod error;
+pub mod http_client;
 pub mod layer;
 pub mod origin;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest;
+pub mod secret;
 pub mod service;
 pub mod source;
+pub mod store;
 pub mod token;
 
 mod builder_ext;
 
 pub use builder_ext::ServiceBuilderExt;
-pub use cache::{Backoff, CachedToken, TokenCache, TokenCacheBuilder};
+pub use cache::{Backoff, CachedToken, RefreshEvent, RefreshReason, TokenCache, TokenCacheBuilder};
 pub use error::{BoxError, Error, ErrorKind};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};

@@ -150,14 +150,15 @@ where
             request,
             cache: self.cache.erased(),
         });
-        if self.cache.state() == self.seen {
+        let state = self.cache.state();
+        if state == self.seen {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
-            let sent = Sent::new(self.cache_id, self.seen >> 2);
+            let sent = Sent::new(self.cache_id, state >> 2);
             return ReplayFuture::first(self.inner.call(request), Some(sent), retry);
         }
-        match self.token_now(&mut request) {
+        match self.token_now(&mut request, state) {
             Some(sent) => ReplayFuture::first(self.inner.call(request), Some(sent), retry),
             None => {
                 let (token, inner) = self.wait_for_token();

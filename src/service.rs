@@ -2,8 +2,9 @@
 //! [`ResponseFuture`].
 //!
 //! The common case, a fresh token that this service has already seen, costs one atomic load,
-//! a header insert and a few comparisons: each service keeps the prebuilt header value of the token it last used
-//! together with the cache's `generation|phase` word, and reuses it while the word is unchanged.
+//! a header insert and a few comparisons: each service keeps the prebuilt header value of the
+//! token it last used together with the cache's `generation|phase` word, and reuses it while the
+//! word is unchanged.
 //! Anything else (a new token, the refresh window, no token) takes the slow path, which may
 //! read the clock, start a background refresh or wait for one.
 //!
@@ -145,21 +146,23 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Fast path: the token this service used last is still current and fresh, and the
         // request goes to a relative URI or over https with no allow-list to consult.
-        if self.cache.state() == self.seen && self.destinations.quick_attach(request.uri()) {
+        let state = self.cache.state();
+        if state == self.seen && self.destinations.quick_attach(request.uri()) {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
-            let sent = Sent::new(self.cache_id, self.seen >> 2);
+            let sent = Sent::new(self.cache_id, state >> 2);
             return ResponseFuture::called(self.inner.call(request), Some(sent));
         }
-        self.call_slow(request)
+        self.call_slow(request, state)
     }
 }
 
 impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
+    /// Everything but the fast path, kept out of line so the fast path stays small.
     #[cold]
     #[inline(never)]
-    fn call_slow<B, RB>(&mut self, mut request: Request<B>) -> ResponseFuture<S, B>
+    fn call_slow<B, RB>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
@@ -168,22 +171,15 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
-        if self.cache.state() == self.seen {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, self.header.clone());
-            let sent = Sent::new(self.cache_id, self.seen >> 2);
-            return ResponseFuture::called(self.inner.call(request), Some(sent));
-        }
-        match self.token_now(&mut request) {
+        match self.token_now(&mut request, state) {
             Some(sent) => ResponseFuture::called(self.inner.call(request), Some(sent)),
             None => {
                 let (token, inner) = self.wait_for_token();
                 ResponseFuture {
                     state: State::Waiting {
                         token,
-                        inner: Some(inner),
-                        request: Some(request),
+                        // Boxed so the future stays as small as the inner one on the fast path.
+                        parts: Some(Box::new((inner, request))),
                         cache_id: self.cache_id,
                     },
                 }
@@ -194,16 +190,29 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
 
 impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     /// The slow path when a usable token is cached: remember it for the fast path and attach
-    /// it. `None` when there is no usable token and the caller must wait for one.
+    /// it. `None` when there is no usable token and the caller must wait for one. `state` is
+    /// the cache state word the caller loaded.
     #[cold]
-    pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>) -> Option<Sent> {
-        let (token, state) = self.cache.usable()?;
-        self.seen = state;
-        self.header = token.header_value().clone();
+    pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
+        let sent = if state == self.seen {
+            // Fresh and already seen, but the destination needed the full rules.
+            Sent::new(self.cache_id, state >> 2)
+        } else if let Some(header) = self.cache.fresh_header(state) {
+            // A fresh token this service has not seen yet (a new token, or a clone of a
+            // service that never sent): one more lock-free load, no clock read.
+            self.seen = state;
+            self.header = header;
+            Sent::new(self.cache_id, state >> 2)
+        } else {
+            let (token, state) = self.cache.usable()?;
+            self.seen = state;
+            self.header = token.header_value().clone();
+            Sent::new(self.cache_id, token.generation())
+        };
         request
             .headers_mut()
             .insert(AUTHORIZATION, self.header.clone());
-        Some(Sent::new(self.cache_id, token.generation()))
+        Some(sent)
     }
 
     /// No usable token: a future for the refresh, and the service to call once it is done
@@ -283,8 +292,7 @@ pin_project! {
         },
         Waiting {
             token: TokenFuture,
-            inner: Option<S>,
-            request: Option<Request<B>>,
+            parts: Option<Box<(S, Request<B>)>>,
             cache_id: u64,
         },
         Failed {
@@ -359,17 +367,16 @@ where
             StateProj::Called { .. } => Poll::Ready(None),
             StateProj::Waiting {
                 token,
-                inner,
-                request,
+                parts,
                 cache_id,
             } => {
                 let token = match ready!(token.as_mut().poll(cx)) {
                     Ok(token) => token,
                     Err(error) => return Poll::Ready(Some(Err(error.into()))),
                 };
-                let (Some(mut inner), Some(mut request)) = (inner.take(), request.take()) else {
-                    unreachable!("ResponseFuture polled after the token was ready")
-                };
+                let (mut inner, mut request) = *parts
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 request
                     .headers_mut()
                     .insert(AUTHORIZATION, token.header_value().clone());
@@ -406,11 +413,18 @@ where
 
 impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
     fn clone(&self) -> Self {
+        // Hand the remembered header on only while it is current: a template service that
+        // never sends would otherwise make every clone copy a header it cannot use.
+        let (seen, header) = if self.cache.state() == self.seen {
+            (self.seen, self.header.clone())
+        } else {
+            (u64::MAX, HeaderValue::from_static(""))
+        };
         BearerAuth {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
-            seen: self.seen,
-            header: self.header.clone(),
+            seen,
+            header,
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
             mode: PhantomData,

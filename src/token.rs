@@ -106,15 +106,12 @@ impl Token {
     }
 
     /// When the token expires, on the tokio clock, for a token whose request was sent at
-    /// `sent_at`. `None`: valid until invalidated.
-    pub(crate) fn expires_at(&self, sent_at: Instant) -> Option<Instant> {
-        let from_wall_clock = |at: SystemTime| {
-            let now = Instant::now();
-            match at.duration_since(SystemTime::now()) {
-                Ok(left) => now.checked_add(left),
-                // Already in the past: expired now.
-                Err(_) => Some(now),
-            }
+    /// `sent_at` and whose answer arrived at `now`. `None`: valid until invalidated. A
+    /// wall-clock expiry already in the past is `now`: expired.
+    pub(crate) fn expires_at(&self, sent_at: Instant, now: Instant) -> Option<Instant> {
+        let from_wall_clock = |at: SystemTime| match at.duration_since(SystemTime::now()) {
+            Ok(left) => now.checked_add(left),
+            Err(_) => Some(now),
         };
         match self.lifetime {
             Lifetime::ExpiresIn(d) => sent_at.checked_add(d),
@@ -156,9 +153,9 @@ impl fmt::Debug for Token {
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The time claims of a JWT, read without verifying it.
@@ -198,7 +195,7 @@ pub fn jwt_claims(token: &str) -> Option<JwtTimes> {
     let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
     let time = |name: &str| {
         let secs = claims.get(name)?.as_f64()?;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !(0.0..=1e12).contains(&secs) {
             return None;
         }
         UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))
@@ -258,8 +255,14 @@ mod tests {
 
     #[test]
     fn with_jwt_expiry_requires_exp() {
-        assert!(Token::new(jwt(r#"{"exp":2000000000}"#)).with_jwt_expiry().is_ok());
-        let err = Token::new(jwt(r#"{"sub":"me"}"#)).with_jwt_expiry().unwrap_err();
+        assert!(
+            Token::new(jwt(r#"{"exp":2000000000}"#))
+                .with_jwt_expiry()
+                .is_ok()
+        );
+        let err = Token::new(jwt(r#"{"sub":"me"}"#))
+            .with_jwt_expiry()
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidResponse);
         assert!(Token::new("opaque").with_jwt_expiry().is_err());
     }

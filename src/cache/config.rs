@@ -1,9 +1,10 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::TokenSource;
 
-use super::TokenCache;
+use super::{RefreshEvent, TokenCache};
 
 /// The tuning knobs of a [`TokenCache`], set through [`TokenCache::builder`].
 #[derive(Clone, Debug)]
@@ -15,6 +16,17 @@ pub(crate) struct Config {
     pub(crate) rejected_cooldown: Duration,
     pub(crate) fetch_timeout: Duration,
     pub(crate) background_refresh: bool,
+    pub(crate) on_refresh: Option<RefreshHook>,
+}
+
+/// The `on_refresh` callback.
+#[derive(Clone)]
+pub(crate) struct RefreshHook(pub(crate) Arc<dyn Fn(&RefreshEvent<'_>) + Send + Sync>);
+
+impl fmt::Debug for RefreshHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshHook")
+    }
 }
 
 impl Default for Config {
@@ -27,6 +39,7 @@ impl Default for Config {
             rejected_cooldown: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(60),
             background_refresh: false,
+            on_refresh: None,
         }
     }
 }
@@ -153,6 +166,14 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
     /// dropped.
     pub fn background_refresh(mut self, enabled: bool) -> Self {
         self.config.background_refresh = enabled;
+        self
+    }
+
+    /// Call `hook` after every refresh, successful or not, from the refresh task: the place to
+    /// count refreshes and failures and record their latency in your metrics. Keep it quick;
+    /// it never sees the token.
+    pub fn on_refresh(mut self, hook: impl Fn(&RefreshEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.config.on_refresh = Some(RefreshHook(Arc::new(hook)));
         self
     }
 

@@ -41,7 +41,7 @@ impl Entry {
         config: &Config,
     ) -> Result<Entry, Error> {
         let header = token.header_value()?;
-        let expires_at = token.expires_at(sent_at);
+        let expires_at = token.expires_at(sent_at, now);
         let (refresh_at, usable_until) = match expires_at {
             None => (None, None),
             Some(expires_at) => {

@@ -42,6 +42,7 @@
 
 mod config;
 mod entry;
+mod event;
 pub(crate) mod handle;
 
 use std::fmt;
@@ -51,16 +52,20 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
+use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
+pub use event::{RefreshEvent, RefreshReason};
 
 use crate::{Error, ErrorKind, TokenSource};
 use config::Config;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack, random_up_to};
+use event::RefreshReason as Reason;
 
 /// The shared, single-flight token cache. Cheap to clone: clones share one token.
 ///
@@ -153,7 +158,12 @@ impl<P: TokenSource> TokenCache<P> {
                     if let Some(err) = control.blocked(now) {
                         return Err(err);
                     }
-                    self.start_refresh(&mut control)?
+                    let reason = if self.shared.current.load().is_some() {
+                        Reason::Expired
+                    } else {
+                        Reason::NoToken
+                    };
+                    self.start_refresh(&mut control, reason)?
                 }
             }
         };
@@ -194,7 +204,7 @@ impl<P: TokenSource> TokenCache<P> {
         let now = Instant::now();
         if control.inflight.is_none() && control.blocked(now).is_none() {
             // The caller will want a new token right away; start on it.
-            let _ = self.start_refresh(&mut control);
+            let _ = self.start_refresh(&mut control, Reason::Invalidated);
         }
         true
     }
@@ -229,11 +239,21 @@ impl<P: TokenSource> TokenCache<P> {
         Arc::clone(&self.shared) as Arc<Shared<P>>
     }
 
-    /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
-    /// means "that token is still current and fresh": the whole fast path.
+    /// The header of the current token when `state` says it is fresh: one lock-free load, no
+    /// clock read. This is the path of a service that has not seen the current token yet
+    /// (typically a clone made per request from a template that never sends).
     #[inline]
-    pub(crate) fn state(&self) -> u64 {
-        self.shared.state.load(Ordering::Acquire)
+    pub(crate) fn fresh_header(&self, state: u64) -> Option<HeaderValue> {
+        if state & 3 != PHASE_FRESH {
+            return None;
+        }
+        let current = self.shared.current.load();
+        match &*current {
+            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => {
+                Some(entry.header.clone())
+            }
+            _ => None,
+        }
     }
 
     /// The current token if it is usable now, starting a background refresh if it is stale.
@@ -242,33 +262,39 @@ impl<P: TokenSource> TokenCache<P> {
     pub(crate) fn usable(&self) -> Option<(CachedToken, u64)> {
         let state = self.state();
         let entry = self.shared.current.load_full()?;
-        let fresh = pack(entry.generation, PHASE_FRESH);
-        if state == fresh {
-            return Some((CachedToken(entry), fresh));
-        }
+        // The clock, not the published phase, decides here: a timer that fires late must not
+        // delay the refresh of callers that reach the slow path.
         let now = Instant::now();
         if !entry.is_usable(now) {
             return None;
         }
         if entry.is_stale(now) {
-            self.refresh_in_background(now);
+            self.refresh_in_background(now, Reason::Stale);
+            return Some((CachedToken(entry), u64::MAX));
         }
-        Some((CachedToken(entry), u64::MAX))
+        let fresh = pack(entry.generation, PHASE_FRESH);
+        let remember = if state == fresh { fresh } else { u64::MAX };
+        Some((CachedToken(entry), remember))
     }
 
-    fn refresh_in_background(&self, now: Instant) {
+    fn refresh_in_background(&self, now: Instant, reason: Reason) {
         if self.shared.nanos(now) < self.shared.quiet_until.load(Ordering::Relaxed) {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none() && control.blocked(now).is_none() {
-            if let Err(err) = self.start_refresh(&mut control) {
-                tracing::warn!(error = %err, "cannot start a background token refresh");
-            }
+        if control.inflight.is_none()
+            && control.blocked(now).is_none()
+            && let Err(err) = self.start_refresh(&mut control, reason)
+        {
+            tracing::warn!(error = %err, "cannot start a background token refresh");
         }
     }
 
-    fn start_refresh(&self, control: &mut Control) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    fn start_refresh(
+        &self,
+        control: &mut Control,
+        reason: Reason,
+    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
         })?;
@@ -279,7 +305,8 @@ impl<P: TokenSource> TokenCache<P> {
             shared: Arc::clone(&self.shared),
             tx,
         };
-        runtime.spawn(guard.run());
+        let span = tracing::info_span!("token_refresh", reason = reason.as_str());
+        runtime.spawn(guard.run(reason).instrument(span));
         Ok(rx)
     }
 }
@@ -292,10 +319,10 @@ struct RefreshGuard<P: TokenSource> {
 }
 
 impl<P: TokenSource> RefreshGuard<P> {
-    async fn run(self) {
+    async fn run(self, reason: Reason) {
         let shared = &self.shared;
         let sent_at = Instant::now();
-        tracing::debug!("token refresh started");
+        tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
         let fetched = AssertUnwindSafe(tokio::time::timeout(timeout, shared.source.fetch()))
             .catch_unwind()
@@ -309,7 +336,15 @@ impl<P: TokenSource> RefreshGuard<P> {
             Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
         };
         let outcome = shared.complete(sent_at, result);
-        let _ = self.tx.send(Some(outcome));
+        let _ = self.tx.send(Some(outcome.clone()));
+        if let Some(hook) = &shared.config.on_refresh {
+            let event = RefreshEvent {
+                outcome: &outcome,
+                reason,
+                took: Instant::now().saturating_duration_since(sent_at),
+            };
+            (hook.0)(&event);
+        }
     }
 }
 
@@ -325,7 +360,11 @@ impl<P: TokenSource> Drop for RefreshGuard<P> {
 
 impl<P: TokenSource> Shared<P> {
     /// Record the result of a refresh: install the token, or remember the failure.
-    fn complete(self: &Arc<Self>, sent_at: Instant, result: Result<crate::Token, Error>) -> Outcome {
+    fn complete(
+        self: &Arc<Self>,
+        sent_at: Instant,
+        result: Result<crate::Token, Error>,
+    ) -> Outcome {
         let now = Instant::now();
         let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
         let mut control = self.lock();
@@ -366,16 +405,22 @@ impl<P: TokenSource> Shared<P> {
                     ErrorKind::Transient | ErrorKind::Panicked => {
                         let backoff = self.config.backoff.delay(control.failures);
                         let jittered = backoff / 2 + random_up_to(backoff / 2);
-                        err.retry_after()
-                            .map_or(jittered, |after| after.min(self.config.backoff.max).max(jittered))
+                        err.retry_after().map_or(jittered, |after| {
+                            after.min(self.config.backoff.max).max(jittered)
+                        })
                     }
                     _ => self.config.rejected_cooldown,
                 };
                 let retry_at = now + delay;
                 control.retry_at = Some(retry_at);
                 control.last_error = Some(err.clone());
-                self.quiet_until.store(self.nanos(retry_at), Ordering::Relaxed);
-                let serving_stale = self.current.load().as_ref().is_some_and(|e| e.is_usable(now));
+                self.quiet_until
+                    .store(self.nanos(retry_at), Ordering::Relaxed);
+                let serving_stale = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|e| e.is_usable(now));
                 tracing::warn!(
                     error = %err,
                     kind = %err.kind(),
@@ -398,24 +443,46 @@ impl<P: TokenSource> Shared<P> {
         if let Some(timer) = control.timer.take() {
             timer.abort();
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+        let stale_on_drop = MarkStaleOnDrop {
+            shared: Arc::downgrade(self),
+            generation,
         };
-        let weak: Weak<Self> = Arc::downgrade(self);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // `stale_on_drop` hands the token to the clock-reading slow path now
+        };
         let task = runtime.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let Some(shared) = weak.upgrade() else { return };
-            let _ = shared.state.compare_exchange(
-                pack(generation, PHASE_FRESH),
-                pack(generation, PHASE_STALE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            if shared.config.background_refresh {
-                TokenCache { shared }.refresh_in_background(Instant::now());
+            let shared = stale_on_drop.shared.clone();
+            drop(stale_on_drop);
+            if let Some(shared) = shared.upgrade()
+                && shared.config.background_refresh
+            {
+                TokenCache { shared }.refresh_in_background(Instant::now(), Reason::Timer);
             }
         });
         control.timer = Some(task.abort_handle());
+    }
+}
+
+/// Flips token `generation` from fresh to stale when dropped: when its timer fires, and also
+/// when the timer never will (its runtime shut down). Either way the fast path stops trusting
+/// the token and the slow path, which reads the clock, takes over: a lost timer fails safe.
+/// A newer token or an invalidation has already changed the state, so then this does nothing.
+struct MarkStaleOnDrop<P> {
+    shared: Weak<Shared<P>>,
+    generation: u64,
+}
+
+impl<P> Drop for MarkStaleOnDrop<P> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let _ = shared.state.compare_exchange(
+                pack(self.generation, PHASE_FRESH),
+                pack(self.generation, PHASE_STALE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
@@ -452,6 +519,15 @@ impl<P> Drop for Shared<P> {
     }
 }
 
+impl<P> TokenCache<P> {
+    /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
+    /// means "that token is still current and fresh": the whole fast path.
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        self.shared.state.load(Ordering::Acquire)
+    }
+}
+
 impl<P> Clone for TokenCache<P> {
     fn clone(&self) -> Self {
         TokenCache {
@@ -473,5 +549,55 @@ impl<P> fmt::Debug for TokenCache<P> {
             .field("phase", &phase)
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::Token;
+    use crate::source::StaticToken;
+
+    fn phase<P>(cache: &TokenCache<P>) -> u64 {
+        cache.state() & 3
+    }
+
+    #[test]
+    fn a_timer_lost_with_its_runtime_fails_safe() {
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new("abc").with_expires_in(Duration::from_secs(3600)),
+        ));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        first.block_on(cache.token()).unwrap();
+        assert_eq!(phase(&cache), PHASE_FRESH);
+        // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
+        // a runtime per request batch...): the fast path must stop trusting the token.
+        drop(first);
+        assert_eq!(phase(&cache), PHASE_STALE);
+
+        // Another runtime carries on: the slow path reads the clock and still serves the token.
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let token = second.block_on(cache.token()).unwrap();
+        assert_eq!(token.secret(), "abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replacing_a_token_does_not_mark_the_new_one_stale() {
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new("abc").with_expires_in(Duration::from_secs(3600)),
+        ));
+        let first = cache.token().await.unwrap();
+        cache.invalidate(&first);
+        let second = cache.token().await.unwrap();
+        tokio::task::yield_now().await; // let the aborted timer be dropped
+        assert_eq!(cache.state(), pack(second.generation(), PHASE_FRESH));
     }
 }

@@ -4,6 +4,23 @@
 //! single-flight, refresh windows, backoff and 401 handling are the
 //! [`TokenCache`](crate::TokenCache)'s job. That keeps every source small.
 //!
+//! | source | flow | presets |
+//! |---|---|---|
+//! | [`static_token`], [`from_fn`] | a fixed token; any async closure | |
+//! | [`RefreshEndpoint`] | vendor refresh endpoint: `GET url?param=R` → `{"access_token"}`, lifetime from the JWT | [`kensho::personal_token`], [`kensho::link`] |
+//! | [`ClientCredentials`] | RFC 6749 §4.4, with every [`ClientAuth`] method | `kensho::keypair` (feature `jwt`) |
+//! | [`RefreshTokenGrant`] | RFC 6749 §6, rotation saved through a [`RefreshTokenStore`](crate::store::RefreshTokenStore) | |
+//! | `JwtBearer` (feature `jwt`) | RFC 7523 §2.1 | `disruptive::service_account` |
+//! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
+//!
+//! The built-in HTTP sources call their token endpoint through an
+//! [`HttpClient`](crate::http_client::HttpClient) (reqwest by default), read its answer with
+//! field names from [`TokenFields`], and classify failures: [`Transient`](crate::ErrorKind::Transient)
+//! for 5xx, 429, timeouts and connection failures (with `Retry-After`),
+//! [`Rejected`](crate::ErrorKind::Rejected) for 4xx and RFC 6749 §5.2 errors (with the code),
+//! [`InvalidResponse`](crate::ErrorKind::InvalidResponse) for anything that is not a usable
+//! Bearer token. Their errors name the endpoint's host, never a URL, body or secret.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower_bearer::{Error, Token, TokenSource, source};
@@ -36,14 +53,39 @@
 //! }
 //! ```
 
+pub mod api_key;
+pub mod api_video;
+#[cfg(feature = "jwt")]
+pub mod assertion;
+pub mod client_auth;
+pub mod client_credentials;
+#[cfg(feature = "jwt")]
+pub mod disruptive;
+#[cfg(feature = "jwt")]
+pub mod jwt_bearer;
+pub mod kensho;
+pub mod refresh_endpoint;
+pub mod refresh_token;
+
+mod endpoint;
 mod from_fn;
+mod rotation;
 mod static_token;
+mod token_response;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
+pub use client_auth::ClientAuth;
+pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use from_fn::{FromFn, from_fn};
+#[cfg(feature = "jwt")]
+pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
+pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
+pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 pub use static_token::{StaticToken, static_token};
+pub use token_response::TokenFields;
 
 use crate::{Error, Token};
 

@@ -1,0 +1,309 @@
+//! [`HttpClient`]: the small trait the built-in sources use to call token endpoints, and
+//! [`ReqwestClient`], its default implementation.
+//!
+//! A token endpoint is called with one request (method, URL, headers, body) and answers with one
+//! response (status, headers, body): the trait is exactly that, in [`http`] types, so that you can
+//! plug in your own client (a corporate proxy, a mock, fault injection in tests).
+//!
+//! Whatever client is used, the sources refuse a token URL that is not `https`, except to a
+//! loopback host (`127.0.0.0/8`, `::1`, `localhost`), and never treat a redirect as a token.
+//! [`ReqwestClient`] adds what a token endpoint call needs on the wire: no redirects followed, a
+//! response size cap read incrementally, and a timeout over the whole exchange.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Response, StatusCode};
+//! use tower_bearer::http_client::{HttpClient, HttpFuture, HttpRequest};
+//!
+//! /// A client that answers every token request itself, as a test double would.
+//! struct Canned;
+//!
+//! impl HttpClient for Canned {
+//!     fn execute(&self, _request: HttpRequest) -> HttpFuture<'_> {
+//!         Box::pin(async {
+//!             let body = Bytes::from_static(br#"{"access_token":"abc","expires_in":3600}"#);
+//!             let mut response = Response::new(body);
+//!             response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+//!             *response.status_mut() = StatusCode::OK;
+//!             Ok(response)
+//!         })
+//!     }
+//! }
+//! ```
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+
+use crate::Error;
+
+/// A request to a token endpoint.
+pub type HttpRequest = http::Request<Bytes>;
+
+/// A token endpoint's answer, with its whole body.
+pub type HttpResponse = http::Response<Bytes>;
+
+/// The future returned by [`HttpClient::execute`].
+pub type HttpFuture<'a> = Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>>;
+
+/// The default cap on a token endpoint's answer: 64 KiB, far more than any token response.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The default time allowed for one token endpoint call, from connecting to the last body byte.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one request to a token endpoint and returns its answer.
+///
+/// Return errors classified by kind: [`Error::transient`] for connection failures and timeouts,
+/// [`Error::invalid_response`] for an answer too large to accept, [`Error::config`] for a
+/// request that cannot be sent. HTTP error statuses are *not* errors here: return the response,
+/// and the source reads the status and the body (an RFC 6749 §5.2 error, a `Retry-After`).
+///
+/// Implementations must not follow redirects: a redirect would carry a credential to another
+/// place. The method returns a boxed future so that sources can hold any client as
+/// `Arc<dyn HttpClient>`.
+pub trait HttpClient: Send + Sync + 'static {
+    /// Send `request` and return the response with its whole body.
+    fn execute(&self, request: HttpRequest) -> HttpFuture<'_>;
+}
+
+impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
+    fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
+        (**self).execute(request)
+    }
+}
+
+impl<T: HttpClient + ?Sized> HttpClient for Box<T> {
+    fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
+        (**self).execute(request)
+    }
+}
+
+/// Check that credentials may be sent to `uri`: `https`, or plain `http` to a loopback host.
+///
+/// ```
+/// use tower_bearer::http_client::check_token_url;
+///
+/// assert!(check_token_url(&"https://auth.example.com/token".parse().unwrap()).is_ok());
+/// assert!(check_token_url(&"http://127.0.0.1:8080/token".parse().unwrap()).is_ok());
+/// assert!(check_token_url(&"http://[::1]/token".parse().unwrap()).is_ok());
+/// assert!(check_token_url(&"http://auth.example.com/token".parse().unwrap()).is_err());
+/// ```
+pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
+    let Some(host) = uri.host() else {
+        return Err(Error::config("the token URL has no host"));
+    };
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(Error::config(
+            "the token URL must use https (plain http is allowed only to a loopback host)",
+        )
+        .with_host(host)),
+        _ => Err(Error::config("the token URL must be an absolute https URL").with_host(host)),
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1` (as it appears in a URI, with or without brackets).
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(feature = "reqwest")]
+pub use self::reqwest_client::ReqwestClient;
+
+#[cfg(feature = "reqwest")]
+mod reqwest_client {
+    use std::fmt;
+    use std::time::Duration;
+
+    use super::{
+        DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
+        HttpResponse, check_token_url,
+    };
+    use crate::Error;
+
+    /// The default [`HttpClient`]: reqwest with rustls, made for token endpoints.
+    ///
+    /// - redirects are never followed (a 3xx answer is returned as it is, and the sources
+    ///   refuse it);
+    /// - the answer is read incrementally and refused past a size cap
+    ///   ([`DEFAULT_MAX_RESPONSE_BYTES`] unless changed) with an
+    ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error;
+    /// - the whole exchange is bounded by a timeout ([`DEFAULT_TIMEOUT`] unless changed), a
+    ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures;
+    /// - the URL must be `https`, except to a loopback host.
+    ///
+    /// Clones share one connection pool.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bearer::http_client::ReqwestClient;
+    ///
+    /// let client = ReqwestClient::new()?
+    ///     .with_timeout(Duration::from_secs(5))
+    ///     .with_max_response_bytes(16 * 1024);
+    /// # let _ = client;
+    /// # Ok::<(), tower_bearer::Error>(())
+    /// ```
+    #[derive(Clone)]
+    pub struct ReqwestClient {
+        client: reqwest::Client,
+        timeout: Duration,
+        max_response_bytes: usize,
+    }
+
+    impl ReqwestClient {
+        /// A client with the defaults above.
+        pub fn new() -> Result<Self, Error> {
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(DEFAULT_TIMEOUT)
+                .build()
+                .map_err(|e| {
+                    Error::config("could not build the HTTP client for the token endpoint")
+                        .with_source(e.without_url())
+                })?;
+            Ok(ReqwestClient {
+                client,
+                timeout: DEFAULT_TIMEOUT,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            })
+        }
+
+        /// Give up on a token endpoint call after this long, from connecting to the last body
+        /// byte (default 10 s).
+        pub fn with_timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// Refuse answers larger than this (default 64 KiB).
+        pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+            self.max_response_bytes = max;
+            self
+        }
+
+        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+            check_token_url(request.uri())?;
+            let request = reqwest::Request::try_from(request).map_err(|e| {
+                Error::config("the token request cannot be sent").with_source(e.without_url())
+            })?;
+            let mut response = self
+                .client
+                .execute(request)
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            let too_large = || {
+                Error::invalid_response(format!(
+                    "the token endpoint's answer is larger than {} bytes",
+                    self.max_response_bytes
+                ))
+                .with_status(status)
+            };
+            if response
+                .content_length()
+                .is_some_and(|len| len > self.max_response_bytes as u64)
+            {
+                return Err(too_large());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+                if body.len() + chunk.len() > self.max_response_bytes {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut out = http::Response::new(bytes::Bytes::from(body));
+            *out.status_mut() = response.status();
+            *out.headers_mut() = std::mem::take(response.headers_mut());
+            Ok(out)
+        }
+    }
+
+    /// Classify a reqwest error. The URL is stripped: its query string can hold a credential.
+    fn transport_error(err: reqwest::Error) -> Error {
+        let message = if err.is_timeout() {
+            "the token endpoint did not answer in time"
+        } else if err.is_connect() {
+            "could not connect to the token endpoint"
+        } else {
+            "the request to the token endpoint failed"
+        };
+        Error::transient(message).with_source(err.without_url())
+    }
+
+    impl HttpClient for ReqwestClient {
+        fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
+            Box::pin(async move {
+                match tokio::time::timeout(self.timeout, self.send(request)).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(Error::transient(format!(
+                        "the token endpoint did not answer within {:?}",
+                        self.timeout
+                    ))),
+                }
+            })
+        }
+    }
+
+    impl fmt::Debug for ReqwestClient {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ReqwestClient")
+                .field("timeout", &self.timeout)
+                .field("max_response_bytes", &self.max_response_bytes)
+                .finish_non_exhaustive()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1",
+            "localhost.example.com",
+            "128.0.0.1",
+            "::2",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn plain_http_to_a_public_host_is_a_config_error() {
+        let err = check_token_url(&"http://auth.example.com/token?secret=x".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert_eq!(err.host(), Some("auth.example.com"));
+        assert!(!err.to_string().contains("secret=x"));
+    }
+
+    #[test]
+    fn relative_and_odd_schemes_are_refused() {
+        assert!(check_token_url(&"/token".parse().unwrap()).is_err());
+        assert!(check_token_url(&"ftp://127.0.0.1/token".parse().unwrap()).is_err());
+    }
+}

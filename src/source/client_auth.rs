@@ -1,0 +1,217 @@
+//! [`ClientAuth`]: how an OAuth 2.0 client proves who it is to the token endpoint.
+//!
+//! | method | RFC | what is sent |
+//! |---|---|---|
+//! | [`client_secret_basic`](ClientAuth::client_secret_basic) | 6749 §2.3.1 | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
+//! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
+//! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
+//! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
+//! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
+//!
+//! Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
+//! the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
+//! (unless set with `assertion_lifetime`), a new random `jti`.
+//!
+//! ```
+//! use tower_bearer::{secret::ClientSecret, source::ClientAuth};
+//!
+//! let auth = ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t"));
+//! assert_eq!(auth.client_id(), "my-client");
+//! assert_eq!(auth.method(), "client_secret_basic");
+//! ```
+
+use std::fmt;
+#[cfg(feature = "jwt")]
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+use zeroize::Zeroizing;
+
+#[cfg(feature = "jwt")]
+use super::assertion::{Assertion, SigningKey};
+use super::endpoint::Form;
+use crate::Error;
+use crate::secret::ClientSecret;
+
+/// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
+pub const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client id and the way it authenticates; see the [module docs](self).
+#[derive(Clone)]
+pub struct ClientAuth {
+    client_id: String,
+    method: Method,
+}
+
+#[derive(Clone)]
+enum Method {
+    None,
+    SecretBasic(ClientSecret),
+    SecretPost(ClientSecret),
+    #[cfg(feature = "jwt")]
+    Jwt {
+        assertion: Assertion,
+        name: &'static str,
+    },
+}
+
+impl ClientAuth {
+    /// A public client: sends its `client_id` and no credential.
+    pub fn none(client_id: impl Into<String>) -> Self {
+        Self::with(client_id, Method::None)
+    }
+
+    /// HTTP Basic authentication with the client id and secret (RFC 6749 §2.3.1), each
+    /// form-urlencoded before base64, as the RFC requires.
+    pub fn client_secret_basic(client_id: impl Into<String>, secret: ClientSecret) -> Self {
+        Self::with(client_id, Method::SecretBasic(secret))
+    }
+
+    /// The client id and secret as form parameters (RFC 6749 §2.3.1).
+    pub fn client_secret_post(client_id: impl Into<String>, secret: ClientSecret) -> Self {
+        Self::with(client_id, Method::SecretPost(secret))
+    }
+
+    /// A JWT client assertion signed with the client's private key (RFC 7523 §2.2,
+    /// `private_key_jwt`).
+    #[cfg(feature = "jwt")]
+    pub fn private_key_jwt(client_id: impl Into<String>, key: SigningKey) -> Self {
+        Self::jwt(client_id, key, "private_key_jwt")
+    }
+
+    /// A JWT client assertion signed HS256 with the client secret (RFC 7523 §2.2,
+    /// `client_secret_jwt`).
+    #[cfg(feature = "jwt")]
+    pub fn client_secret_jwt(client_id: impl Into<String>, secret: &ClientSecret) -> Self {
+        Self::jwt(client_id, SigningKey::hs256(secret), "client_secret_jwt")
+    }
+
+    #[cfg(feature = "jwt")]
+    fn jwt(client_id: impl Into<String>, key: SigningKey, name: &'static str) -> Self {
+        let client_id = client_id.into();
+        let assertion = Assertion::new(key, client_id.clone()).subject(client_id.clone());
+        ClientAuth {
+            client_id,
+            method: Method::Jwt { assertion, name },
+        }
+    }
+
+    /// The `aud` of client assertions (default: the token URL). No effect on other methods.
+    #[cfg(feature = "jwt")]
+    pub fn assertion_audience(self, audience: impl Into<String>) -> Self {
+        self.map_assertion(|a| a.audience(audience))
+    }
+
+    /// How long each client assertion is valid (default 5 minutes). No effect on other methods.
+    #[cfg(feature = "jwt")]
+    pub fn assertion_lifetime(self, lifetime: Duration) -> Self {
+        self.map_assertion(|a| a.lifetime(lifetime))
+    }
+
+    #[cfg(feature = "jwt")]
+    fn map_assertion(mut self, f: impl FnOnce(Assertion) -> Assertion) -> Self {
+        if let Method::Jwt { assertion, name } = self.method {
+            self.method = Method::Jwt {
+                assertion: f(assertion),
+                name,
+            };
+        }
+        self
+    }
+
+    fn with(client_id: impl Into<String>, method: Method) -> Self {
+        ClientAuth {
+            client_id: client_id.into(),
+            method,
+        }
+    }
+
+    /// The client id (not a secret).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The method's name as OAuth metadata spells it (`client_secret_basic`, ...).
+    pub fn method(&self) -> &'static str {
+        match &self.method {
+            Method::None => "none",
+            Method::SecretBasic(_) => "client_secret_basic",
+            Method::SecretPost(_) => "client_secret_post",
+            #[cfg(feature = "jwt")]
+            Method::Jwt { name, .. } => name,
+        }
+    }
+
+    /// Add the client's credentials to a token request for `token_url`.
+    #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
+    pub(crate) fn apply(
+        &self,
+        token_url: &str,
+        form: &mut Form,
+        headers: &mut HeaderMap,
+    ) -> Result<(), Error> {
+        match &self.method {
+            Method::None => form.push("client_id", &self.client_id),
+            Method::SecretBasic(secret) => {
+                headers.insert(AUTHORIZATION, basic_auth(&self.client_id, secret)?);
+            }
+            Method::SecretPost(secret) => {
+                form.push("client_id", &self.client_id);
+                form.push("client_secret", secret.secret());
+            }
+            #[cfg(feature = "jwt")]
+            Method::Jwt { assertion, .. } => {
+                let jwt = assertion.mint(token_url, std::time::SystemTime::now())?;
+                form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
+                form.push("client_assertion", &jwt);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 6749 §2.3.1: the id and secret are form-urlencoded (Appendix B) *before* base64.
+fn basic_auth(client_id: &str, secret: &ClientSecret) -> Result<HeaderValue, Error> {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret.secret())));
+    let value = Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())));
+    let mut header = HeaderValue::from_str(&value)
+        .map_err(|_| Error::config("the client credentials cannot form a Basic header"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("client_id", &self.client_id)
+            .field("method", &self.method())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let header = basic_auth("my id", &ClientSecret::new("a:b&c=d%e+f é")).unwrap();
+        let b64 = header.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
+        assert_eq!(decoded, "my+id:a%3Ab%26c%3Dd%25e%2Bf+%C3%A9");
+        assert!(header.is_sensitive());
+    }
+
+    #[test]
+    fn debug_shows_the_method_not_the_secret() {
+        let auth = ClientAuth::client_secret_post("id", ClientSecret::new("hunter2"));
+        let shown = format!("{auth:?}");
+        assert!(shown.contains("client_secret_post"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,372 @@
+//! The plumbing every built-in source shares: where the token endpoint is, how a request is
+//! sent to it, and how its HTTP status is read (RFC 6749 §5.2 errors, `Retry-After`).
+//!
+//! Errors made here carry the endpoint's host, the HTTP status and the OAuth error code, and
+//! never the URL (its query string can hold a credential), a request or a response body.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use zeroize::Zeroizing;
+
+use super::client_auth::ClientAuth;
+use super::token_response::{TokenFields, TokenResponse};
+use crate::Error;
+use crate::http_client::{HttpClient, HttpResponse, check_token_url};
+
+/// The HTTP client a source uses when none was given.
+pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, Error> {
+    #[cfg(feature = "reqwest")]
+    {
+        Ok(Arc::new(crate::http_client::ReqwestClient::new()?))
+    }
+    #[cfg(not(feature = "reqwest"))]
+    {
+        Err(Error::config(
+            "no HTTP client for the token endpoint: enable the `reqwest` feature or give one with `.http_client(..)`",
+        ))
+    }
+}
+
+/// A token endpoint: a checked URL and the client that calls it.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// The URL as configured: the audience of assertions, which must match it exactly.
+    url: Arc<str>,
+    uri: Uri,
+    host: Arc<str>,
+    client: Arc<dyn HttpClient>,
+}
+
+/// What a source sends: a body and its content type.
+pub(crate) enum Body {
+    /// No body (a GET).
+    Empty,
+    /// `application/x-www-form-urlencoded`.
+    Form(Zeroizing<String>),
+    /// `application/json`.
+    Json(Zeroizing<Vec<u8>>),
+}
+
+/// An `application/x-www-form-urlencoded` body under construction. Values are zeroized on drop.
+#[derive(Default)]
+pub(crate) struct Form(Vec<(std::borrow::Cow<'static, str>, Zeroizing<String>)>);
+
+impl Form {
+    pub(crate) fn new(grant_type: &str) -> Self {
+        let mut form = Form::default();
+        form.push("grant_type", grant_type);
+        form
+    }
+
+    pub(crate) fn push(&mut self, name: impl Into<std::borrow::Cow<'static, str>>, value: &str) {
+        self.0.push((name.into(), Zeroizing::new(value.to_owned())));
+    }
+
+    pub(crate) fn into_body(self) -> Body {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &self.0 {
+            serializer.append_pair(name, value);
+        }
+        Body::Form(Zeroizing::new(serializer.finish()))
+    }
+}
+
+impl Endpoint {
+    /// Parse and check `url` (https, or http to loopback). `client` defaults to reqwest.
+    pub(crate) fn new(url: &str, client: Option<Arc<dyn HttpClient>>) -> Result<Self, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Error::config("the token URL is not a valid absolute URL"))?;
+        check_token_url(&uri)?;
+        let host = uri.host().unwrap_or_default().into();
+        let client = match client {
+            Some(client) => client,
+            None => default_client()?,
+        };
+        Ok(Endpoint {
+            url: url.into(),
+            uri,
+            host,
+            client,
+        })
+    }
+
+    /// The HTTP client, to share with a sibling endpoint.
+    pub(crate) fn client(&self) -> Arc<dyn HttpClient> {
+        Arc::clone(&self.client)
+    }
+
+    /// The token URL, as configured (the audience of assertions).
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POST a grant request (a form, with the client's credentials if any) and read the answer.
+    pub(crate) async fn grant(
+        &self,
+        mut form: Form,
+        auth: Option<&ClientAuth>,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> Result<TokenResponse, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(auth) = auth {
+            auth.apply(&self.url, &mut form, &mut headers)
+                .map_err(|e| self.tag(e))?;
+        }
+        self.exchange(
+            Method::POST,
+            &[],
+            headers,
+            form.into_body(),
+            fields,
+            refused,
+        )
+        .await
+    }
+
+    /// Send one request and read the answer as a token response.
+    ///
+    /// `query` is appended to the URL (form-urlencoded); `refused` is the message for a
+    /// rejection (a 4xx or an RFC 6749 §5.2 error), saying in the source's words what was
+    /// refused.
+    pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        query: &[(&str, &str)],
+        headers: HeaderMap,
+        body: Body,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> Result<TokenResponse, Error> {
+        let request = self.request(method, query, headers, body)?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| self.tag(e))?;
+        tracing::debug!(host = %self.host, status = response.status().as_u16(), "token endpoint answered");
+        check_status(&response, refused).map_err(|e| self.tag(e))?;
+        TokenResponse::parse(&response, fields, refused).map_err(|e| self.tag(e))
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        query: &[(&str, &str)],
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Request<Bytes>, Error> {
+        let uri = if query.is_empty() {
+            self.uri.clone()
+        } else {
+            let mut url = Zeroizing::new(self.uri.to_string());
+            url.push(if self.uri.query().is_some() { '&' } else { '?' });
+            let encoded = Zeroizing::new(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(query)
+                    .finish(),
+            );
+            url.push_str(&encoded);
+            Uri::try_from(url.as_str())
+                .map_err(|_| Error::config("the token URL cannot carry the query parameters"))?
+        };
+        let (content_type, body) = match body {
+            Body::Empty => (None, Bytes::new()),
+            Body::Form(form) => (
+                Some("application/x-www-form-urlencoded"),
+                Bytes::copy_from_slice(form.as_bytes()),
+            ),
+            Body::Json(json) => (Some("application/json"), Bytes::copy_from_slice(&json)),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(content_type) = content_type {
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        Ok(request)
+    }
+
+    /// Add the host to an error that does not name one yet.
+    pub(crate) fn tag(&self, err: Error) -> Error {
+        if err.host().is_some() {
+            err
+        } else {
+            err.with_host(self.host.to_string())
+        }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The host only: a token URL's query string could hold a credential.
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+/// Classify a non-2xx answer: 3xx, 408, 429 and 5xx, other 4xx.
+fn check_status(response: &HttpResponse, refused: &'static str) -> Result<(), Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let code = oauth_error_code(response.body());
+    let err = if status.is_redirection() {
+        Error::invalid_response(
+            "the token endpoint answered with a redirect, which is not followed: check the token URL",
+        )
+    } else if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        let message = if status == StatusCode::TOO_MANY_REQUESTS {
+            "the token endpoint is rate limiting requests"
+        } else {
+            "the token endpoint is unavailable"
+        };
+        let mut err = Error::transient(message);
+        if let Some(after) = retry_after(response.headers(), SystemTime::now()) {
+            err = err.with_retry_after(after);
+        }
+        err
+    } else if status.is_client_error() {
+        Error::rejected(refused)
+    } else {
+        Error::invalid_response("the token endpoint answered with an unexpected status")
+    };
+    let err = err.with_status(status);
+    Err(match code {
+        Some(code) => err.with_oauth_error(code),
+        None => err,
+    })
+}
+
+/// The RFC 6749 §5.2 `error` code of a JSON error body, if it is a well-formed one.
+///
+/// Only the code is kept (never `error_description`, which may echo the request), and only if
+/// it uses the characters §5.2 allows and is of a sensible length.
+pub(crate) fn oauth_error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    let code = parsed.error;
+    let valid = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+    valid.then_some(code)
+}
+
+/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // A day is already longer than any backoff; bigger numbers are capped, not overflowed.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(86_400);
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        let mut r = http::Response::new(Bytes::copy_from_slice(body.as_bytes()));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in headers {
+            r.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "120".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(120)));
+        h.insert(
+            RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:50:07 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(
+            RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:00:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "99999999999999999999999".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(86_400)));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn oauth_errors_on_400_and_401_are_rejections_with_their_code() {
+        for status in [400, 401] {
+            let r = response(
+                status,
+                &[],
+                r#"{"error":"invalid_grant","error_description":"echo rt-123"}"#,
+            );
+            let err = check_status(&r, "refused").unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Rejected);
+            assert_eq!(err.oauth_error(), Some("invalid_grant"));
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
+            assert!(!format!("{err} {err:?}").contains("rt-123"));
+        }
+    }
+
+    #[test]
+    fn overload_is_transient_with_retry_after() {
+        let r = response(429, &[("retry-after", "7")], "slow down");
+        let err = check_status(&r, "refused").unwrap_err();
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        let r = response(503, &[], "<html>down</html>");
+        assert!(check_status(&r, "refused").unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn redirects_are_invalid_responses() {
+        let r = response(302, &[("location", "https://elsewhere.example/")], "");
+        let err = check_status(&r, "refused").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidResponse);
+    }
+
+    #[test]
+    fn malformed_error_codes_are_dropped() {
+        assert_eq!(oauth_error_code(br#"{"error":"bad\"code"}"#), None);
+        assert_eq!(oauth_error_code(br#"{"error":""}"#), None);
+        assert_eq!(oauth_error_code(&[b'x'; 100]), None);
+        let long = format!(r#"{{"error":"{}"}}"#, "a".repeat(65));
+        assert_eq!(oauth_error_code(long.as_bytes()), None);
+        assert_eq!(
+            oauth_error_code(br#"{"error":"invalid_client"}"#).as_deref(),
+            Some("invalid_client")
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1). Needs the `jwt` feature.
+//!
+//! A signed JWT *is* the grant: a fresh one is minted for every token request.
+//!
+//! ```text
+//! POST {token_url}
+//! Content-Type: application/x-www-form-urlencoded
+//!
+//! grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>&scope=...
+//! ```
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_bearer::{BearerAuthLayer, secret::ClientSecret};
+//! use tower_bearer::source::JwtBearer;
+//! use tower_bearer::source::assertion::{Assertion, SigningKey};
+//!
+//! # fn main() -> Result<(), tower_bearer::Error> {
+//! let key = SigningKey::hs256(&ClientSecret::new("service-account-secret")).with_key_id("key-id");
+//! let assertion = Assertion::new(key, "robot@example.com").lifetime(Duration::from_secs(3600));
+//! let source = JwtBearer::builder("https://identity.example.com/oauth2/token", assertion).build()?;
+//! let layer = BearerAuthLayer::new(source);
+//! # let _ = layer; Ok(()) }
+//! ```
+//!
+//! See [`disruptive`](crate::source::disruptive) for a preset.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::assertion::Assertion;
+use super::client_auth::ClientAuth;
+use super::endpoint::{Endpoint, Form};
+use super::token_response::TokenFields;
+use crate::http_client::HttpClient;
+use crate::{Error, Token, TokenSource};
+
+/// `grant_type` of the JWT-bearer grant (RFC 7523 §2.1).
+pub const JWT_BEARER_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+const REFUSED: &str =
+    "the token endpoint refused the JWT assertion (check the key id, secret and issuer)";
+
+/// A [`TokenSource`] for the JWT-bearer grant; see the [module docs](self).
+#[derive(Clone)]
+pub struct JwtBearer {
+    endpoint: Endpoint,
+    assertion: Assertion,
+    auth: Option<ClientAuth>,
+    scope: Option<String>,
+    fields: TokenFields,
+}
+
+impl JwtBearer {
+    /// Start configuring the grant against `token_url`, with assertions minted from `assertion`
+    /// (whose audience defaults to `token_url`).
+    pub fn builder(token_url: impl Into<String>, assertion: Assertion) -> JwtBearerBuilder {
+        JwtBearerBuilder {
+            token_url: token_url.into(),
+            assertion,
+            auth: None,
+            scope: None,
+            fields: TokenFields::oauth2(),
+            client: None,
+        }
+    }
+}
+
+/// Configures a [`JwtBearer`].
+pub struct JwtBearerBuilder {
+    token_url: String,
+    assertion: Assertion,
+    auth: Option<ClientAuth>,
+    scope: Option<String>,
+    fields: TokenFields,
+    client: Option<Arc<dyn HttpClient>>,
+}
+
+impl JwtBearerBuilder {
+    /// The `scope` parameter.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Client authentication, for servers that want it alongside the grant (RFC 7523 §2.1
+    /// makes it optional). Default: none.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The field names of the answer (default [`TokenFields::oauth2`]).
+    pub fn fields(mut self, fields: TokenFields) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    pub fn http_client(mut self, client: impl HttpClient) -> Self {
+        self.client = Some(Arc::new(client));
+        self
+    }
+
+    /// Check the URL and build the source. Does no I/O.
+    pub fn build(self) -> Result<JwtBearer, Error> {
+        Ok(JwtBearer {
+            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            assertion: self.assertion,
+            auth: self.auth,
+            scope: self.scope,
+            fields: self.fields,
+        })
+    }
+}
+
+impl TokenSource for JwtBearer {
+    async fn fetch(&self) -> Result<Token, Error> {
+        let assertion = self
+            .assertion
+            .mint(self.endpoint.url(), SystemTime::now())
+            .map_err(|e| self.endpoint.tag(e))?;
+        let mut form = Form::new(JWT_BEARER_GRANT_TYPE);
+        form.push("assertion", &assertion);
+        if let Some(scope) = &self.scope {
+            form.push("scope", scope);
+        }
+        let response = self
+            .endpoint
+            .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
+            .await?;
+        response.into_token(false).map_err(|e| self.endpoint.tag(e))
+    }
+}
+
+impl fmt::Debug for JwtBearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtBearer")
+            .field("endpoint", &self.endpoint)
+            .field("assertion", &self.assertion)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JwtBearerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtBearerBuilder")
+            .field("assertion", &self.assertion)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,161 @@
+//! [`RefreshTokenGrant`]: the OAuth 2.0 `refresh_token` grant (RFC 6749 §6), with rotation.
+//!
+//! ```text
+//! POST {token_url}
+//! Content-Type: application/x-www-form-urlencoded
+//!
+//! grant_type=refresh_token&refresh_token=R&scope=...   (+ client authentication, if any)
+//! ```
+//!
+//! When the answer carries a new `refresh_token`, it replaces the old one: it is saved through
+//! the [`RefreshTokenStore`] **before** the new access token is handed out, and kept in memory
+//! until the store has it. The cache runs each refresh in its own task, so a request that is
+//! cancelled while the refresh is under way loses nothing.
+//!
+//! ```
+//! use tower_bearer::{BearerAuthLayer, secret::{ClientSecret, RefreshToken}};
+//! use tower_bearer::source::{ClientAuth, RefreshTokenGrant};
+//! use tower_bearer::store::MemoryStore;
+//!
+//! # fn main() -> Result<(), tower_bearer::Error> {
+//! let store = MemoryStore::new(RefreshToken::new("initial-refresh-token"));
+//! let source = RefreshTokenGrant::builder("https://auth.example.com/oauth2/token", store.clone())
+//!     .client_auth(ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")))
+//!     .build()?;
+//! let layer = BearerAuthLayer::new(source);
+//! // `store` sees each rotated refresh token.
+//! # let _ = layer; Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::client_auth::ClientAuth;
+use super::endpoint::{Endpoint, Form};
+use super::rotation::Rotation;
+use super::token_response::TokenFields;
+use crate::http_client::HttpClient;
+use crate::store::RefreshTokenStore;
+use crate::{Error, Token, TokenSource};
+
+const REFUSED: &str =
+    "the token endpoint refused the refresh token (expired, revoked or already used?)";
+
+/// A [`TokenSource`] for the `refresh_token` grant; see the [module docs](self).
+pub struct RefreshTokenGrant<S> {
+    endpoint: Endpoint,
+    auth: Option<ClientAuth>,
+    scope: Option<String>,
+    fields: TokenFields,
+    rotation: Rotation<S>,
+}
+
+impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
+    /// Start configuring the grant against `token_url`, with the refresh token kept in `store`.
+    pub fn builder(token_url: impl Into<String>, store: S) -> RefreshTokenGrantBuilder<S> {
+        RefreshTokenGrantBuilder {
+            token_url: token_url.into(),
+            store,
+            auth: None,
+            scope: None,
+            fields: TokenFields::oauth2(),
+            client: None,
+        }
+    }
+
+    /// The store holding the current refresh token.
+    pub fn store(&self) -> &S {
+        self.rotation.store()
+    }
+}
+
+/// Configures a [`RefreshTokenGrant`].
+pub struct RefreshTokenGrantBuilder<S> {
+    token_url: String,
+    store: S,
+    auth: Option<ClientAuth>,
+    scope: Option<String>,
+    fields: TokenFields,
+    client: Option<Arc<dyn HttpClient>>,
+}
+
+impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
+    /// How the client authenticates (RFC 6749 §6 requires it of confidential clients). Default:
+    /// none.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Ask for a narrower `scope` than the refresh token was issued with.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The field names of the answer (default [`TokenFields::oauth2`]).
+    pub fn fields(mut self, fields: TokenFields) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    pub fn http_client(mut self, client: impl HttpClient) -> Self {
+        self.client = Some(Arc::new(client));
+        self
+    }
+
+    /// Check the URL and build the source. Does no I/O.
+    pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
+        Ok(RefreshTokenGrant {
+            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            auth: self.auth,
+            scope: self.scope,
+            fields: self.fields,
+            rotation: Rotation::new(self.store),
+        })
+    }
+}
+
+impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
+    async fn fetch(&self) -> Result<Token, Error> {
+        let mut rotation = self.rotation.lock().await;
+        let Some(old) = rotation.current().await? else {
+            return Err(Error::config(
+                "there is no refresh token: the store is empty",
+            ));
+        };
+        let mut form = Form::new("refresh_token");
+        form.push("refresh_token", old.secret());
+        if let Some(scope) = &self.scope {
+            form.push("scope", scope);
+        }
+        let mut response = self
+            .endpoint
+            .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
+            .await?;
+        if let Some(new) = response.take_refresh_token() {
+            rotation.rotate(Some(&old), new).await?;
+        }
+        response.into_token(false).map_err(|e| self.endpoint.tag(e))
+    }
+}
+
+impl<S> fmt::Debug for RefreshTokenGrant<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshTokenGrant")
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> fmt::Debug for RefreshTokenGrantBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshTokenGrantBuilder")
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}

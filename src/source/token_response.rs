@@ -1,0 +1,355 @@
+//! Reading a token endpoint's JSON answer (RFC 6749 §5.1), with field names as configuration.
+//!
+//! Vendors differ in spelling (`access_token` or `accessToken`), never in meaning, so one parser
+//! serves them all through [`TokenFields`]. The answer is read in two steps so that a rotated
+//! refresh token can be saved even when the access token next to it turns out to be unusable.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::http_client::HttpResponse;
+use crate::secret::RefreshToken;
+use crate::{Error, Token};
+
+/// The names of the fields in a token endpoint's JSON answer.
+///
+/// [`TokenFields::oauth2`] (the default) is RFC 6749's spelling; [`TokenFields::camel_case`] is
+/// the `accessToken` / `refreshToken` / `expiresIn` / `tokenType` spelling some vendors use. Any
+/// name can be changed on its own.
+///
+/// ```
+/// use tower_bearer::source::TokenFields;
+///
+/// let fields = TokenFields::oauth2().access_token("jwt");
+/// assert_eq!(fields.access_token_name(), "jwt");
+/// assert_eq!(TokenFields::camel_case().access_token_name(), "accessToken");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFields {
+    access_token: Cow<'static, str>,
+    refresh_token: Cow<'static, str>,
+    expires_in: Cow<'static, str>,
+    token_type: Cow<'static, str>,
+}
+
+impl TokenFields {
+    /// `access_token`, `refresh_token`, `expires_in`, `token_type` (RFC 6749 §5.1).
+    pub const fn oauth2() -> Self {
+        TokenFields {
+            access_token: Cow::Borrowed("access_token"),
+            refresh_token: Cow::Borrowed("refresh_token"),
+            expires_in: Cow::Borrowed("expires_in"),
+            token_type: Cow::Borrowed("token_type"),
+        }
+    }
+
+    /// `accessToken`, `refreshToken`, `expiresIn`, `tokenType`.
+    pub const fn camel_case() -> Self {
+        TokenFields {
+            access_token: Cow::Borrowed("accessToken"),
+            refresh_token: Cow::Borrowed("refreshToken"),
+            expires_in: Cow::Borrowed("expiresIn"),
+            token_type: Cow::Borrowed("tokenType"),
+        }
+    }
+
+    /// The name of the access token field.
+    pub fn access_token(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.access_token = name.into();
+        self
+    }
+
+    /// The name of the refresh token field.
+    pub fn refresh_token(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.refresh_token = name.into();
+        self
+    }
+
+    /// The name of the lifetime field (seconds, a number or a numeric string).
+    pub fn expires_in(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.expires_in = name.into();
+        self
+    }
+
+    /// The name of the token type field.
+    pub fn token_type(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.token_type = name.into();
+        self
+    }
+
+    /// The configured name of the access token field.
+    pub fn access_token_name(&self) -> &str {
+        &self.access_token
+    }
+}
+
+impl Default for TokenFields {
+    fn default() -> Self {
+        Self::oauth2()
+    }
+}
+
+/// A successful answer, read but not yet judged.
+pub(crate) struct TokenResponse {
+    access_token: Option<Zeroizing<String>>,
+    token_type: Option<Value>,
+    expires_in: Option<Value>,
+    refresh_token: Option<RefreshToken>,
+    access_token_name: Cow<'static, str>,
+}
+
+impl TokenResponse {
+    /// Read a 2xx answer: a JSON object (by content type and by content).
+    ///
+    /// A 2xx carrying an RFC 6749 §5.2 `error` and no access token (some servers do this) is a
+    /// rejection with its code.
+    pub(crate) fn parse(
+        response: &HttpResponse,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> Result<TokenResponse, Error> {
+        let status = response.status();
+        check_content_type(response).map_err(|e| e.with_status(status))?;
+        let mut object: Map<String, Value> =
+            serde_json::from_slice(response.body()).map_err(|_| {
+                Error::invalid_response("the token endpoint's answer is not a JSON object")
+                    .with_status(status)
+            })?;
+        let access_token = match object.remove(fields.access_token.as_ref()) {
+            Some(Value::String(s)) if !s.is_empty() => Some(Zeroizing::new(s)),
+            _ => None,
+        };
+        if access_token.is_none()
+            && let Some(code) = super::endpoint::oauth_error_code(response.body())
+        {
+            return Err(Error::rejected(refused)
+                .with_status(status)
+                .with_oauth_error(code));
+        }
+        let refresh_token = match object.remove(fields.refresh_token.as_ref()) {
+            Some(Value::String(s)) if !s.is_empty() => Some(RefreshToken::from(s)),
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: object.remove(fields.token_type.as_ref()),
+            expires_in: object.remove(fields.expires_in.as_ref()),
+            refresh_token,
+            access_token_name: fields.access_token.clone(),
+        })
+    }
+
+    /// The refresh token in the answer, if any: take it first, to save it whatever comes next.
+    pub(crate) fn take_refresh_token(&mut self) -> Option<RefreshToken> {
+        self.refresh_token.take()
+    }
+
+    /// Judge the answer and make the [`Token`].
+    ///
+    /// The lifetime is `expires_in` when present, else the JWT `exp` of the token. With
+    /// `require_expiry`, a token with neither is an error instead of a token that never expires.
+    pub(crate) fn into_token(mut self, require_expiry: bool) -> Result<Token, Error> {
+        check_token_type(self.token_type.as_ref())?;
+        let expires_in = parse_expires_in(self.expires_in.as_ref())?;
+        let Some(mut secret) = self.access_token.take() else {
+            return Err(Error::invalid_response(format!(
+                "the token endpoint's answer has no `{}`",
+                self.access_token_name
+            )));
+        };
+        // Moving the String out of the Zeroizing keeps its one heap copy, now owned by Token.
+        let token = Token::new(std::mem::take(&mut *secret));
+        // The cache checks this too; checking here lets the error name the endpoint.
+        token.header_value()?;
+        match expires_in {
+            Some(expires_in) => Ok(token.with_expires_in(expires_in)),
+            None if require_expiry => token.with_jwt_expiry(),
+            None => Ok(token),
+        }
+    }
+}
+
+/// JSON, or no content type at all; HTML error pages and other types are refused.
+fn check_content_type(response: &HttpResponse) -> Result<(), Error> {
+    let Some(value) = response.headers().get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else if essence == "text/html" {
+        Err(Error::invalid_response(
+            "the token endpoint answered with an HTML page, not a JSON token: check the token URL",
+        ))
+    } else {
+        Err(Error::invalid_response(
+            "the token endpoint's answer is not JSON (wrong content type)",
+        ))
+    }
+}
+
+/// `Bearer` in any case, or absent (RFC 6749 §7.1: the type is case-insensitive).
+fn check_token_type(token_type: Option<&Value>) -> Result<(), Error> {
+    match token_type {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => Ok(()),
+        Some(Value::String(t)) => {
+            let shown = if t.len() <= 32
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                t.as_str()
+            } else {
+                "another type"
+            };
+            Err(Error::invalid_response(format!(
+                "the token endpoint issued a `{shown}` token; only Bearer tokens can be sent"
+            )))
+        }
+        Some(_) => Err(Error::invalid_response("the token type is not a string")),
+    }
+}
+
+/// Seconds as a JSON number or a numeric string (both occur in the wild).
+fn parse_expires_in(value: Option<&Value>) -> Result<Option<Duration>, Error> {
+    let secs = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    secs.filter(|s| s.is_finite() && *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .map(Some)
+        .ok_or_else(|| Error::invalid_response("`expires_in` is not a number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use bytes::Bytes;
+
+    fn answer(content_type: Option<&str>, body: &str) -> HttpResponse {
+        let mut r = http::Response::new(Bytes::copy_from_slice(body.as_bytes()));
+        if let Some(ct) = content_type {
+            r.headers_mut().insert(CONTENT_TYPE, ct.parse().unwrap());
+        }
+        r
+    }
+
+    fn token(content_type: Option<&str>, body: &str, fields: &TokenFields) -> Result<Token, Error> {
+        TokenResponse::parse(&answer(content_type, body), fields, "refused")?.into_token(false)
+    }
+
+    const JSON: Option<&str> = Some("application/json; charset=utf-8");
+
+    #[test]
+    fn reads_a_standard_answer() {
+        let t = token(
+            JSON,
+            r#"{"access_token":"abc","token_type":"bearer","expires_in":3599}"#,
+            &TokenFields::oauth2(),
+        )
+        .unwrap();
+        assert_eq!(t.secret(), "abc");
+        assert!(format!("{t:?}").contains("3599s"));
+    }
+
+    #[test]
+    fn expires_in_may_be_a_numeric_string() {
+        let t = token(
+            JSON,
+            r#"{"access_token":"abc","expires_in":"60"}"#,
+            &TokenFields::oauth2(),
+        )
+        .unwrap();
+        assert!(format!("{t:?}").contains("60s"));
+    }
+
+    #[test]
+    fn camel_case_fields_are_configuration() {
+        let mut r = TokenResponse::parse(
+            &answer(
+                JSON,
+                r#"{"accessToken":"abc","refreshToken":"r2","expiresIn":10}"#,
+            ),
+            &TokenFields::camel_case(),
+            "refused",
+        )
+        .unwrap();
+        assert_eq!(r.take_refresh_token(), Some(RefreshToken::new("r2")));
+        assert_eq!(r.into_token(false).unwrap().secret(), "abc");
+    }
+
+    #[test]
+    fn bad_answers_are_invalid_responses() {
+        let f = TokenFields::oauth2();
+        for (ct, body) in [
+            (JSON, "not json"),
+            (JSON, "[1,2]"),
+            (JSON, r#"{"token":"abc"}"#),
+            (JSON, r#"{"access_token":""}"#),
+            (JSON, r#"{"access_token":42}"#),
+            (JSON, r#"{"access_token":"abc","token_type":"mac"}"#),
+            (JSON, r#"{"access_token":"abc","token_type":7}"#),
+            (JSON, r#"{"access_token":"abc","expires_in":-1}"#),
+            (JSON, r#"{"access_token":"abc","expires_in":"soon"}"#),
+            (JSON, r#"{"access_token":"abc","expires_in":1e300}"#),
+            (Some("text/html"), "<html>login</html>"),
+            (Some("text/plain"), r#"{"access_token":"abc"}"#),
+        ] {
+            let err = token(ct, body, &f).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_2xx_oauth_error_is_a_rejection() {
+        let err = token(JSON, r#"{"error":"invalid_grant"}"#, &TokenFields::oauth2()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Rejected);
+        assert_eq!(err.oauth_error(), Some("invalid_grant"));
+    }
+
+    #[test]
+    fn missing_content_type_is_tolerated() {
+        assert!(token(None, r#"{"access_token":"abc"}"#, &TokenFields::oauth2()).is_ok());
+    }
+
+    #[test]
+    fn require_expiry_refuses_an_opaque_token_without_expires_in() {
+        let r = TokenResponse::parse(
+            &answer(JSON, r#"{"access_token":"opaque"}"#),
+            &TokenFields::oauth2(),
+            "refused",
+        )
+        .unwrap();
+        assert_eq!(
+            r.into_token(true).unwrap_err().kind(),
+            ErrorKind::InvalidResponse
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_survives_a_bad_access_token() {
+        let mut r = TokenResponse::parse(
+            &answer(JSON, r#"{"refresh_token":"r2","token_type":"mac"}"#),
+            &TokenFields::oauth2(),
+            "refused",
+        )
+        .unwrap();
+        assert_eq!(r.take_refresh_token(), Some(RefreshToken::new("r2")));
+        assert!(r.into_token(false).is_err());
+    }
+}

@@ -1,0 +1,511 @@
+//! The token cache's state machine, on tokio's paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::{Instant, advance, sleep};
+use tower_bearer::{Backoff, Error, ErrorKind, Token, TokenCache, TokenSource, source::from_fn};
+
+/// A source that counts its calls and answers `token-N` with the given lifetime after `delay`.
+fn counting(lifetime: Duration, delay: Duration) -> (Arc<AtomicUsize>, impl TokenSource) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            sleep(delay).await;
+            Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(lifetime))
+        }
+    });
+    (calls, source)
+}
+
+fn no_jitter<P: TokenSource>(source: P) -> TokenCache<P> {
+    TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .safety_margin(Duration::from_secs(10))
+        .build()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn fresh_token_is_reused_without_fetching() {
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let cache = no_jitter(source);
+    for _ in 0..10 {
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        advance(Duration::from_secs(60)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_first_requests_share_one_fetch() {
+    let (calls, source) = counting(HOUR, Duration::from_millis(50));
+    let cache = no_jitter(source);
+    let results = join_all((0..10_000).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.token().await })
+    }))
+    .await;
+    for r in results {
+        assert_eq!(r.unwrap().unwrap().secret(), "token-0");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_token_is_served_at_once_while_one_background_refresh_runs() {
+    // 120 s lifetime: refresh window 60 s, so stale after 60 s, unusable after 110 s.
+    let (calls, source) = counting(Duration::from_secs(120), Duration::from_secs(5));
+    let cache = no_jitter(source);
+    cache.token().await.unwrap(); // the first fetch takes 5 s of virtual time
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    advance(Duration::from_secs(61)).await;
+    let started = Instant::now();
+    for _ in 0..100 {
+        let token = cache.token().await.unwrap();
+        assert_eq!(token.secret(), "token-0", "the stale token is served");
+    }
+    assert_eq!(Instant::now(), started, "no caller waited for the refresh");
+    tokio::task::yield_now().await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "exactly one background refresh"
+    );
+
+    sleep(Duration::from_secs(6)).await; // the refresh finishes
+    assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_token_makes_callers_wait_for_one_refresh() {
+    let (calls, source) = counting(Duration::from_secs(120), Duration::from_secs(3));
+    let cache = no_jitter(source);
+    cache.token().await.unwrap();
+    // Past usable_until (expiry minus the 10 s margin) with no request in the stale window.
+    advance(Duration::from_secs(115)).await;
+    assert!(cache.current().is_none());
+    let tokens = join_all((0..1000).map(|_| cache.token())).await;
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.as_ref().unwrap().secret() == "token-1")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_window_is_never_more_than_half_the_lifetime() {
+    // A 60 s token with the default 60 s window: refresh after 30 s, not at once.
+    let (calls, source) = counting(Duration::from_secs(60), Duration::ZERO);
+    let cache = no_jitter(source);
+    cache.token().await.unwrap();
+    advance(Duration::from_secs(29)).await;
+    cache.token().await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "still fresh at 29 s");
+    advance(Duration::from_secs(2)).await;
+    cache.token().await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "stale at 31 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_moves_the_refresh_earlier_within_bounds() {
+    // Window 60 s, jitter 20 s: the refresh starts between 80 s and 60 s before expiry.
+    for _ in 0..20 {
+        let (calls, source) = counting(HOUR, Duration::ZERO);
+        let cache = TokenCache::builder(source)
+            .jitter(Duration::from_secs(20))
+            .build();
+        cache.token().await.unwrap();
+        advance(HOUR - Duration::from_secs(81)).await;
+        cache.token().await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "not before expiry - window - jitter"
+        );
+        advance(Duration::from_secs(22)).await;
+        cache.token().await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "by expiry - window at the latest"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_is_anchored_when_the_fetch_started() {
+    // The endpoint takes 30 s to answer `expires_in: 100`: 70 s are left, not 100.
+    let (_, source) = counting(Duration::from_secs(100), Duration::from_secs(30));
+    let cache = no_jitter(source);
+    let token = cache.token().await.unwrap();
+    assert_eq!(token.expires_in(), Some(Duration::from_secs(70)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_survives_every_waiter_giving_up() {
+    let (calls, source) = counting(HOUR, Duration::from_secs(10));
+    let cache = no_jitter(source);
+    // Every caller times out long before the 10 s fetch ends.
+    for _ in 0..3 {
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), cache.token()).await;
+        assert!(gave_up.is_err());
+    }
+    sleep(Duration::from_secs(10)).await;
+    // The detached refresh finished anyway and its token is cached.
+    assert_eq!(cache.current().unwrap().secret(), "token-0");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_source_is_an_error_not_a_poisoned_cache() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = no_jitter(from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                panic!("source bug");
+            }
+            Ok::<_, Error>(Token::new("ok").with_expires_in(HOUR))
+        }
+    }));
+    let waiters = join_all((0..10).map(|_| cache.token())).await;
+    for w in &waiters {
+        assert_eq!(w.as_ref().unwrap_err().kind(), ErrorKind::Panicked);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one panic shared by all waiters"
+    );
+    advance(Duration::from_secs(2)).await; // past the first backoff (at most 1 s)
+    assert_eq!(cache.token().await.unwrap().secret(), "ok");
+}
+
+/// A source whose answers the test switches between success and failure.
+fn switchable(lifetime: Duration) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, impl TokenSource) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failing = Arc::new(AtomicUsize::new(0));
+    let (c, f) = (calls.clone(), failing.clone());
+    let source = from_fn(move || {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let fail = f.load(Ordering::SeqCst);
+        async move {
+            match fail {
+                0 => Ok(Token::new(format!("token-{n}")).with_expires_in(lifetime)),
+                1 => Err(Error::transient("token endpoint unavailable")),
+                _ => Err(Error::rejected("the token endpoint refused the credential")
+                    .with_oauth_error("invalid_client")),
+            }
+        }
+    });
+    (calls, failing, source)
+}
+
+#[tokio::test(start_paused = true)]
+async fn usable_token_keeps_being_served_while_refreshes_fail() {
+    let (calls, failing, source) = switchable(Duration::from_secs(120));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .backoff(Backoff::new(Duration::from_secs(2), Duration::from_secs(8)))
+        .build();
+    cache.token().await.unwrap();
+    failing.store(1, Ordering::SeqCst);
+
+    // From 61 s to 109 s (stale, still usable), a request every 100 ms.
+    advance(Duration::from_secs(61)).await;
+    for _ in 0..480 {
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        advance(Duration::from_millis(100)).await;
+    }
+    // 48 s of backoff at 1-2 s, 2-4 s, 4-8 s, then 4-8 s: between 7 and 13 attempts,
+    // never one per request.
+    let attempts = calls.load(Ordering::SeqCst) - 1;
+    assert!((5..=14).contains(&attempts), "{attempts} refresh attempts");
+
+    // Past usable_until (110 s) the failure reaches the caller, typed.
+    advance(Duration::from_secs(2)).await;
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert_eq!(err.to_string(), "token endpoint unavailable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_instead_of_hammering() {
+    let (calls, failing, source) = switchable(HOUR);
+    failing.store(1, Ordering::SeqCst);
+    let cache = TokenCache::builder(source)
+        .backoff(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ))
+        .build();
+    // 1,000 requests over 10 s, none with a token to serve.
+    for _ in 0..1000 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert_eq!(err.to_string(), "token endpoint unavailable");
+        advance(Duration::from_millis(10)).await;
+    }
+    // Backoff 0.5-1 s, 1-2 s, 2-4 s, 4-8 s: at most 5 attempts in 10 s.
+    let attempts = calls.load(Ordering::SeqCst);
+    assert!((3..=5).contains(&attempts), "{attempts} attempts");
+
+    // Recovery: once the endpoint is back and the backoff has passed, the next request works.
+    failing.store(0, Ordering::SeqCst);
+    advance(Duration::from_secs(16)).await;
+    assert!(cache.token().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejection_is_remembered_for_the_cooldown() {
+    let (calls, failing, source) = switchable(HOUR);
+    failing.store(2, Ordering::SeqCst);
+    let cache = TokenCache::builder(source)
+        .rejected_cooldown(Duration::from_secs(30))
+        .build();
+    for _ in 0..100 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Rejected);
+        assert_eq!(err.oauth_error(), Some("invalid_client"));
+        advance(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "25 s inside the cooldown: one call"
+    );
+    advance(Duration::from_secs(6)).await;
+    let _ = cache.token().await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "tried again after the cooldown"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::new(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<Token, _>(
+                Error::transient("rate limited").with_retry_after(Duration::from_secs(20)),
+            )
+        }
+    }));
+    assert!(cache.token().await.is_err());
+    advance(Duration::from_secs(19)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    advance(Duration::from_secs(2)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_source_times_out_as_transient() {
+    let cache = TokenCache::builder(from_fn(|| async {
+        std::future::pending::<()>().await;
+        Ok::<_, Error>(Token::new("never"))
+    }))
+    .fetch_timeout(Duration::from_secs(5))
+    .build();
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(
+        err.to_string().contains("did not answer within 5s"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn already_expired_token_is_an_invalid_response() {
+    let cache = TokenCache::new(from_fn(|| async {
+        Ok::<_, Error>(Token::new("old").with_expires_at(std::time::UNIX_EPOCH))
+    }));
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_that_is_not_a_header_value_is_refused() {
+    let cache = TokenCache::new(from_fn(|| async {
+        Ok::<_, Error>(Token::new("evil\r\nX-Injected: 1"))
+    }));
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    assert!(!err.to_string().contains("evil"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn storm_of_invalidations_for_one_token_causes_one_refresh() {
+    let (calls, source) = counting(HOUR, Duration::from_millis(100));
+    let cache = no_jitter(source);
+    let seen = cache.token().await.unwrap();
+    let dropped = (0..1000).filter(|_| cache.invalidate(&seen)).count();
+    assert_eq!(dropped, 1);
+    let tokens = join_all((0..1000).map(|_| cache.token())).await;
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.as_ref().unwrap().secret() == "token-1")
+    );
+    // A late 401 for the old token changes nothing.
+    assert!(!cache.invalidate(&seen));
+    assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_without_expiry_is_valid_until_invalidated() {
+    let (calls, source) = {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        (
+            calls,
+            from_fn(move || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, Error>(Token::new(format!("forever-{n}"))) }
+            }),
+        )
+    };
+    let cache = TokenCache::new(source);
+    let first = cache.token().await.unwrap();
+    assert_eq!(first.expires_in(), None);
+    advance(Duration::from_secs(365 * 24 * 3600)).await;
+    assert_eq!(cache.token().await.unwrap().secret(), "forever-0");
+    cache.invalidate(&first);
+    assert_eq!(cache.token().await.unwrap().secret(), "forever-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_keeps_the_token_fresh_without_traffic() {
+    let (calls, source) = counting(Duration::from_secs(600), Duration::from_secs(1));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    cache.token().await.unwrap();
+    // Nobody asks for a token for an hour; the cache refreshes every ~9 minutes by itself.
+    sleep(HOUR).await;
+    let calls_after_hour = calls.load(Ordering::SeqCst);
+    assert!((7..=8).contains(&calls_after_hour), "{calls_after_hour}");
+    let token = cache.token().await.unwrap();
+    assert!(token.expires_in().unwrap() > Duration::from_secs(60));
+
+    // The timer holds no strong reference: dropping the last handle stops it.
+    drop(token);
+    drop(cache);
+    sleep(HOUR).await;
+    assert_eq!(calls.load(Ordering::SeqCst), calls_after_hour);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_retries_failures_with_backoff() {
+    let (calls, failing, source) = switchable(Duration::from_secs(600));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    cache.token().await.unwrap();
+    failing.store(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(540_200)).await; // window opens at 540 s: first attempt fails
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    failing.store(0, Ordering::SeqCst);
+    sleep(Duration::from_secs(10)).await; // retried within the 1 s backoff
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.token().await.unwrap().secret(), "token-2");
+}
+
+#[test]
+fn no_runtime_is_a_config_error() {
+    let cache = TokenCache::new(tower_bearer::source::static_token("abc"));
+    let err = futures::executor::block_on(cache.token()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_concurrency_causes_one_fetch() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::new(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::task::yield_now().await;
+            Ok::<_, Error>(Token::new("shared").with_expires_in(HOUR))
+        }
+    }));
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.token().await.map(|t| t.generation()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_refresh_reports_each_refresh_with_its_reason() {
+    use std::sync::Mutex;
+    use tower_bearer::RefreshReason;
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let (_, source) = counting(Duration::from_secs(120), Duration::from_secs(1));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .on_refresh(move |event| {
+            seen.lock().unwrap().push((
+                event.reason(),
+                event.took(),
+                event.expires_in(),
+                event.error().is_some(),
+            ))
+        })
+        .build();
+    let token = cache.token().await.unwrap(); // no token
+    cache.invalidate(&token); // invalidated
+    sleep(Duration::from_secs(2)).await;
+    cache.token().await.unwrap();
+    sleep(Duration::from_secs(61)).await;
+    cache.token().await.unwrap(); // stale
+    sleep(Duration::from_secs(200)).await;
+    cache.token().await.unwrap(); // expired
+    let events = events.lock().unwrap().clone();
+    let reasons: Vec<_> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        reasons,
+        [
+            RefreshReason::NoToken,
+            RefreshReason::Invalidated,
+            RefreshReason::Stale,
+            RefreshReason::Expired
+        ]
+    );
+    for (_, took, expires_in, failed) in events {
+        assert_eq!(took, Duration::from_secs(1));
+        assert_eq!(expires_in, Some(Duration::from_secs(119)));
+        assert!(!failed);
+    }
+}

@@ -1,0 +1,246 @@
+//! The `refresh_token` grant with rotation (RFC 6749 §6): the new refresh token replaces the old
+//! one, is saved before the access token is used, and is never lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use serde_json::json;
+use tower_bearer::secret::{ClientSecret, RefreshToken};
+use tower_bearer::source::{ClientAuth, RefreshTokenGrant};
+use tower_bearer::store::{FileStore, MemoryStore, RefreshTokenStore};
+use tower_bearer::{Backoff, Error, ErrorKind, TokenCache};
+
+use crate::common::{Recorded, TokenServer, answer, assert_no_secret, client, json, send, serve};
+
+/// A rotating token endpoint: accepts only the newest refresh token `r{k}` and answers with
+/// `access-{k+1}` and `r{k+1}`; anything else is `invalid_grant`.
+fn rotating(
+    req: &Recorded,
+    _n: usize,
+    current: &std::sync::Mutex<u32>,
+) -> axum::response::Response {
+    let mut k = current.lock().unwrap();
+    if req.get("grant_type") != Some("refresh_token")
+        || req.get("refresh_token") != Some(&format!("r{k}"))
+    {
+        return answer(400, "application/json", r#"{"error":"invalid_grant"}"#);
+    }
+    *k += 1;
+    json(json!({
+        "access_token": format!("access-{k}"),
+        "token_type": "bearer",
+        "expires_in": "3600",
+        "refresh_token": format!("r{k}"),
+    }))
+}
+
+async fn rotating_server() -> TokenServer {
+    let current = Arc::new(std::sync::Mutex::new(0));
+    TokenServer::start("/token", move |req, n| rotating(req, n, &current)).await
+}
+
+#[tokio::test]
+async fn rotated_refresh_token_replaces_the_old_one_in_the_store() {
+    let server = rotating_server().await;
+    let store = MemoryStore::new(RefreshToken::new("r0"));
+    let source = RefreshTokenGrant::builder(&server.url, store.clone())
+        .build()
+        .unwrap();
+    let cache = TokenCache::new(source);
+    let api = client(cache.clone());
+
+    assert_eq!(send(&api).await.unwrap(), "Bearer access-1");
+    assert_eq!(store.get().unwrap().secret(), "r1");
+    // The server says 401 to access-1: the next token comes from the rotated refresh token.
+    assert!(cache.invalidate(&cache.token().await.unwrap()));
+    assert_eq!(send(&api).await.unwrap(), "Bearer access-2");
+    assert_eq!(store.get().unwrap().secret(), "r2");
+    assert_eq!(server.request(0).get("refresh_token"), Some("r0"));
+    assert_eq!(server.request(1).get("refresh_token"), Some("r1"));
+    assert_eq!(server.calls(), 2);
+}
+
+#[tokio::test]
+async fn rotated_refresh_token_survives_cancelled_caller() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = crate::common::Calls::default();
+    let router = Router::new().route(
+        "/token",
+        post({
+            let (gate, calls) = (gate.clone(), calls.clone());
+            move || async move {
+                calls.hit();
+                // Hold the answer until the caller has given up.
+                gate.acquire().await.unwrap().forget();
+                json(json!({"access_token": "access-1", "expires_in": 3600, "refresh_token": "r1"}))
+            }
+        }),
+    );
+    let addr = serve(router).await;
+    let store = MemoryStore::new(RefreshToken::new("r0"));
+    let source = RefreshTokenGrant::builder(format!("http://{addr}/token"), store.clone())
+        .build()
+        .unwrap();
+    let api = client(TokenCache::new(source));
+
+    // The caller gives up while the refresh is under way; its request future is dropped.
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), send(&api)).await;
+    assert!(
+        gave_up.is_err(),
+        "the request should still have been waiting"
+    );
+    assert_eq!(calls.get(), 1);
+    assert_eq!(store.get().unwrap().secret(), "r0");
+
+    // The token endpoint answers after the caller left: the rotation still lands.
+    gate.add_permits(1);
+    for _ in 0..500 {
+        if store.get().unwrap().secret() == "r1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.get().unwrap().secret(), "r1");
+    // And the access token that came with it is served without another call.
+    assert_eq!(send(&api).await.unwrap(), "Bearer access-1");
+    assert_eq!(calls.get(), 1);
+}
+
+/// A store whose first save fails.
+#[derive(Clone, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failed_once: Arc<AtomicBool>,
+}
+
+impl RefreshTokenStore for FlakyStore {
+    async fn load(&self) -> Result<Option<RefreshToken>, Error> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
+        if !self.failed_once.swap(true, Ordering::SeqCst) {
+            return Err(Error::transient("disk full"));
+        }
+        self.inner.save(old, new).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_save_withholds_the_access_token_but_keeps_the_rotated_refresh_token() {
+    let server = rotating_server().await;
+    let store = FlakyStore {
+        inner: MemoryStore::new(RefreshToken::new("r0")),
+        ..FlakyStore::default()
+    };
+    let source = RefreshTokenGrant::builder(&server.url, store.clone())
+        .build()
+        .unwrap();
+    let quick = Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
+    let cache = TokenCache::builder(source).backoff(quick).build();
+
+    // Saving r1 failed: access-1 is not handed out, the store still says r0...
+    let err = cache.token().await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(store.inner.get().unwrap().secret(), "r0");
+    // ...but the next refresh spends r1 (kept in memory), not the dead r0.
+    tokio::time::sleep(Duration::from_millis(20)).await; // the cache's backoff
+    assert_eq!(cache.token().await.unwrap().secret(), "access-2");
+    assert_eq!(store.inner.get().unwrap().secret(), "r2");
+    assert_eq!(server.request(1).get("refresh_token"), Some("r1"));
+}
+
+#[tokio::test]
+async fn a_refused_refresh_token_is_a_rejection_with_invalid_grant() {
+    let server = rotating_server().await;
+    let store = MemoryStore::new(RefreshToken::new("r-already-used"));
+    let source = RefreshTokenGrant::builder(&server.url, store.clone())
+        .build()
+        .unwrap();
+    let err = send(&client(TokenCache::new(source))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Rejected);
+    assert_eq!(err.oauth_error(), Some("invalid_grant"));
+    assert!(
+        err.to_string().contains("refused the refresh token"),
+        "{err}"
+    );
+    assert_no_secret(&err, &["r-already-used"]);
+    assert_eq!(store.get().unwrap().secret(), "r-already-used");
+}
+
+#[tokio::test]
+async fn a_bad_access_token_next_to_a_rotated_refresh_token_does_not_lose_the_refresh_token() {
+    let server = TokenServer::start("/token", |_, _| {
+        json(json!({"access_token": "mac-token", "token_type": "mac", "refresh_token": "r1"}))
+    })
+    .await;
+    let store = MemoryStore::new(RefreshToken::new("r0"));
+    let source = RefreshTokenGrant::builder(&server.url, store.clone())
+        .build()
+        .unwrap();
+    let err = send(&client(TokenCache::new(source))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    assert_eq!(store.get().unwrap().secret(), "r1");
+}
+
+#[tokio::test]
+async fn the_grant_authenticates_the_client_and_narrows_the_scope() {
+    let server = rotating_server().await;
+    let source = RefreshTokenGrant::builder(&server.url, MemoryStore::new(RefreshToken::new("r0")))
+        .client_auth(ClientAuth::client_secret_post(
+            "cid",
+            ClientSecret::new("cs"),
+        ))
+        .scope("read")
+        .build()
+        .unwrap();
+    send(&client(TokenCache::new(source))).await.unwrap();
+    let req = server.request(0);
+    assert_eq!(req.get("client_id"), Some("cid"));
+    assert_eq!(req.get("client_secret"), Some("cs"));
+    assert_eq!(req.get("scope"), Some("read"));
+}
+
+#[tokio::test]
+async fn file_store_carries_the_rotated_token_across_a_restart() {
+    let server = rotating_server().await;
+    let dir = std::env::temp_dir().join(format!("tower-bearer-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("refresh-token");
+    let _ = std::fs::remove_file(&path);
+
+    let first = FileStore::new(&path).with_initial(RefreshToken::new("r0"));
+    let source = RefreshTokenGrant::builder(&server.url, first)
+        .build()
+        .unwrap();
+    assert_eq!(
+        send(&client(TokenCache::new(source))).await.unwrap(),
+        "Bearer access-1"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "r1\n");
+
+    // A new process: no initial token, only the file.
+    let source = RefreshTokenGrant::builder(&server.url, FileStore::new(&path))
+        .build()
+        .unwrap();
+    assert_eq!(
+        send(&client(TokenCache::new(source))).await.unwrap(),
+        "Bearer access-2"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "r2\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_store_is_a_config_error() {
+    let server = rotating_server().await;
+    let source = RefreshTokenGrant::builder(&server.url, MemoryStore::empty())
+        .build()
+        .unwrap();
+    let err = send(&client(TokenCache::new(source))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(server.calls(), 0);
+}
