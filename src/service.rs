@@ -166,10 +166,12 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     where
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
-        match self.destinations.check_uri(request.uri()) {
-            Verdict::Attach => {}
-            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
-            Verdict::Refuse(error) => return ResponseFuture::failed(error),
+        if !self.destinations.quick_attach(request.uri()) {
+            match self.destinations.check_uri(request.uri()) {
+                Verdict::Attach => {}
+                Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
+                Verdict::Refuse(error) => return ResponseFuture::failed(error),
+            }
         }
         match self.token_now(&mut request, state) {
             Some(sent) => ResponseFuture::called(self.inner.call(request), Some(sent)),
@@ -192,7 +194,7 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     /// The slow path when a usable token is cached: remember it for the fast path and attach
     /// it. `None` when there is no usable token and the caller must wait for one. `state` is
     /// the cache state word the caller loaded.
-    #[cold]
+    #[inline]
     pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
         let sent = if state == self.seen {
             // Fresh and already seen, but the destination needed the full rules.
