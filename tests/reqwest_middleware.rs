@@ -250,10 +250,13 @@ impl reqwest_middleware::Middleware for Capture {
         _: &mut http::Extensions,
         _: reqwest_middleware::Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let auth = req
-            .headers()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_owned());
+        let auth = req.headers().get("authorization").map(|v| {
+            assert!(
+                v.is_sensitive(),
+                "the Authorization value is marked sensitive"
+            );
+            v.to_str().unwrap().to_owned()
+        });
         self.0.lock().unwrap().push(auth);
         Ok(http::Response::new("captured").into())
     }

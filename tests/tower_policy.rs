@@ -596,3 +596,26 @@ async fn server_rejecting_every_token_costs_at_most_one_refresh_per_second() {
         "a second later, a 401 drops a token again"
     );
 }
+
+#[tokio::test]
+async fn the_authorization_header_is_sensitive_on_the_first_attempt_and_the_replay() {
+    let (cache, _) = counting_cache();
+    let sensitive = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = sensitive.clone();
+    let inner = service_fn(move |req: Request<String>| {
+        let value = req.headers()[AUTHORIZATION].clone();
+        record.lock().unwrap().push(value.is_sensitive());
+        let res = if value == "Bearer token-0" {
+            status(StatusCode::UNAUTHORIZED, None)
+        } else {
+            Response::new(String::new())
+        };
+        std::future::ready(Ok::<_, Infallible>(res))
+    });
+    let svc = BearerAuthLayer::from_cache(cache)
+        .replay_on_401()
+        .layer(inner);
+    assert!(!format!("{svc:?}").contains("token-"));
+    svc.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(*sensitive.lock().unwrap(), [true, true]);
+}
