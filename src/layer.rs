@@ -58,9 +58,12 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 ///   [`allow_insecure_http`](Self::allow_insecure_http),
 ///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::origin));
 /// - what a 401 does: by default ([`InvalidateOnly`]) a 401 that
-///   [rejects the token](crate::challenge::rejects_token) drops that token from the cache and is
-///   returned to the caller; [`replay_on_401`](Self::replay_on_401) also sends the request once
-///   more with a new token.
+///   [rejects the token](crate::challenge::rejects_token) drops that token from the cache (at
+///   most one token per second per cache) and is returned to the caller;
+///   [`replay_on_401`](Self::replay_on_401) also sends the request once more with a new token.
+///
+/// The services it makes read the status of each response, so the inner service must answer
+/// `http::Response<_>`, as hyper-util's client and tower-http's middleware do.
 pub struct BearerAuthLayer<P, M = InvalidateOnly> {
     cache: TokenCache<P>,
     destinations: Destinations,
@@ -74,8 +77,8 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     }
 
     /// A layer using an existing cache, to share one token between several clients (a tower
-    /// stack and a reqwest middleware at once, say) or to use a
-    /// cache built with [`TokenCache::builder`].
+    /// stack and a reqwest middleware at once, say) or to use a cache built with
+    /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
         BearerAuthLayer {
             cache,
@@ -89,11 +92,11 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     ///
     /// The default is to drop the rejected token and return the 401. Replaying needs a copy of
     /// every request made before it is sent (the inner service consumes the original): a clone
-    /// of its headers and body and of the inner service, which costs far more than the rest of
-    /// the layer, hence the opt-in. Only the first 401 is replayed; a 401 to the replay is
-    /// returned as it came. The services this layer makes then require
-    /// `B: ReplayBody`; a request whose body cannot be copied is sent once, and its 401 only
-    /// drops the token.
+    /// of its headers and body and of the inner service, about +100 ns per request with an
+    /// empty body and a no-op inner service, roughly doubling the layer's cost; hence the
+    /// opt-in. Only the first 401 is replayed; a 401 to the replay is returned as it came. The
+    /// services this layer makes then require `B: ReplayBody`; a request whose body cannot be
+    /// copied is sent once, and its 401 only drops the token.
     pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay> {
         BearerAuthLayer {
             cache: self.cache,
