@@ -509,3 +509,76 @@ async fn on_refresh_reports_each_refresh_with_its_reason() {
         assert!(!failed);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_finishing_as_the_next_starts_never_lets_a_third_run_alongside() {
+    // The interleaving: a refresh nobody waits for (started by `invalidate`) has installed
+    // its token; before its task has ended, another thread gets a 401 for that brand-new
+    // token and invalidates it, which starts the next refresh. A request then needs a token:
+    // it must wait for that refresh, not start another. Two fetches at once would, with a
+    // rotating refresh token, spend the same refresh token twice.
+    //
+    // The `on_refresh` hook runs in that gap, so it is where this test holds the refresh task
+    // while a second thread invalidates, as a preempted task would be held.
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    let active = Arc::new(AtomicUsize::new(0));
+    let most_active = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (a, m, c) = (active.clone(), most_active.clone(), calls.clone());
+    let source = from_fn(move || {
+        let (active, most_active) = (a.clone(), m.clone());
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            most_active.fetch_max(active.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            sleep(Duration::from_secs(10)).await;
+            active.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(HOUR))
+        }
+    });
+    let hold = Arc::new(AtomicBool::new(false));
+    let (in_gap, gap_reached) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let holding = hold.clone();
+    let cache = TokenCache::builder(source)
+        .on_refresh(move |_| {
+            if holding.swap(false, Ordering::SeqCst) {
+                in_gap.send(()).unwrap();
+                released.lock().unwrap().recv().unwrap();
+            }
+        })
+        .build();
+
+    let first = cache.token().await.unwrap();
+    hold.store(true, Ordering::SeqCst);
+    assert!(cache.invalidate(&first)); // refresh 1, nobody waiting for it
+
+    let other_thread = {
+        let cache = cache.clone();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            gap_reached.recv().unwrap();
+            let _entered = runtime.enter();
+            let new = cache.current().expect("refresh 1 installed its token");
+            assert!(cache.invalidate(&new)); // refresh 2 starts
+            release.send(()).unwrap();
+        })
+    };
+    sleep(Duration::from_secs(11)).await; // refresh 1 has ended; refresh 2 is fetching
+    other_thread.join().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    assert_eq!(cache.token().await.unwrap().secret(), "token-2");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "the request waited for refresh 2"
+    );
+    assert_eq!(
+        most_active.load(Ordering::SeqCst),
+        1,
+        "two fetches ran at once"
+    );
+}

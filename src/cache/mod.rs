@@ -281,6 +281,7 @@ impl<P: TokenSource> TokenCache<P> {
         let guard = RefreshGuard {
             shared: Arc::clone(&self.shared),
             tx,
+            completed: false,
         };
         let span = tracing::info_span!("token_refresh", reason = reason.as_str());
         runtime.spawn(guard.run(reason).instrument(span));
@@ -293,11 +294,14 @@ impl<P: TokenSource> TokenCache<P> {
 struct RefreshGuard<P: TokenSource> {
     shared: Arc<Shared<P>>,
     tx: watch::Sender<Option<Outcome>>,
+    /// Set once `complete` has recorded the outcome (and cleared the in-flight marker): from
+    /// then on the marker may belong to the next refresh, which the drop must leave alone.
+    completed: bool,
 }
 
 impl<P: TokenSource> RefreshGuard<P> {
-    async fn run(self, reason: Reason) {
-        let shared = &self.shared;
+    async fn run(mut self, reason: Reason) {
+        let shared = Arc::clone(&self.shared);
         let sent_at = Instant::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
@@ -313,6 +317,7 @@ impl<P: TokenSource> RefreshGuard<P> {
             Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
         };
         let outcome = shared.complete(sent_at, result);
+        self.completed = true;
         let _ = self.tx.send(Some(outcome.clone()));
         if let Some(hook) = &shared.config.on_refresh {
             let event = RefreshEvent {
@@ -327,7 +332,9 @@ impl<P: TokenSource> RefreshGuard<P> {
 
 impl<P: TokenSource> Drop for RefreshGuard<P> {
     fn drop(&mut self) {
-        if self.tx.borrow().is_none() {
+        // Not `tx.borrow()`: a refresh nobody waits for has no receiver left once `complete`
+        // dropped the marker's, so its outcome is never stored in the channel.
+        if !self.completed {
             let mut control = self.shared.lock();
             control.inflight = None;
             self.shared.quiet_until.store(0, Ordering::Relaxed);
