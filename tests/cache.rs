@@ -582,3 +582,31 @@ async fn a_refresh_finishing_as_the_next_starts_never_lets_a_third_run_alongside
         "two fetches ran at once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_source_panicking_before_it_returns_its_future_is_an_error_with_backoff() {
+    // `fetch` is a plain fn returning a future: code before the `async` block (reading a
+    // config, cloning a client) can panic too. That is the same source bug as a panic inside
+    // the future: a `Panicked` error shared by the waiters and backed off, never a flood.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = no_jitter(from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        assert!(n > 0, "source bug before the future");
+        async { Ok::<_, Error>(Token::new("ok").with_expires_in(HOUR)) }
+    }));
+    let waiters = join_all((0..10).map(|_| cache.token())).await;
+    for w in &waiters {
+        assert_eq!(w.as_ref().unwrap_err().kind(), ErrorKind::Panicked);
+    }
+    for _ in 0..10 {
+        assert_eq!(cache.token().await.unwrap_err().kind(), ErrorKind::Panicked);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "backed off after the panic"
+    );
+    advance(Duration::from_secs(2)).await; // past the first backoff (at most 1 s)
+    assert_eq!(cache.token().await.unwrap().secret(), "ok");
+}

@@ -305,9 +305,12 @@ impl<P: TokenSource> RefreshGuard<P> {
         let sent_at = Instant::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
-        let fetched = AssertUnwindSafe(tokio::time::timeout(timeout, shared.source.fetch()))
-            .catch_unwind()
-            .await;
+        // `fetch()` is called inside the caught future: a source can panic before it returns
+        // its future as well as while it runs.
+        let fetched =
+            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.source.fetch()).await })
+                .catch_unwind()
+                .await;
         let result = match fetched {
             Ok(Ok(result)) => result,
             Ok(Err(_elapsed)) => Err(Error::transient(format!(
