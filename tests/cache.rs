@@ -610,3 +610,36 @@ async fn a_source_panicking_before_it_returns_its_future_is_an_error_with_backof
     advance(Duration::from_secs(2)).await; // past the first backoff (at most 1 s)
     assert_eq!(cache.token().await.unwrap().secret(), "ok");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_cooldown_of_duration_max_never_retries() {
+    let (calls, failing, source) = switchable(HOUR);
+    failing.store(2, Ordering::SeqCst);
+    let cache = TokenCache::builder(source)
+        .rejected_cooldown(Duration::MAX)
+        .build();
+    for _ in 0..10 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+        advance(HOUR).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_with_an_unbounded_backoff_is_honoured() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::builder(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err::<Token, _>(Error::transient("rate limited").with_retry_after(Duration::MAX)) }
+    }))
+    .backoff(Backoff::new(Duration::from_secs(1), Duration::MAX))
+    .build();
+    for _ in 0..10 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.message(), "rate limited", "{err}");
+        advance(HOUR).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -48,6 +48,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
@@ -398,7 +399,7 @@ impl<P: TokenSource> Shared<P> {
                     }
                     _ => self.config.rejected_cooldown,
                 };
-                let retry_at = now + delay;
+                let retry_at = far_as_possible(now, delay);
                 control.retry_at = Some(retry_at);
                 control.last_error = Some(err.clone());
                 self.quiet_until
@@ -482,6 +483,15 @@ impl<P> Shared<P> {
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
+}
+
+/// `now + delay`, or decades from now when that does not fit in an `Instant`: a cooldown or
+/// a `Retry-After` of `Duration::MAX` means "not again", not a panic in the refresh task.
+fn far_as_possible(now: Instant, delay: Duration) -> Instant {
+    const DECADES: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(DECADES))
+        .unwrap_or(now)
 }
 
 impl Control {
