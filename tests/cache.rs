@@ -643,3 +643,22 @@ async fn a_huge_retry_after_with_an_unbounded_backoff_is_honoured() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_arrives_inside_the_safety_margin_is_never_handed_out() {
+    // `expires_in: 40` answered after 36 s: 4 s left, inside the 10 s safety margin. Such a
+    // token would expire in flight; the waiters must not get it, and the endpoint must not
+    // be asked again by every request as if nothing had gone wrong.
+    let (calls, source) = counting(Duration::from_secs(40), Duration::from_secs(36));
+    let cache = no_jitter(source);
+    let waiters = join_all((0..10).map(|_| cache.token())).await;
+    for w in &waiters {
+        let err = w.as_ref().unwrap_err();
+        assert!(err.to_string().contains("safety margin"), "{err}");
+    }
+    assert!(cache.current().is_none());
+    for _ in 0..10 {
+        assert!(cache.token().await.is_err());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "backed off");
+}
