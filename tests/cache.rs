@@ -662,3 +662,23 @@ async fn a_token_that_arrives_inside_the_safety_margin_is_never_handed_out() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "backed off");
 }
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_keeps_retrying_after_an_invalidation_during_backoff() {
+    let (calls, failing, source) = switchable(Duration::from_secs(600));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    let token = cache.token().await.unwrap();
+    failing.store(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(540_200)).await; // window opens at 540 s: first attempt fails
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A 401 during the backoff: the token is dropped, and no refresh starts before the retry.
+    assert!(cache.invalidate(&token));
+    failing.store(0, Ordering::SeqCst);
+    // Nobody asks for a token; the retry still happens on its own.
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.current().unwrap().secret(), "token-2");
+}

@@ -190,9 +190,8 @@ impl<P: TokenSource> TokenCache<P> {
         }
         self.shared.current.store(None);
         self.shared.state.store(PHASE_NONE, Ordering::Release);
-        if let Some(timer) = control.timer.take() {
-            timer.abort();
-        }
+        // The timer stays: in background mode it may be the retry of a failed refresh, the
+        // only thing that would fetch again without traffic. The next token replaces it.
         tracing::debug!(generation, "token invalidated");
         let now = Instant::now();
         if control.inflight.is_none() && control.blocked(now).is_none() {
