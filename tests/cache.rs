@@ -682,3 +682,23 @@ async fn background_refresh_keeps_retrying_after_an_invalidation_during_backoff(
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(cache.current().unwrap().secret(), "token-2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_goes_on_after_a_token_that_arrives_stale() {
+    // `expires_in: 100` answered after 55 s: the refresh window (the last 50 s) has already
+    // opened, but the token is usable for 35 s more.
+    let (calls, source) = counting(Duration::from_secs(100), Duration::from_secs(55));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    cache.token().await.unwrap();
+    sleep(HOUR).await; // no traffic
+    assert!(
+        calls.load(Ordering::SeqCst) > 1,
+        "refreshed without traffic"
+    );
+    let started = Instant::now();
+    assert!(cache.token().await.is_ok());
+    assert_eq!(Instant::now(), started, "a token was ready");
+}

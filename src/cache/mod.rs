@@ -371,7 +371,11 @@ impl<P: TokenSource> Shared<P> {
                     .store(pack(entry.generation, phase), Ordering::Release);
                 self.quiet_until.store(0, Ordering::Relaxed);
                 match entry.refresh_at {
-                    Some(at) if !stale => self.schedule(&mut control, at, entry.generation),
+                    // Already stale: in background mode the timer fires at once and refreshes,
+                    // as a request on the stale path would.
+                    Some(at) if !stale || self.config.background_refresh => {
+                        self.schedule(&mut control, at, entry.generation)
+                    }
                     _ => {
                         if let Some(timer) = control.timer.take() {
                             timer.abort();
