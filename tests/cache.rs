@@ -702,3 +702,35 @@ async fn background_refresh_goes_on_after_a_token_that_arrives_stale() {
     assert!(cache.token().await.is_ok());
     assert_eq!(Instant::now(), started, "a token was ready");
 }
+
+#[test]
+fn a_refresh_asked_of_a_runtime_that_has_shut_down_fails_instead_of_hanging() {
+    // A handle outlives its runtime (kept by a blocking thread, a library, a test helper):
+    // a runtime that has shut down drops a task it is asked to spawn there and then, so the
+    // refresh's cleanup runs inside `spawn`, while the cache is being updated.
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let cache = no_jitter(source);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let token = runtime.block_on(cache.token()).unwrap();
+    drop(runtime);
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let other = cache.clone();
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
+        let dropped = other.invalidate(&token);
+        let next = futures::executor::block_on(other.token());
+        done.send((dropped, next.map(|t| t.generation()))).unwrap();
+    });
+    let (dropped, next) = finished
+        .recv_timeout(Duration::from_secs(2))
+        .expect("invalidate or token() hung");
+    assert!(dropped);
+    assert!(next.is_err(), "no token without a runtime to fetch it");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(cache.current().is_none());
+}

@@ -139,14 +139,14 @@ impl<P: TokenSource> TokenCache<P> {
         if let Some((token, _)) = self.usable() {
             return Ok(token);
         }
-        let mut rx = {
+        let (mut rx, refresh) = {
             let mut control = self.shared.lock();
             let now = Instant::now();
             if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
                 return Ok(CachedToken(entry));
             }
             match &control.inflight {
-                Some(rx) => rx.clone(),
+                Some(rx) => (rx.clone(), None),
                 None => {
                     if let Some(err) = control.blocked(now) {
                         return Err(err);
@@ -156,10 +156,14 @@ impl<P: TokenSource> TokenCache<P> {
                     } else {
                         Reason::NoToken
                     };
-                    self.start_refresh(&mut control, reason)?
+                    let refresh = self.start_refresh(&mut control, reason)?;
+                    (refresh.guard.tx.subscribe(), Some(refresh))
                 }
             }
         };
+        if let Some(refresh) = refresh {
+            refresh.spawn();
+        }
         match rx.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone().expect("waited for Some"),
             Err(_) => Err(Error::transient(
@@ -196,7 +200,11 @@ impl<P: TokenSource> TokenCache<P> {
         let now = Instant::now();
         if control.inflight.is_none() && control.blocked(now).is_none() {
             // The caller will want a new token right away; start on it.
-            let _ = self.start_refresh(&mut control, Reason::Invalidated);
+            let refresh = self.start_refresh(&mut control, Reason::Invalidated);
+            drop(control);
+            if let Ok(refresh) = refresh {
+                refresh.spawn();
+            }
         }
         true
     }
@@ -259,33 +267,52 @@ impl<P: TokenSource> TokenCache<P> {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none()
-            && control.blocked(now).is_none()
-            && let Err(err) = self.start_refresh(&mut control, reason)
-        {
-            tracing::warn!(error = %err, "cannot start a background token refresh");
+        if control.inflight.is_none() && control.blocked(now).is_none() {
+            let refresh = self.start_refresh(&mut control, reason);
+            drop(control);
+            match refresh {
+                Ok(refresh) => refresh.spawn(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start a background token refresh")
+                }
+            }
         }
     }
 
-    fn start_refresh(
-        &self,
-        control: &mut Control,
-        reason: Reason,
-    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    /// Mark a refresh in flight. The caller spawns it once it has released the lock.
+    fn start_refresh(&self, control: &mut Control, reason: Reason) -> Result<NewRefresh<P>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
         })?;
         let (tx, rx) = watch::channel(None);
-        control.inflight = Some(rx.clone());
+        control.inflight = Some(rx);
         self.shared.quiet_until.store(u64::MAX, Ordering::Relaxed);
         let guard = RefreshGuard {
             shared: Arc::clone(&self.shared),
             tx,
             completed: false,
         };
-        let span = tracing::info_span!("token_refresh", reason = reason.as_str());
-        runtime.spawn(guard.run(reason).instrument(span));
-        Ok(rx)
+        Ok(NewRefresh {
+            runtime,
+            guard,
+            reason,
+        })
+    }
+}
+
+/// A refresh marked in flight, to spawn once the control lock is released: a runtime that has
+/// shut down drops the task inside `spawn`, and the guard's cleanup then takes the lock.
+struct NewRefresh<P: TokenSource> {
+    runtime: tokio::runtime::Handle,
+    guard: RefreshGuard<P>,
+    reason: Reason,
+}
+
+impl<P: TokenSource> NewRefresh<P> {
+    fn spawn(self) {
+        let span = tracing::info_span!("token_refresh", reason = self.reason.as_str());
+        self.runtime
+            .spawn(self.guard.run(self.reason).instrument(span));
     }
 }
 
