@@ -130,10 +130,12 @@ impl Token {
                 "the access token contains characters that are not allowed in a bearer token (RFC 6750 b64token)"
             }));
         }
-        let mut value = Vec::with_capacity(7 + secret.len());
+        let mut value = Zeroizing::new(Vec::with_capacity(7 + secret.len()));
         value.extend_from_slice(b"Bearer ");
         value.extend_from_slice(secret.as_bytes());
-        let mut header = HeaderValue::from_maybe_shared(Bytes::from(value))
+        // The header is a copy of the secret: it is zeroized too, once the last clone of it
+        // (in the cache, in services, in requests) is dropped.
+        let mut header = HeaderValue::from_maybe_shared(Bytes::from_owner(value))
             .map_err(|_| Error::invalid_response("the access token is not a valid header value"))?;
         header.set_sensitive(true);
         Ok(header)

@@ -509,3 +509,228 @@ async fn on_refresh_reports_each_refresh_with_its_reason() {
         assert!(!failed);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_finishing_as_the_next_starts_never_lets_a_third_run_alongside() {
+    // The interleaving: a refresh nobody waits for (started by `invalidate`) has installed
+    // its token; before its task has ended, another thread gets a 401 for that brand-new
+    // token and invalidates it, which starts the next refresh. A request then needs a token:
+    // it must wait for that refresh, not start another. Two fetches at once would, with a
+    // rotating refresh token, spend the same refresh token twice.
+    //
+    // The `on_refresh` hook runs in that gap, so it is where this test holds the refresh task
+    // while a second thread invalidates, as a preempted task would be held.
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    let active = Arc::new(AtomicUsize::new(0));
+    let most_active = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (a, m, c) = (active.clone(), most_active.clone(), calls.clone());
+    let source = from_fn(move || {
+        let (active, most_active) = (a.clone(), m.clone());
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            most_active.fetch_max(active.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            sleep(Duration::from_secs(10)).await;
+            active.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(HOUR))
+        }
+    });
+    let hold = Arc::new(AtomicBool::new(false));
+    let (in_gap, gap_reached) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let holding = hold.clone();
+    let cache = TokenCache::builder(source)
+        .on_refresh(move |_| {
+            if holding.swap(false, Ordering::SeqCst) {
+                in_gap.send(()).unwrap();
+                released.lock().unwrap().recv().unwrap();
+            }
+        })
+        .build();
+
+    let first = cache.token().await.unwrap();
+    hold.store(true, Ordering::SeqCst);
+    assert!(cache.invalidate(&first)); // refresh 1, nobody waiting for it
+
+    let other_thread = {
+        let cache = cache.clone();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            gap_reached.recv().unwrap();
+            let _entered = runtime.enter();
+            let new = cache.current().expect("refresh 1 installed its token");
+            assert!(cache.invalidate(&new)); // refresh 2 starts
+            release.send(()).unwrap();
+        })
+    };
+    sleep(Duration::from_secs(11)).await; // refresh 1 has ended; refresh 2 is fetching
+    other_thread.join().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    assert_eq!(cache.token().await.unwrap().secret(), "token-2");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "the request waited for refresh 2"
+    );
+    assert_eq!(
+        most_active.load(Ordering::SeqCst),
+        1,
+        "two fetches ran at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_panicking_before_it_returns_its_future_is_an_error_with_backoff() {
+    // `fetch` is a plain fn returning a future: code before the `async` block (reading a
+    // config, cloning a client) can panic too. That is the same source bug as a panic inside
+    // the future: a `Panicked` error shared by the waiters and backed off, never a flood.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = no_jitter(from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        assert!(n > 0, "source bug before the future");
+        async { Ok::<_, Error>(Token::new("ok").with_expires_in(HOUR)) }
+    }));
+    let waiters = join_all((0..10).map(|_| cache.token())).await;
+    for w in &waiters {
+        assert_eq!(w.as_ref().unwrap_err().kind(), ErrorKind::Panicked);
+    }
+    for _ in 0..10 {
+        assert_eq!(cache.token().await.unwrap_err().kind(), ErrorKind::Panicked);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "backed off after the panic"
+    );
+    advance(Duration::from_secs(2)).await; // past the first backoff (at most 1 s)
+    assert_eq!(cache.token().await.unwrap().secret(), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_cooldown_of_duration_max_never_retries() {
+    let (calls, failing, source) = switchable(HOUR);
+    failing.store(2, Ordering::SeqCst);
+    let cache = TokenCache::builder(source)
+        .rejected_cooldown(Duration::MAX)
+        .build();
+    for _ in 0..10 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+        advance(HOUR).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_with_an_unbounded_backoff_is_honoured() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::builder(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err::<Token, _>(Error::transient("rate limited").with_retry_after(Duration::MAX)) }
+    }))
+    .backoff(Backoff::new(Duration::from_secs(1), Duration::MAX))
+    .build();
+    for _ in 0..10 {
+        let err = cache.token().await.unwrap_err();
+        assert_eq!(err.message(), "rate limited", "{err}");
+        advance(HOUR).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_arrives_inside_the_safety_margin_is_never_handed_out() {
+    // `expires_in: 40` answered after 36 s: 4 s left, inside the 10 s safety margin. Such a
+    // token would expire in flight; the waiters must not get it, and the endpoint must not
+    // be asked again by every request as if nothing had gone wrong.
+    let (calls, source) = counting(Duration::from_secs(40), Duration::from_secs(36));
+    let cache = no_jitter(source);
+    let waiters = join_all((0..10).map(|_| cache.token())).await;
+    for w in &waiters {
+        let err = w.as_ref().unwrap_err();
+        assert!(err.to_string().contains("safety margin"), "{err}");
+    }
+    assert!(cache.current().is_none());
+    for _ in 0..10 {
+        assert!(cache.token().await.is_err());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "backed off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_keeps_retrying_after_an_invalidation_during_backoff() {
+    let (calls, failing, source) = switchable(Duration::from_secs(600));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    let token = cache.token().await.unwrap();
+    failing.store(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(540_200)).await; // window opens at 540 s: first attempt fails
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A 401 during the backoff: the token is dropped, and no refresh starts before the retry.
+    assert!(cache.invalidate(&token));
+    failing.store(0, Ordering::SeqCst);
+    // Nobody asks for a token; the retry still happens on its own.
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.current().unwrap().secret(), "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_goes_on_after_a_token_that_arrives_stale() {
+    // `expires_in: 100` answered after 55 s: the refresh window (the last 50 s) has already
+    // opened, but the token is usable for 35 s more.
+    let (calls, source) = counting(Duration::from_secs(100), Duration::from_secs(55));
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .background_refresh(true)
+        .build();
+    cache.token().await.unwrap();
+    sleep(HOUR).await; // no traffic
+    assert!(
+        calls.load(Ordering::SeqCst) > 1,
+        "refreshed without traffic"
+    );
+    let started = Instant::now();
+    assert!(cache.token().await.is_ok());
+    assert_eq!(Instant::now(), started, "a token was ready");
+}
+
+#[test]
+fn a_refresh_asked_of_a_runtime_that_has_shut_down_fails_instead_of_hanging() {
+    // A handle outlives its runtime (kept by a blocking thread, a library, a test helper):
+    // a runtime that has shut down drops a task it is asked to spawn there and then, so the
+    // refresh's cleanup runs inside `spawn`, while the cache is being updated.
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let cache = no_jitter(source);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let token = runtime.block_on(cache.token()).unwrap();
+    drop(runtime);
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let other = cache.clone();
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
+        let dropped = other.invalidate(&token);
+        let next = futures::executor::block_on(other.token());
+        done.send((dropped, next.map(|t| t.generation()))).unwrap();
+    });
+    let (dropped, next) = finished
+        .recv_timeout(Duration::from_secs(2))
+        .expect("invalidate or token() hung");
+    assert!(dropped);
+    assert!(next.is_err(), "no token without a runtime to fetch it");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(cache.current().is_none());
+}

@@ -54,9 +54,19 @@ impl Entry {
                 let window = config.refresh_window.min(lifetime / 2);
                 let jitter = random_up_to(config.jitter.min(window / 2));
                 let margin = config.safety_margin.min(window / 2);
+                let usable_until = expires_at.checked_sub(margin).unwrap_or(now);
+                if usable_until <= now {
+                    // Handing it out would send a token that expires in flight. A slow answer
+                    // is worth retrying (with backoff).
+                    return Err(Error::transient(format!(
+                        "the token source answered after {:?} with a token that expires within \
+                         the {margin:?} safety margin",
+                        now.saturating_duration_since(sent_at),
+                    )));
+                }
                 (
                     Some(expires_at.checked_sub(window + jitter).unwrap_or(now)),
-                    Some(expires_at.checked_sub(margin).unwrap_or(now)),
+                    Some(usable_until),
                 )
             }
         };

@@ -49,6 +49,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
@@ -146,14 +147,14 @@ impl<P: TokenSource> TokenCache<P> {
         if let Some((token, _)) = self.usable() {
             return Ok(token);
         }
-        let mut rx = {
+        let (mut rx, refresh) = {
             let mut control = self.shared.lock();
             let now = Instant::now();
             if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
                 return Ok(CachedToken(entry));
             }
             match &control.inflight {
-                Some(rx) => rx.clone(),
+                Some(rx) => (rx.clone(), None),
                 None => {
                     if let Some(err) = control.blocked(now) {
                         return Err(err);
@@ -163,10 +164,14 @@ impl<P: TokenSource> TokenCache<P> {
                     } else {
                         Reason::NoToken
                     };
-                    self.start_refresh(&mut control, reason)?
+                    let refresh = self.start_refresh(&mut control, reason)?;
+                    (refresh.guard.tx.subscribe(), Some(refresh))
                 }
             }
         };
+        if let Some(refresh) = refresh {
+            refresh.spawn();
+        }
         match rx.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone().expect("waited for Some"),
             Err(_) => Err(Error::transient(
@@ -197,14 +202,17 @@ impl<P: TokenSource> TokenCache<P> {
         }
         self.shared.current.store(None);
         self.shared.state.store(PHASE_NONE, Ordering::Release);
-        if let Some(timer) = control.timer.take() {
-            timer.abort();
-        }
+        // The timer stays: in background mode it may be the retry of a failed refresh, the
+        // only thing that would fetch again without traffic. The next token replaces it.
         tracing::debug!(generation, "token invalidated");
         let now = Instant::now();
         if control.inflight.is_none() && control.blocked(now).is_none() {
             // The caller will want a new token right away; start on it.
-            let _ = self.start_refresh(&mut control, Reason::Invalidated);
+            let refresh = self.start_refresh(&mut control, Reason::Invalidated);
+            drop(control);
+            if let Ok(refresh) = refresh {
+                refresh.spawn();
+            }
         }
         true
     }
@@ -282,32 +290,52 @@ impl<P: TokenSource> TokenCache<P> {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none()
-            && control.blocked(now).is_none()
-            && let Err(err) = self.start_refresh(&mut control, reason)
-        {
-            tracing::warn!(error = %err, "cannot start a background token refresh");
+        if control.inflight.is_none() && control.blocked(now).is_none() {
+            let refresh = self.start_refresh(&mut control, reason);
+            drop(control);
+            match refresh {
+                Ok(refresh) => refresh.spawn(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start a background token refresh")
+                }
+            }
         }
     }
 
-    fn start_refresh(
-        &self,
-        control: &mut Control,
-        reason: Reason,
-    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    /// Mark a refresh in flight. The caller spawns it once it has released the lock.
+    fn start_refresh(&self, control: &mut Control, reason: Reason) -> Result<NewRefresh<P>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
         })?;
         let (tx, rx) = watch::channel(None);
-        control.inflight = Some(rx.clone());
+        control.inflight = Some(rx);
         self.shared.quiet_until.store(u64::MAX, Ordering::Relaxed);
         let guard = RefreshGuard {
             shared: Arc::clone(&self.shared),
             tx,
+            completed: false,
         };
-        let span = tracing::info_span!("token_refresh", reason = reason.as_str());
-        runtime.spawn(guard.run(reason).instrument(span));
-        Ok(rx)
+        Ok(NewRefresh {
+            runtime,
+            guard,
+            reason,
+        })
+    }
+}
+
+/// A refresh marked in flight, to spawn once the control lock is released: a runtime that has
+/// shut down drops the task inside `spawn`, and the guard's cleanup then takes the lock.
+struct NewRefresh<P: TokenSource> {
+    runtime: tokio::runtime::Handle,
+    guard: RefreshGuard<P>,
+    reason: Reason,
+}
+
+impl<P: TokenSource> NewRefresh<P> {
+    fn spawn(self) {
+        let span = tracing::info_span!("token_refresh", reason = self.reason.as_str());
+        self.runtime
+            .spawn(self.guard.run(self.reason).instrument(span));
     }
 }
 
@@ -316,17 +344,23 @@ impl<P: TokenSource> TokenCache<P> {
 struct RefreshGuard<P: TokenSource> {
     shared: Arc<Shared<P>>,
     tx: watch::Sender<Option<Outcome>>,
+    /// Set once `complete` has recorded the outcome (and cleared the in-flight marker): from
+    /// then on the marker may belong to the next refresh, which the drop must leave alone.
+    completed: bool,
 }
 
 impl<P: TokenSource> RefreshGuard<P> {
-    async fn run(self, reason: Reason) {
-        let shared = &self.shared;
+    async fn run(mut self, reason: Reason) {
+        let shared = Arc::clone(&self.shared);
         let sent_at = Instant::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
-        let fetched = AssertUnwindSafe(tokio::time::timeout(timeout, shared.source.fetch()))
-            .catch_unwind()
-            .await;
+        // `fetch()` is called inside the caught future: a source can panic before it returns
+        // its future as well as while it runs.
+        let fetched =
+            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.source.fetch()).await })
+                .catch_unwind()
+                .await;
         let result = match fetched {
             Ok(Ok(result)) => result,
             Ok(Err(_elapsed)) => Err(Error::transient(format!(
@@ -336,6 +370,7 @@ impl<P: TokenSource> RefreshGuard<P> {
             Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
         };
         let outcome = shared.complete(sent_at, result);
+        self.completed = true;
         let _ = self.tx.send(Some(outcome.clone()));
         if let Some(hook) = &shared.config.on_refresh {
             let event = RefreshEvent {
@@ -350,7 +385,9 @@ impl<P: TokenSource> RefreshGuard<P> {
 
 impl<P: TokenSource> Drop for RefreshGuard<P> {
     fn drop(&mut self) {
-        if self.tx.borrow().is_none() {
+        // Not `tx.borrow()`: a refresh nobody waits for has no receiver left once `complete`
+        // dropped the marker's, so its outcome is never stored in the channel.
+        if !self.completed {
             let mut control = self.shared.lock();
             control.inflight = None;
             self.shared.quiet_until.store(0, Ordering::Relaxed);
@@ -384,7 +421,11 @@ impl<P: TokenSource> Shared<P> {
                     .store(pack(entry.generation, phase), Ordering::Release);
                 self.quiet_until.store(0, Ordering::Relaxed);
                 match entry.refresh_at {
-                    Some(at) if !stale => self.schedule(&mut control, at, entry.generation),
+                    // Already stale: in background mode the timer fires at once and refreshes,
+                    // as a request on the stale path would.
+                    Some(at) if !stale || self.config.background_refresh => {
+                        self.schedule(&mut control, at, entry.generation)
+                    }
                     _ => {
                         if let Some(timer) = control.timer.take() {
                             timer.abort();
@@ -411,7 +452,7 @@ impl<P: TokenSource> Shared<P> {
                     }
                     _ => self.config.rejected_cooldown,
                 };
-                let retry_at = now + delay;
+                let retry_at = far_as_possible(now, delay);
                 control.retry_at = Some(retry_at);
                 control.last_error = Some(err.clone());
                 self.quiet_until
@@ -495,6 +536,15 @@ impl<P> Shared<P> {
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
+}
+
+/// `now + delay`, or decades from now when that does not fit in an `Instant`: a cooldown or
+/// a `Retry-After` of `Duration::MAX` means "not again", not a panic in the refresh task.
+fn far_as_possible(now: Instant, delay: Duration) -> Instant {
+    const DECADES: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(DECADES))
+        .unwrap_or(now)
 }
 
 impl Control {
