@@ -1,5 +1,6 @@
 //! The token cache's state machine, on tokio's paused clock.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -733,4 +734,32 @@ fn a_refresh_asked_of_a_runtime_that_has_shut_down_fails_instead_of_hanging() {
     assert!(next.is_err(), "no token without a runtime to fetch it");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(cache.current().is_none());
+}
+
+#[test]
+fn a_refresh_stuck_on_a_runtime_nobody_drives_does_not_hang_callers_elsewhere() {
+    let cache = TokenCache::builder(tower_bearer::source::static_token("abc"))
+        .fetch_timeout(Duration::from_secs(5))
+        .build();
+    // Runtime A starts the refresh (first poll of a request), then is never driven again.
+    let a = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    {
+        let _inside_a = a.enter();
+        let mut first = std::pin::pin!(cache.token());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+    }
+    // A caller on runtime B gets a typed error after the fetch timeout instead of waiting forever.
+    let b = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let err = b.block_on(cache.token()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.to_string().contains("no token within 5s"), "{err}");
+    drop(a);
 }

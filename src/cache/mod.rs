@@ -13,6 +13,13 @@
 //! are backed off (transient) or remembered for a while (rejections); a token that is still
 //! usable keeps being served while refreshes fail.
 //!
+//! Refreshes and the phase timer run as tasks on the tokio runtime that started them. A runtime
+//! that shuts down fails safe (its lost timer marks the token stale; the next refresh starts on
+//! the caller's runtime). A runtime that stays alive but is no longer driven cannot be noticed
+//! cheaply: callers elsewhere give up after the fetch timeout, but the fast path may keep using
+//! the last fresh token past its refresh window. Do not share a cache with a runtime you stop
+//! driving.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,11 +179,20 @@ impl<P: TokenSource> TokenCache<P> {
         if let Some(refresh) = refresh {
             refresh.spawn();
         }
-        match rx.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().expect("waited for Some"),
-            Err(_) => Err(Error::transient(
+        // Bounded on the caller's own clock too: the refresh runs on the runtime that started
+        // it, and a runtime that is no longer driven must not hang callers on other runtimes.
+        // (A second of grace lets the refresh's own timeout, set at the same instant, win.)
+        let limit = self.shared.config.fetch_timeout;
+        let grace = Duration::from_secs(1);
+        match tokio::time::timeout(limit.saturating_add(grace), rx.wait_for(Option::is_some)).await
+        {
+            Ok(Ok(outcome)) => outcome.clone().expect("waited for Some"),
+            Ok(Err(_)) => Err(Error::transient(
                 "the token refresh task stopped before finishing (is the runtime shutting down?)",
             )),
+            Err(_) => Err(Error::transient(format!(
+                "no token within {limit:?}: the refresh has not finished"
+            ))),
         }
     }
 
@@ -333,7 +349,11 @@ struct NewRefresh<P: TokenSource> {
 
 impl<P: TokenSource> NewRefresh<P> {
     fn spawn(self) {
-        let span = tracing::info_span!("token_refresh", reason = self.reason.as_str());
+        // A root span that follows from the caller's: a detached refresh must not keep the
+        // request's span (and its trace) open until the token endpoint answers.
+        let span =
+            tracing::info_span!(parent: None, "token_refresh", reason = self.reason.as_str());
+        span.follows_from(tracing::Span::current());
         self.runtime
             .spawn(self.guard.run(self.reason).instrument(span));
     }
