@@ -31,6 +31,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -208,7 +209,7 @@ pin_project! {
             inner: Option<S>,
             request: Option<Request<B>>,
             retry: Option<Retry<S, B>>,
-            cache_id: u64,
+            cache_id: NonZeroU32,
         },
         // The first attempt.
         First {
@@ -220,7 +221,7 @@ pin_project! {
         // The token was rejected: waiting for a new one.
         Refreshing {
             token: TokenFuture,
-            rejected_generation: u64,
+            rejected_generation: u32,
             retry: Option<Retry<S, B>>,
             rejected: Option<S::Response>,
         },
@@ -315,7 +316,7 @@ where
                     };
                     this.state.set(ReplayState::Refreshing {
                         token: Arc::clone(&retry.cache).token(),
-                        rejected_generation: sent.generation,
+                        rejected_generation: sent.generation(),
                         retry: Some(retry),
                         rejected: Some(response),
                     });
@@ -331,7 +332,7 @@ where
                     let (retry, rejected) = (retry.take(), rejected.take());
                     let rejected = rejected.expect(POLLED_AFTER_COMPLETION);
                     match result {
-                        Ok(token) if token.generation() != rejected_generation => {
+                        Ok(token) if token.generation() as u32 != rejected_generation => {
                             this.state.set(ReplayState::Readying {
                                 token: Some(token),
                                 retry,

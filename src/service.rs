@@ -35,6 +35,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -75,7 +76,7 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) seen: u64,
     pub(crate) header: HeaderValue,
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
-    pub(crate) cache_id: u64,
+    pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
     pub(crate) mode: PhantomData<fn() -> M>,
 }
@@ -232,20 +233,25 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     }
 }
 
-/// Which token a request carried: enough to drop exactly that token after a 401.
+/// Which token a request carried: enough to drop exactly that token after a 401. One word
+/// (the cache's registry id, and the low 32 bits of the token's generation), so the response
+/// future stays small: its size is paid on every request.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Sent {
-    pub(crate) cache_id: u64,
-    pub(crate) generation: u64,
-}
+pub(crate) struct Sent(NonZeroU64);
 
 impl Sent {
     #[inline]
-    pub(crate) fn new(cache_id: u64, generation: u64) -> Self {
-        Sent {
-            cache_id,
-            generation,
-        }
+    pub(crate) fn new(cache_id: NonZeroU32, generation: u64) -> Self {
+        let packed = (u64::from(cache_id.get()) << 32) | (generation & 0xFFFF_FFFF);
+        Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
+    }
+
+    fn cache_id(self) -> NonZeroU32 {
+        NonZeroU32::new((self.0.get() >> 32) as u32).expect("the cache id is not zero")
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        self.0.get() as u32
     }
 
     /// If `response` rejects the token that was sent, drop it from the cache. Returns whether
@@ -257,10 +263,10 @@ impl Sent {
         if !challenge::rejects_token(response.status(), response.headers()) {
             return false;
         }
-        if let Some(cache) = handle::lookup(self.cache_id) {
-            let dropped = cache.invalidate_after_401(self.generation);
+        if let Some(cache) = handle::lookup(self.cache_id()) {
+            let dropped = cache.invalidate_after_401(self.generation());
             tracing::debug!(
-                generation = self.generation,
+                generation = self.generation(),
                 dropped,
                 "the server rejected the bearer token (401)"
             );
@@ -295,7 +301,7 @@ pin_project! {
         Waiting {
             token: TokenFuture,
             parts: Option<Box<(S, Request<B>)>>,
-            cache_id: u64,
+            cache_id: NonZeroU32,
         },
         Failed {
             error: Option<Error>,

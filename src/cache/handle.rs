@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -54,13 +55,22 @@ pub(crate) type TokenFuture = Pin<Box<dyn Future<Output = Result<CachedToken, Er
 
 /// What a response future needs from a cache whose token source type it does not know.
 pub(crate) trait ErasedCache: Send + Sync {
-    fn invalidate_after_401(self: Arc<Self>, generation: u64) -> bool;
+    /// Drop the current token if the low 32 bits of its generation are `generation`.
+    fn invalidate_after_401(self: Arc<Self>, generation: u32) -> bool;
     fn token(self: Arc<Self>) -> TokenFuture;
 }
 
 impl<P: TokenSource> ErasedCache for Shared<P> {
-    fn invalidate_after_401(self: Arc<Self>, generation: u64) -> bool {
-        TokenCache { shared: self }.invalidate_after_401(generation)
+    fn invalidate_after_401(self: Arc<Self>, generation: u32) -> bool {
+        // Response futures keep the low 32 bits of the generation to stay small; a false match
+        // would need 2^32 refreshes while one request is in flight.
+        let current = self.current.load().as_ref().map(|e| e.generation);
+        match current {
+            Some(current) if current as u32 == generation => {
+                TokenCache { shared: self }.invalidate_after_401(current)
+            }
+            _ => false,
+        }
     }
 
     fn token(self: Arc<Self>) -> TokenFuture {
@@ -69,19 +79,25 @@ impl<P: TokenSource> ErasedCache for Shared<P> {
     }
 }
 
-static REGISTRY: Mutex<BTreeMap<u64, Weak<dyn ErasedCache>>> = Mutex::new(BTreeMap::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static REGISTRY: Mutex<BTreeMap<NonZeroU32, Weak<dyn ErasedCache>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
-pub(crate) fn register(cache: Weak<dyn ErasedCache>) -> u64 {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    REGISTRY
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id, cache);
+pub(crate) fn register(cache: Weak<dyn ErasedCache>) -> NonZeroU32 {
+    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    // Ids are 32 bits so a response future can carry one with 32 bits of a generation in one
+    // word; after 2^32 registrations they wrap, skipping any still in use.
+    let id = loop {
+        if let Some(id) = NonZeroU32::new(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+            && !registry.contains_key(&id)
+        {
+            break id;
+        }
+    };
+    registry.insert(id, cache);
     id
 }
 
-pub(crate) fn unregister(id: u64) {
+pub(crate) fn unregister(id: NonZeroU32) {
     REGISTRY
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -89,7 +105,7 @@ pub(crate) fn unregister(id: u64) {
 }
 
 /// The cache registered as `id`, if it is still alive.
-pub(crate) fn lookup(id: u64) -> Option<Arc<dyn ErasedCache>> {
+pub(crate) fn lookup(id: NonZeroU32) -> Option<Arc<dyn ErasedCache>> {
     REGISTRY
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

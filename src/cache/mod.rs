@@ -96,7 +96,7 @@ pub(crate) struct Shared<P> {
     config: Config,
     source: P,
     /// Set once a service registers the cache (see `handle`), so response futures can find it.
-    registry_id: OnceLock<u64>,
+    registry_id: OnceLock<std::num::NonZeroU32>,
     /// When a 401 last dropped a token, in nanoseconds after `epoch`; `u64::MAX` if never
     /// (see `handle::invalidate_after_401`).
     last_401_drop: AtomicU64,
@@ -250,7 +250,7 @@ impl<P: TokenSource> TokenCache<P> {
 
     /// A number under which response futures can find this cache again (registered on first
     /// use; see `handle`).
-    pub(crate) fn registry_id(&self) -> u64 {
+    pub(crate) fn registry_id(&self) -> std::num::NonZeroU32 {
         *self.shared.registry_id.get_or_init(|| {
             let weak: Weak<dyn handle::ErasedCache> =
                 Arc::downgrade(&self.shared) as Weak<Shared<P>>;
