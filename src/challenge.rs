@@ -110,12 +110,12 @@ pub fn parse_headers(headers: &HeaderMap) -> Vec<Challenge> {
 /// Whether a response with this status and headers rejects the bearer token that was sent, so
 /// that token should be dropped (and the request may be replayed once with a new one).
 ///
-/// True only for a 401 where either some `Bearer` challenge says `error="invalid_token"`, or no
-/// `Bearer` challenge names an error at all (no `WWW-Authenticate`, only other schemes, or a bare
-/// `Bearer realm="..."`: the server gave no reason, and a revoked or expired token is the likely
-/// one). A `Bearer` challenge naming another error (`insufficient_scope`, `invalid_request`)
-/// means a new token would not help. Any status other than 401 (a 403 above all) is never a
-/// rejection of the token.
+/// True only for a 401 where either some `Bearer` challenge says `error="invalid_token"`, or
+/// there is no `Bearer` challenge at all (no `WWW-Authenticate`, or only other schemes), as
+/// RFC 6750 §3.1 reads. A `Bearer` challenge naming another error (`insufficient_scope`,
+/// `invalid_request`) or none (a bare `Bearer realm="..."`, which RFC 6750 uses for a request
+/// that carried no credentials) means a new token is not what the server asks for. Any status
+/// other than 401 (a 403 above all) is never a rejection of the token.
 pub fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
     if status != StatusCode::UNAUTHORIZED {
         return false;
@@ -123,15 +123,17 @@ pub fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
     if !headers.contains_key(WWW_AUTHENTICATE) {
         return true;
     }
-    let mut other_error = false;
+    let mut bearer = false;
     for challenge in parse_headers(headers).iter().filter(|c| c.is_bearer()) {
-        match challenge.param("error") {
-            Some(error) if error.eq_ignore_ascii_case("invalid_token") => return true,
-            Some(_) => other_error = true,
-            None => {}
+        if challenge
+            .param("error")
+            .is_some_and(|error| error.eq_ignore_ascii_case("invalid_token"))
+        {
+            return true;
         }
+        bearer = true;
     }
-    !other_error
+    !bearer
 }
 
 // ---- the parser --------------------------------------------------------------------------
@@ -498,14 +500,23 @@ mod tests {
     }
 
     #[test]
-    fn rejection_when_bearer_gives_no_reason_or_only_other_schemes() {
-        assert!(rejects_token(
-            StatusCode::UNAUTHORIZED,
-            &headers(&["Bearer realm=\"api\""])
-        ));
+    fn rejection_when_there_is_no_bearer_challenge() {
         assert!(rejects_token(
             StatusCode::UNAUTHORIZED,
             &headers(&["Basic realm=\"api\""])
+        ));
+    }
+
+    #[test]
+    fn no_rejection_for_a_bearer_challenge_without_invalid_token() {
+        assert!(!rejects_token(
+            StatusCode::UNAUTHORIZED,
+            &headers(&["Bearer realm=\"api\""])
+        ));
+        // ... unless another Bearer challenge says invalid_token.
+        assert!(rejects_token(
+            StatusCode::UNAUTHORIZED,
+            &headers(&["Bearer realm=\"api\"", "Bearer error=\"invalid_token\""])
         ));
     }
 
