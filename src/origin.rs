@@ -43,7 +43,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use http::Uri;
-use http::uri::Scheme;
 
 use crate::Error;
 
@@ -254,9 +253,11 @@ impl Destinations {
     /// with no allow-list. `false` means "ask [`check_uri`](Self::check_uri)", not "no".
     #[inline]
     pub(crate) fn quick_attach(&self, uri: &Uri) -> bool {
-        match uri.scheme() {
+        // `scheme_str` and a `str` compare inline; `Scheme`'s `PartialEq` is an out-of-line
+        // call into the http crate on every request.
+        match uri.scheme_str() {
             None => uri.authority().is_none(),
-            Some(scheme) => self.allow.is_none() && *scheme == Scheme::HTTPS,
+            Some(scheme) => self.allow.is_none() && scheme == "https",
         }
     }
 
@@ -264,11 +265,10 @@ impl Destinations {
     /// allow-list) cost a comparison or two.
     #[inline]
     pub(crate) fn check_uri(&self, uri: &Uri) -> Verdict {
-        match uri.scheme() {
-            None if uri.authority().is_none() => Verdict::Attach,
-            Some(scheme) if self.allow.is_none() && *scheme == Scheme::HTTPS => Verdict::Attach,
-            _ => self.check(uri.scheme_str(), uri.host(), uri.port_u16()),
+        if self.quick_attach(uri) {
+            return Verdict::Attach;
         }
+        self.check(uri.scheme_str(), uri.host(), uri.port_u16())
     }
 
     /// The verdict for a reqwest request.

@@ -167,12 +167,10 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     where
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
-        if !self.destinations.quick_attach(request.uri()) {
-            match self.destinations.check_uri(request.uri()) {
-                Verdict::Attach => {}
-                Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
-                Verdict::Refuse(error) => return ResponseFuture::failed(error),
-            }
+        match self.destinations.check_uri(request.uri()) {
+            Verdict::Attach => {}
+            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
+            Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
         match self.token_now(&mut request, state) {
             Some(sent) => ResponseFuture::called(self.inner.call(request), Some(sent)),
