@@ -226,6 +226,43 @@ pub(crate) struct Destinations {
     allow_insecure_http: bool,
 }
 
+/// The authority (`host[:port]`, as written) of the last `https` request the allow-list let
+/// through, kept by each service: the next request to the same place is approved by one
+/// comparison of a few bytes instead of parsing and matching the origin again. The verdict is a
+/// function of scheme, host and port alone, so equal bytes mean an equal verdict. Held inline
+/// (no allocation, no reference count) so cloning a service stays cheap.
+#[derive(Clone)]
+pub(crate) struct Approved {
+    len: u8,
+    bytes: [u8; Approved::CAPACITY],
+}
+
+impl Approved {
+    /// Longer authorities are checked in full each time.
+    const CAPACITY: usize = 63;
+
+    pub(crate) const NONE: Approved = Approved {
+        len: 0,
+        bytes: [0; Approved::CAPACITY],
+    };
+
+    #[inline]
+    fn is(&self, authority: &str) -> bool {
+        let len = usize::from(self.len);
+        len != 0 && authority.len() == len && self.bytes[..len] == *authority.as_bytes()
+    }
+
+    fn remember(&mut self, authority: &str) {
+        match self.bytes.get_mut(..authority.len()) {
+            Some(slot) if !authority.is_empty() => {
+                slot.copy_from_slice(authority.as_bytes());
+                self.len = authority.len() as u8;
+            }
+            _ => self.len = 0,
+        }
+    }
+}
+
 /// What to do with one request.
 #[derive(Debug)]
 pub(crate) enum Verdict {
@@ -249,26 +286,38 @@ impl Destinations {
         self.allow_insecure_http = allow;
     }
 
-    /// Whether `uri` may get the token by the cheap rules alone: a relative URI, or `https`
-    /// with no allow-list. `false` means "ask [`check_uri`](Self::check_uri)", not "no".
+    /// Whether `uri` may get the token by the cheap rules alone: a relative URI, `https` with
+    /// no allow-list, or `https` to the authority this service last let through. `false` means
+    /// "ask [`check_uri`](Self::check_uri)", not "no".
     #[inline]
-    pub(crate) fn quick_attach(&self, uri: &Uri) -> bool {
+    pub(crate) fn quick_attach(&self, uri: &Uri, approved: &Approved) -> bool {
         // `scheme_str` and a `str` compare inline; `Scheme`'s `PartialEq` is an out-of-line
         // call into the http crate on every request.
         match uri.scheme_str() {
             None => uri.authority().is_none(),
-            Some(scheme) => self.allow.is_none() && scheme == "https",
+            Some(scheme) => {
+                scheme == "https"
+                    && (self.allow.is_none()
+                        || uri.authority().is_some_and(|a| approved.is(a.as_str())))
+            }
         }
     }
 
     /// The verdict for a tower request. The common cases (a relative URI; `https` without an
-    /// allow-list) cost a comparison or two.
+    /// allow-list, or to the authority last approved) cost a comparison or two; a newly
+    /// approved `https` authority is remembered in `approved`.
     #[inline]
-    pub(crate) fn check_uri(&self, uri: &Uri) -> Verdict {
-        if self.quick_attach(uri) {
+    pub(crate) fn check_uri(&self, uri: &Uri, approved: &mut Approved) -> Verdict {
+        if self.quick_attach(uri, approved) {
             return Verdict::Attach;
         }
-        self.check(uri.scheme_str(), uri.host(), uri.port_u16())
+        let verdict = self.check(uri.scheme_str(), uri.host(), uri.port_u16());
+        if let (Verdict::Attach, Some("https"), Some(authority)) =
+            (&verdict, uri.scheme_str(), uri.authority())
+        {
+            approved.remember(authority.as_str());
+        }
+        verdict
     }
 
     /// The verdict for a reqwest request.
@@ -332,7 +381,10 @@ mod tests {
     }
 
     fn attaches(d: &Destinations, s: &str) -> bool {
-        matches!(d.check_uri(&uri(s)), Verdict::Attach)
+        matches!(
+            d.check_uri(&uri(s), &mut Approved::NONE.clone()),
+            Verdict::Attach
+        )
     }
 
     fn list(origins: &[&'static str]) -> Destinations {
@@ -415,7 +467,13 @@ mod tests {
             "http://[::2]/",
             "ws://api.example.com/",
         ] {
-            assert!(matches!(d.check_uri(&uri(bad)), Verdict::Skip), "{bad}");
+            assert!(
+                matches!(
+                    d.check_uri(&uri(bad), &mut Approved::NONE.clone()),
+                    Verdict::Skip
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -440,7 +498,13 @@ mod tests {
             "http://127.0.0.1:8081/x",
             "http://localhost:8080/x",
         ] {
-            assert!(matches!(d.check_uri(&uri(other)), Verdict::Skip), "{other}");
+            assert!(
+                matches!(
+                    d.check_uri(&uri(other), &mut Approved::NONE.clone()),
+                    Verdict::Skip
+                ),
+                "{other}"
+            );
         }
     }
 
@@ -457,9 +521,10 @@ mod tests {
     fn fail_mode_returns_a_disallowed_error_without_the_path() {
         let mut d = list(&["https://api.example.com"]);
         d.on_disallowed = OnDisallowedOrigin::Fail;
-        let Verdict::Refuse(err) =
-            d.check_uri(&uri("https://other.example:8443/secret/path?key=v"))
-        else {
+        let Verdict::Refuse(err) = d.check_uri(
+            &uri("https://other.example:8443/secret/path?key=v"),
+            &mut Approved::NONE.clone(),
+        ) else {
             panic!("expected a refusal")
         };
         assert_eq!(err.kind(), ErrorKind::Disallowed);
@@ -469,13 +534,51 @@ mod tests {
     }
 
     #[test]
+    fn an_approved_authority_is_remembered_and_only_it() {
+        let d = list(&["https://api.example.com"]);
+        let mut approved = Approved::NONE;
+        let api = uri("https://api.example.com/v1");
+        assert!(!d.quick_attach(&api, &approved));
+        assert!(matches!(d.check_uri(&api, &mut approved), Verdict::Attach));
+        assert!(d.quick_attach(&uri("https://api.example.com/v2?x=1"), &approved));
+        // Anything else still goes through the full rules.
+        for other in [
+            "https://api.example.com.evil.example/",
+            "https://api.example.co/",
+            "https://api.example.com:444/",
+            "http://api.example.com/",
+        ] {
+            assert!(!d.quick_attach(&uri(other), &approved), "{other}");
+            let mut scratch = approved.clone();
+            assert!(
+                matches!(d.check_uri(&uri(other), &mut scratch), Verdict::Skip),
+                "{other}"
+            );
+        }
+        // A refused authority is never remembered.
+        let mut approved = Approved::NONE;
+        let _ = d.check_uri(&uri("https://evil.example/"), &mut approved);
+        assert!(!d.quick_attach(&uri("https://evil.example/"), &approved));
+        // One longer than the inline buffer is checked in full every time, and still allowed.
+        let long = format!("{}.example.com", "a".repeat(70));
+        let d = list(&[Box::leak(format!("https://{long}").into_boxed_str())]);
+        let mut approved = Approved::NONE;
+        let long_uri = uri(&format!("https://{long}/"));
+        assert!(matches!(
+            d.check_uri(&long_uri, &mut approved),
+            Verdict::Attach
+        ));
+        assert!(!d.quick_attach(&long_uri, &approved));
+    }
+
+    #[test]
     fn authority_without_scheme_is_not_relative() {
         let d = Destinations {
             on_disallowed: OnDisallowedOrigin::Fail,
             ..Destinations::default()
         };
         assert!(matches!(
-            d.check_uri(&uri("api.example.com:443")),
+            d.check_uri(&uri("api.example.com:443"), &mut Approved::NONE.clone()),
             Verdict::Refuse(_)
         ));
     }

@@ -5,8 +5,10 @@
 //! When the first response is a 401 that [rejects the token](crate::challenge::rejects_token),
 //! the future drops that token from the cache (only if it is still the current one, so a storm
 //! of 401s causes one refresh), waits for a new token, and sends the copy of the request with
-//! it. The answer to the replay is returned whatever it is: there is never a third attempt. If
-//! no new token can be had, the first 401 is returned.
+//! it. The answer to the replay is returned whatever it is (a 401 to it is reported to the
+//! cache as any other): there is never a third attempt. If no new token can be had, or the
+//! token endpoint hands back the very value that was rejected (many do, for a token they have
+//! cached), the first 401 is returned: a replay with the same value would only be refused again.
 //!
 //! A replay needs a copy of the request made *before* it is sent, because the inner service
 //! consumes the original. Bodies held in memory (`String`, `Bytes`, `Full`, `Empty`, ...) can be
@@ -38,7 +40,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::header::AUTHORIZATION;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
@@ -133,7 +135,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.destinations.check_uri(request.uri()) {
+        match self
+            .destinations
+            .check_uri(request.uri(), &mut self.approved)
+        {
             Verdict::Attach => {}
             Verdict::Skip => {
                 let future = self.inner.call(request);
@@ -150,17 +155,23 @@ where
             inner: self.inner.clone(),
             request,
             cache: self.cache.erased(),
+            cache_id: self.cache_id,
+            rejected: HeaderValue::from_static(""),
         });
         let state = self.cache.state();
-        if state == self.seen {
+        if self.is_fresh(state) {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
             let sent = Sent::new(self.cache_id, state >> 2);
+            let retry = retry.map(|retry| retry.sent_with(&self.header));
             return ReplayFuture::first(self.inner.call(request), Some(sent), retry);
         }
         match self.token_now(&mut request, state) {
-            Some(sent) => ReplayFuture::first(self.inner.call(request), Some(sent), retry),
+            Some(sent) => {
+                let retry = retry.map(|retry| retry.sent_with(&self.header));
+                ReplayFuture::first(self.inner.call(request), Some(sent), retry)
+            }
             None => {
                 let (token, inner) = self.wait_for_token();
                 ReplayFuture {
@@ -177,13 +188,23 @@ where
     }
 }
 
-/// What a replay needs: a copy of the request, a service to send it through, and the cache
+/// What a replay needs: a copy of the request, a service to send it through, the cache
 /// (held strongly: the service and every other handle may be gone by the time the 401
-/// arrives, as with `oneshot`).
+/// arrives, as with `oneshot`), and the header the first attempt carried, so that a replay
+/// is never sent with the value that was just rejected.
 struct Retry<S, B> {
     inner: S,
     request: Request<B>,
     cache: Arc<dyn ErasedCache>,
+    cache_id: NonZeroU32,
+    rejected: HeaderValue,
+}
+
+impl<S, B> Retry<S, B> {
+    fn sent_with(mut self, header: &HeaderValue) -> Self {
+        self.rejected = header.clone();
+        self
+    }
 }
 
 pin_project! {
@@ -221,7 +242,6 @@ pin_project! {
         // The token was rejected: waiting for a new one.
         Refreshing {
             token: TokenFuture,
-            rejected_generation: u32,
             retry: Option<Retry<S, B>>,
             rejected: Option<S::Response>,
         },
@@ -231,10 +251,11 @@ pin_project! {
             retry: Option<Retry<S, B>>,
             rejected: Option<S::Response>,
         },
-        // The replay: its answer is final.
+        // The replay: its answer is final (a 401 to it is still reported to the cache).
         Second {
             #[pin]
             future: S::Future,
+            sent: Sent,
         },
         Failed {
             error: Option<Error>,
@@ -286,7 +307,9 @@ where
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header_value().clone());
                     let sent = Some(Sent::new(*cache_id, token.generation()));
-                    let retry = retry.take();
+                    let retry = retry
+                        .take()
+                        .map(|retry| retry.sent_with(token.header_value()));
                     let future = inner.call(request);
                     this.state.set(ReplayState::First {
                         future,
@@ -299,14 +322,14 @@ where
                     sent,
                     retry,
                 } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
                     if response.status() != StatusCode::UNAUTHORIZED {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(sent) = *sent else {
                         return Poll::Ready(Ok(response));
                     };
-                    if !sent.report(&response) {
+                    if !sent.report(&mut response) {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(retry) = retry.take() else {
@@ -316,30 +339,34 @@ where
                     };
                     this.state.set(ReplayState::Refreshing {
                         token: Arc::clone(&retry.cache).token(),
-                        rejected_generation: sent.generation(),
                         retry: Some(retry),
                         rejected: Some(response),
                     });
                 }
                 ReplayProj::Refreshing {
                     token,
-                    rejected_generation,
                     retry,
                     rejected,
                 } => {
                     let result = ready!(token.as_mut().poll(cx));
-                    let rejected_generation = *rejected_generation;
                     let (retry, rejected) = (retry.take(), rejected.take());
                     let rejected = rejected.expect(POLLED_AFTER_COMPLETION);
+                    let retry = retry.expect(POLLED_AFTER_COMPLETION);
                     match result {
-                        Ok(token) if token.generation() as u32 != rejected_generation => {
+                        Ok(token) if *token.header_value() != retry.rejected => {
                             this.state.set(ReplayState::Readying {
                                 token: Some(token),
-                                retry,
+                                retry: Some(retry),
                                 rejected: Some(rejected),
                             });
                         }
-                        Ok(_) => return Poll::Ready(Ok(rejected)),
+                        Ok(_) => {
+                            tracing::debug!(
+                                "the new token has the value that was just rejected; returning \
+                                 the 401 instead of replaying"
+                            );
+                            return Poll::Ready(Ok(rejected));
+                        }
                         Err(error) => {
                             tracing::warn!(
                                 error = %error,
@@ -369,6 +396,7 @@ where
                     let Retry {
                         mut inner,
                         mut request,
+                        cache_id,
                         ..
                     } = retry.take().expect(POLLED_AFTER_COMPLETION);
                     let token = token.take().expect(POLLED_AFTER_COMPLETION);
@@ -379,10 +407,17 @@ where
                         generation = token.generation(),
                         "replaying a request with a new token after a 401"
                     );
+                    let sent = Sent::new(cache_id, token.generation());
                     let future = inner.call(request);
-                    this.state.set(ReplayState::Second { future });
+                    this.state.set(ReplayState::Second { future, sent });
                 }
-                ReplayProj::Second { future } => return future.poll(cx).map_err(Into::into),
+                ReplayProj::Second { future, sent } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() == StatusCode::UNAUTHORIZED {
+                        sent.report(&mut response);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
                 ReplayProj::Failed { error } => {
                     let error = error.take().expect(POLLED_AFTER_COMPLETION);
                     return Poll::Ready(Err(error.into()));

@@ -49,7 +49,8 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::origin::{Destinations, Verdict};
-use crate::{OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
+use crate::service::{Sent, SentToken};
+use crate::{CachedToken, OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
 
 /// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
 /// [`TokenCache`].
@@ -147,24 +148,24 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.header_value().clone());
-        let response = next.clone().run(request, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED
-            || !challenge::rejects_token(response.status(), response.headers())
-        {
+        let mut response = next.clone().run(request, extensions).await?;
+        if !self.rejects(&mut response, &token) {
             return Ok(response);
         }
-        let dropped = self.cache.invalidate_after_401(token.generation());
-        tracing::debug!(
-            generation = token.generation(),
-            dropped,
-            "the server rejected the bearer token (401)"
-        );
         let Some(mut copy) = copy else {
             return Ok(response);
         };
         let fresh = match self.cache.token().await {
-            Ok(fresh) if fresh.generation() != token.generation() => fresh,
-            Ok(_) => return Ok(response),
+            // Many token endpoints answer with the token they have cached, the one just
+            // rejected: replaying with it would only be refused again.
+            Ok(fresh) if fresh.header_value() != token.header_value() => fresh,
+            Ok(_) => {
+                tracing::debug!(
+                    "the new token has the value that was just rejected; returning the 401 \
+                     instead of replaying"
+                );
+                return Ok(response);
+            }
             Err(error) => {
                 tracing::warn!(
                     error = %error,
@@ -181,7 +182,40 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
             generation = fresh.generation(),
             "replaying a request with a new token after a 401"
         );
-        next.run(copy, extensions).await
+        let mut replayed = next.run(copy, extensions).await?;
+        // The answer to the replay is final, but a 401 to it still tells the cache.
+        self.rejects(&mut replayed, &fresh);
+        Ok(replayed)
+    }
+}
+
+impl<P: TokenSource> BearerAuthMiddleware<P> {
+    /// Whether `response` rejects `token`, which the request carried; if so, drop it from the
+    /// cache (compare-and-invalidate, throttled). A 401 marked by a middleware further in as
+    /// being about another token (it replaced this one's header) is not about `token`.
+    fn rejects(&self, response: &mut Response, token: &CachedToken) -> bool {
+        if response.status() != StatusCode::UNAUTHORIZED
+            || !challenge::rejects_token(response.status(), response.headers())
+        {
+            return false;
+        }
+        let sent = SentToken(Sent::new(self.cache.registry_id(), token.generation()).word());
+        if !sent.claim(response.extensions_mut()) {
+            tracing::debug!(
+                "a 401 about a token set further in (another bearer middleware replaced this \
+                 one's): keeping this middleware's token"
+            );
+            return false;
+        }
+        let dropped = self
+            .cache
+            .invalidate_after_401(|current| current.is(&token.0));
+        tracing::debug!(
+            generation = token.generation(),
+            dropped,
+            "the server rejected the bearer token (401)"
+        );
+        true
     }
 }
 

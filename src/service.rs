@@ -45,7 +45,8 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::cache::handle::{self, TokenFuture};
-use crate::origin::{Destinations, Verdict};
+use crate::cache::{Freshness, coarse_now};
+use crate::origin::{Approved, Destinations, Verdict};
 use crate::{BoxError, Error, TokenCache, TokenSource, challenge};
 
 /// The default mode of [`BearerAuth`]: a 401 that rejects the token drops it from the cache,
@@ -72,9 +73,12 @@ pub struct Replay;
 pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) inner: S,
     pub(crate) cache: TokenCache<P>,
-    /// The cache state word when `header` was taken; `u64::MAX` when there is none.
-    pub(crate) seen: u64,
+    /// The cache state word `header` was fresh under, and when it stops being fresh on the
+    /// coarse clock; [`Freshness::NONE`] when there is none.
+    pub(crate) fresh: Freshness,
     pub(crate) header: HeaderValue,
+    /// The last `https` authority the allow-list let through (see `origin`).
+    pub(crate) approved: Approved,
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
     pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
@@ -100,8 +104,9 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             inner,
             cache_id: cache.registry_id(),
             cache,
-            seen: u64::MAX,
+            fresh: Freshness::NONE,
             header: HeaderValue::from_static(""),
+            approved: Approved::NONE,
             destinations,
             mode: PhantomData,
         }
@@ -145,10 +150,15 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Fast path: the token this service used last is still current and fresh, and the
-        // request goes to a relative URI or over https with no allow-list to consult.
+        // Fast path: the token this service used last is still current, no timer marked it
+        // stale, the coarse clock says it is still fresh (whether or not a timer ran), and the
+        // request goes to a relative URI or over https to a destination already approved.
         let state = self.cache.state();
-        if state == self.seen && self.destinations.quick_attach(request.uri()) {
+        if self.is_fresh(state)
+            && self
+                .destinations
+                .quick_attach(request.uri(), &self.approved)
+        {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
@@ -167,7 +177,10 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     where
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
-        match self.destinations.check_uri(request.uri()) {
+        match self
+            .destinations
+            .check_uri(request.uri(), &mut self.approved)
+        {
             Verdict::Attach => {}
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
@@ -190,23 +203,30 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
 }
 
 impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+    /// Whether the header this service keeps is still current and fresh: the cache's word is
+    /// the one it was fresh under, and the coarse clock has not reached the refresh window.
+    #[inline]
+    pub(crate) fn is_fresh(&self, state: u64) -> bool {
+        state == self.fresh.state && coarse_now() < self.fresh.until
+    }
+
     /// The slow path when a usable token is cached: remember it for the fast path and attach
     /// it. `None` when there is no usable token and the caller must wait for one. `state` is
     /// the cache state word the caller loaded.
     #[inline]
     pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
-        let sent = if state == self.seen {
+        let sent = if self.is_fresh(state) {
             // Fresh and already seen, but the destination needed the full rules.
             Sent::new(self.cache_id, state >> 2)
-        } else if let Some(header) = self.cache.fresh_header(state) {
+        } else if let Some((header, fresh)) = self.cache.fresh_header(state) {
             // A fresh token this service has not seen yet (a new token, or a clone of a
-            // service that never sent): one more lock-free load, no clock read.
-            self.seen = state;
+            // service that never sent): one more lock-free load.
+            self.fresh = fresh;
             self.header = header;
             Sent::new(self.cache_id, state >> 2)
         } else {
-            let (token, state) = self.cache.usable()?;
-            self.seen = state;
+            let (token, fresh) = self.cache.usable()?;
+            self.fresh = fresh;
             self.header = token.header_value().clone();
             Sent::new(self.cache_id, token.generation())
         };
@@ -244,6 +264,10 @@ impl Sent {
         Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
     }
 
+    pub(crate) fn word(self) -> NonZeroU64 {
+        self.0
+    }
+
     fn cache_id(self) -> NonZeroU32 {
         NonZeroU32::new((self.0.get() >> 32) as u32).expect("the cache id is not zero")
     }
@@ -252,13 +276,25 @@ impl Sent {
         self.0.get() as u32
     }
 
-    /// If `response` rejects the token that was sent, drop it from the cache. Returns whether
-    /// the response was such a rejection (whether or not this call was the one that dropped
-    /// the token). A cache that no longer exists (every handle dropped while the request was
-    /// in flight, as with `oneshot`) has nothing to drop.
+    /// If `response` rejects the token that was sent, drop it from the cache (compare and
+    /// invalidate, throttled). Returns whether the response rejects **this** token, whether or
+    /// not this call was the one that dropped it.
+    ///
+    /// The response is marked with the token it is about ([`SentToken`]), so that a bearer
+    /// layer further out, whose own header was replaced by this one, knows the 401 is not
+    /// about its token. A response already marked by a layer further in, for another token,
+    /// is not about this one either. A cache that no longer exists (every handle dropped while
+    /// the request was in flight, as with `oneshot`) has nothing to drop.
     #[cold]
-    pub(crate) fn report<RB>(self, response: &Response<RB>) -> bool {
+    pub(crate) fn report<RB>(self, response: &mut Response<RB>) -> bool {
         if !challenge::rejects_token(response.status(), response.headers()) {
+            return false;
+        }
+        if !SentToken(self.0).claim(response.extensions_mut()) {
+            tracing::debug!(
+                "a 401 about a token set further in (another bearer layer replaced this one's): \
+                 keeping this layer's token"
+            );
             return false;
         }
         if let Some(cache) = handle::lookup(self.cache_id()) {
@@ -270,6 +306,25 @@ impl Sent {
             );
         }
         true
+    }
+}
+
+/// Marks a 401 response with the token the request carried when it left the innermost bearer
+/// layer (or middleware) of this crate: the one the server actually saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SentToken(pub(crate) NonZeroU64);
+
+impl SentToken {
+    /// Mark `extensions` with this token unless a layer further in marked them with its own.
+    /// Returns whether the response is about this token.
+    pub(crate) fn claim(self, extensions: &mut http::Extensions) -> bool {
+        match extensions.get::<SentToken>() {
+            Some(inner) => *inner == self,
+            None => {
+                extensions.insert(self);
+                true
+            }
+        }
     }
 }
 
@@ -340,8 +395,8 @@ where
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
             if let StateProj::Called { future, sent } = state.as_mut().project() {
-                let poll = future.poll(cx);
-                if let Poll::Ready(Ok(response)) = &poll
+                let mut poll = future.poll(cx);
+                if let Poll::Ready(Ok(response)) = &mut poll
                     && response.status() == StatusCode::UNAUTHORIZED
                     && let Some(sent) = *sent
                 {
@@ -421,16 +476,17 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
     fn clone(&self) -> Self {
         // Hand the remembered header on only while it is current: a template service that
         // never sends would otherwise make every clone copy a header it cannot use.
-        let (seen, header) = if self.cache.state() == self.seen {
-            (self.seen, self.header.clone())
+        let (fresh, header) = if self.cache.state() == self.fresh.state {
+            (self.fresh, self.header.clone())
         } else {
-            (u64::MAX, HeaderValue::from_static(""))
+            (Freshness::NONE, HeaderValue::from_static(""))
         };
         BearerAuth {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
-            seen,
+            fresh,
             header,
+            approved: self.approved.clone(),
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
             mode: PhantomData,

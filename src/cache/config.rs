@@ -48,7 +48,9 @@ impl Default for Config {
 ///
 /// After the `n`th consecutive transient failure the cache waits
 /// `min(max, initial * 2^(n-1))`, jittered to between half and all of it, or the server's
-/// `Retry-After` when that is longer (capped at `max`).
+/// `Retry-After` when that is longer: a `429` with `Retry-After: 300` waits 300 s, even though
+/// the default `max` is 60 s. A `Retry-After` is honoured up to one hour, or up to `max` when
+/// that is longer (a server asking for a day is asked again after an hour).
 ///
 /// ```
 /// use std::time::Duration;
@@ -116,21 +118,28 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
     ///
     /// Never more than half the token's lifetime: a 60 s token is refreshed after 30 s, not
     /// immediately. Within the window, requests keep using the current token while one refresh
-    /// runs in the background.
+    /// runs in the background, until the [safety margin](Self::safety_margin).
+    ///
+    /// A window no wider than the safety margin (`Duration::ZERO`, say) means no serving while
+    /// refreshing: the token is refreshed when it stops being usable, the safety margin before
+    /// it expires, and requests then wait for the new one. The safety margin and the jitter
+    /// stand whatever the window.
     pub fn refresh_window(mut self, window: Duration) -> Self {
         self.config.refresh_window = window;
         self
     }
 
     /// Start the refresh up to this much earlier than the refresh window, at random (default
-    /// 10 s), so a fleet of processes does not refresh in lockstep. Capped at half the window.
+    /// 10 s), so a fleet of processes does not refresh in lockstep. Capped at half the window
+    /// (so a zero window has no jitter: the refresh starts when the token stops being usable).
     pub fn jitter(mut self, jitter: Duration) -> Self {
         self.config.jitter = jitter;
         self
     }
 
     /// Stop using a token this long before it expires (default 10 s): a token that expires in
-    /// flight is useless. Capped at half the refresh window.
+    /// flight is useless. Capped at a quarter of the token's lifetime (a 20 s token is used for
+    /// 15 s), whatever the refresh window.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.config.safety_margin = margin;
         self

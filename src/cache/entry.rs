@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use super::clock::{self, Coarse, Now};
 use super::config::Config;
 use crate::{Error, Token};
 
@@ -30,46 +31,61 @@ pub(crate) struct Entry {
     pub(crate) refresh_at: Option<Instant>,
     /// From here on the token is not served at all.
     pub(crate) usable_until: Option<Instant>,
+    /// `refresh_at` and `usable_until` on the coarse clock (see `clock`): the guard that holds
+    /// whether or not a timer ran.
+    pub(crate) fresh_until_coarse: Coarse,
+    pub(crate) usable_until_coarse: Coarse,
 }
 
 impl Entry {
-    /// Validate `token` and compute its phases. `sent_at` is when the fetch started.
+    /// Validate `token` and compute its phases. `sent_at` is when the fetch started, `now`
+    /// when its answer arrived.
+    ///
+    /// For a token that lives `L` from `sent_at`:
+    /// - the safety margin is `min(safety_margin, L/4)`: the token stops being used that long
+    ///   before it expires, whatever the refresh window;
+    /// - the refresh window is `min(refresh_window, L/2)`, started up to
+    ///   `min(jitter, window/2)` earlier at random, and never later than the end of usability:
+    ///   a window no wider than the margin means "refresh when the token stops being usable",
+    ///   with callers waiting for it rather than being served the old one.
     pub(crate) fn new(
         token: Token,
         sent_at: Instant,
-        now: Instant,
+        now: Now,
         config: &Config,
     ) -> Result<Entry, Error> {
         let header = token.header_value()?;
-        let expires_at = token.expires_at(sent_at, now);
+        let expires_at = token.expires_at(sent_at, now.tokio);
         let (refresh_at, usable_until) = match expires_at {
             None => (None, None),
             Some(expires_at) => {
-                if expires_at <= now {
+                if expires_at <= now.tokio {
                     return Err(Error::invalid_response(
                         "the token source returned a token that has already expired",
                     ));
                 }
-                let lifetime = expires_at.saturating_duration_since(sent_at.min(now));
+                let lifetime = expires_at.saturating_duration_since(sent_at.min(now.tokio));
+                let margin = config.safety_margin.min(lifetime / 4);
                 let window = config.refresh_window.min(lifetime / 2);
                 let jitter = random_up_to(config.jitter.min(window / 2));
-                let margin = config.safety_margin.min(window / 2);
-                let usable_until = expires_at.checked_sub(margin).unwrap_or(now);
-                if usable_until <= now {
+                let usable_until = expires_at.checked_sub(margin).unwrap_or(now.tokio);
+                if usable_until <= now.tokio {
                     // Handing it out would send a token that expires in flight. A slow answer
                     // is worth retrying (with backoff).
                     return Err(Error::transient(format!(
                         "the token source answered after {:?} with a token that expires within \
                          the {margin:?} safety margin",
-                        now.saturating_duration_since(sent_at),
+                        now.tokio.saturating_duration_since(sent_at),
                     )));
                 }
-                (
-                    Some(expires_at.checked_sub(window + jitter).unwrap_or(now)),
-                    Some(usable_until),
-                )
+                let refresh_at = expires_at
+                    .checked_sub(window + jitter)
+                    .unwrap_or(now.tokio)
+                    .min(usable_until);
+                (Some(refresh_at), Some(usable_until))
             }
         };
+        let coarse = |at: Option<Instant>| at.map_or(clock::NEVER, |at| now.coarse_deadline(at));
         Ok(Entry {
             generation: 0,
             header,
@@ -77,15 +93,25 @@ impl Entry {
             expires_at,
             refresh_at,
             usable_until,
+            fresh_until_coarse: coarse(refresh_at),
+            usable_until_coarse: coarse(usable_until),
         })
     }
 
-    pub(crate) fn is_usable(&self, now: Instant) -> bool {
-        self.usable_until.is_none_or(|until| now < until)
+    /// Still usable by both clocks.
+    pub(crate) fn is_usable(&self, now: Now) -> bool {
+        now.coarse < self.usable_until_coarse && self.usable_until.is_none_or(|at| now.tokio < at)
     }
 
-    pub(crate) fn is_stale(&self, now: Instant) -> bool {
-        self.refresh_at.is_some_and(|at| now >= at)
+    /// Inside its refresh window by either clock.
+    pub(crate) fn is_stale(&self, now: Now) -> bool {
+        now.coarse >= self.fresh_until_coarse || self.refresh_at.is_some_and(|at| now.tokio >= at)
+    }
+
+    /// Whether `other` is this very token (not merely one with the same generation number,
+    /// which another cache may also have handed out).
+    pub(crate) fn is(&self, other: &Entry) -> bool {
+        std::ptr::eq(self, other)
     }
 }
 
@@ -120,7 +146,9 @@ impl CachedToken {
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    /// A number that identifies this token within its cache (it grows with each refresh).
+    /// A number that counts this cache's refreshes: it grows with each new token. Two caches
+    /// number their tokens independently, so it identifies a token only within its cache;
+    /// [`TokenCache::invalidate`](crate::TokenCache::invalidate) compares the tokens themselves.
     pub fn generation(&self) -> u64 {
         self.0.generation
     }

@@ -20,6 +20,9 @@ pub enum RefreshReason {
     Invalidated,
     /// The background-refresh timer fired.
     Timer,
+    /// The refresh in flight had not finished within the fetch timeout (its runtime stopped
+    /// being driven, or its source blocked): this one replaces it.
+    TakeOver,
 }
 
 impl RefreshReason {
@@ -31,6 +34,7 @@ impl RefreshReason {
             RefreshReason::Stale => "stale",
             RefreshReason::Invalidated => "invalidated",
             RefreshReason::Timer => "timer",
+            RefreshReason::TakeOver => "take_over",
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::entry::Entry;
 use super::{CachedToken, Shared, TokenCache};
 use crate::{Error, TokenSource};
 
@@ -29,21 +30,21 @@ use crate::{Error, TokenSource};
 pub(crate) const MIN_INTERVAL_BETWEEN_401_DROPS: Duration = Duration::from_secs(1);
 
 impl<P: TokenSource> TokenCache<P> {
-    /// The 401 policy's compare-and-invalidate: drop token `generation` if it is still current
-    /// and no 401 dropped a token in the last [`MIN_INTERVAL_BETWEEN_401_DROPS`].
-    pub(crate) fn invalidate_after_401(&self, generation: u64) -> bool {
+    /// The 401 policy's compare-and-invalidate: drop the current token if `is_rejected` says it
+    /// is the one the server rejected and no 401 dropped a token in the last
+    /// [`MIN_INTERVAL_BETWEEN_401_DROPS`].
+    pub(crate) fn invalidate_after_401(&self, is_rejected: impl FnOnce(&Entry) -> bool) -> bool {
         let shared = &self.shared;
         let now = shared.nanos(Instant::now());
         let last = shared.last_401_drop.load(Ordering::Relaxed);
         let min = MIN_INTERVAL_BETWEEN_401_DROPS.as_nanos() as u64;
         if last != u64::MAX && now.saturating_sub(last) < min {
             tracing::debug!(
-                generation,
                 "401 not acted on: a token was already dropped after a 401 less than 1 s ago"
             );
             return false;
         }
-        let dropped = self.invalidate_generation(generation);
+        let dropped = self.invalidate_if(is_rejected);
         if dropped {
             shared.last_401_drop.store(now, Ordering::Relaxed);
         }
@@ -64,13 +65,8 @@ impl<P: TokenSource> ErasedCache for Shared<P> {
     fn invalidate_after_401(self: Arc<Self>, generation: u32) -> bool {
         // Response futures keep the low 32 bits of the generation to stay small; a false match
         // would need 2^32 refreshes while one request is in flight.
-        let current = self.current.load().as_ref().map(|e| e.generation);
-        match current {
-            Some(current) if current as u32 == generation => {
-                TokenCache { shared: self }.invalidate_after_401(current)
-            }
-            _ => false,
-        }
+        TokenCache { shared: self }
+            .invalidate_after_401(|current| current.generation as u32 == generation)
     }
 
     fn token(self: Arc<Self>) -> TokenFuture {

@@ -4,7 +4,7 @@
 //!
 //! | phase | when | what [`TokenCache::token`] does |
 //! |---|---|---|
-//! | fresh | before the refresh window | returns the cached token: no lock, no clock read |
+//! | fresh | before the refresh window | returns the cached token: no lock, one coarse clock read |
 //! | stale | inside the refresh window | returns the cached token **and** makes sure one background refresh runs |
 //! | expired / none | past the safety margin | waits for the one in-flight refresh (starting it if needed) |
 //!
@@ -13,12 +13,17 @@
 //! are backed off (transient) or remembered for a while (rejections); a token that is still
 //! usable keeps being served while refreshes fail.
 //!
-//! Refreshes and the phase timer run as tasks on the tokio runtime that started them. A runtime
-//! that shuts down fails safe (its lost timer marks the token stale; the next refresh starts on
-//! the caller's runtime). A runtime that stays alive but is no longer driven cannot be noticed
-//! cheaply: callers elsewhere give up after the fetch timeout, but the fast path may keep using
-//! the last fresh token past its refresh window. Do not share a cache with a runtime you stop
-//! driving.
+//! The phases hold whatever drives (or does not drive) the runtime. A timer flips the fast
+//! path's word when the refresh window opens, but it is not the only guard: every deadline is
+//! also kept on the machine's coarse monotonic clock, which the fast path reads (a few
+//! nanoseconds, no system call). A sync program that calls `block_on` once per request, a worker
+//! blocked past the expiry, or a process frozen and thawed never sends a token past its usable
+//! time nor treats one as fresh past its refresh window.
+//!
+//! Refreshes run as tasks on the tokio runtime of the caller that started them. A refresh that
+//! has not finished within the fetch timeout (its runtime stopped being driven, its source
+//! blocks a thread) is abandoned: the next caller starts another, and the late outcome of the
+//! abandoned one can never replace a newer token. A runtime that shuts down fails safe too.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,32 +52,33 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod config;
 mod entry;
 mod event;
 pub(crate) mod handle;
+mod refresh;
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use futures_util::FutureExt as _;
 use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
 pub use event::{RefreshEvent, RefreshReason};
 
-use crate::{Error, ErrorKind, TokenSource};
+use crate::{Error, TokenSource};
+pub(crate) use clock::{Coarse, coarse_now};
+use clock::{Now, PASSED};
 use config::Config;
-use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack, random_up_to};
+use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;
 
 /// The shared, single-flight token cache. Cheap to clone: clones share one token.
@@ -85,11 +91,11 @@ pub struct TokenCache<P> {
 }
 
 pub(crate) struct Shared<P> {
-    /// `generation << 2 | phase`: the only thing the fast path reads.
+    /// `generation << 2 | phase`: the word the fast path compares.
     state: AtomicU64,
     current: ArcSwapOption<Entry>,
     /// Nanoseconds after `epoch` before which the stale path need not take the lock: a refresh
-    /// is in flight (`u64::MAX`) or backing off.
+    /// is in flight (until its deadline) or backing off.
     quiet_until: AtomicU64,
     epoch: Instant,
     control: Mutex<Control>,
@@ -105,7 +111,12 @@ pub(crate) struct Shared<P> {
 /// The slow-path bookkeeping, behind a mutex that is never held across an `.await`.
 #[derive(Default)]
 struct Control {
-    inflight: Option<watch::Receiver<Option<Outcome>>>,
+    inflight: Option<InFlight>,
+    /// The id the next refresh gets: ids only grow.
+    next_refresh: u64,
+    /// The id of the refresh that produced the current token (or the last one, if it was
+    /// dropped): an older refresh that finishes late never replaces it.
+    installed_by: u64,
     generation: u64,
     failures: u32,
     retry_at: Option<Instant>,
@@ -113,7 +124,55 @@ struct Control {
     timer: Option<AbortHandle>,
 }
 
+/// The refresh in flight: who it is, when it counts as abandoned, and where its outcome goes.
+struct InFlight {
+    id: u64,
+    abandoned_at: Deadline,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// A deadline on both clocks: passed once either clock says so.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    tokio: Instant,
+    coarse: Coarse,
+}
+
+impl Deadline {
+    fn after(now: Now, delay: Duration) -> Deadline {
+        let tokio = far_as_possible(now.tokio, delay);
+        Deadline {
+            tokio,
+            coarse: now.coarse_deadline(tokio),
+        }
+    }
+
+    fn passed(&self, now: Now) -> bool {
+        now.tokio >= self.tokio || now.coarse >= self.coarse
+    }
+}
+
 type Outcome = Result<CachedToken, Error>;
+
+/// How long past the fetch timeout a refresh still counts as in flight: its own timeout, set
+/// at the same instant on its own runtime, should win when that runtime is driven.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(1);
+
+/// What a caller keeps to use a fresh token again without asking the cache: the state word it
+/// was fresh under, and when it stops being fresh on the coarse clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Freshness {
+    pub(crate) state: u64,
+    pub(crate) until: Coarse,
+}
+
+impl Freshness {
+    /// Never matches: the next request goes to the slow path.
+    pub(crate) const NONE: Freshness = Freshness {
+        state: u64::MAX,
+        until: PASSED,
+    };
+}
 
 impl<P: TokenSource> TokenCache<P> {
     /// A cache with the default settings: refresh 60 s before expiry (never more than half the
@@ -149,50 +208,83 @@ impl<P: TokenSource> TokenCache<P> {
     /// A usable token: the cached one if it is fresh or stale (starting one background refresh
     /// when stale), else the result of the one in-flight refresh.
     ///
-    /// Cancel-safe: dropping the future stops waiting but never cancels the refresh.
+    /// Cancel-safe: dropping the future stops waiting but never cancels the refresh. A caller
+    /// waits at most the fetch timeout (plus a second of grace) on its own runtime's clock; a
+    /// refresh that has not finished by then is taken over by a new one.
+    ///
+    /// # Errors
+    ///
+    /// The refresh's error (see [`Error::kind`]); [`ErrorKind::Transient`](crate::ErrorKind)
+    /// when no refresh finished in time; [`ErrorKind::Config`](crate::ErrorKind) outside a
+    /// tokio runtime or on one built without its time driver.
     pub async fn token(&self) -> Result<CachedToken, Error> {
         if let Some((token, _)) = self.usable() {
             return Ok(token);
         }
-        let (mut rx, refresh) = {
-            let mut control = self.shared.lock();
-            let now = Instant::now();
-            if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
-                return Ok(CachedToken(entry));
-            }
-            match &control.inflight {
-                Some(rx) => (rx.clone(), None),
-                None => {
-                    if let Some(err) = control.blocked(now) {
-                        return Err(err);
-                    }
-                    let reason = if self.shared.current.load().is_some() {
-                        Reason::Expired
-                    } else {
-                        Reason::NoToken
-                    };
-                    let refresh = self.start_refresh(&mut control, reason)?;
-                    (refresh.guard.tx.subscribe(), Some(refresh))
-                }
-            }
-        };
-        if let Some(refresh) = refresh {
-            refresh.spawn();
-        }
-        // Bounded on the caller's own clock too: the refresh runs on the runtime that started
-        // it, and a runtime that is no longer driven must not hang callers on other runtimes.
-        // (A second of grace lets the refresh's own timeout, set at the same instant, win.)
+        self.wait_for_refresh().await
+    }
+
+    #[cold]
+    async fn wait_for_refresh(&self) -> Result<CachedToken, Error> {
+        refresh::runtime()?;
         let limit = self.shared.config.fetch_timeout;
-        let grace = Duration::from_secs(1);
-        match tokio::time::timeout(limit.saturating_add(grace), rx.wait_for(Option::is_some)).await
-        {
-            Ok(Ok(outcome)) => outcome.clone().expect("waited for Some"),
-            Ok(Err(_)) => Err(Error::transient(
-                "the token refresh task stopped before finishing (is the runtime shutting down?)",
-            )),
-            Err(_) => Err(Error::transient(format!(
-                "no token within {limit:?}: the refresh has not finished"
-            ))),
+        let give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
+        loop {
+            let (mut outcome, abandoned_at, started) = {
+                let mut control = self.shared.lock();
+                let now = Now::read();
+                if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
+                    return Ok(CachedToken(entry));
+                }
+                match &control.inflight {
+                    Some(inflight) if !inflight.abandoned_at.passed(now) => {
+                        (inflight.outcome.clone(), inflight.abandoned_at, None)
+                    }
+                    _ => {
+                        if let Some(err) = control.blocked(now.tokio) {
+                            return Err(err);
+                        }
+                        let reason = if control.inflight.is_some() {
+                            Reason::TakeOver
+                        } else if self.shared.current.load().is_some() {
+                            Reason::Expired
+                        } else {
+                            Reason::NoToken
+                        };
+                        let refresh = self.start_refresh(&mut control, now, reason)?;
+                        let inflight = control.inflight.as_ref().expect("just started");
+                        (
+                            inflight.outcome.clone(),
+                            inflight.abandoned_at,
+                            Some(refresh),
+                        )
+                    }
+                }
+            };
+            let own = started.is_some();
+            if let Some(refresh) = started {
+                refresh.spawn();
+            }
+            let wait_until = abandoned_at.tokio.min(give_up.tokio);
+            let waited =
+                tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
+            match waited {
+                Ok(Ok(outcome)) => return outcome.clone().expect("waited for Some"),
+                // Its task was dropped: the runtime it ran on is shutting down.
+                Ok(Err(_)) if own => {
+                    return Err(Error::transient(
+                        "the token refresh task stopped before finishing (is the runtime \
+                         shutting down?)",
+                    ));
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+            if give_up.passed(Now::read()) {
+                return Err(Error::transient(format!(
+                    "no token within {limit:?}: the refresh has not finished"
+                )));
+            }
+            // The refresh we waited for was dropped or abandoned: look again, take over if need be.
         }
     }
 
@@ -200,31 +292,30 @@ impl<P: TokenSource> TokenCache<P> {
     /// it, and start fetching a new one. Returns whether it was dropped.
     ///
     /// Comparing first means a storm of 401s for one token causes one refresh, and a 401 that
-    /// arrives late, for a token already replaced, changes nothing.
+    /// arrives late, for a token already replaced, changes nothing. The token itself is
+    /// compared, not its [`generation`](CachedToken::generation): a token from another cache
+    /// never drops this cache's.
     pub fn invalidate(&self, seen: &CachedToken) -> bool {
-        self.invalidate_generation(seen.generation())
+        self.invalidate_if(|current| current.is(&seen.0))
     }
 
-    pub(crate) fn invalidate_generation(&self, generation: u64) -> bool {
+    /// Drop the current token if `is_rejected` says it is the one that was rejected.
+    pub(crate) fn invalidate_if(&self, is_rejected: impl FnOnce(&Entry) -> bool) -> bool {
         let mut control = self.shared.lock();
-        let is_current = self
-            .shared
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|e| e.generation == generation);
-        if !is_current {
+        let current = self.shared.current.load();
+        let Some(entry) = current.as_ref().filter(|e| is_rejected(e)) else {
             return false;
-        }
+        };
+        let generation = entry.generation;
         self.shared.current.store(None);
         self.shared.state.store(PHASE_NONE, Ordering::Release);
         // The timer stays: in background mode it may be the retry of a failed refresh, the
         // only thing that would fetch again without traffic. The next token replaces it.
         tracing::debug!(generation, "token invalidated");
-        let now = Instant::now();
-        if control.inflight.is_none() && control.blocked(now).is_none() {
+        let now = Now::read();
+        if control.inflight.is_none() && control.blocked(now.tokio).is_none() {
             // The caller will want a new token right away; start on it.
-            let refresh = self.start_refresh(&mut control, Reason::Invalidated);
+            let refresh = self.start_refresh(&mut control, now, Reason::Invalidated);
             drop(control);
             if let Ok(refresh) = refresh {
                 refresh.spawn();
@@ -240,7 +331,7 @@ impl<P: TokenSource> TokenCache<P> {
 
     /// The current token if it is usable, without fetching or waiting.
     pub fn current(&self) -> Option<CachedToken> {
-        let now = Instant::now();
+        let now = Now::read();
         self.shared
             .current
             .load_full()
@@ -263,51 +354,75 @@ impl<P: TokenSource> TokenCache<P> {
         Arc::clone(&self.shared) as Arc<Shared<P>>
     }
 
-    /// The header of the current token when `state` says it is fresh: one lock-free load, no
-    /// clock read. This is the path of a service that has not seen the current token yet
-    /// (typically a clone made per request from a template that never sends).
+    /// The header of the current token when `state` says it is fresh and the coarse clock
+    /// agrees: one lock-free load and a clock read. This is the path of a service that has not
+    /// seen the current token yet (typically a clone made per request from a template that
+    /// never sends).
     #[inline]
-    pub(crate) fn fresh_header(&self, state: u64) -> Option<HeaderValue> {
+    pub(crate) fn fresh_header(&self, state: u64) -> Option<(HeaderValue, Freshness)> {
         if state & 3 != PHASE_FRESH {
             return None;
         }
         let current = self.shared.current.load();
         match &*current {
-            Some(entry) if pack(entry.generation, PHASE_FRESH) == state => {
-                Some(entry.header.clone())
+            Some(entry)
+                if pack(entry.generation, PHASE_FRESH) == state
+                    && coarse_now() < entry.fresh_until_coarse =>
+            {
+                let freshness = Freshness {
+                    state,
+                    until: entry.fresh_until_coarse,
+                };
+                Some((entry.header.clone(), freshness))
             }
             _ => None,
         }
     }
 
-    /// The current token if it is usable now, starting a background refresh if it is stale.
-    /// The `u64` is the state to remember for the fast path, or `u64::MAX` when the token
-    /// is not fresh (so the next request comes back here and reads the clock).
-    pub(crate) fn usable(&self) -> Option<(CachedToken, u64)> {
+    /// The current token if it is usable now, starting a background refresh if it is stale,
+    /// with what to remember for the fast path ([`Freshness::NONE`] when it is not fresh, so
+    /// the next request comes back here and reads the clocks).
+    pub(crate) fn usable(&self) -> Option<(CachedToken, Freshness)> {
         let state = self.state();
         let entry = self.shared.current.load_full()?;
-        // The clock, not the published phase, decides here: a timer that fires late must not
-        // delay the refresh of callers that reach the slow path.
-        let now = Instant::now();
+        // The clocks, not the published phase, decide here: a timer that fires late (or never)
+        // must not delay the refresh of callers that reach the slow path.
+        let now = Now::read();
         if !entry.is_usable(now) {
             return None;
         }
         if entry.is_stale(now) {
             self.refresh_in_background(now, Reason::Stale);
-            return Some((CachedToken(entry), u64::MAX));
+            return Some((CachedToken(entry), Freshness::NONE));
         }
         let fresh = pack(entry.generation, PHASE_FRESH);
-        let remember = if state == fresh { fresh } else { u64::MAX };
-        Some((CachedToken(entry), remember))
+        let freshness = if state == fresh {
+            Freshness {
+                state,
+                until: entry.fresh_until_coarse,
+            }
+        } else {
+            Freshness::NONE
+        };
+        Some((CachedToken(entry), freshness))
     }
 
-    fn refresh_in_background(&self, now: Instant, reason: Reason) {
-        if self.shared.nanos(now) < self.shared.quiet_until.load(Ordering::Relaxed) {
+    fn refresh_in_background(&self, now: Now, reason: Reason) {
+        if self.shared.nanos(now.tokio) < self.shared.quiet_until.load(Ordering::Relaxed) {
             return;
         }
         let mut control = self.shared.lock();
-        if control.inflight.is_none() && control.blocked(now).is_none() {
-            let refresh = self.start_refresh(&mut control, reason);
+        let idle = match &control.inflight {
+            None => true,
+            Some(inflight) => inflight.abandoned_at.passed(now),
+        };
+        if idle && control.blocked(now.tokio).is_none() {
+            let reason = if control.inflight.is_some() {
+                Reason::TakeOver
+            } else {
+                reason
+            };
+            let refresh = self.start_refresh(&mut control, now, reason);
             drop(control);
             match refresh {
                 Ok(refresh) => refresh.spawn(),
@@ -315,234 +430,6 @@ impl<P: TokenSource> TokenCache<P> {
                     tracing::warn!(error = %err, "cannot start a background token refresh")
                 }
             }
-        }
-    }
-
-    /// Mark a refresh in flight. The caller spawns it once it has released the lock.
-    fn start_refresh(&self, control: &mut Control, reason: Reason) -> Result<NewRefresh<P>, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
-        })?;
-        let (tx, rx) = watch::channel(None);
-        control.inflight = Some(rx);
-        self.shared.quiet_until.store(u64::MAX, Ordering::Relaxed);
-        let guard = RefreshGuard {
-            shared: Arc::clone(&self.shared),
-            tx,
-            completed: false,
-        };
-        Ok(NewRefresh {
-            runtime,
-            guard,
-            reason,
-        })
-    }
-}
-
-/// A refresh marked in flight, to spawn once the control lock is released: a runtime that has
-/// shut down drops the task inside `spawn`, and the guard's cleanup then takes the lock.
-struct NewRefresh<P: TokenSource> {
-    runtime: tokio::runtime::Handle,
-    guard: RefreshGuard<P>,
-    reason: Reason,
-}
-
-impl<P: TokenSource> NewRefresh<P> {
-    fn spawn(self) {
-        // A root span that follows from the caller's: a detached refresh must not keep the
-        // request's span (and its trace) open until the token endpoint answers.
-        let span =
-            tracing::info_span!(parent: None, "token_refresh", reason = self.reason.as_str());
-        span.follows_from(tracing::Span::current());
-        self.runtime
-            .spawn(self.guard.run(self.reason).instrument(span));
-    }
-}
-
-/// Owns one refresh. If the task is dropped before it finishes (the runtime shut down), the
-/// drop still clears the in-flight marker so the cache is never stuck.
-struct RefreshGuard<P: TokenSource> {
-    shared: Arc<Shared<P>>,
-    tx: watch::Sender<Option<Outcome>>,
-    /// Set once `complete` has recorded the outcome (and cleared the in-flight marker): from
-    /// then on the marker may belong to the next refresh, which the drop must leave alone.
-    completed: bool,
-}
-
-impl<P: TokenSource> RefreshGuard<P> {
-    async fn run(mut self, reason: Reason) {
-        let shared = Arc::clone(&self.shared);
-        let sent_at = Instant::now();
-        tracing::debug!(reason = reason.as_str(), "token refresh started");
-        let timeout = shared.config.fetch_timeout;
-        // `fetch()` is called inside the caught future: a source can panic before it returns
-        // its future as well as while it runs.
-        let fetched =
-            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.source.fetch()).await })
-                .catch_unwind()
-                .await;
-        let result = match fetched {
-            Ok(Ok(result)) => result,
-            Ok(Err(_elapsed)) => Err(Error::transient(format!(
-                "the token source did not answer within {timeout:?}"
-            ))),
-            // The payload is not shown: a panic message could hold anything.
-            Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
-        };
-        let outcome = shared.complete(sent_at, result);
-        self.completed = true;
-        let _ = self.tx.send(Some(outcome.clone()));
-        if let Some(hook) = &shared.config.on_refresh {
-            let event = RefreshEvent {
-                outcome: &outcome,
-                reason,
-                took: Instant::now().saturating_duration_since(sent_at),
-            };
-            (hook.0)(&event);
-        }
-    }
-}
-
-impl<P: TokenSource> Drop for RefreshGuard<P> {
-    fn drop(&mut self) {
-        // Not `tx.borrow()`: a refresh nobody waits for has no receiver left once `complete`
-        // dropped the marker's, so its outcome is never stored in the channel.
-        if !self.completed {
-            let mut control = self.shared.lock();
-            control.inflight = None;
-            self.shared.quiet_until.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-impl<P: TokenSource> Shared<P> {
-    /// Record the result of a refresh: install the token, or remember the failure.
-    fn complete(
-        self: &Arc<Self>,
-        sent_at: Instant,
-        result: Result<crate::Token, Error>,
-    ) -> Outcome {
-        let now = Instant::now();
-        let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
-        let mut control = self.lock();
-        control.inflight = None;
-        match entry {
-            Ok(mut entry) => {
-                control.generation += 1;
-                control.failures = 0;
-                control.retry_at = None;
-                control.last_error = None;
-                entry.generation = control.generation;
-                let entry = Arc::new(entry);
-                self.current.store(Some(Arc::clone(&entry)));
-                let stale = entry.is_stale(now);
-                let phase = if stale { PHASE_STALE } else { PHASE_FRESH };
-                self.state
-                    .store(pack(entry.generation, phase), Ordering::Release);
-                self.quiet_until.store(0, Ordering::Relaxed);
-                match entry.refresh_at {
-                    // Already stale: in background mode the timer fires at once and refreshes,
-                    // as a request on the stale path would.
-                    Some(at) if !stale || self.config.background_refresh => {
-                        self.schedule(&mut control, at, entry.generation)
-                    }
-                    _ => {
-                        if let Some(timer) = control.timer.take() {
-                            timer.abort();
-                        }
-                    }
-                }
-                tracing::info!(
-                    generation = entry.generation,
-                    expires_in = ?entry.expires_at.map(|at| at.saturating_duration_since(now)),
-                    took = ?now.saturating_duration_since(sent_at),
-                    "token refreshed"
-                );
-                Ok(CachedToken(entry))
-            }
-            Err(err) => {
-                control.failures = control.failures.saturating_add(1);
-                let delay = match err.kind() {
-                    ErrorKind::Transient | ErrorKind::Panicked => {
-                        let backoff = self.config.backoff.delay(control.failures);
-                        let jittered = backoff / 2 + random_up_to(backoff / 2);
-                        err.retry_after().map_or(jittered, |after| {
-                            after.min(self.config.backoff.max).max(jittered)
-                        })
-                    }
-                    _ => self.config.rejected_cooldown,
-                };
-                let retry_at = far_as_possible(now, delay);
-                control.retry_at = Some(retry_at);
-                control.last_error = Some(err.clone());
-                self.quiet_until
-                    .store(self.nanos(retry_at), Ordering::Relaxed);
-                let serving_stale = self
-                    .current
-                    .load()
-                    .as_ref()
-                    .is_some_and(|e| e.is_usable(now));
-                tracing::warn!(
-                    error = %err,
-                    kind = %err.kind(),
-                    failures = control.failures,
-                    retry_in = ?delay,
-                    serving_stale,
-                    "token refresh failed"
-                );
-                if self.config.background_refresh {
-                    let generation = self.current.load().as_ref().map_or(0, |e| e.generation);
-                    self.schedule(&mut control, retry_at, generation);
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// At `at`, flip token `generation` from fresh to stale and, in background mode, refresh.
-    fn schedule(self: &Arc<Self>, control: &mut Control, at: Instant, generation: u64) {
-        if let Some(timer) = control.timer.take() {
-            timer.abort();
-        }
-        let stale_on_drop = MarkStaleOnDrop {
-            shared: Arc::downgrade(self),
-            generation,
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // `stale_on_drop` hands the token to the clock-reading slow path now
-        };
-        let task = runtime.spawn(async move {
-            tokio::time::sleep_until(at).await;
-            let shared = stale_on_drop.shared.clone();
-            drop(stale_on_drop);
-            if let Some(shared) = shared.upgrade()
-                && shared.config.background_refresh
-            {
-                TokenCache { shared }.refresh_in_background(Instant::now(), Reason::Timer);
-            }
-        });
-        control.timer = Some(task.abort_handle());
-    }
-}
-
-/// Flips token `generation` from fresh to stale when dropped: when its timer fires, and also
-/// when the timer never will (its runtime shut down). Either way the fast path stops trusting
-/// the token and the slow path, which reads the clock, takes over: a lost timer fails safe.
-/// A newer token or an invalidation has already changed the state, so then this does nothing.
-struct MarkStaleOnDrop<P> {
-    shared: Weak<Shared<P>>,
-    generation: u64,
-}
-
-impl<P> Drop for MarkStaleOnDrop<P> {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            let _ = shared.state.compare_exchange(
-                pack(self.generation, PHASE_FRESH),
-                pack(self.generation, PHASE_STALE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
         }
     }
 }
@@ -591,7 +478,7 @@ impl<P> Drop for Shared<P> {
 
 impl<P> TokenCache<P> {
     /// The packed `generation << 2 | phase`. Equal to a value the caller saw with phase fresh
-    /// means "that token is still current and fresh": the whole fast path.
+    /// means "that token is still current, and no timer has marked it stale".
     #[inline]
     pub(crate) fn state(&self) -> u64 {
         self.shared.state.load(Ordering::Acquire)

@@ -1,0 +1,348 @@
+//! One refresh: started under the control lock, run in its own task, and recorded when it
+//! finishes; and the timer that marks a token stale (and, in background mode, refreshes it).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::clock::Now;
+use super::entry::{Entry, PHASE_FRESH, PHASE_STALE, pack, random_up_to};
+use super::event::RefreshReason as Reason;
+use super::{
+    CachedToken, Control, Deadline, InFlight, Outcome, RefreshEvent, Shared, TAKEOVER_GRACE,
+    TokenCache, far_as_possible,
+};
+use crate::{Error, ErrorKind, TokenSource};
+
+/// The longest `Retry-After` the cache honours when the backoff's maximum is shorter: a server
+/// asking for more is retried after this.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The current tokio runtime, checked to have what the cache needs: fetch timeouts, waits and
+/// timers need its time driver. A configuration error rather than a panic later.
+pub(super) fn runtime() -> Result<tokio::runtime::Handle, Error> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
+    })?;
+    // tokio offers no way to ask; building a timer (not polling it) on such a runtime panics
+    // at once, with nothing held.
+    match std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))) {
+        Ok(()) => Ok(runtime),
+        Err(_) => Err(Error::config(
+            "tower-bearer needs tokio's time driver: build the runtime with `enable_time()` \
+             (or `enable_all()`)",
+        )),
+    }
+}
+
+impl<P: TokenSource> TokenCache<P> {
+    /// Mark a refresh in flight. The caller spawns it once it has released the lock.
+    pub(super) fn start_refresh(
+        &self,
+        control: &mut Control,
+        now: Now,
+        reason: Reason,
+    ) -> Result<NewRefresh<P>, Error> {
+        let runtime = runtime()?;
+        if let Some(abandoned) = control.inflight.take() {
+            tracing::warn!(
+                refresh = abandoned.id,
+                timeout = ?self.shared.config.fetch_timeout,
+                "a token refresh has not finished within the fetch timeout (its runtime is no \
+                 longer driven, or its source blocks): starting another"
+            );
+        }
+        control.next_refresh += 1;
+        let id = control.next_refresh;
+        let (tx, rx) = watch::channel(None);
+        let abandoned_at = Deadline::after(
+            now,
+            self.shared
+                .config
+                .fetch_timeout
+                .saturating_add(TAKEOVER_GRACE),
+        );
+        control.inflight = Some(InFlight {
+            id,
+            abandoned_at,
+            outcome: rx,
+        });
+        // Stale-path callers need not take the lock until the refresh should have finished.
+        let quiet = self.shared.nanos(abandoned_at.tokio);
+        self.shared.quiet_until.store(quiet, Ordering::Relaxed);
+        let guard = RefreshGuard {
+            shared: Arc::clone(&self.shared),
+            id,
+            tx,
+        };
+        Ok(NewRefresh {
+            runtime,
+            guard,
+            reason,
+        })
+    }
+}
+
+/// A refresh marked in flight, to spawn once the control lock is released: a runtime that has
+/// shut down drops the task inside `spawn`, and the guard's cleanup then takes the lock.
+pub(super) struct NewRefresh<P: TokenSource> {
+    runtime: tokio::runtime::Handle,
+    guard: RefreshGuard<P>,
+    reason: Reason,
+}
+
+impl<P: TokenSource> NewRefresh<P> {
+    pub(super) fn spawn(self) {
+        // A root span that follows from the caller's: a detached refresh must not keep the
+        // request's span (and its trace) open until the token endpoint answers.
+        let span = tracing::info_span!(
+            parent: None,
+            "token_refresh",
+            reason = self.reason.as_str(),
+            refresh = self.guard.id
+        );
+        span.follows_from(tracing::Span::current());
+        self.runtime
+            .spawn(self.guard.run(self.reason).instrument(span));
+    }
+}
+
+/// Owns refresh `id`. If the task is dropped before it finishes (the runtime shut down), the
+/// drop still clears the in-flight marker, if it is still this refresh's, so the cache is never
+/// stuck.
+struct RefreshGuard<P: TokenSource> {
+    shared: Arc<Shared<P>>,
+    id: u64,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl<P: TokenSource> RefreshGuard<P> {
+    async fn run(self, reason: Reason) {
+        let shared = Arc::clone(&self.shared);
+        let sent_at = Instant::now();
+        tracing::debug!(reason = reason.as_str(), "token refresh started");
+        let timeout = shared.config.fetch_timeout;
+        // `fetch()` is called inside the caught future: a source can panic before it returns
+        // its future as well as while it runs.
+        let fetched =
+            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.source.fetch()).await })
+                .catch_unwind()
+                .await;
+        let result = match fetched {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => Err(Error::transient(format!(
+                "the token source did not answer within {timeout:?}"
+            ))),
+            // The payload is not shown: a panic message could hold anything.
+            Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
+        };
+        let outcome = shared.complete(self.id, sent_at, result);
+        let _ = self.tx.send(Some(outcome.clone()));
+        if let Some(hook) = &shared.config.on_refresh {
+            let event = RefreshEvent {
+                outcome: &outcome,
+                reason,
+                took: Instant::now().saturating_duration_since(sent_at),
+            };
+            (hook.0)(&event);
+        }
+    }
+}
+
+impl<P: TokenSource> Drop for RefreshGuard<P> {
+    fn drop(&mut self) {
+        let mut control = self.shared.lock();
+        if control.inflight.as_ref().is_some_and(|f| f.id == self.id) {
+            control.inflight = None;
+            self.shared.quiet_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<P: TokenSource> Shared<P> {
+    /// Record the result of refresh `id`: install the token, or remember the failure.
+    ///
+    /// A refresh that was abandoned (another took over) installs its token only if no newer
+    /// refresh has installed one, and its failure changes nothing: the refresh that took over
+    /// decides.
+    fn complete(
+        self: &Arc<Self>,
+        id: u64,
+        sent_at: Instant,
+        result: Result<crate::Token, Error>,
+    ) -> Outcome {
+        let now = Now::read();
+        let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
+        let mut control = self.lock();
+        let current = control.inflight.as_ref().is_some_and(|f| f.id == id);
+        if current {
+            control.inflight = None;
+        }
+        match entry {
+            Ok(_) | Err(_) if !current && id < control.installed_by => {
+                tracing::info!(
+                    refresh = id,
+                    "an abandoned token refresh finished after a newer one; its outcome is dropped"
+                );
+                self.current
+                    .load_full()
+                    .filter(|e| e.is_usable(now))
+                    .map(CachedToken)
+                    .ok_or_else(|| {
+                        Error::transient("an abandoned token refresh finished after a newer one")
+                    })
+            }
+            Ok(mut entry) => {
+                control.generation += 1;
+                control.installed_by = id;
+                if current {
+                    control.failures = 0;
+                    control.retry_at = None;
+                    control.last_error = None;
+                    self.quiet_until.store(0, Ordering::Relaxed);
+                }
+                entry.generation = control.generation;
+                let entry = Arc::new(entry);
+                self.current.store(Some(Arc::clone(&entry)));
+                let stale = entry.is_stale(now);
+                let phase = if stale { PHASE_STALE } else { PHASE_FRESH };
+                self.state
+                    .store(pack(entry.generation, phase), Ordering::Release);
+                match entry.refresh_at {
+                    // Already stale: in background mode the timer fires at once and refreshes,
+                    // as a request on the stale path would.
+                    Some(at) if !stale || self.config.background_refresh => {
+                        self.schedule(&mut control, at, entry.generation)
+                    }
+                    _ => {
+                        if let Some(timer) = control.timer.take() {
+                            timer.abort();
+                        }
+                    }
+                }
+                tracing::info!(
+                    generation = entry.generation,
+                    expires_in = ?entry.expires_at.map(|at| at.saturating_duration_since(now.tokio)),
+                    took = ?now.tokio.saturating_duration_since(sent_at),
+                    "token refreshed"
+                );
+                Ok(CachedToken(entry))
+            }
+            Err(err) if !current => {
+                tracing::info!(
+                    refresh = id,
+                    error = %err,
+                    "an abandoned token refresh failed; the one that took over decides"
+                );
+                Err(err)
+            }
+            Err(err) => {
+                control.failures = control.failures.saturating_add(1);
+                let delay = self.retry_delay(&err, control.failures);
+                let retry_at = far_as_possible(now.tokio, delay);
+                control.retry_at = Some(retry_at);
+                control.last_error = Some(err.clone());
+                self.quiet_until
+                    .store(self.nanos(retry_at), Ordering::Relaxed);
+                let serving_stale = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|e| e.is_usable(now));
+                tracing::warn!(
+                    error = %err,
+                    kind = %err.kind(),
+                    failures = control.failures,
+                    retry_in = ?delay,
+                    serving_stale,
+                    "token refresh failed"
+                );
+                if self.config.background_refresh {
+                    let generation = self.current.load().as_ref().map_or(0, |e| e.generation);
+                    self.schedule(&mut control, retry_at, generation);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// How long to wait after the `failures`th consecutive failure, `err`: jittered exponential
+    /// backoff for transient errors, or the server's `Retry-After` when that is longer (up to
+    /// [`MAX_RETRY_AFTER`] or the backoff's maximum, whichever is longer); the cooldown for
+    /// rejections.
+    fn retry_delay(&self, err: &Error, failures: u32) -> Duration {
+        match err.kind() {
+            ErrorKind::Transient | ErrorKind::Panicked => {
+                let backoff = self.config.backoff.delay(failures);
+                let jittered = backoff / 2 + random_up_to(backoff / 2);
+                let cap = MAX_RETRY_AFTER.max(self.config.backoff.max);
+                err.retry_after()
+                    .map_or(jittered, |after| after.min(cap).max(jittered))
+            }
+            _ => self.config.rejected_cooldown,
+        }
+    }
+
+    /// At `at`, flip token `generation` from fresh to stale and, in background mode, refresh if
+    /// that token is still current and stale (or there is none: a retry after a failure).
+    fn schedule(self: &Arc<Self>, control: &mut Control, at: Instant, generation: u64) {
+        if let Some(timer) = control.timer.take() {
+            timer.abort();
+        }
+        let stale_on_drop = MarkStaleOnDrop {
+            shared: Arc::downgrade(self),
+            generation,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // `stale_on_drop` hands the token to the clock-reading slow path now
+        };
+        let task = runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let shared = stale_on_drop.shared.clone();
+            drop(stale_on_drop);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if !shared.config.background_refresh {
+                return;
+            }
+            let now = Now::read();
+            let wanted = match &*shared.current.load() {
+                Some(entry) => entry.generation == generation && entry.is_stale(now),
+                None => true,
+            };
+            if wanted {
+                TokenCache { shared }.refresh_in_background(now, Reason::Timer);
+            }
+        });
+        control.timer = Some(task.abort_handle());
+    }
+}
+
+/// Flips token `generation` from fresh to stale when dropped: when its timer fires, and also
+/// when the timer never will (its runtime shut down). Either way the fast path stops trusting
+/// the token and the slow path, which reads the clocks, takes over: a lost timer fails safe.
+/// A newer token or an invalidation has already changed the state, so then this does nothing.
+struct MarkStaleOnDrop<P> {
+    shared: Weak<Shared<P>>,
+    generation: u64,
+}
+
+impl<P> Drop for MarkStaleOnDrop<P> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let _ = shared.state.compare_exchange(
+                pack(self.generation, PHASE_FRESH),
+                pack(self.generation, PHASE_STALE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
