@@ -763,3 +763,85 @@ fn a_refresh_stuck_on_a_runtime_nobody_drives_does_not_hang_callers_elsewhere() 
     assert!(err.to_string().contains("no token within 5s"), "{err}");
     drop(a);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_from_another_cache_never_invalidates_this_one() {
+    // Both caches are at generation 1: only the token itself tells them apart.
+    let (_, source_a) = counting(HOUR, Duration::ZERO);
+    let (_, source_b) = counting(HOUR, Duration::ZERO);
+    let (a, b) = (no_jitter(source_a), no_jitter(source_b));
+    let token_a = a.token().await.unwrap();
+    let token_b = b.token().await.unwrap();
+    assert_eq!(token_a.generation(), token_b.generation());
+    assert!(!a.invalidate(&token_b));
+    assert!(a.current().is_some(), "a's token stays");
+    assert!(b.invalidate(&token_b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_longer_than_the_backoff_maximum_is_honoured() {
+    // A 429 with Retry-After: 300 against the default backoff (max 60 s).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::new(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<Token, _>(Error::transient("429").with_retry_after(Duration::from_secs(300)))
+        }
+    }));
+    assert!(cache.token().await.is_err());
+    advance(Duration::from_secs(299)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not before 300 s");
+    advance(Duration::from_secs(2)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_a_day_is_capped_at_an_hour() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::new(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<Token, _>(
+                Error::transient("429").with_retry_after(Duration::from_secs(24 * 3600)),
+            )
+        }
+    }));
+    assert!(cache.token().await.is_err());
+    advance(HOUR - Duration::from_secs(1)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    advance(Duration::from_secs(2)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "asked again after the one-hour cap"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_refresh_window_keeps_the_safety_margin() {
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let cache = TokenCache::builder(source)
+        .refresh_window(Duration::ZERO)
+        .safety_margin(Duration::from_secs(10))
+        .build();
+    assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+    advance(HOUR - Duration::from_secs(11)).await;
+    assert_eq!(
+        cache.current().unwrap().secret(),
+        "token-0",
+        "no refresh window: no refresh yet"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    advance(Duration::from_secs(2)).await;
+    assert!(
+        cache.current().is_none(),
+        "not used inside the safety margin"
+    );
+    assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+}

@@ -454,3 +454,25 @@ async fn server_rejecting_every_token_costs_at_most_one_refresh_per_second() {
     client.get("https://api.example.com/").send().await.unwrap();
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn no_replay_when_the_token_endpoint_hands_back_the_rejected_value() {
+    // Many token endpoints answer with the token they have cached: a replay would carry the
+    // very value that was just rejected.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let cache = tower_bearer::TokenCache::new(tower_bearer::source::from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, Error>(
+                tower_bearer::Token::new("token-0").with_expires_in(Duration::from_secs(3600)),
+            )
+        }
+    }));
+    let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN)).await;
+    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let res = client.get(api.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.calls(), 1, "not replayed with the same value");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}

@@ -619,3 +619,125 @@ async fn the_authorization_header_is_sensitive_on_the_first_attempt_and_the_repl
     svc.oneshot(Request::new(String::new())).await.unwrap();
     assert_eq!(*sensitive.lock().unwrap(), [true, true]);
 }
+
+// ---- which token a 401 is about ------------------------------------------------------------
+
+/// A cache whose token endpoint answers the same cached value every time (cloud metadata
+/// servers, many IdPs for client credentials), counting fetches.
+fn same_value_cache() -> (TokenCache<impl tower_bearer::TokenSource>, Arc<AtomicUsize>) {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let cache = TokenCache::new(from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Error>(Token::new("token-0").with_expires_in(Duration::from_secs(3600))) }
+    }));
+    (cache, fetches)
+}
+
+#[tokio::test]
+async fn no_replay_when_the_token_endpoint_hands_back_the_rejected_value() {
+    let (cache, fetches) = same_value_cache();
+    let api = Api::rejecting_token_0(
+        StatusCode::UNAUTHORIZED,
+        Some(r#"Bearer error="invalid_token""#),
+    );
+    let mut svc = BearerAuthLayer::from_cache(cache)
+        .replay_on_401()
+        .layer(api.service());
+    let res = send(&mut svc, Request::new(String::from("body")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.calls(),
+        1,
+        "a replay with the rejected value would be refused again"
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "the token was dropped and fetched again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_to_the_replay_is_reported_to_the_cache() {
+    // The first 401 is for a token already replaced (no drop, so no throttle); the replay
+    // carries the current token and gets a 401 too: that one must drop it.
+    let (cache, fetches) = counting_cache();
+    let first = cache.token().await.unwrap(); // token-0
+    let api_cache = cache.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let api = service_fn(move |_req: Request<String>| {
+        let cache = api_cache.clone();
+        let first = first.clone();
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                // Someone else's 401 replaced token-0 while this request was in flight.
+                assert!(cache.invalidate(&first));
+                assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+            }
+            Ok::<_, Infallible>(status(StatusCode::UNAUTHORIZED, None))
+        }
+    });
+    let mut svc = BearerAuthLayer::from_cache(cache.clone())
+        .replay_on_401()
+        .layer(api);
+    let res = send(&mut svc, Request::new(String::from("body")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "replayed once with token-1"
+    );
+    assert_eq!(
+        cache.token().await.unwrap().secret(),
+        "token-2",
+        "token-1 was dropped"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_401_for_an_inner_layers_token_leaves_the_outer_layers_token_alone() {
+    // Two bearer layers in one stack (a mistake, or a per-route override): the inner one's
+    // header is what the server sees, so its 401 is about the inner token only.
+    let (outer, outer_fetches) = counting_cache();
+    let inner_fetches = Arc::new(AtomicUsize::new(0));
+    let counter = inner_fetches.clone();
+    let inner = TokenCache::new(from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok::<_, Error>(
+                Token::new(format!("inner-{n}")).with_expires_in(Duration::from_secs(3600)),
+            )
+        }
+    }));
+    let api = Api {
+        reject_every_token: true,
+        ..Api::rejecting_token_0(StatusCode::UNAUTHORIZED, None)
+    };
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(BearerAuthLayer::from_cache(outer.clone()))
+        .layer(BearerAuthLayer::from_cache(inner.clone()))
+        .service(api.service());
+    let res = send(&mut svc, Request::new(String::new())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.seen(), vec![Some("Bearer inner-0".into())]);
+    assert_eq!(
+        inner.token().await.unwrap().secret(),
+        "inner-1",
+        "inner token dropped"
+    );
+    assert_eq!(inner_fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        outer.current().unwrap().secret(),
+        "token-0",
+        "outer token kept"
+    );
+    assert_eq!(outer_fetches.load(Ordering::SeqCst), 1);
+}
