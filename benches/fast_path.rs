@@ -1,34 +1,38 @@
-//! The cost of "add one header", side by side, at 1 and 2 threads:
+//! The cost of "add one header", side by side, driven as users drive a service: a task on a
+//! tokio runtime calling `svc.ready().await?.call(req).await` in a loop, at 1 thread (a
+//! current-thread runtime) and 2 (a multi-thread runtime with 2 workers, one task on each).
 //!
-//! - `limit/set_request_header`: tower-http's static `SetRequestHeader` (clone a prebuilt
-//!   `HeaderValue`, insert it): the physical limit.
-//! - `bearer_auth/reused_service`: `BearerAuth` with a fresh token, the service reused for every
-//!   request (one atomic load + the header insert).
-//! - `bearer_auth/clone_per_request`: the same, with the service cloned for each request from a
-//!   template that never sends (as axum state or `client.clone().oneshot(..)` do). Compared with
-//!   `limit/set_request_header_clone_per_request`.
+//! - `limit/*`: tower-http's static `SetRequestHeader` (clone a prebuilt `HeaderValue`, insert
+//!   it): the physical limit.
+//! - `bearer_auth/*`: `BearerAuth` with a fresh token: `relative` URIs, absolute `https` URIs as
+//!   hyper-util's client needs them, and absolute `https` with an origin allow-list.
+//!   `clone_per_request` clones the service for each request from a template that never sends
+//!   (axum state, `client.clone().oneshot(..)`).
 //! - `naive/mutex_across_refresh`: a `tokio::sync::Mutex` held across the check-and-refresh,
 //!   the header formatted per request, a boxed future (Go's `ReuseTokenSource` design).
+//! - `design/arc_per_request`: the limit plus what a response future holding a strong handle
+//!   to the cache would add (an `Arc` clone per request, dropped with the future): the cost of
+//!   the simple alternative to the cache registry.
+//! - `guard/*`: the per-request clock reads that could guard a token's deadline.
 //!
 //!     cargo bench --bench fast_path
 //!
-//! Each thread drives its own clone of the service; the figure is the time per request seen by
-//! one thread while the others run. Token: 800 bytes. Inner service: a no-op.
+//! Token: 800 bytes. Inner service: a no-op answering `http::Response<()>`.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::pin::{Pin, pin};
-use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
-use std::thread;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
-use tower::{Layer, Service};
-use tower_bearer::{BearerAuthLayer, Token, TokenCache, source::StaticToken};
+use http::{HeaderValue, Request, Response, Uri};
+use tower::{Layer, Service, ServiceExt};
+use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 use tower_http::set_header::SetRequestHeaderLayer;
 
 /// The inner service: takes the request and drops it.
@@ -100,6 +104,45 @@ where
     }
 }
 
+/// The limit, plus a strong handle cloned into each response future and dropped with it.
+#[derive(Clone)]
+struct ArcPerRequest<S> {
+    inner: S,
+    handle: Arc<AtomicU64>,
+}
+
+impl<S: Service<Request<()>>> Service<Request<()>> for ArcPerRequest<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = WithHandle<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        WithHandle {
+            future: self.inner.call(request),
+            _handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct WithHandle<F> {
+        #[pin]
+        future: F,
+        _handle: Arc<AtomicU64>,
+    }
+}
+
+impl<F: Future> Future for WithHandle<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
+}
+
 fn token_value() -> String {
     // 800 bytes of base64url, as a typical JWT access token.
     (0..800)
@@ -109,158 +152,189 @@ fn token_value() -> String {
         .collect()
 }
 
-/// Drive a future to completion on this thread (busy-polling, no runtime overhead).
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::hint::spin_loop();
-    }
-}
+const RELATIVE: &str = "/v1/items";
+const HTTPS: &str = "https://api.example.com/v1/items";
 
-/// Time `iters` requests on each of `threads` threads, each with its own service from `make`,
-/// and return the wall time (criterion divides it by `iters`).
-fn run<S, M>(threads: usize, iters: u64, make: M) -> Duration
-where
-    M: Fn() -> S + Sync,
-    S: FnMut() + Send,
-{
+/// A runtime with `threads` workers: a current-thread runtime for 1.
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
     if threads == 1 {
-        // On the bench thread itself: a thread spawned per sample starts with cold caches.
-        let mut one = make();
-        let start = Instant::now();
-        for _ in 0..iters {
-            one();
-        }
-        return start.elapsed();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap()
     }
-    let barrier = Barrier::new(threads + 1);
-    thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let mut one = make();
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        one();
-                    }
-                    start.elapsed()
-                })
+}
+
+/// `iters` requests through each of `threads` services from `make`, each driven by its own task
+/// (`ready().await` then `call(..).await`), all tasks at once; the mean time per task.
+fn through_runtime<S, M>(
+    rt: &tokio::runtime::Runtime,
+    threads: usize,
+    iters: u64,
+    uri: &'static str,
+    make: &M,
+) -> Duration
+where
+    M: Fn() -> S + ?Sized,
+    S: Service<Request<()>> + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    let uri = Uri::from_static(uri);
+    let started = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut svc = make();
+            let uri = uri.clone();
+            let started = started.clone();
+            // Spawned from outside the runtime: each goes to the shared queue, and the spin
+            // below keeps a worker until the other task has been picked up by the other.
+            rt.spawn(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                while started.load(Ordering::SeqCst) < threads {
+                    std::hint::spin_loop();
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let request = Request::builder().uri(uri.clone()).body(()).unwrap();
+                    let svc = svc.ready().await.unwrap();
+                    let _ = black_box(svc.call(black_box(request)).await);
+                }
+                start.elapsed()
             })
-            .collect();
-        barrier.wait();
-        let times: Vec<Duration> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        times.iter().sum::<Duration>() / threads as u32
-    })
+        })
+        .collect();
+    let times: Vec<Duration> = rt.block_on(async {
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.unwrap());
+        }
+        times
+    });
+    times.iter().sum::<Duration>() / threads as u32
 }
 
-/// One request through `service` (reused).
-fn request_through<S>(mut service: S) -> impl FnMut() + Send
-where
-    S: Service<Request<()>> + Send,
-    S::Future: Send,
-{
-    move || {
-        let request = Request::new(());
-        let _ = block_on(service.call(black_box(request)));
-    }
-}
-
-/// One request through a fresh clone of `template`.
-fn request_through_clone<S>(template: S) -> impl FnMut() + Send
-where
-    S: Service<Request<()>> + Clone + Send,
-    S::Future: Send,
-{
-    move || {
-        let mut service = template.clone();
-        let request = Request::new(());
-        let _ = block_on(service.call(black_box(request)));
-    }
-}
-
-fn fast_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-
+fn add_bearer_header(c: &mut Criterion) {
     let value = token_value();
     let mut header = HeaderValue::from_str(&format!("Bearer {value}")).unwrap();
     header.set_sensitive(true);
     let set_header = SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp);
-
-    let set_header_boxed = tower::ServiceBuilder::new()
-        .map_err(tower::BoxError::from)
-        .service(set_header.clone());
-
-    let cache = TokenCache::new(StaticToken::new(
-        Token::new(value.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
-    ));
-    runtime.block_on(cache.token()).unwrap(); // fresh token in the cache
-    let bearer = BearerAuthLayer::from_cache(cache).layer(NoOp);
-
+    let arc_per_request = ArcPerRequest {
+        inner: set_header.clone(),
+        handle: Arc::new(AtomicU64::new(0)),
+    };
     let naive = Naive {
         inner: NoOp,
         token: Arc::new(tokio::sync::Mutex::new(None)),
     };
 
     let mut group = c.benchmark_group("add_bearer_header");
-    group.measurement_time(Duration::from_secs(5));
-    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
     for threads in [1usize, 2] {
-        group.bench_function(BenchmarkId::new("limit/set_request_header", threads), |b| {
-            b.iter_custom(|iters| run(threads, iters, || request_through(set_header.clone())))
+        let rt = runtime(threads);
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new(value.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
+        ));
+        rt.block_on(cache.token()).unwrap(); // a fresh token in the cache
+        let bearer = BearerAuthLayer::from_cache(cache.clone()).layer(NoOp);
+        let allow_listed = BearerAuthLayer::from_cache(cache.clone())
+            .allow_origin(Origin::from_static("https://api.example.com"))
+            .layer(NoOp);
+
+        let rt = &rt;
+        let g = &mut group;
+        row(g, rt, "limit/relative", threads, RELATIVE, || set_header.clone());
+        row(g, rt, "bearer_auth/relative", threads, RELATIVE, || bearer.clone());
+        row(g, rt, "limit/https", threads, HTTPS, || set_header.clone());
+        row(g, rt, "bearer_auth/https", threads, HTTPS, || bearer.clone());
+        row(g, rt, "bearer_auth/https_allow_list", threads, HTTPS, || {
+            allow_listed.clone()
         });
-        group.bench_function(
-            BenchmarkId::new("limit/set_request_header_box_error", threads),
-            |b| {
-                b.iter_custom(|iters| {
-                    run(threads, iters, || request_through(set_header_boxed.clone()))
-                })
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("bearer_auth/reused_service", threads),
-            |b| {
-                b.iter_custom(|iters| {
-                    run(threads, iters, || {
-                        let mut service = bearer.clone();
-                        // The service sees the token once; every request after that is the fast path.
-                        let _ = block_on(service.call(Request::new(())));
-                        request_through(service)
-                    })
-                })
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("limit/set_request_header_clone_per_request", threads),
-            |b| {
-                b.iter_custom(|iters| {
-                    run(threads, iters, || request_through_clone(set_header.clone()))
-                })
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("bearer_auth/clone_per_request", threads),
-            |b| {
-                b.iter_custom(|iters| run(threads, iters, || request_through_clone(bearer.clone())))
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("naive/mutex_across_refresh", threads),
-            |b| b.iter_custom(|iters| run(threads, iters, || request_through(naive.clone()))),
-        );
+        row(g, rt, "limit/https_clone_per_request", threads, HTTPS, || {
+            CloneEach(set_header.clone())
+        });
+        row(g, rt, "bearer_auth/https_clone_per_request", threads, HTTPS, || {
+            CloneEach(bearer.clone())
+        });
+        row(g, rt, "design/arc_per_request", threads, HTTPS, || {
+            arc_per_request.clone()
+        });
+        row(g, rt, "naive/mutex_across_refresh", threads, HTTPS, || naive.clone());
     }
     group.finish();
 }
 
-criterion_group!(benches, fast_path);
+/// The per-request clock reads that could guard a token's deadline, against an atomic load.
+fn guard_candidates(c: &mut Criterion) {
+    let mut group = c.benchmark_group("guard");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    let word = AtomicU64::new(7);
+    group.bench_function("atomic_load (the phase word alone)", |b| {
+        b.iter(|| black_box(word.load(Ordering::Acquire)))
+    });
+    group.bench_function("coarse_clock (CLOCK_MONOTONIC_COARSE)", |b| {
+        b.iter(|| black_box(coarsetime::Instant::now_without_cache_update()))
+    });
+    #[cfg(target_arch = "x86_64")]
+    group.bench_function("tsc (rdtsc)", |b| {
+        // SAFETY: `rdtsc` has no preconditions on x86_64.
+        b.iter(|| black_box(unsafe { std::arch::x86_64::_rdtsc() }))
+    });
+    group.bench_function("std::time::Instant::now", |b| {
+        b.iter(|| black_box(Instant::now()))
+    });
+    let rt = runtime(1);
+    let _inside = rt.enter();
+    group.bench_function("tokio::time::Instant::now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    group.finish();
+}
+
+/// One row of the table: `make` builds the service each task drives.
+fn row<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    threads: usize,
+    uri: &'static str,
+    make: impl Fn() -> S,
+) where
+    S: Service<Request<()>> + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(BenchmarkId::new(name, threads), |b| {
+        b.iter_custom(|iters| through_runtime(rt, threads, iters, uri, &make))
+    });
+}
+
+/// A service cloned from a template for each request, as `client.clone().oneshot(req)` does.
+#[derive(Clone)]
+struct CloneEach<S>(S);
+
+impl<S: Service<Request<()>> + Clone> Service<Request<()>> for CloneEach<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        let mut svc = self.0.clone();
+        // A template clone is ready at once for every service here.
+        let _ = svc.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
+        svc.call(request)
+    }
+}
+
+criterion_group!(benches, add_bearer_header, guard_candidates);
 criterion_main!(benches);

@@ -264,6 +264,7 @@ impl Sent {
         Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
     }
 
+    #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn word(self) -> NonZeroU64 {
         self.0
     }
