@@ -250,23 +250,46 @@ fn add_bearer_header(c: &mut Criterion) {
 
         let rt = &rt;
         let g = &mut group;
-        row(g, rt, "limit/relative", threads, RELATIVE, || set_header.clone());
-        row(g, rt, "bearer_auth/relative", threads, RELATIVE, || bearer.clone());
+        row(g, rt, "limit/relative", threads, RELATIVE, || {
+            set_header.clone()
+        });
+        row(g, rt, "bearer_auth/relative", threads, RELATIVE, || {
+            bearer.clone()
+        });
         row(g, rt, "limit/https", threads, HTTPS, || set_header.clone());
-        row(g, rt, "bearer_auth/https", threads, HTTPS, || bearer.clone());
-        row(g, rt, "bearer_auth/https_allow_list", threads, HTTPS, || {
-            allow_listed.clone()
+        row(g, rt, "bearer_auth/https", threads, HTTPS, || {
+            bearer.clone()
         });
-        row(g, rt, "limit/https_clone_per_request", threads, HTTPS, || {
-            CloneEach(set_header.clone())
-        });
-        row(g, rt, "bearer_auth/https_clone_per_request", threads, HTTPS, || {
-            CloneEach(bearer.clone())
-        });
+        row(
+            g,
+            rt,
+            "bearer_auth/https_allow_list",
+            threads,
+            HTTPS,
+            || allow_listed.clone(),
+        );
+        row(
+            g,
+            rt,
+            "limit/https_clone_per_request",
+            threads,
+            HTTPS,
+            || CloneEach(set_header.clone()),
+        );
+        row(
+            g,
+            rt,
+            "bearer_auth/https_clone_per_request",
+            threads,
+            HTTPS,
+            || CloneEach(bearer.clone()),
+        );
         row(g, rt, "design/arc_per_request", threads, HTTPS, || {
             arc_per_request.clone()
         });
-        row(g, rt, "naive/mutex_across_refresh", threads, HTTPS, || naive.clone());
+        row(g, rt, "naive/mutex_across_refresh", threads, HTTPS, || {
+            naive.clone()
+        });
     }
     group.finish();
 }

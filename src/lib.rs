@@ -66,7 +66,7 @@
 //!
 //! A 401 whose `WWW-Authenticate` has no `Bearer` error, or says `error="invalid_token"`, means
 //! the token that was sent is no good: it is dropped from the cache if it is still the current
-//! one (compare by generation), so a thousand concurrent 401s cause one refresh; and at most
+//! one (the token itself is compared), so a thousand concurrent 401s cause one refresh; and at most
 //! one token per second is dropped this way, so a server that rejects every token (a wrong
 //! audience, say) cannot turn each request into a token-endpoint call. By default the
 //! tower layer returns the 401 and the next request gets the new token;

@@ -11,7 +11,7 @@
 //! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI or
 //! `https` without an allow-list this is a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
-//! that token from the cache (compare-and-invalidate by generation), so the next request gets a
+//! that token from the cache (compare-and-invalidate), so the next request gets a
 //! new one. Replaying the request itself is the [`Replay`] mode
 //! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
 //! copy of every request and so is opt-in.
