@@ -371,4 +371,88 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::Config);
         assert!(!format!("{err} {err:?}").contains("r-secret"));
     }
+
+    fn rt(k: usize) -> RefreshToken {
+        RefreshToken::new(format!("r{k}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_land_in_call_order() {
+        let dir = temp_dir("order");
+        let store = FileStore::new(dir.join("rt")).with_initial(rt(0));
+        // Twenty chained compare-and-swaps, all started before any has finished: each must
+        // find its predecessor's write.
+        let saves: Vec<_> = (0..20)
+            .map(|k| {
+                let store = store.clone();
+                async move { store.save(Some(&rt(k)), &rt(k + 1)).await }
+            })
+            .collect();
+        for result in futures::future::join_all(saves).await {
+            result.unwrap();
+        }
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r20\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_dropped_mid_write_lands_before_the_next_one() {
+        let dir = temp_dir("dropped");
+        let store = FileStore::new(dir.join("rt")).with_initial(rt(0));
+        for k in 0..10 {
+            // Held: the save finds the advisory lock at once and starts its write on its first
+            // poll, then its caller gives up.
+            let lock = store.lock().await.unwrap();
+            let (old, new) = (rt(2 * k), rt(2 * k + 1));
+            let mut dropped = Box::pin(store.save(Some(&old), &new));
+            assert!(futures::poll!(dropped.as_mut()).is_pending());
+            drop(dropped);
+            // The next save sees that write, never the other way round.
+            store.save(Some(&new), &rt(2 * k + 2)).await.unwrap();
+            drop(lock);
+        }
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r20\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lock_excludes_another_store_on_the_same_file_until_dropped() {
+        let dir = temp_dir("lock");
+        let (a, b) = (
+            FileStore::new(dir.join("rt")),
+            FileStore::new(dir.join("rt")),
+        );
+        let held = a.lock().await.unwrap();
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move {
+                let _lock = b.lock().await.unwrap();
+                b.load().await.unwrap()
+            }
+        });
+        // Another store's bare save waits for the lock too; the holder's store writes at once.
+        let bare = tokio::spawn({
+            let b = b.clone();
+            async move { b.save(Some(&rt(1)), &rt(2)).await }
+        });
+        a.save(None, &rt(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished() && !bare.is_finished());
+        drop(held);
+        bare.await.unwrap().unwrap();
+        assert_eq!(waiting.await.unwrap(), Some(rt(2)));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_save_on_a_changed_file_is_a_conflict_and_writes_nothing() {
+        let dir = temp_dir("conflict");
+        let store = FileStore::new(dir.join("rt"));
+        store.save(None, &rt(1)).await.unwrap();
+        let err = store.save(Some(&rt(0)), &rt(9)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+        assert!(!format!("{err} {err:?}").contains("r9"));
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r1\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
 }
