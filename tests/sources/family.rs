@@ -65,6 +65,11 @@ pub struct FamilyState {
 }
 
 impl FamilyState {
+    /// The family's live refresh token.
+    pub fn live(&self) -> &str {
+        &self.live
+    }
+
     /// Make `token` the family's live refresh token (as if issued to another client).
     pub fn set_live(&mut self, token: &str) {
         let old = std::mem::replace(&mut self.live, token.to_owned());
@@ -130,7 +135,7 @@ impl Family {
     }
 
     pub fn live(&self) -> String {
-        self.state().live.clone()
+        self.state().live().to_owned()
     }
 
     pub fn invalid_grants(&self) -> u32 {
