@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::token_response::TokenResponse;
 use crate::secret::RefreshToken;
@@ -140,7 +141,7 @@ impl<S: RefreshTokenStore, E: Exchange> Rotation<S, E> {
             return shared.rotate(&mut state).await;
         };
         let (tx, rx) = oneshot::channel();
-        runtime.spawn(async move {
+        let task = async move {
             let mut state = shared.state.lock().await;
             if tx.is_closed() {
                 // Its fetch was dropped before it started: nothing is under way, so leave the
@@ -161,7 +162,8 @@ impl<S: RefreshTokenStore, E: Exchange> Rotation<S, E> {
                 tracing::debug!("the fetch was dropped; keeping its access token for the next one");
                 state.orphan = Some(Orphan::new(token, sent_at));
             }
-        });
+        };
+        runtime.spawn(task.instrument(tracing::Span::current()));
         match rx.await {
             Ok(result) => result.map(|(token, _)| token),
             Err(_) => Err(Error::new(
