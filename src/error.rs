@@ -54,6 +54,11 @@ pub enum ErrorKind {
     /// in the allow-list, or plain http to a host that is not loopback) and is configured to
     /// fail such requests rather than send them without it.
     Disallowed,
+    /// A [`RefreshTokenStore`](crate::store::RefreshTokenStore)'s compare-and-swap failed: the
+    /// stored refresh token is no longer the one the caller read, because another process or
+    /// source rotated it first. The built-in sources recognise it and continue with the
+    /// stored token; a store returns it with [`Error::conflict`].
+    Conflict,
 }
 
 impl ErrorKind {
@@ -65,6 +70,7 @@ impl ErrorKind {
             ErrorKind::Config => "configuration",
             ErrorKind::Panicked => "panicked",
             ErrorKind::Disallowed => "disallowed destination",
+            ErrorKind::Conflict => "store conflict",
         }
     }
 }
@@ -139,6 +145,12 @@ impl Error {
     /// The token may not be sent where the request is going.
     pub fn disallowed(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::Disallowed, message)
+    }
+
+    /// A store's compare-and-swap found another value than the expected one (see
+    /// [`ErrorKind::Conflict`]).
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
     }
 
     fn map(mut self, f: impl FnOnce(&mut Inner)) -> Self {

@@ -7,9 +7,11 @@
 //! ```
 //!
 //! The API key is sent once; after that each refresh spends the current refresh token and saves
-//! the new one through the [`RefreshTokenStore`] before the access token is handed out. When the
-//! refresh token is refused (expired, revoked), the source falls back to the API key. See
-//! [`api_video`](crate::source::api_video) for a preset.
+//! the new one through the [`RefreshTokenStore`] before the access token is handed out, with
+//! the same rotation as [`RefreshTokenGrant`](crate::source::RefreshTokenGrant) (store locked
+//! from load to save, a failed save tried again, nothing lost to a cancelled caller). When the
+//! refresh token is refused (expired, revoked) and the store holds no newer one, the source
+//! falls back to the API key. See [`api_video`](crate::source::api_video) for a preset.
 //!
 //! ```
 //! use tower_bearer::{BearerAuthLayer, secret::ApiKey, source::ApiKeyExchange};
@@ -31,25 +33,29 @@ use http::{HeaderMap, Method};
 use zeroize::Zeroizing;
 
 use super::endpoint::{Body, Endpoint};
-use super::rotation::Rotation;
+use super::rotation::{Exchange, Rotation};
 use super::token_response::{TokenFields, TokenResponse};
 use crate::http_client::HttpClient;
 use crate::secret::{ApiKey, RefreshToken};
 use crate::store::{MemoryStore, RefreshTokenStore};
-use crate::{Error, ErrorKind, Token, TokenSource};
+use crate::{Error, Token, TokenSource};
 
 const KEY_REFUSED: &str = "the token endpoint refused the API key: is it correct?";
 const REFRESH_REFUSED: &str = "the token endpoint refused the refresh token";
 
 /// A [`TokenSource`] trading an API key for tokens; see the [module docs](self).
 pub struct ApiKeyExchange<S = MemoryStore> {
+    rotation: Rotation<S, KeyExchange>,
+}
+
+/// The requests themselves, shared with the rotation task.
+struct KeyExchange {
     exchange: Endpoint,
     refresh: Option<Endpoint>,
     api_key: ApiKey,
     api_key_field: Cow<'static, str>,
     refresh_token_field: Cow<'static, str>,
     fields: TokenFields,
-    rotation: Rotation<S>,
 }
 
 impl ApiKeyExchange {
@@ -74,24 +80,6 @@ impl<S: RefreshTokenStore> ApiKeyExchange<S> {
     /// The store holding the current refresh token.
     pub fn store(&self) -> &S {
         self.rotation.store()
-    }
-
-    /// Spend the current refresh token, if there is one and a refresh URL. `Ok(None)`: none, or
-    /// it was refused, so the API key is next.
-    async fn try_refresh(
-        &self,
-        refresh: &Endpoint,
-        old: &RefreshToken,
-    ) -> Result<Option<TokenResponse>, Error> {
-        let body = json_body(&self.refresh_token_field, old.secret())?;
-        match post_json(refresh, body, &self.fields, REFRESH_REFUSED).await {
-            Ok(response) => Ok(Some(response)),
-            Err(err) if err.kind() == ErrorKind::Rejected => {
-                tracing::warn!(error = %err, "refresh token refused; exchanging the API key again");
-                Ok(None)
-            }
-            Err(err) => Err(err),
-        }
     }
 }
 
@@ -162,40 +150,54 @@ impl<S: RefreshTokenStore> ApiKeyExchangeBuilder<S> {
             Some(url) => Some(Endpoint::new(url, Some(exchange.client()))?),
             None => None,
         };
-        Ok(ApiKeyExchange {
+        let requests = KeyExchange {
             exchange,
             refresh,
             api_key: self.api_key,
             api_key_field: self.api_key_field,
             refresh_token_field: self.refresh_token_field,
             fields: self.fields,
-            rotation: Rotation::new(self.store),
+        };
+        Ok(ApiKeyExchange {
+            rotation: Rotation::new(self.store, requests),
         })
     }
 }
 
 impl<S: RefreshTokenStore> TokenSource for ApiKeyExchange<S> {
     async fn fetch(&self) -> Result<Token, Error> {
-        let mut rotation = self.rotation.lock().await;
-        let old = match &self.refresh {
-            Some(_) => rotation.current().await?,
-            None => None,
+        self.rotation.fetch().await
+    }
+}
+
+impl Exchange for KeyExchange {
+    fn refreshes(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// Spend the current refresh token at the refresh URL.
+    async fn refresh(&self, old: &RefreshToken) -> Result<TokenResponse, Error> {
+        let Some(refresh) = &self.refresh else {
+            return Err(Error::config("no refresh URL is configured"));
         };
-        let refreshed = match (&self.refresh, &old) {
-            (Some(refresh), Some(old)) => self.try_refresh(refresh, old).await?,
-            _ => None,
-        };
-        let (endpoint, mut response) = match refreshed {
-            Some(response) => (self.refresh.as_ref().unwrap_or(&self.exchange), response),
-            None => {
-                let body = json_body(&self.api_key_field, self.api_key.secret())?;
-                let response = post_json(&self.exchange, body, &self.fields, KEY_REFUSED).await?;
-                (&self.exchange, response)
-            }
-        };
-        if let Some(new) = response.take_refresh_token() {
-            rotation.rotate(old.as_ref(), new).await?;
+        let body = json_body(&self.refresh_token_field, old.secret())?;
+        post_json(refresh, body, &self.fields, REFRESH_REFUSED).await
+    }
+
+    /// No refresh token, or it was refused: the API key.
+    async fn fallback(&self, refused: Option<Error>) -> Result<TokenResponse, Error> {
+        if let Some(err) = refused {
+            tracing::warn!(error = %err, "refresh token refused; exchanging the API key again");
         }
+        let body = json_body(&self.api_key_field, self.api_key.secret())?;
+        post_json(&self.exchange, body, &self.fields, KEY_REFUSED).await
+    }
+
+    fn access_token(&self, response: TokenResponse, refreshed: bool) -> Result<Token, Error> {
+        let endpoint = match &self.refresh {
+            Some(refresh) if refreshed => refresh,
+            _ => &self.exchange,
+        };
         response.into_token(false).map_err(|e| endpoint.tag(e))
     }
 }
@@ -221,10 +223,11 @@ async fn post_json(
 
 impl<S> fmt::Debug for ApiKeyExchange<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let requests = self.rotation.exchange();
         f.debug_struct("ApiKeyExchange")
-            .field("exchange", &self.exchange)
-            .field("refresh", &self.refresh)
-            .field("api_key", &self.api_key)
+            .field("exchange", &requests.exchange)
+            .field("refresh", &requests.refresh)
+            .field("api_key", &requests.api_key)
             .finish_non_exhaustive()
     }
 }

@@ -9,8 +9,12 @@
 //!
 //! When the answer carries a new `refresh_token`, it replaces the old one: it is saved through
 //! the [`RefreshTokenStore`] **before** the new access token is handed out, and kept in memory
-//! until the store has it. The cache runs each refresh in its own task, so a request that is
-//! cancelled while the refresh is under way loses nothing.
+//! until the store has it (a failed save is tried again after every later refresh, even one
+//! that brings no new refresh token). Each refresh locks the store from load to save, so
+//! sources and processes sharing a store (a [`FileStore`](crate::store::FileStore) on one host)
+//! spend each refresh token once; and it runs in a task of its own, so a caller or a
+//! `fetch_timeout` that gives up while it is under way loses nothing. See the
+//! [store docs](crate::store) for the whole transaction.
 //!
 //! ```
 //! use tower_bearer::{BearerAuthLayer, secret::{ClientSecret, RefreshToken}};
@@ -32,9 +36,10 @@ use std::sync::Arc;
 
 use super::client_auth::ClientAuth;
 use super::endpoint::{Endpoint, Form};
-use super::rotation::Rotation;
-use super::token_response::TokenFields;
+use super::rotation::{Exchange, Rotation};
+use super::token_response::{TokenFields, TokenResponse};
 use crate::http_client::HttpClient;
+use crate::secret::RefreshToken;
 use crate::store::RefreshTokenStore;
 use crate::{Error, Token, TokenSource};
 
@@ -43,11 +48,15 @@ const REFUSED: &str =
 
 /// A [`TokenSource`] for the `refresh_token` grant; see the [module docs](self).
 pub struct RefreshTokenGrant<S> {
+    rotation: Rotation<S, Grant>,
+}
+
+/// The request itself, shared with the rotation task.
+struct Grant {
     endpoint: Endpoint,
     auth: Option<ClientAuth>,
     scope: Option<String>,
     fields: TokenFields,
-    rotation: Rotation<S>,
 }
 
 impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
@@ -107,46 +116,53 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
 
     /// Check the URL and build the source. Does no I/O.
     pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
-        Ok(RefreshTokenGrant {
+        let grant = Grant {
             endpoint: Endpoint::new(&self.token_url, self.client)?,
             auth: self.auth,
             scope: self.scope,
             fields: self.fields,
-            rotation: Rotation::new(self.store),
+        };
+        Ok(RefreshTokenGrant {
+            rotation: Rotation::new(self.store, grant),
         })
     }
 }
 
 impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
     async fn fetch(&self) -> Result<Token, Error> {
-        let mut rotation = self.rotation.lock().await;
-        let Some(old) = rotation.current().await? else {
-            return Err(Error::config(
-                "there is no refresh token: the store is empty",
-            ));
-        };
+        self.rotation.fetch().await
+    }
+}
+
+impl Exchange for Grant {
+    async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, Error> {
         let mut form = Form::new("refresh_token");
-        form.push("refresh_token", old.secret());
+        form.push("refresh_token", refresh_token.secret());
         if let Some(scope) = &self.scope {
             form.push("scope", scope);
         }
-        let mut response = self
-            .endpoint
+        self.endpoint
             .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
-            .await?;
-        if let Some(new) = response.take_refresh_token() {
-            rotation.rotate(Some(&old), new).await?;
-        }
+            .await
+    }
+
+    async fn fallback(&self, refused: Option<Error>) -> Result<TokenResponse, Error> {
+        Err(refused
+            .unwrap_or_else(|| Error::config("there is no refresh token: the store is empty")))
+    }
+
+    fn access_token(&self, response: TokenResponse, _refreshed: bool) -> Result<Token, Error> {
         response.into_token(false).map_err(|e| self.endpoint.tag(e))
     }
 }
 
 impl<S> fmt::Debug for RefreshTokenGrant<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let grant = self.rotation.exchange();
         f.debug_struct("RefreshTokenGrant")
-            .field("endpoint", &self.endpoint)
-            .field("auth", &self.auth)
-            .field("scope", &self.scope)
+            .field("endpoint", &grant.endpoint)
+            .field("auth", &grant.auth)
+            .field("scope", &grant.scope)
             .finish_non_exhaustive()
     }
 }

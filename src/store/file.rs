@@ -1,18 +1,38 @@
+use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use super::RefreshTokenStore;
+use tokio::sync::OwnedMutexGuard;
+
+use super::{RefreshTokenStore, StoreLock};
 use crate::Error;
 use crate::secret::RefreshToken;
 
-/// A [`RefreshTokenStore`] in one file holding the token (and a newline).
+/// A [`RefreshTokenStore`] in one file holding the token (and a newline), shared safely by
+/// processes on one host.
 ///
-/// Each save writes a temporary file next to the target, created with mode 0600 (owner only,
-/// on Unix), fsyncs it, renames it over the target and fsyncs the directory: a crash leaves
-/// either the old token or the new one, never half of one. Reads and writes run on tokio's
-/// blocking pool.
+/// - **Atomic writes.** Each save writes a temporary file next to the target, created with
+///   mode 0600 (owner only, on Unix), fsyncs it, renames it over the target and fsyncs the
+///   directory: a crash leaves either the old token or the new one, never half of one.
+/// - **Compare-and-swap.** [`save(old, new)`](RefreshTokenStore::save) reads the file and
+///   writes only if it still holds `old`, under an advisory lock (`flock` on Unix, `LockFileEx`
+///   on Windows) on the sibling file `<path>.lock`, which every save and every
+///   [`lock`](RefreshTokenStore::lock) of every process takes. The lock file is created with
+///   mode 0600 and never removed (removing a lock file others may hold open breaks the lock).
+/// - **Locked rotations.** [`lock`](RefreshTokenStore::lock) holds that advisory lock until the
+///   returned guard is dropped, so processes sharing the file spend the refresh token one at
+///   a time, each starting from the token the previous one saved.
+/// - **Ordered writes.** Reads and writes run on tokio's blocking pool, one at a time per
+///   store (clones share the queue) and in call order; a write whose caller gave up still
+///   finishes before the next one starts, so an older token never lands over a newer one.
+///
+/// The advisory lock binds processes that use `FileStore` (or take the same lock); anything
+/// else writing the file is only caught by the compare-and-swap. Advisory locks on network
+/// file systems are only as good as the file system's lock support.
 ///
 /// ```
 /// use tower_bearer::secret::RefreshToken;
@@ -23,15 +43,46 @@ use crate::secret::RefreshToken;
 /// // First run: the file does not exist yet, so the initial token is used (and the file is
 /// // written at the first rotation). Later runs read the newest token from the file.
 /// let store = FileStore::new(&path).with_initial(RefreshToken::new("r0"));
-/// assert_eq!(store.load().await?.unwrap().secret(), "r0");
-/// store.save(Some(&RefreshToken::new("r0")), &RefreshToken::new("r1")).await?;
+/// let lock = store.lock().await?; // other processes wait here
+/// let old = store.load().await?;
+/// assert_eq!(old.as_ref().unwrap().secret(), "r0");
+/// store.save(old.as_ref(), &RefreshToken::new("r1")).await?;
+/// drop(lock);
 /// assert_eq!(FileStore::new(&path).load().await?.unwrap().secret(), "r1");
-/// # std::fs::remove_file(&path).unwrap(); Ok(()) }
+/// # std::fs::remove_file(&path).unwrap();
+/// # std::fs::remove_file(path.with_file_name(format!("tower-bearer-doc-{}.lock", std::process::id()))).unwrap();
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct FileStore {
     path: PathBuf,
     initial: Option<RefreshToken>,
+    shared: Arc<Shared>,
+}
+
+/// What clones of one `FileStore` share.
+#[derive(Default)]
+struct Shared {
+    /// Serialises file reads and writes, in call order (tokio's mutex is fair). The guard moves
+    /// into the blocking task, so it is released when the I/O is done, not when the caller
+    /// stops waiting.
+    io: Arc<tokio::sync::Mutex<()>>,
+    /// One `lock()` holder at a time among clones; the advisory lock excludes everyone else.
+    rotation: Arc<tokio::sync::Mutex<()>>,
+    /// The advisory lock of the current `lock()` holder: saves made while it is held write
+    /// under it instead of waiting for it. Never held across an await.
+    held: Mutex<Weak<AdvisoryLock>>,
+}
+
+/// The advisory lock on `<path>.lock`, released when the file is closed.
+struct AdvisoryLock {
+    _file: File,
+}
+
+/// What `lock()` returns, inside its `StoreLock`.
+struct Locked {
+    _advisory: Arc<AdvisoryLock>,
+    _rotation: OwnedMutexGuard<()>,
 }
 
 impl FileStore {
@@ -40,6 +91,7 @@ impl FileStore {
         FileStore {
             path: path.into(),
             initial: None,
+            shared: Arc::default(),
         }
     }
 
@@ -53,32 +105,120 @@ impl FileStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// `<path>.lock`.
+    fn lock_path(&self) -> PathBuf {
+        let mut name = OsString::from(self.path.as_os_str());
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// The advisory lock: a new one, or (with `share_held`) the one this store's `lock()`
+    /// holder has. Polls instead of blocking a thread, so giving up is instant and clean, and
+    /// so a save waiting here notices a `lock()` of this store that got there first.
+    async fn advisory_lock(&self, share_held: bool) -> Result<Arc<AdvisoryLock>, Error> {
+        let mut file = None;
+        let mut wait = Duration::from_millis(1);
+        loop {
+            if share_held && let Some(held) = self.held() {
+                return Ok(held);
+            }
+            let lock_file = match &file {
+                Some(lock_file) => lock_file,
+                None => {
+                    let path = self.lock_path();
+                    let opened = blocking(move || open_private(&path, false))
+                        .await
+                        .map_err(|e| io_error("could not open the refresh token lock file", e))?;
+                    file.insert(opened)
+                }
+            };
+            match lock_file.try_lock() {
+                Ok(()) => {
+                    let file = file.take().expect("opened above");
+                    return Ok(Arc::new(AdvisoryLock { _file: file }));
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(io_error("could not lock the refresh token lock file", e));
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    fn held(&self) -> Option<Arc<AdvisoryLock>> {
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+    }
+
+    /// The stored value: the file's token, or the initial one while there is no file.
+    fn read(path: &Path, initial: Option<RefreshToken>) -> io::Result<Option<RefreshToken>> {
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                Ok(Some(text.trim())
+                    .filter(|t| !t.is_empty())
+                    .map(RefreshToken::new))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(initial),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl RefreshTokenStore for FileStore {
     async fn load(&self) -> Result<Option<RefreshToken>, Error> {
-        let path = self.path.clone();
-        let read = blocking(move || match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(zeroize::Zeroizing::new(text))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let io = Arc::clone(&self.shared.io).lock_owned().await;
+        let (path, initial) = (self.path.clone(), self.initial.clone());
+        blocking(move || {
+            let _io = io;
+            Self::read(&path, initial)
         })
         .await
-        .map_err(|e| io_error("could not read the refresh token file", e))?;
-        Ok(match read {
-            Some(text) => Some(text.trim())
-                .filter(|t| !t.is_empty())
-                .map(RefreshToken::new),
-            None => self.initial.clone(),
-        })
+        .map_err(|e| io_error("could not read the refresh token file", e))
     }
 
-    async fn save(&self, _old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
-        let path = self.path.clone();
-        let new = new.clone();
-        blocking(move || write_atomically(&path, new.secret()))
-            .await
-            .map_err(|e| io_error("could not save the rotated refresh token", e))
+    /// Compare-and-swap under the advisory lock; see the [type docs](FileStore).
+    async fn save(&self, old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
+        // The first await: saves queue in call order.
+        let io = Arc::clone(&self.shared.io).lock_owned().await;
+        let advisory = self.advisory_lock(true).await?;
+        let (path, initial) = (self.path.clone(), self.initial.clone());
+        let (old, new) = (old.cloned(), new.clone());
+        let swapped = blocking(move || {
+            // Both locks live until the write is done, whether or not anyone still waits.
+            let _locks = (io, advisory);
+            if Self::read(&path, initial)? != old {
+                return Ok(false);
+            }
+            write_atomically(&path, new.secret())?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| io_error("could not save the rotated refresh token", e))?;
+        if swapped {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "the refresh token file changed since it was read: another process rotated the token first",
+            ))
+        }
+    }
+
+    /// Waits (without blocking a thread) for the advisory lock on `<path>.lock`.
+    async fn lock(&self) -> Result<StoreLock, Error> {
+        let rotation = Arc::clone(&self.shared.rotation).lock_owned().await;
+        let advisory = self.advisory_lock(false).await?;
+        *self.shared.held.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&advisory);
+        Ok(StoreLock::new(Locked {
+            _advisory: advisory,
+            _rotation: rotation,
+        }))
     }
 }
 
@@ -99,6 +239,20 @@ fn io_error(message: &'static str, err: io::Error) -> Error {
     error.with_source(err)
 }
 
+/// Open for writing, created with mode 0600 on Unix; `new`: the file must not exist yet.
+fn open_private(path: &Path, new: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// Temp file (0600) + write + fsync + rename + fsync of the directory.
 fn write_atomically(path: &Path, token: &str) -> io::Result<()> {
     let dir = match path.parent() {
@@ -115,11 +269,7 @@ fn write_atomically(path: &Path, token: &str) -> io::Result<()> {
         fastrand::u64(..)
     ));
     let result = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
+        let mut file = open_private(&tmp, true)?;
         let mut contents = zeroize::Zeroizing::new(String::with_capacity(token.len() + 1));
         contents.push_str(token);
         contents.push('\n');
@@ -171,11 +321,12 @@ mod tests {
             .unwrap();
         assert_eq!(store.load().await.unwrap().unwrap().secret(), "r2");
         assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r2\n");
-        let names: Vec<_> = fs::read_dir(&dir)
+        let mut names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["rt"]);
+        names.sort();
+        assert_eq!(names, ["rt", "rt.lock"]);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -196,7 +347,16 @@ mod tests {
         let dir = temp_dir("initial");
         let store = FileStore::new(dir.join("rt")).with_initial(RefreshToken::new("seed"));
         assert_eq!(store.load().await.unwrap().unwrap().secret(), "seed");
-        store.save(None, &RefreshToken::new("r2")).await.unwrap();
+        // The initial token is the stored value for the compare-and-swap.
+        let err = store
+            .save(None, &RefreshToken::new("r2"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+        store
+            .save(Some(&RefreshToken::new("seed")), &RefreshToken::new("r2"))
+            .await
+            .unwrap();
         assert_eq!(store.load().await.unwrap().unwrap().secret(), "r2");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -210,5 +370,89 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Config);
         assert!(!format!("{err} {err:?}").contains("r-secret"));
+    }
+
+    fn rt(k: usize) -> RefreshToken {
+        RefreshToken::new(format!("r{k}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_land_in_call_order() {
+        let dir = temp_dir("order");
+        let store = FileStore::new(dir.join("rt")).with_initial(rt(0));
+        // Twenty chained compare-and-swaps, all started before any has finished: each must
+        // find its predecessor's write.
+        let saves: Vec<_> = (0..20)
+            .map(|k| {
+                let store = store.clone();
+                async move { store.save(Some(&rt(k)), &rt(k + 1)).await }
+            })
+            .collect();
+        for result in futures::future::join_all(saves).await {
+            result.unwrap();
+        }
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r20\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_dropped_mid_write_lands_before_the_next_one() {
+        let dir = temp_dir("dropped");
+        let store = FileStore::new(dir.join("rt")).with_initial(rt(0));
+        for k in 0..10 {
+            // Held: the save finds the advisory lock at once and starts its write on its first
+            // poll, then its caller gives up.
+            let lock = store.lock().await.unwrap();
+            let (old, new) = (rt(2 * k), rt(2 * k + 1));
+            let mut dropped = Box::pin(store.save(Some(&old), &new));
+            assert!(futures::poll!(dropped.as_mut()).is_pending());
+            drop(dropped);
+            // The next save sees that write, never the other way round.
+            store.save(Some(&new), &rt(2 * k + 2)).await.unwrap();
+            drop(lock);
+        }
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r20\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lock_excludes_another_store_on_the_same_file_until_dropped() {
+        let dir = temp_dir("lock");
+        let (a, b) = (
+            FileStore::new(dir.join("rt")),
+            FileStore::new(dir.join("rt")),
+        );
+        let held = a.lock().await.unwrap();
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move {
+                let _lock = b.lock().await.unwrap();
+                b.load().await.unwrap()
+            }
+        });
+        // Another store's bare save waits for the lock too; the holder's store writes at once.
+        let bare = tokio::spawn({
+            let b = b.clone();
+            async move { b.save(Some(&rt(1)), &rt(2)).await }
+        });
+        a.save(None, &rt(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished() && !bare.is_finished());
+        drop(held);
+        bare.await.unwrap().unwrap();
+        assert_eq!(waiting.await.unwrap(), Some(rt(2)));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_save_on_a_changed_file_is_a_conflict_and_writes_nothing() {
+        let dir = temp_dir("conflict");
+        let store = FileStore::new(dir.join("rt"));
+        store.save(None, &rt(1)).await.unwrap();
+        let err = store.save(Some(&rt(0)), &rt(9)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+        assert!(!format!("{err} {err:?}").contains("r9"));
+        assert_eq!(fs::read_to_string(dir.join("rt")).unwrap(), "r1\n");
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -8,6 +8,8 @@ mod client_credentials;
 mod common;
 #[cfg(feature = "jwt")]
 mod disruptive;
+mod family;
 mod kensho;
 mod redaction;
 mod refresh_token;
+mod store_races;

@@ -11,9 +11,10 @@ use serde_json::json;
 use tower_bearer::secret::{ClientSecret, RefreshToken};
 use tower_bearer::source::{ClientAuth, RefreshTokenGrant};
 use tower_bearer::store::{FileStore, MemoryStore, RefreshTokenStore};
-use tower_bearer::{Backoff, Error, ErrorKind, TokenCache};
+use tower_bearer::{Backoff, Error, ErrorKind, TokenCache, TokenSource};
 
 use crate::common::{Recorded, TokenServer, answer, assert_no_secret, client, json, send, serve};
+use crate::family::{Answer, Family};
 
 /// A rotating token endpoint: accepts only the newest refresh token `r{k}` and answers with
 /// `access-{k+1}` and `r{k+1}`; anything else is `invalid_grant`.
@@ -243,4 +244,141 @@ async fn an_empty_store_is_a_config_error() {
     let err = send(&client(TokenCache::new(source))).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert_eq!(server.calls(), 0);
+}
+
+/// A fresh path in a fresh temporary directory.
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tower-bearer-{name}-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("refresh-token")
+}
+
+/// A store whose saves fail while `failing` is set.
+#[derive(Clone)]
+struct SwitchStore<S> {
+    inner: S,
+    failing: Arc<AtomicBool>,
+}
+
+impl<S: RefreshTokenStore> RefreshTokenStore for SwitchStore<S> {
+    async fn load(&self) -> Result<Option<RefreshToken>, Error> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::transient("the store is down"));
+        }
+        self.inner.save(old, new).await
+    }
+
+    async fn lock(&self) -> Result<tower_bearer::store::StoreLock, Error> {
+        self.inner.lock().await
+    }
+}
+
+#[tokio::test]
+async fn an_unsaved_refresh_token_is_saved_after_the_next_exchange_when_the_server_stops_rotating()
+{
+    for answer in [Answer::Same, Answer::Omit] {
+        let family = Family::start().await;
+        let path = temp_path("stops-rotating");
+        let store = SwitchStore {
+            inner: FileStore::new(&path).with_initial(RefreshToken::new("r0")),
+            failing: Arc::new(AtomicBool::new(true)),
+        };
+        let source = RefreshTokenGrant::builder(&family.url, store.clone())
+            .build()
+            .unwrap();
+
+        // The server rotates r0 → r1, and saving r1 fails: access-1 is withheld.
+        let err = source.fetch().await.unwrap_err();
+        assert!(err.to_string().contains("the store is down"), "{err}");
+        assert!(!path.exists());
+
+        // The store works again and the server stops rotating. The next exchange spends r1
+        // (not the spent r0) and, although its answer brings no new refresh token, saves r1.
+        family.state().answer = answer;
+        store.failing.store(false, Ordering::SeqCst);
+        assert_eq!(source.fetch().await.unwrap().secret(), "access-2");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "r1\n",
+            "{answer:?}"
+        );
+
+        // A restart (a new source, a new store on the same file) continues with r1.
+        let restarted = RefreshTokenGrant::builder(&family.url, FileStore::new(&path))
+            .build()
+            .unwrap();
+        assert_eq!(restarted.fetch().await.unwrap().secret(), "access-3");
+        assert_eq!(family.presented(), ["r0", "r1", "r1"], "{answer:?}");
+        assert_eq!(family.invalid_grants(), 0, "{answer:?}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_cut_off_by_the_fetch_timeout_is_saved_and_its_access_token_served_next() {
+    let family = Family::start().await;
+    // The server rotates at once but answers only when the test says.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    family.on_event({
+        let gate = gate.clone();
+        move |_| {
+            let gate = gate.clone();
+            async move { gate.acquire().await.unwrap().forget() }
+        }
+    });
+    let path = temp_path("cut-off");
+    let source = RefreshTokenGrant::builder(
+        &family.url,
+        FileStore::new(&path).with_initial(RefreshToken::new("r0")),
+    )
+    .build()
+    .unwrap();
+    let cache = TokenCache::builder(source)
+        .fetch_timeout(Duration::from_millis(200))
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+        ))
+        .build();
+
+    // The cache gives up on the fetch (and drops its future) after the server has spent r0.
+    let err = cache.token().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(family.live(), "r1");
+
+    // The answer arrives after nobody waits for it: r1 still reaches the file.
+    gate.add_permits(1);
+    for _ in 0..500 {
+        if std::fs::read_to_string(&path).is_ok_and(|t| t == "r1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "r1\n");
+
+    // The next fetch (after the cache's backoff) serves the access token that came with r1,
+    // without calling the token endpoint again.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(cache.token().await.unwrap().secret(), "access-1");
+    assert_eq!(family.presented(), ["r0"]);
+
+    // The one after spends r1; a restart continues from r2.
+    gate.add_permits(100);
+    assert!(cache.invalidate(&cache.token().await.unwrap()));
+    assert_eq!(cache.token().await.unwrap().secret(), "access-2");
+    let restarted = RefreshTokenGrant::builder(&family.url, FileStore::new(&path))
+        .build()
+        .unwrap();
+    assert_eq!(restarted.fetch().await.unwrap().secret(), "access-3");
+    assert_eq!(family.presented(), ["r0", "r1", "r2"]);
+    assert_eq!(family.invalid_grants(), 0);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
