@@ -15,35 +15,17 @@
 //! The difference between the two counts of a row, divided by 100,000, is the per-request cost
 //! with setup taken out. Without arguments (as `cargo bench` runs it) it does nothing.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
+mod support;
+
 use std::hint::black_box;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Uri};
+use support::NoOp;
 use tower::{Layer, Service, ServiceExt};
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 use tower_http::set_header::SetRequestHeaderLayer;
-
-#[derive(Clone, Copy)]
-struct NoOp;
-
-impl<B> Service<Request<B>> for NoOp {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        black_box(&request);
-        ready(Ok(Response::new(())))
-    }
-}
 
 async fn drive<S>(mut svc: S, n: u64)
 where

@@ -64,6 +64,11 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 ///
 /// The services it makes read the status of each response, so the inner service must answer
 /// `http::Response<_>`, as hyper-util's client and tower-http's middleware do.
+///
+/// Put nothing that rewrites `Authorization` inside this layer (tower-http's
+/// `SetRequestHeader::overriding`, say): the server's 401 would then be about a token this layer
+/// never sent, and it cannot tell. A second bearer layer of this crate further in is recognised
+/// (it marks the 401 as being about its own token), and this layer then keeps its token.
 pub struct BearerAuthLayer<P, M = InvalidateOnly> {
     cache: TokenCache<P>,
     destinations: Destinations,
