@@ -1,6 +1,8 @@
 //! The fast path against the limit, interleaved: on a shared VM the speed of the machine drifts
 //! by more than the differences measured here between one criterion benchmark and the next, so
-//! this runs every row in turn, round after round, and keeps each row's best round.
+//! this runs every row in turn, round after round (in reverse order every other round), and
+//! compares each row with the limit *within* each round: the ratio printed is the median of the
+//! per-round ratios, which cancels drift slower than a round.
 //!
 //! ```sh
 //! cargo bench --bench interleaved            # 15 rounds; ROUNDS=30 for more
@@ -8,8 +10,9 @@
 //!
 //! Each round sends 200,000 requests per thread through each row, driven as `fast_path` drives
 //! them (a task per thread on a tokio runtime, `ready().await` then `call(..).await`), and
-//! records the mean time per request. Printed: each row's best round, and its ratio to the
-//! limit (tower-http's static `SetRequestHeader`) for the same URI.
+//! records the mean time per request. Printed: each row's median and best round, and the median
+//! of its per-round ratios to the limit (tower-http's static `SetRequestHeader`) for the same URI,
+//! with the spread of those ratios (25th–75th percentile).
 
 mod support;
 
@@ -43,9 +46,11 @@ fn main() {
         handle: Arc::new(AtomicU64::new(0)),
     };
 
-    println!("best of {rounds} interleaved rounds, {REQUESTS} requests per thread per round");
-    println!("| row | threads | best ns/request | vs limit |");
-    println!("|---|---|---|---|");
+    println!("{rounds} interleaved rounds, {REQUESTS} requests per thread per round");
+    println!(
+        "| row | threads | median ns/request | best | vs limit (median of per-round ratios) | middle half of ratios |"
+    );
+    println!("|---|---|---|---|---|---|");
     for threads in [1usize, 2] {
         let rt = runtime(threads);
         let cache = TokenCache::new(StaticToken::new(
@@ -97,24 +102,39 @@ fn main() {
                 }),
             ),
         ];
-        let mut best = vec![Duration::MAX; rows.len()];
-        for _ in 0..rounds {
-            for (i, (_, _, run)) in rows.iter().enumerate() {
-                best[i] = best[i].min(run());
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+        let per_request = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
+        for round in 0..rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..rows.len()).collect()
+            } else {
+                (0..rows.len()).rev().collect()
+            };
+            for i in order {
+                times[i].push(per_request((rows[i].2)()));
             }
         }
-        let per_request = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
         for (i, (name, uri, _)) in rows.iter().enumerate() {
             let limit = rows
                 .iter()
                 .position(|(n, u, _)| *n == "limit" && u == uri)
                 .unwrap();
+            let mut ratios: Vec<f64> = (0..rounds).map(|r| times[i][r] / times[limit][r]).collect();
+            let (q1, median, q3) = quartiles(&mut ratios);
+            let mut own = times[i].clone();
+            let (_, own_median, _) = quartiles(&mut own);
+            let best = own[0];
             let uri_kind = if *uri == HTTPS { "https" } else { "relative" };
             println!(
-                "| {name} ({uri_kind}) | {threads} | {:.1} | {:.3}× |",
-                per_request(best[i]),
-                per_request(best[i]) / per_request(best[limit]),
+                "| {name} ({uri_kind}) | {threads} | {own_median:.1} | {best:.1} | {median:.3}× | {q1:.3}–{q3:.3} |"
             );
         }
     }
+}
+
+/// Sorts `values` and returns their 25th, 50th and 75th percentiles.
+fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
 }

@@ -475,18 +475,15 @@ where
 
 impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
     fn clone(&self) -> Self {
-        // Hand the remembered header on only while it is current: a template service that
-        // never sends would otherwise make every clone copy a header it cannot use.
-        let (fresh, header) = if self.cache.state() == self.fresh.state {
-            (self.fresh, self.header.clone())
-        } else {
-            (Freshness::NONE, HeaderValue::from_static(""))
-        };
+        // The remembered header is not handed on: clones often go to other threads (a client in
+        // axum state, cloned per request), and each thread should use its own copy of the
+        // token's header rather than share one reference count (see `cache::entry`). A clone's
+        // first request finds the current token with one lock-free load.
         BearerAuth {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
-            fresh,
-            header,
+            fresh: Freshness::NONE,
+            header: HeaderValue::from_static(""),
             approved: self.approved.clone(),
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),

@@ -91,8 +91,10 @@ pub struct TokenCache<P> {
 }
 
 pub(crate) struct Shared<P> {
-    /// `generation << 2 | phase`: the word the fast path compares.
-    state: AtomicU64,
+    /// `generation << 2 | phase`: the word the fast path compares. Alone on its cache line:
+    /// every request of every thread reads it, and a neighbour written per request (the
+    /// header's reference count, allocated next to the cache) would make each read a miss.
+    state: Padded<AtomicU64>,
     current: ArcSwapOption<Entry>,
     /// Nanoseconds after `epoch` before which the stale path need not take the lock: a refresh
     /// is in flight (until its deadline) or backing off.
@@ -154,6 +156,18 @@ impl Deadline {
 
 type Outcome = Result<CachedToken, Error>;
 
+/// A value alone on its cache line (128 bytes: two 64-byte lines, as adjacent-line prefetchers
+/// fetch them in pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// How long past the fetch timeout a refresh still counts as in flight: its own timeout, set
 /// at the same instant on its own runtime, should win when that runtime is driven.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(1);
@@ -192,7 +206,7 @@ impl<P: TokenSource> TokenCache<P> {
     pub(crate) fn with_config(source: P, config: Config) -> Self {
         TokenCache {
             shared: Arc::new(Shared {
-                state: AtomicU64::new(PHASE_NONE),
+                state: Padded(AtomicU64::new(PHASE_NONE)),
                 current: ArcSwapOption::empty(),
                 quiet_until: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -373,7 +387,7 @@ impl<P: TokenSource> TokenCache<P> {
                     state,
                     until: entry.fresh_until_coarse,
                 };
-                Some((entry.header.clone(), freshness))
+                Some((entry.header().clone(), freshness))
             }
             _ => None,
         }
@@ -544,6 +558,36 @@ mod tests {
             .unwrap();
         let token = second.block_on(cache.token()).unwrap();
         assert_eq!(token.secret(), "abc");
+    }
+
+    #[test]
+    fn threads_use_their_own_copy_of_the_header() {
+        let cache = TokenCache::new(StaticToken::new(
+            Token::new("abc").with_expires_in(Duration::from_secs(3600)),
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(cache.token()).unwrap();
+        let copies: Vec<(usize, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    let token = cache.current().unwrap();
+                    let header = token.header_value();
+                    (
+                        header.as_bytes().as_ptr() as usize,
+                        header.as_bytes().to_vec(),
+                    )
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        assert_ne!(copies[0].0, copies[1].0, "two threads, two allocations");
+        assert_eq!(copies[0].1, b"Bearer abc");
+        assert_eq!(copies[1].1, b"Bearer abc");
     }
 
     #[tokio::test(start_paused = true)]
