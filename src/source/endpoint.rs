@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
+use crate::error::MAX_RETRY_AFTER;
 use crate::http_client::{HttpClient, HttpResponse, check_token_url};
 
 /// The HTTP client a source uses when none was given.
@@ -101,7 +102,7 @@ impl Endpoint {
     }
 
     /// The token URL, as configured (the audience of assertions).
-    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    #[cfg_attr(not(feature = "__jwt"), allow(dead_code))]
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
@@ -218,14 +219,26 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Classify a non-2xx answer: 3xx, 408, 429 and 5xx, other 4xx.
+/// Classify a non-2xx answer: 3xx, 408, 429 and 5xx, 404 and 405, other 4xx.
+///
+/// A 404 or 405 without an RFC 6749 §5.2 error body says there is no token endpoint at this
+/// URL (a typo, a wrong base path or version), not that the credential was refused: it is a
+/// [`Config`](crate::ErrorKind::Config) error, which no source answers by trying another
+/// credential. With an OAuth error body, the endpoint is there and refused the request.
 fn check_status(response: &HttpResponse, refused: &'static str) -> Result<(), Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let code = oauth_error_code(response.body());
-    let err = if status.is_redirection() {
+    let err = if code.is_none() && status == StatusCode::NOT_FOUND {
+        Error::config("there is no token endpoint at the token URL (not found): check the URL")
+    } else if code.is_none() && status == StatusCode::METHOD_NOT_ALLOWED {
+        Error::config(
+            "the token URL does not accept this request method, so it is not the token \
+             endpoint: check the URL",
+        )
+    } else if status.is_redirection() {
         Error::invalid_response(
             "the token endpoint answered with a redirect, which is not followed: check the token URL",
         )
@@ -274,16 +287,18 @@ pub(crate) fn oauth_error_code(body: &[u8]) -> Option<String> {
     valid.then_some(code)
 }
 
-/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3),
+/// either capped at [`MAX_RETRY_AFTER`]; a date in the past is no delay.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // A day is already longer than any backoff; bigger numbers are capped, not overflowed.
-        let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(86_400);
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Numbers too big for a u64 are capped, not overflowed.
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -318,8 +333,23 @@ mod tests {
             "Sun, 06 Nov 1994 08:00:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "300".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(300)));
+        // Both forms are capped.
         h.insert(RETRY_AFTER, "99999999999999999999999".parse().unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(86_400)));
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            "Mon, 07 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);
     }
@@ -338,6 +368,32 @@ mod tests {
             assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
             assert!(!format!("{err} {err:?}").contains("rt-123"));
         }
+    }
+
+    #[test]
+    fn not_found_and_method_not_allowed_are_config_errors() {
+        for (status, body) in [
+            (404, "<html>Not Found</html>"),
+            (404, ""),
+            (405, r#"{"message":"Method Not Allowed"}"#),
+        ] {
+            let r = response(status, &[("content-type", "text/html")], body);
+            let err = check_status(&r, "refused").unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{status}");
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
+            assert!(err.to_string().contains("token URL"), "{err}");
+        }
+        // The endpoint is there and speaks OAuth: a refusal.
+        let r = response(404, &[], r#"{"error":"invalid_grant"}"#);
+        let err = check_status(&r, "refused").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Rejected);
+        assert_eq!(err.oauth_error(), Some("invalid_grant"));
+        // Other 4xx without a code are still refusals.
+        let r = response(403, &[], "forbidden");
+        assert_eq!(
+            check_status(&r, "refused").unwrap_err().kind(),
+            crate::ErrorKind::Rejected
+        );
     }
 
     #[test]

@@ -11,3 +11,4 @@ mod disruptive;
 mod kensho;
 mod redaction;
 mod refresh_token;
+mod wrong_url;
