@@ -70,6 +70,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// proxy: plain `http` is allowed there only because the request never leaves the machine, and
 /// a proxy would receive the credential in clear (and reach *its* loopback, not ours). The
 /// method returns a boxed future so that sources can hold any client as `Arc<dyn HttpClient>`.
+///
+/// The request's body, URI and `Authorization` header share buffers that are zeroized when
+/// their last clone is dropped; copies an implementation makes (to a `String`, a write buffer)
+/// are not, so keep them to what the wire needs. Return the response body as [`Bytes`] that
+/// own a zeroizing buffer (`Bytes::from_owner(zeroize::Zeroizing::new(vec))`) to have the
+/// tokens in it wiped too.
 pub trait HttpClient: Send + Sync + 'static {
     /// Send `request` and return the response with its whole body.
     fn execute(&self, request: HttpRequest) -> HttpFuture<'_>;
@@ -122,6 +128,8 @@ mod reqwest_client {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
+    use zeroize::Zeroizing;
+
     use super::{
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
         HttpResponse, check_token_url, is_loopback_host,
@@ -138,7 +146,9 @@ mod reqwest_client {
     ///   other hosts go through the environment's proxy settings, as reqwest reads them;
     /// - the answer is read incrementally and refused past a size cap
     ///   ([`DEFAULT_MAX_RESPONSE_BYTES`] unless changed) with an
-    ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error;
+    ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error, into a buffer that is
+    ///   zeroized on drop (the body of the returned [`HttpResponse`] is wiped with its last
+    ///   clone; the chunks hyper read it in, from its own buffers, are not);
     /// - the whole exchange is bounded by a timeout ([`DEFAULT_TIMEOUT`] unless changed), a
     ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures;
     /// - the URL must be `https`, except to a loopback host.
@@ -246,23 +256,52 @@ mod reqwest_client {
                 ))
                 .with_status(status)
             };
-            if response
-                .content_length()
-                .is_some_and(|len| len > self.max_response_bytes as u64)
-            {
+            let declared = response.content_length();
+            if declared.is_some_and(|len| len > self.max_response_bytes as u64) {
                 return Err(too_large());
             }
-            let mut body = Vec::new();
+            let mut body = ZeroizingBuf::with_capacity(declared.unwrap_or(0) as usize);
             while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
                 if body.len() + chunk.len() > self.max_response_bytes {
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
             }
-            let mut out = http::Response::new(bytes::Bytes::from(body));
+            let mut out = http::Response::new(body.into_bytes());
             *out.status_mut() = response.status();
             *out.headers_mut() = std::mem::take(response.headers_mut());
             Ok(out)
+        }
+    }
+
+    /// The answer's body as it arrives: it holds the access and refresh tokens, so it is
+    /// zeroized on drop, and it grows by moving to a new buffer (the old one wiped) rather than
+    /// by reallocation, which would free a copy without wiping it.
+    pub(super) struct ZeroizingBuf(Zeroizing<Vec<u8>>);
+
+    impl ZeroizingBuf {
+        pub(super) fn with_capacity(capacity: usize) -> Self {
+            ZeroizingBuf(Zeroizing::new(Vec::with_capacity(capacity)))
+        }
+
+        pub(super) fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        pub(super) fn extend_from_slice(&mut self, bytes: &[u8]) {
+            let needed = self.0.len() + bytes.len();
+            if needed > self.0.capacity() {
+                let mut grown = Vec::with_capacity(needed.max(2 * self.0.capacity()).max(1024));
+                grown.extend_from_slice(&self.0);
+                // The old buffer is zeroized as it is dropped here.
+                self.0 = Zeroizing::new(grown);
+            }
+            self.0.extend_from_slice(bytes);
+        }
+
+        /// Bytes that are zeroized when their last clone is dropped.
+        pub(super) fn into_bytes(self) -> bytes::Bytes {
+            bytes::Bytes::from_owner(self.0)
         }
     }
 
@@ -305,6 +344,18 @@ mod reqwest_client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn the_response_buffer_grows_by_moving() {
+        let mut buf = super::reqwest_client::ZeroizingBuf::with_capacity(4);
+        buf.extend_from_slice(b"abc");
+        buf.extend_from_slice(&[b'x'; 3000]);
+        buf.extend_from_slice(b"end");
+        assert_eq!(buf.len(), 3006);
+        let bytes = buf.into_bytes();
+        assert!(bytes.starts_with(b"abcxxx") && bytes.ends_with(b"xxend"));
+    }
 
     #[test]
     fn plain_http_to_a_public_host_is_a_config_error() {

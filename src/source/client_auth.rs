@@ -8,6 +8,10 @@
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
 //! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
 //!
+//! The Basic header value, the form with `client_secret` and each assertion are built in
+//! buffers zeroized on drop (see the [`http_client`](crate::http_client) docs for what the HTTP
+//! client copies).
+//!
 //! Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
 //! the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
 //! (unless set with `assertion_lifetime`), a new random `jti`.
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
@@ -189,11 +194,26 @@ impl ClientAuth {
 }
 
 /// RFC 6749 §2.3.1: the id and secret are form-urlencoded (Appendix B) *before* base64.
+///
+/// Every buffer holding the secret is sized up front (no reallocation leaves a partial copy
+/// behind) and zeroized on drop; the header value shares the last one, so it is wiped when the
+/// last clone of the header is dropped.
 fn basic_auth(client_id: &str, secret: &ClientSecret) -> Result<HeaderValue, Error> {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let pair = Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret.secret())));
-    let value = Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())));
-    let mut header = HeaderValue::from_str(&value)
+    let secret = secret.secret();
+    // Form-urlencoding turns a byte into at most 3.
+    let mut pair = Zeroizing::new(String::with_capacity(
+        3 * (client_id.len() + secret.len()) + 1,
+    ));
+    pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
+    pair.push(':');
+    pair.extend(form_urlencoded::byte_serialize(secret.as_bytes()));
+    let encoded_len = base64::encoded_len(pair.len(), true)
+        .ok_or_else(|| Error::config("the client credentials are too long"))?;
+    let mut value = Zeroizing::new(String::with_capacity("Basic ".len() + encoded_len));
+    value.push_str("Basic ");
+    STANDARD.encode_string(pair.as_bytes(), &mut value);
+    let value = Zeroizing::new(std::mem::take(&mut *value).into_bytes());
+    let mut header = HeaderValue::from_maybe_shared(Bytes::from_owner(value))
         .map_err(|_| Error::config("the client credentials cannot form a Basic header"))?;
     header.set_sensitive(true);
     Ok(header)

@@ -3,6 +3,12 @@
 //!
 //! Errors made here carry the endpoint's host, the HTTP status and the OAuth error code, and
 //! never the URL (its query string can hold a credential), a request or a response body.
+//!
+//! Secrets in a request (form values, a JSON body, a query string, a Basic header) are built
+//! in buffers that never reallocate and are zeroized on drop, and reach the [`HttpClient`] as
+//! [`Bytes`] that are zeroized when its last clone is dropped. What the HTTP client then copies
+//! on the way to the wire (reqwest's `Url`, hyper's write buffer, TLS records, kernel socket
+//! buffers) is not wiped by this crate.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -68,12 +74,36 @@ impl Form {
     }
 
     pub(crate) fn into_body(self) -> Body {
-        let mut serializer = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &self.0 {
-            serializer.append_pair(name, value);
-        }
-        Body::Form(Zeroizing::new(serializer.finish()))
+        Body::Form(urlencoded(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_ref(), value.as_str())),
+        ))
     }
+}
+
+/// `pairs`, form-urlencoded, in a buffer zeroized on drop. It is sized for the worst case
+/// (3 bytes per input byte) so that it never grows: a reallocation would leave a partial copy
+/// of the secrets behind, in memory freed without being wiped.
+fn urlencoded<'a, I>(pairs: I) -> Zeroizing<String>
+where
+    I: Iterator<Item = (&'a str, &'a str)> + Clone,
+{
+    let worst: usize = pairs
+        .clone()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum();
+    let mut out = Zeroizing::new(String::with_capacity(worst));
+    form_urlencoded::Serializer::new(&mut *out)
+        .extend_pairs(pairs)
+        .finish();
+    out
+}
+
+/// Bytes that are zeroized when the last clone of them is dropped (the HTTP client may keep
+/// clones until the request is written).
+fn zeroizing_bytes(bytes: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Zeroizing::new(bytes))
 }
 
 impl Endpoint {
@@ -166,24 +196,32 @@ impl Endpoint {
         let uri = if query.is_empty() {
             self.uri.clone()
         } else {
-            let mut url = Zeroizing::new(self.uri.to_string());
-            url.push(if self.uri.query().is_some() { '&' } else { '?' });
-            let encoded = Zeroizing::new(
-                form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(query)
-                    .finish(),
-            );
-            url.push_str(&encoded);
-            Uri::try_from(url.as_str())
+            // The URL as configured (no formatting, which could leave copies of a query).
+            let base: &str = &self.url;
+            let encoded = urlencoded(query.iter().copied());
+            let mut url = Vec::with_capacity(base.len() + 1 + encoded.len());
+            url.extend_from_slice(base.as_bytes());
+            url.push(if self.uri.query().is_some() {
+                b'&'
+            } else {
+                b'?'
+            });
+            url.extend_from_slice(encoded.as_bytes());
+            // The `Uri` shares these bytes (no copy), so they are wiped with its last clone.
+            Uri::from_maybe_shared(zeroizing_bytes(url))
                 .map_err(|_| Error::config("the token URL cannot carry the query parameters"))?
         };
         let (content_type, body) = match body {
             Body::Empty => (None, Bytes::new()),
-            Body::Form(form) => (
+            Body::Form(mut form) => (
                 Some("application/x-www-form-urlencoded"),
-                Bytes::copy_from_slice(form.as_bytes()),
+                // Moves the buffer: the one copy of the form stays the one that is wiped.
+                zeroizing_bytes(std::mem::take(&mut *form).into_bytes()),
             ),
-            Body::Json(json) => (Some("application/json"), Bytes::copy_from_slice(&json)),
+            Body::Json(mut json) => (
+                Some("application/json"),
+                zeroizing_bytes(std::mem::take(&mut *json)),
+            ),
         };
         let mut request = Request::new(body);
         *request.method_mut() = method;
