@@ -94,7 +94,7 @@
     clippy::dbg_macro,
     clippy::unimplemented
 )]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cache;
 pub mod challenge;
