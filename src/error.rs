@@ -32,13 +32,15 @@ use http::StatusCode;
 /// The boxed error type used by tower services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The longest wait a `Retry-After` can ask for: 10 minutes.
+/// The longest wait a token endpoint's `Retry-After` is taken to ask for: 10 minutes.
 ///
-/// [`Error::retry_after`] never returns more, whichever form the server used (delta-seconds or
-/// an HTTP-date) and however the error was built. A server asking for longer (a maintenance
-/// window, a misconfigured rate limiter) is asked again after this long: one request per
-/// 10 minutes costs it nothing, and a client whose token has expired is not left without one
-/// for an hour or a day when the server comes back sooner.
+/// The built-in sources cap the header at this, whichever form the server used
+/// (delta-seconds or an HTTP-date, RFC 9110 §10.2.3), before it reaches
+/// [`Error::retry_after`]. A server asking for longer (a maintenance window, a misconfigured
+/// rate limiter) is asked again after this long: one request per 10 minutes costs it nothing,
+/// and a client whose token has expired is not left without one for an hour or a day when the
+/// server comes back sooner. An error built with [`Error::with_retry_after`] keeps the delay it
+/// was given.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// What kind of failure an [`Error`] is, and so what a caller can do about it.
@@ -202,10 +204,10 @@ impl Error {
         self.map(|i| i.host = Some(host))
     }
 
-    /// Attach how long the server asked us to wait (`Retry-After`), capped at
-    /// [`MAX_RETRY_AFTER`].
+    /// Attach how long the server asked us to wait (`Retry-After`). The built-in sources cap
+    /// what a server says at [`MAX_RETRY_AFTER`]; a source of your own may do the same.
     pub fn with_retry_after(self, retry_after: Duration) -> Self {
-        self.map(|i| i.retry_after = Some(retry_after.min(MAX_RETRY_AFTER)))
+        self.map(|i| i.retry_after = Some(retry_after))
     }
 
     /// What kind of failure this is.
@@ -233,8 +235,8 @@ impl Error {
         self.inner.host.as_deref()
     }
 
-    /// How long the server asked us to wait before trying again, at most
-    /// [`MAX_RETRY_AFTER`].
+    /// How long the server asked us to wait before trying again. From a built-in source, at
+    /// most [`MAX_RETRY_AFTER`], for both forms of the header.
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
@@ -321,14 +323,6 @@ mod tests {
         assert_eq!(a.status(), None);
         assert_eq!(b.status(), Some(StatusCode::BAD_GATEWAY));
         assert!(std::error::Error::source(&b).is_some());
-    }
-
-    #[test]
-    fn retry_after_is_capped() {
-        let err = Error::transient("slow down").with_retry_after(Duration::from_secs(86_400));
-        assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER));
-        let err = Error::transient("slow down").with_retry_after(Duration::from_secs(300));
-        assert_eq!(err.retry_after(), Some(Duration::from_secs(300)));
     }
 
     #[test]

@@ -442,6 +442,12 @@ mod tests {
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
         let r = response(503, &[], "<html>down</html>");
         assert!(check_status(&r, "refused").unwrap_err().is_transient());
+        // Error::retry_after() is capped for both forms of the header.
+        for far in ["86400", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            let r = response(429, &[("retry-after", far)], "");
+            let err = check_status(&r, "refused").unwrap_err();
+            assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER), "{far}");
+        }
     }
 
     #[test]
