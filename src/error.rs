@@ -32,6 +32,17 @@ use http::StatusCode;
 /// The boxed error type used by tower services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest wait a token endpoint's `Retry-After` is taken to ask for: 10 minutes.
+///
+/// The built-in sources cap the header at this, whichever form the server used
+/// (delta-seconds or an HTTP-date, RFC 9110 §10.2.3), before it reaches
+/// [`Error::retry_after`]. A server asking for longer (a maintenance window, a misconfigured
+/// rate limiter) is asked again after this long: one request per 10 minutes costs it nothing,
+/// and a client whose token has expired is not left without one for an hour or a day when the
+/// server comes back sooner. An error built with [`Error::with_retry_after`] keeps the delay it
+/// was given.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// What kind of failure an [`Error`] is, and so what a caller can do about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -40,13 +51,17 @@ pub enum ErrorKind {
     Transient,
     /// The token endpoint refused the credential (`invalid_grant`, `invalid_client`, a 400/401
     /// answer, ...). Retrying with the same credential will not help.
+    ///
+    /// A 404 or 405 is not a refusal unless it carries an RFC 6749 §5.2 error: without one it
+    /// means the token URL is wrong, a [`Config`](ErrorKind::Config) error.
     Rejected,
     /// The token endpoint answered something that is not a usable token: malformed JSON, a
     /// missing `access_token`, an oversized body, a token that is not a valid header value, a
     /// token type other than `Bearer`, an already expired token.
     InvalidResponse,
-    /// The crate or a source is configured in a way that cannot work (a bad URL, a key that
-    /// does not parse, no tokio runtime, a plain-http token endpoint on a public host).
+    /// The crate or a source is configured in a way that cannot work (a bad URL, a token URL
+    /// that answers 404 or 405 without an OAuth error, a key that does not parse or is too
+    /// short, no tokio runtime, a plain-http token endpoint on a public host).
     Config,
     /// The token source panicked. The cache is not poisoned; the next request may try again.
     Panicked,
@@ -201,7 +216,8 @@ impl Error {
         self.map(|i| i.host = Some(host))
     }
 
-    /// Attach how long the server asked us to wait (`Retry-After`).
+    /// Attach how long the server asked us to wait (`Retry-After`). The built-in sources cap
+    /// what a server says at [`MAX_RETRY_AFTER`]; a source of your own may do the same.
     pub fn with_retry_after(self, retry_after: Duration) -> Self {
         self.map(|i| i.retry_after = Some(retry_after))
     }
@@ -231,7 +247,8 @@ impl Error {
         self.inner.host.as_deref()
     }
 
-    /// How long the server asked us to wait before trying again.
+    /// How long the server asked us to wait before trying again. From a built-in source, at
+    /// most [`MAX_RETRY_AFTER`], for both forms of the header.
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }

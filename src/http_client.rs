@@ -6,9 +6,10 @@
 //! plug in your own client (a corporate proxy, a mock, fault injection in tests).
 //!
 //! Whatever client is used, the sources refuse a token URL that is not `https`, except to a
-//! loopback host (`127.0.0.0/8`, `::1`, `localhost`), and never treat a redirect as a token.
-//! [`ReqwestClient`] adds what a token endpoint call needs on the wire: no redirects followed, a
-//! response size cap read incrementally, and a timeout over the whole exchange.
+//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`), and never treat a
+//! redirect as a token. [`ReqwestClient`] adds what a token endpoint call needs on the wire: no
+//! redirects followed, no proxy for a loopback endpoint, a response size cap read
+//! incrementally, and a timeout over the whole exchange.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -32,7 +33,6 @@
 //! ```
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,7 @@ use bytes::Bytes;
 use http::Uri;
 
 use crate::Error;
+use crate::origin::is_loopback_host;
 
 /// A request to a token endpoint.
 pub type HttpRequest = http::Request<Bytes>;
@@ -65,8 +66,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// and the source reads the status and the body (an RFC 6749 §5.2 error, a `Retry-After`).
 ///
 /// Implementations must not follow redirects: a redirect would carry a credential to another
-/// place. The method returns a boxed future so that sources can hold any client as
-/// `Arc<dyn HttpClient>`.
+/// place. Nor may they send a request for a loopback host ([`is_loopback_host`]) through a
+/// proxy: plain `http` is allowed there only because the request never leaves the machine, and
+/// a proxy would receive the credential in clear (and reach *its* loopback, not ours). The
+/// method returns a boxed future so that sources can hold any client as `Arc<dyn HttpClient>`.
+///
+/// The request's body, URI and `Authorization` header share buffers that are zeroized when
+/// their last clone is dropped; copies an implementation makes (to a `String`, a write buffer)
+/// are not, so keep them to what the wire needs. Return the response body as [`Bytes`] that
+/// own a zeroizing buffer (`Bytes::from_owner(zeroize::Zeroizing::new(vec))`) to have the
+/// tokens in it wiped too.
 pub trait HttpClient: Send + Sync + 'static {
     /// Send `request` and return the response with its whole body.
     fn execute(&self, request: HttpRequest) -> HttpFuture<'_>;
@@ -100,7 +109,7 @@ pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
     };
     match uri.scheme_str() {
         Some("https") => Ok(()),
-        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") if is_loopback_host(host) => Ok(()),
         Some("http") => Err(Error::config(
             "the token URL must use https (plain http is allowed only to a loopback host)",
         )
@@ -109,24 +118,21 @@ pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
     }
 }
 
-/// `localhost`, `127.0.0.0/8` or `::1` (as it appears in a URI, with or without brackets).
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
 
 #[cfg(feature = "reqwest")]
 mod reqwest_client {
     use std::fmt;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
+
+    use zeroize::Zeroizing;
 
     use super::{
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
-        HttpResponse, check_token_url,
+        HttpResponse, check_token_url, is_loopback_host,
     };
     use crate::Error;
 
@@ -134,14 +140,21 @@ mod reqwest_client {
     ///
     /// - redirects are never followed (a 3xx answer is returned as it is, and the sources
     ///   refuse it);
+    /// - a loopback endpoint ([`is_loopback_host`](crate::origin::is_loopback_host)) is called
+    ///   directly, never through a proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...),
+    ///   and the name `localhost` always means `127.0.0.1` / `::1`, whatever the resolver says;
+    ///   other hosts go through the environment's proxy settings, as reqwest reads them;
     /// - the answer is read incrementally and refused past a size cap
     ///   ([`DEFAULT_MAX_RESPONSE_BYTES`] unless changed) with an
-    ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error;
+    ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error, into a buffer that is
+    ///   zeroized on drop (the body of the returned [`HttpResponse`] is wiped with its last
+    ///   clone; the chunks hyper read it in, from its own buffers, are not);
     /// - the whole exchange is bounded by a timeout ([`DEFAULT_TIMEOUT`] unless changed), a
     ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures;
     /// - the URL must be `https`, except to a loopback host.
     ///
-    /// Clones share one connection pool.
+    /// The proxy settings are read from the environment when the client is built. Clones share
+    /// their connection pools.
     ///
     /// ```
     /// use std::time::Duration;
@@ -155,27 +168,64 @@ mod reqwest_client {
     /// ```
     #[derive(Clone)]
     pub struct ReqwestClient {
+        /// For every host but loopback: the environment's proxy settings apply.
         client: reqwest::Client,
+        /// For loopback hosts: no proxy at all. Built at the first loopback call (a client
+        /// costs a few milliseconds to build, and most programs never call loopback).
+        direct: Arc<OnceLock<reqwest::Client>>,
         timeout: Duration,
         max_response_bytes: usize,
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(DEFAULT_TIMEOUT)
+    }
+
+    fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, Error> {
+        builder.build().map_err(|e| {
+            Error::config("could not build the HTTP client for the token endpoint")
+                .with_source(e.without_url())
+        })
+    }
+
+    /// The client for loopback hosts: no proxy, and `localhost` pinned to loopback addresses.
+    fn direct_client() -> Result<reqwest::Client, Error> {
+        let localhost: [SocketAddr; 2] = [
+            (Ipv4Addr::LOCALHOST, 0).into(),
+            (Ipv6Addr::LOCALHOST, 0).into(),
+        ];
+        build(
+            builder()
+                // `no_proxy` drops the proxies read from the environment too.
+                .no_proxy()
+                // reqwest lowercases the host and keeps a trailing dot; the URL's port is used.
+                .resolve_to_addrs("localhost", &localhost)
+                .resolve_to_addrs("localhost.", &localhost),
+        )
     }
 
     impl ReqwestClient {
         /// A client with the defaults above.
         pub fn new() -> Result<Self, Error> {
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(DEFAULT_TIMEOUT)
-                .build()
-                .map_err(|e| {
-                    Error::config("could not build the HTTP client for the token endpoint")
-                        .with_source(e.without_url())
-                })?;
             Ok(ReqwestClient {
-                client,
+                client: build(builder())?,
+                direct: Arc::default(),
                 timeout: DEFAULT_TIMEOUT,
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             })
+        }
+
+        fn client_for(&self, uri: &http::Uri) -> Result<&reqwest::Client, Error> {
+            if !uri.host().is_some_and(is_loopback_host) {
+                return Ok(&self.client);
+            }
+            if let Some(direct) = self.direct.get() {
+                return Ok(direct);
+            }
+            let direct = direct_client()?;
+            Ok(self.direct.get_or_init(|| direct))
         }
 
         /// Give up on a token endpoint call after this long, from connecting to the last body
@@ -193,14 +243,11 @@ mod reqwest_client {
 
         async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
             check_token_url(request.uri())?;
+            let client = self.client_for(request.uri())?;
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
-            let mut response = self
-                .client
-                .execute(request)
-                .await
-                .map_err(transport_error)?;
+            let mut response = client.execute(request).await.map_err(transport_error)?;
             let status = response.status();
             let too_large = || {
                 Error::invalid_response(format!(
@@ -209,23 +256,52 @@ mod reqwest_client {
                 ))
                 .with_status(status)
             };
-            if response
-                .content_length()
-                .is_some_and(|len| len > self.max_response_bytes as u64)
-            {
+            let declared = response.content_length();
+            if declared.is_some_and(|len| len > self.max_response_bytes as u64) {
                 return Err(too_large());
             }
-            let mut body = Vec::new();
+            let mut body = ZeroizingBuf::with_capacity(declared.unwrap_or(0) as usize);
             while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
                 if body.len() + chunk.len() > self.max_response_bytes {
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
             }
-            let mut out = http::Response::new(bytes::Bytes::from(body));
+            let mut out = http::Response::new(body.into_bytes());
             *out.status_mut() = response.status();
             *out.headers_mut() = std::mem::take(response.headers_mut());
             Ok(out)
+        }
+    }
+
+    /// The answer's body as it arrives: it holds the access and refresh tokens, so it is
+    /// zeroized on drop, and it grows by moving to a new buffer (the old one wiped) rather than
+    /// by reallocation, which would free a copy without wiping it.
+    pub(super) struct ZeroizingBuf(Zeroizing<Vec<u8>>);
+
+    impl ZeroizingBuf {
+        pub(super) fn with_capacity(capacity: usize) -> Self {
+            ZeroizingBuf(Zeroizing::new(Vec::with_capacity(capacity)))
+        }
+
+        pub(super) fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        pub(super) fn extend_from_slice(&mut self, bytes: &[u8]) {
+            let needed = self.0.len() + bytes.len();
+            if needed > self.0.capacity() {
+                let mut grown = Vec::with_capacity(needed.max(2 * self.0.capacity()).max(1024));
+                grown.extend_from_slice(&self.0);
+                // The old buffer is zeroized as it is dropped here.
+                self.0 = Zeroizing::new(grown);
+            }
+            self.0.extend_from_slice(bytes);
+        }
+
+        /// Bytes that are zeroized when their last clone is dropped.
+        pub(super) fn into_bytes(self) -> bytes::Bytes {
+            bytes::Bytes::from_owner(self.0)
         }
     }
 
@@ -269,27 +345,16 @@ mod reqwest_client {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "reqwest")]
     #[test]
-    fn loopback_hosts_are_recognised() {
-        for host in [
-            "localhost",
-            "LOCALHOST",
-            "127.0.0.1",
-            "127.1.2.3",
-            "::1",
-            "[::1]",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "example.com",
-            "10.0.0.1",
-            "localhost.example.com",
-            "128.0.0.1",
-            "::2",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
+    fn the_response_buffer_grows_by_moving() {
+        let mut buf = super::reqwest_client::ZeroizingBuf::with_capacity(4);
+        buf.extend_from_slice(b"abc");
+        buf.extend_from_slice(&[b'x'; 3000]);
+        buf.extend_from_slice(b"end");
+        assert_eq!(buf.len(), 3006);
+        let bytes = buf.into_bytes();
+        assert!(bytes.starts_with(b"abcxxx") && bytes.ends_with(b"xxend"));
     }
 
     #[test]

@@ -94,7 +94,7 @@
     clippy::dbg_macro,
     clippy::unimplemented
 )]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cache;
 pub mod challenge;
@@ -115,7 +115,7 @@ mod builder_ext;
 
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{Backoff, CachedToken, RefreshEvent, RefreshReason, TokenCache, TokenCacheBuilder};
-pub use error::{BoxError, Error, ErrorKind};
+pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
 pub use replay::{ReplayBody, ReplayFuture};

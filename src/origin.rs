@@ -5,9 +5,9 @@
 //!
 //! - a relative URI (no scheme, no authority, as in a request to a service that adds the base
 //!   URL itself) gets the token;
-//! - plain `http://` gets the token only when the host is a loopback address (`localhost`,
-//!   `127.0.0.0/8`, `[::1]`), unless [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http)
-//!   (for tests);
+//! - plain `http://` gets the token only when the host is loopback by [`is_loopback_host`]
+//!   (`localhost`, `127.0.0.0/8`, `[::1]`), unless
+//!   [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http) (for tests);
 //! - when an allow-list is set, only requests to one of its origins (scheme, host and port,
 //!   with default ports filled in) get the token.
 //!
@@ -197,25 +197,58 @@ fn normalize_host(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
-/// `localhost`, `127.0.0.0/8`, `::1` (with or without brackets) and IPv4-mapped loopback.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let host = normalize_host(host);
-    if host.eq_ignore_ascii_case("localhost") {
+/// Whether `host` is a loopback host: the one rule the crate uses wherever it matters (plain
+/// `http` allowed, no proxy for token endpoint calls).
+///
+/// `host` is as it appears in a URI (`http::Uri::host`, `url::Url::host_str`): IPv6 addresses
+/// in brackets or bare. Loopback is:
+///
+/// - an IPv4 address in `127.0.0.0/8`, in dotted-decimal form;
+/// - `::1`, and IPv4-mapped loopback (`::ffff:127.0.0.1`, any address of `127.0.0.0/8`);
+/// - the name `localhost`, in any case, with or without a trailing dot (the same name written
+///   fully qualified).
+///
+/// Everything else is not loopback, and in particular:
+///
+/// - names *under* `localhost` (`api.localhost`): RFC 6761 asks resolvers to map them to
+///   loopback, but many (glibc with a plain `/etc/hosts`) send them to DNS, which can answer
+///   anything;
+/// - shorthand IPv4 forms (`127.1`, `2130706433`, `0x7f.0.0.1`), which some parsers expand and
+///   others do not, and `0.0.0.0`;
+/// - the deprecated IPv4-compatible form `::127.0.0.1`.
+///
+/// A host that is not loopback by this rule is treated as remote: the safe side.
+///
+/// ```
+/// use tower_bearer::origin::is_loopback_host;
+///
+/// assert!(is_loopback_host("127.0.0.1"));
+/// assert!(is_loopback_host("[::1]"));
+/// assert!(is_loopback_host("LocalHost."));
+/// assert!(!is_loopback_host("api.localhost"));
+/// assert!(!is_loopback_host("localhost.example.com"));
+/// ```
+pub fn is_loopback_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        // A bracketed host is an IPv6 literal and nothing else.
+        return inner
+            .strip_suffix(']')
+            .and_then(|ip| ip.parse::<Ipv6Addr>().ok())
+            .is_some_and(is_loopback_v6);
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    match bare.parse::<IpAddr>() {
+    match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => ip.is_loopback() || is_mapped_v4_loopback(ip),
+        Ok(IpAddr::V6(ip)) => is_loopback_v6(ip),
         Err(_) => false,
     }
 }
 
-fn is_mapped_v4_loopback(ip: Ipv6Addr) -> bool {
-    ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+fn is_loopback_v6(ip: Ipv6Addr) -> bool {
+    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
 }
 
 /// The destination rules of one layer or middleware.
@@ -444,6 +477,57 @@ mod tests {
             &Destinations::default(),
             "https://anything.example/"
         ));
+    }
+
+    /// The one loopback rule, for every form a host takes in a URI.
+    #[test]
+    fn loopback_rule_table() {
+        let table: &[(&str, bool)] = &[
+            ("localhost", true),
+            ("LOCALHOST", true),
+            ("LocalHost", true),
+            ("localhost.", true),
+            ("LOCALHOST.", true),
+            ("127.0.0.1", true),
+            ("127.1.2.3", true),
+            ("127.255.255.255", true),
+            ("::1", true),
+            ("[::1]", true),
+            ("[0:0:0:0:0:0:0:1]", true),
+            ("[::ffff:127.0.0.1]", true),
+            ("::ffff:127.9.9.9", true),
+            ("[::FFFF:7f00:1]", true),
+            // Not loopback.
+            ("", false),
+            (".", false),
+            ("localhost..", false),
+            ("api.localhost", false),
+            ("api.localhost.", false),
+            ("localhost.example.com", false),
+            ("localhost.evil.example", false),
+            ("127.0.0.1.evil.example", false),
+            ("evil-localhost", false),
+            ("example.com", false),
+            ("10.0.0.1", false),
+            ("128.0.0.1", false),
+            ("126.255.255.255", false),
+            ("0.0.0.0", false),
+            ("127.1", false),
+            ("2130706433", false),
+            ("0x7f.0.0.1", false),
+            ("127.0.0.1.", false),
+            ("[127.0.0.1]", false),
+            ("[::1", false),
+            ("::1]", false),
+            ("::2", false),
+            ("[::]", false),
+            ("[::ffff:10.0.0.1]", false),
+            ("[::127.0.0.1]", false),
+            ("[fe80::1]", false),
+        ];
+        for &(host, loopback) in table {
+            assert_eq!(is_loopback_host(host), loopback, "{host:?}");
+        }
     }
 
     #[test]

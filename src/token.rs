@@ -6,6 +6,24 @@
 //! (read without verifying the signature: the token is not ours to verify), else none, meaning
 //! "valid until invalidated".
 //!
+//! # A JWT's lifetime and the local clock
+//!
+//! `exp` is a wall-clock time on the issuer's clock. Judged against a local clock that runs
+//! ahead, every token would look expired (or nearly); behind, tokens would look longer-lived
+//! than they are. When the JWT also has `iat`, the issuer's own word on the lifetime,
+//! `exp − iat`, bounds it:
+//!
+//! - the token expires at `exp` on the local clock, but never later than `exp − iat` after the
+//!   fetch started (a clock running behind does not stretch the token);
+//! - if the local clock says the token had already expired when it arrived, which no issuer
+//!   does, the local clock is taken to run ahead, and the token lives `exp − iat` from the
+//!   fetch start.
+//!
+//! A clock ahead by less than the lifetime still shortens it by that much: it cannot be told
+//! apart from a token issued earlier (a token file, a cache in front of the issuer), whose
+//! remaining life *is* shorter, and refreshing early is the safe side. Without `iat`, `exp` is
+//! judged on the local clock alone.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower_bearer::Token;
@@ -49,6 +67,8 @@ enum Lifetime {
     ExpiresIn(Duration),
     /// An absolute wall-clock time.
     ExpiresAt(SystemTime),
+    /// The claims of the JWT itself (`exp` present), read by `with_jwt_expiry`.
+    Jwt(JwtTimes),
 }
 
 impl Token {
@@ -84,9 +104,15 @@ impl Token {
     /// from the token): a token that is not a JWT, or has no readable `exp`, is an
     /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error instead of a token that
     /// silently never expires.
-    pub fn with_jwt_expiry(self) -> Result<Self, Error> {
-        match self.jwt_expiry() {
-            Some(exp) => Ok(self.with_expires_at(exp)),
+    ///
+    /// The lifetime follows the [clock rules](self#a-jwts-lifetime-and-the-local-clock) of
+    /// the module docs: `exp`, bounded by `exp − iat` when the token has `iat`.
+    pub fn with_jwt_expiry(mut self) -> Result<Self, Error> {
+        match jwt_claims(&self.secret).filter(|t| t.exp.is_some()) {
+            Some(times) => {
+                self.lifetime = Lifetime::Jwt(times);
+                Ok(self)
+            }
             None => Err(Error::invalid_response(
                 "the access token is not a JWT with a readable `exp` claim, so its lifetime is unknown",
             )),
@@ -107,16 +133,26 @@ impl Token {
 
     /// When the token expires, on the tokio clock, for a token whose request was sent at
     /// `sent_at` and whose answer arrived at `now`. `None`: valid until invalidated. A
-    /// wall-clock expiry already in the past is `now`: expired.
+    /// wall-clock expiry already in the past is `now`: expired (but see the JWT clock rules
+    /// in the module docs).
     pub(crate) fn expires_at(&self, sent_at: Instant, now: Instant) -> Option<Instant> {
-        let from_wall_clock = |at: SystemTime| match at.duration_since(SystemTime::now()) {
-            Ok(left) => now.checked_add(left),
-            Err(_) => Some(now),
-        };
+        self.expires_at_wall(sent_at, now, SystemTime::now())
+    }
+
+    /// [`expires_at`](Self::expires_at) with the local wall clock reading `wall_now`.
+    fn expires_at_wall(
+        &self,
+        sent_at: Instant,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Option<Instant> {
         match self.lifetime {
             Lifetime::ExpiresIn(d) => sent_at.checked_add(d),
-            Lifetime::ExpiresAt(at) => from_wall_clock(at),
-            Lifetime::Unspecified => self.jwt_expiry().and_then(from_wall_clock),
+            Lifetime::ExpiresAt(at) => from_wall_clock(at, now, wall_now),
+            Lifetime::Jwt(times) => jwt_deadline(times, sent_at, now, wall_now),
+            Lifetime::Unspecified => {
+                jwt_claims(&self.secret).and_then(|t| jwt_deadline(t, sent_at, now, wall_now))
+            }
         }
     }
 
@@ -148,6 +184,43 @@ impl fmt::Debug for Token {
             .field("secret", &"[redacted]")
             .field("lifetime", &self.lifetime)
             .finish()
+    }
+}
+
+/// A wall-clock time as a deadline on the tokio clock, read at `now` / `wall_now`; a time in
+/// the past is `now`.
+fn from_wall_clock(at: SystemTime, now: Instant, wall_now: SystemTime) -> Option<Instant> {
+    match at.duration_since(wall_now) {
+        Ok(left) => now.checked_add(left),
+        Err(_) => Some(now),
+    }
+}
+
+/// A JWT's deadline by the clock rules of the module docs.
+fn jwt_deadline(
+    times: JwtTimes,
+    sent_at: Instant,
+    now: Instant,
+    wall_now: SystemTime,
+) -> Option<Instant> {
+    let exp = times.exp?;
+    // What the issuer granted, if `iat` says (and is before `exp`).
+    let granted = times
+        .iat
+        .and_then(|iat| exp.duration_since(iat).ok())
+        .filter(|granted| !granted.is_zero());
+    let Some(granted) = granted else {
+        return from_wall_clock(exp, now, wall_now);
+    };
+    let by_issuer = sent_at.checked_add(granted);
+    match exp.duration_since(wall_now) {
+        // The local clock says it has time left: no later than the issuer granted.
+        Ok(left) => match (now.checked_add(left), by_issuer) {
+            (Some(local), Some(by_issuer)) => Some(local.min(by_issuer)),
+            (local, by_issuer) => local.or(by_issuer),
+        },
+        // Expired on arrival by the local clock: the local clock is ahead.
+        Err(_) => by_issuer,
     }
 }
 
@@ -267,6 +340,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidResponse);
         assert!(Token::new("opaque").with_jwt_expiry().is_err());
+    }
+
+    /// A JWT with `exp` and `iat` (if any) at these offsets, in seconds, from `wall_now`.
+    fn timed_jwt(wall_now: SystemTime, exp: i64, iat: Option<i64>) -> Token {
+        let at = |offset: i64| {
+            let base = wall_now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+            base + offset
+        };
+        let payload = match iat {
+            Some(iat) => format!(r#"{{"exp":{},"iat":{}}}"#, at(exp), at(iat)),
+            None => format!(r#"{{"exp":{}}}"#, at(exp)),
+        };
+        Token::new(jwt(&payload))
+    }
+
+    /// The lifetime of `token` from the fetch start, with the answer 1 s after it.
+    fn lifetime(token: &Token, wall_now: SystemTime) -> Option<Duration> {
+        let sent_at = Instant::now();
+        let now = sent_at + Duration::from_secs(1);
+        token
+            .expires_at_wall(sent_at, now, wall_now)
+            .map(|at| at.duration_since(sent_at))
+    }
+
+    #[test]
+    fn jwt_lifetime_follows_the_clock_rules() {
+        let wall_now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secs = Duration::from_secs;
+        // (exp, iat, expected lifetime from the fetch start)
+        let cases = [
+            // Local clock an hour ahead: `exp` already past, the issuer granted an hour.
+            (-100, Some(-3_700), secs(3_600)),
+            // Clock ahead by more than a day: the same.
+            (-90_000, Some(-93_600), secs(3_600)),
+            // Without `iat`, `exp` on the local clock: expired on arrival (the deadline is
+            // the arrival).
+            (-100, None, secs(1)),
+            // Local clock behind by an hour: no longer than the issuer granted.
+            (7_200, Some(3_600), secs(3_600)),
+            // A token issued 50 minutes ago (a token file, a cache in front of the issuer),
+            // clocks agreeing: 10 minutes left, from the arrival.
+            (600, Some(-3_000), secs(601)),
+            // Fresh, clocks agreeing.
+            (3_600, Some(0), secs(3_600)),
+            (3_600, None, secs(3_601)),
+            // `iat` after `exp` or equal to it says nothing: `exp` on the local clock.
+            (600, Some(700), secs(601)),
+            (600, Some(600), secs(601)),
+        ];
+        for (exp, iat, expected) in cases {
+            let token = timed_jwt(wall_now, exp, iat);
+            assert_eq!(lifetime(&token, wall_now), Some(expected), "{exp} {iat:?}");
+            // `with_jwt_expiry` reads the claims by the same rules.
+            let required = token.with_jwt_expiry().unwrap();
+            assert_eq!(
+                lifetime(&required, wall_now),
+                Some(expected),
+                "{exp} {iat:?}"
+            );
+        }
+        // Explicit lifetimes are not touched by the JWT rules.
+        let token = timed_jwt(wall_now, -100, Some(-3_700));
+        let explicit = token.clone().with_expires_in(secs(60));
+        assert_eq!(lifetime(&explicit, wall_now), Some(secs(60)));
+        let explicit = token.with_expires_at(wall_now - secs(100));
+        assert_eq!(lifetime(&explicit, wall_now), Some(secs(1)));
     }
 
     #[test]

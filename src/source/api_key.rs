@@ -204,7 +204,8 @@ impl Exchange for KeyExchange {
 
 /// `{"<name>": "<value>"}`, the one buffer holding the secret zeroized on drop.
 fn json_body(name: &str, value: &str) -> Result<Body, Error> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(name.len() + value.len() + 8));
+    // Sized for the worst case (`\uXXXX`, 6 bytes per byte): growing would leave copies behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(6 * (name.len() + value.len()) + 8));
     serde_json::to_writer(&mut *buf, &BTreeMap::from([(name, value)]))
         .map_err(|_| Error::config("could not encode the token request"))?;
     Ok(Body::Json(buf))

@@ -1,6 +1,6 @@
 //! Signed JWT assertions (RFC 7523), minted fresh for every token request: the client
 //! assertions of `private_key_jwt` and `client_secret_jwt` (§2.2), and the authorization grant
-//! of the JWT-bearer flow (§2.1). Needs the `jwt` feature.
+//! of the JWT-bearer flow (§2.1). Needs the `jwt` feature (or `jwt-rust-crypto`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -8,22 +8,61 @@
 //! use tower_bearer::secret::ClientSecret;
 //!
 //! // HS256 with a key id in the header, as a service account's JWT-bearer grant needs.
-//! let key = SigningKey::hs256(&ClientSecret::new("shared-secret")).with_key_id("key-1");
+//! // HS256 keys must be at least 32 bytes long (RFC 7518 §3.2).
+//! let secret = ClientSecret::new("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+//! let key = SigningKey::hs256(&secret)?.with_key_id("key-1");
 //! let assertion = Assertion::new(key, "robot@example.com")
 //!     .lifetime(Duration::from_secs(3600))
 //!     .with_jti(false);
 //! # let _ = assertion;
+//! # Ok::<(), tower_bearer::Error>(())
 //! ```
+//!
+//! # Crypto backend
+//!
+//! Signatures come from jsonwebtoken's crypto backends, picked by a feature of this crate:
+//! `jwt` signs with aws-lc-rs, `jwt-rust-crypto` with the RustCrypto crates (pure Rust, no C
+//! toolchain). With both enabled, aws-lc-rs signs.
+//!
+//! This crate calls its backend explicitly and never uses, nor installs, jsonwebtoken's
+//! process-wide default `CryptoProvider`. So signing works whichever of jsonwebtoken's backend
+//! features Cargo's feature unification turns on (jsonwebtoken itself panics at the first
+//! signature when both are on and no default was installed), and your program stays free to
+//! install the default it wants for its own use of jsonwebtoken.
+//!
+//! # Secrets in memory
+//!
+//! The key ([`jsonwebtoken::EncodingKey`]) and each signed assertion are zeroized on drop. Not
+//! wiped: the PEM text or [`ClientSecret`] you pass in (yours; `ClientSecret` wipes itself),
+//! the PEM parser's intermediate copies, and the state the crypto backend derives from the key
+//! for one signature (an HMAC or RSA context, dropped right after signing).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::secret::ClientSecret;
+
+#[cfg(not(any(feature = "jwt", feature = "jwt-rust-crypto")))]
+compile_error!(
+    "tower-bearer: `__jwt` is internal; enable `jwt` (aws-lc-rs) or `jwt-rust-crypto` instead"
+);
+
+/// The backend that signs: aws-lc-rs with the `jwt` feature, else RustCrypto.
+#[cfg(feature = "jwt")]
+static BACKEND: &CryptoProvider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+#[cfg(all(feature = "jwt-rust-crypto", not(feature = "jwt")))]
+static BACKEND: &CryptoProvider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+
+/// The shortest HS256 key accepted: 32 bytes, the size of the hash output (RFC 7518 §3.2).
+pub const MIN_HS256_KEY_BYTES: usize = 32;
 
 /// A key that signs assertions, with its algorithm and optional key id (`kid` header).
 ///
@@ -55,12 +94,27 @@ impl SigningKey {
     }
 
     /// A shared secret, signing with HS256 (`client_secret_jwt`, HS256 service accounts).
-    pub fn hs256(secret: &ClientSecret) -> Self {
-        SigningKey {
-            algorithm: Algorithm::HS256,
-            key: EncodingKey::from_secret(secret.secret().as_bytes()),
-            key_id: None,
+    ///
+    /// The secret's bytes (its UTF-8 encoding, as other JWT libraries use a string key) are
+    /// the HMAC key, which RFC 7518 §3.2 requires to be at least as long as the hash:
+    /// [`MIN_HS256_KEY_BYTES`]. A shorter or empty secret is a
+    /// [`Config`](crate::ErrorKind::Config) error: an HMAC key that short can be guessed
+    /// offline from any one assertion.
+    pub fn hs256(secret: &ClientSecret) -> Result<Self, Error> {
+        let len = secret.secret().len();
+        if len == 0 {
+            return Err(Error::config("the HS256 secret is empty"));
         }
+        if len < MIN_HS256_KEY_BYTES {
+            return Err(Error::config(format!(
+                "the HS256 secret is {len} bytes long; RFC 7518 §3.2 requires at least \
+                 {MIN_HS256_KEY_BYTES}"
+            )));
+        }
+        Self::checked(
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.secret().as_bytes()),
+        )
     }
 
     /// Put `kid` in the JWT header, naming the key to the server.
@@ -88,12 +142,33 @@ impl SigningKey {
         Ok(key)
     }
 
+    /// `base64url(header) "." base64url(claims) "." base64url(signature)`, signed by
+    /// [`BACKEND`], in buffers that are zeroized on drop.
     fn sign<T: Serialize>(&self, claims: &T) -> Result<Zeroizing<String>, Error> {
+        let failed = || Error::config("could not sign the JWT assertion");
         let mut header = Header::new(self.algorithm);
         header.kid.clone_from(&self.key_id);
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .map(Zeroizing::new)
-            .map_err(|_| Error::config("could not sign the JWT assertion"))
+        let header = serde_json::to_vec(&header).map_err(|_| failed())?;
+        let claims = Zeroizing::new(serde_json::to_vec(claims).map_err(|_| failed())?);
+
+        let encoded_len = |n: usize| base64::encoded_len(n, false).unwrap_or(usize::MAX);
+        let mut message = Zeroizing::new(String::with_capacity(
+            encoded_len(header.len()) + 1 + encoded_len(claims.len()),
+        ));
+        URL_SAFE_NO_PAD.encode_string(&header, &mut message);
+        message.push('.');
+        URL_SAFE_NO_PAD.encode_string(&*claims, &mut message);
+
+        let signer = (BACKEND.signer_factory)(&self.algorithm, &self.key).map_err(|_| failed())?;
+        let signature = signer.try_sign(message.as_bytes()).map_err(|_| failed())?;
+
+        let mut jwt = Zeroizing::new(String::with_capacity(
+            message.len() + 1 + encoded_len(signature.len()),
+        ));
+        jwt.push_str(&message);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
+        Ok(jwt)
     }
 }
 
@@ -110,8 +185,9 @@ impl fmt::Debug for SigningKey {
 /// The claims of an assertion, and the key that signs it; see the [module docs](self).
 ///
 /// Each token request gets a new assertion: `iat` now, `exp` after [`lifetime`](Self::lifetime)
-/// (default 5 minutes), and a fresh random `jti` unless [turned off](Self::with_jti). The
-/// audience is the token URL unless [set](Self::audience).
+/// (default 5 minutes), and a fresh `jti` unless [turned off](Self::with_jti): 128 bits from
+/// the operating system's CSPRNG (`getrandom`), so that no one can predict it. The audience is
+/// the token URL unless [set](Self::audience).
 #[derive(Clone, Debug)]
 pub struct Assertion {
     key: SigningKey,
@@ -188,17 +264,31 @@ impl Assertion {
             aud: self.audience.as_deref().unwrap_or(token_url),
             iat,
             exp: iat.saturating_add(self.lifetime.as_secs()),
-            jti: self.jti.then(|| format!("{:032x}", fastrand::u128(..))),
+            jti: if self.jti { Some(new_jti()?) } else { None },
         };
         self.key.sign(&claims)
     }
 }
 
+/// 128 random bits from the operating system's CSPRNG, as 32 hex digits.
+fn new_jti() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::config("the operating system's random number generator failed").with_source(e)
+    })?;
+    Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    /// 32 bytes: the shortest HS256 key accepted.
+    const KEY: &str = "k-0123456789abcdef0123456789abcd";
+
+    fn hs256() -> SigningKey {
+        SigningKey::hs256(&ClientSecret::new(KEY)).unwrap()
+    }
 
     fn part(jwt: &str, i: usize) -> serde_json::Value {
         let raw = URL_SAFE_NO_PAD
@@ -209,7 +299,7 @@ mod tests {
 
     #[test]
     fn minted_claims_follow_the_configuration() {
-        let key = SigningKey::hs256(&ClientSecret::new("k")).with_key_id("kid-1");
+        let key = hs256().with_key_id("kid-1");
         let a = Assertion::new(key, "me")
             .subject("me")
             .lifetime(Duration::from_secs(1800));
@@ -229,11 +319,63 @@ mod tests {
 
     #[test]
     fn each_assertion_has_a_fresh_jti() {
-        let a = Assertion::new(SigningKey::hs256(&ClientSecret::new("k")), "me");
+        let a = Assertion::new(hs256(), "me");
         let now = SystemTime::now();
-        let one = part(&a.mint("u", now).unwrap(), 1)["jti"].clone();
-        let two = part(&a.mint("u", now).unwrap(), 1)["jti"].clone();
-        assert_ne!(one, two);
+        let jtis: std::collections::HashSet<String> = (0..1000)
+            .map(|_| {
+                let jti = part(&a.mint("u", now).unwrap(), 1)["jti"].clone();
+                let jti = jti.as_str().unwrap().to_owned();
+                assert!(jti.len() == 32 && jti.bytes().all(|b| b.is_ascii_hexdigit()));
+                jti
+            })
+            .collect();
+        assert_eq!(jtis.len(), 1000);
+        let without = Assertion::new(hs256(), "me").with_jti(false);
+        assert!(
+            part(&without.mint("u", now).unwrap(), 1)
+                .get("jti")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn hs256_keys_shorter_than_32_bytes_are_refused() {
+        for short in ["", "s", &KEY[..31]] {
+            let err = SigningKey::hs256(&ClientSecret::new(short)).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{short:?}");
+            assert!(err.to_string().contains("HS256"), "{err}");
+            if short.len() > 1 {
+                assert!(!format!("{err} {err:?}").contains(short), "{err}");
+            }
+        }
+        assert_eq!(
+            SigningKey::hs256(&ClientSecret::new(""))
+                .unwrap_err()
+                .to_string(),
+            "the HS256 secret is empty"
+        );
+        // Bytes, not characters: 11 three-byte characters are 33 bytes.
+        assert!(SigningKey::hs256(&ClientSecret::new("€".repeat(11))).is_ok());
+        assert!(SigningKey::hs256(&ClientSecret::new(KEY)).is_ok());
+    }
+
+    #[test]
+    fn signatures_verify_with_the_backend() {
+        use jsonwebtoken::DecodingKey;
+        let jwt = Assertion::new(hs256(), "me")
+            .mint("https://auth.example.com/token", SystemTime::now())
+            .unwrap();
+        let verifier = (BACKEND.verifier_factory)(
+            &Algorithm::HS256,
+            &DecodingKey::from_secret(KEY.as_bytes()),
+        )
+        .unwrap();
+        let (message, signature) = jwt.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        assert!(verifier.verify(message.as_bytes(), &signature).is_ok());
+        let mut tampered = message.as_bytes().to_vec();
+        tampered[0] ^= 1;
+        assert!(verifier.verify(&tampered, &signature).is_err());
     }
 
     #[test]
@@ -254,7 +396,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let key = SigningKey::hs256(&ClientSecret::new("hmac-secret-value"));
+        let key =
+            SigningKey::hs256(&ClientSecret::new("hmac-secret-value-0123456789abcdef")).unwrap();
         assert!(!format!("{key:?}").contains("hmac-secret-value"));
     }
 }

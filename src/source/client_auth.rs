@@ -8,6 +8,10 @@
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
 //! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
 //!
+//! The Basic header value, the form with `client_secret` and each assertion are built in
+//! buffers zeroized on drop (see the [`http_client`](crate::http_client) docs for what the HTTP
+//! client copies).
+//!
 //! Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
 //! the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
 //! (unless set with `assertion_lifetime`), a new random `jti`.
@@ -21,16 +25,17 @@
 //! ```
 
 use std::fmt;
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
 use super::assertion::{Assertion, SigningKey};
 use super::endpoint::Form;
 use crate::Error;
@@ -52,7 +57,7 @@ enum Method {
     None,
     SecretBasic(ClientSecret),
     SecretPost(ClientSecret),
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
     Jwt {
         assertion: Assertion,
         name: &'static str,
@@ -78,19 +83,31 @@ impl ClientAuth {
 
     /// A JWT client assertion signed with the client's private key (RFC 7523 §2.2,
     /// `private_key_jwt`).
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
     pub fn private_key_jwt(client_id: impl Into<String>, key: SigningKey) -> Self {
         Self::jwt(client_id, key, "private_key_jwt")
     }
 
     /// A JWT client assertion signed HS256 with the client secret (RFC 7523 §2.2,
     /// `client_secret_jwt`).
-    #[cfg(feature = "jwt")]
-    pub fn client_secret_jwt(client_id: impl Into<String>, secret: &ClientSecret) -> Self {
-        Self::jwt(client_id, SigningKey::hs256(secret), "client_secret_jwt")
+    ///
+    /// A secret shorter than 32 bytes, or empty, is a [`Config`](crate::ErrorKind::Config)
+    /// error (RFC 7518 §3.2; see [`SigningKey::hs256`]).
+    #[cfg(feature = "__jwt")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    pub fn client_secret_jwt(
+        client_id: impl Into<String>,
+        secret: &ClientSecret,
+    ) -> Result<Self, Error> {
+        Ok(Self::jwt(
+            client_id,
+            SigningKey::hs256(secret)?,
+            "client_secret_jwt",
+        ))
     }
 
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
     fn jwt(client_id: impl Into<String>, key: SigningKey, name: &'static str) -> Self {
         let client_id = client_id.into();
         let assertion = Assertion::new(key, client_id.clone()).subject(client_id.clone());
@@ -101,18 +118,20 @@ impl ClientAuth {
     }
 
     /// The `aud` of client assertions (default: the token URL). No effect on other methods.
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
     pub fn assertion_audience(self, audience: impl Into<String>) -> Self {
         self.map_assertion(|a| a.audience(audience))
     }
 
     /// How long each client assertion is valid (default 5 minutes). No effect on other methods.
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
     pub fn assertion_lifetime(self, lifetime: Duration) -> Self {
         self.map_assertion(|a| a.lifetime(lifetime))
     }
 
-    #[cfg(feature = "jwt")]
+    #[cfg(feature = "__jwt")]
     fn map_assertion(mut self, f: impl FnOnce(Assertion) -> Assertion) -> Self {
         if let Method::Jwt { assertion, name } = self.method {
             self.method = Method::Jwt {
@@ -141,13 +160,13 @@ impl ClientAuth {
             Method::None => "none",
             Method::SecretBasic(_) => "client_secret_basic",
             Method::SecretPost(_) => "client_secret_post",
-            #[cfg(feature = "jwt")]
+            #[cfg(feature = "__jwt")]
             Method::Jwt { name, .. } => name,
         }
     }
 
     /// Add the client's credentials to a token request for `token_url`.
-    #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "__jwt"), allow(unused_variables))]
     pub(crate) fn apply(
         &self,
         token_url: &str,
@@ -163,7 +182,7 @@ impl ClientAuth {
                 form.push("client_id", &self.client_id);
                 form.push("client_secret", secret.secret());
             }
-            #[cfg(feature = "jwt")]
+            #[cfg(feature = "__jwt")]
             Method::Jwt { assertion, .. } => {
                 let jwt = assertion.mint(token_url, std::time::SystemTime::now())?;
                 form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
@@ -175,11 +194,26 @@ impl ClientAuth {
 }
 
 /// RFC 6749 §2.3.1: the id and secret are form-urlencoded (Appendix B) *before* base64.
+///
+/// Every buffer holding the secret is sized up front (no reallocation leaves a partial copy
+/// behind) and zeroized on drop; the header value shares the last one, so it is wiped when the
+/// last clone of the header is dropped.
 fn basic_auth(client_id: &str, secret: &ClientSecret) -> Result<HeaderValue, Error> {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let pair = Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret.secret())));
-    let value = Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())));
-    let mut header = HeaderValue::from_str(&value)
+    let secret = secret.secret();
+    // Form-urlencoding turns a byte into at most 3.
+    let mut pair = Zeroizing::new(String::with_capacity(
+        3 * (client_id.len() + secret.len()) + 1,
+    ));
+    pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
+    pair.push(':');
+    pair.extend(form_urlencoded::byte_serialize(secret.as_bytes()));
+    let encoded_len = base64::encoded_len(pair.len(), true)
+        .ok_or_else(|| Error::config("the client credentials are too long"))?;
+    let mut value = Zeroizing::new(String::with_capacity("Basic ".len() + encoded_len));
+    value.push_str("Basic ");
+    STANDARD.encode_string(pair.as_bytes(), &mut value);
+    let value = Zeroizing::new(std::mem::take(&mut *value).into_bytes());
+    let mut header = HeaderValue::from_maybe_shared(Bytes::from_owner(value))
         .map_err(|_| Error::config("the client credentials cannot form a Basic header"))?;
     header.set_sensitive(true);
     Ok(header)

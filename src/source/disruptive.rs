@@ -1,5 +1,5 @@
 //! Preset for Disruptive Technologies service accounts: the JWT-bearer grant with an HS256
-//! assertion. Needs the `jwt` feature.
+//! assertion. Needs the `jwt` feature (or `jwt-rust-crypto`).
 //!
 //! The assertion is exactly the vendor's: header `{"alg": "HS256", "kid": <key id>}`, claims
 //! `iat` (now), `exp` (`iat` + 3600), `aud` (the token URL) and `iss` (the service account's
@@ -11,9 +11,9 @@
 //!
 //! # fn main() -> Result<(), tower_bearer::Error> {
 //! let source = disruptive::service_account(
-//!     "<DT_SERVICE_ACCOUNT_KEY_ID>",
-//!     "<DT_SERVICE_ACCOUNT_EMAIL>",
-//!     &ClientSecret::new("<DT_SERVICE_ACCOUNT_SECRET>"),
+//!     "<YOUR_DT_SERVICE_ACCOUNT_KEY_ID>",
+//!     "<YOUR_DT_SERVICE_ACCOUNT_EMAIL>",
+//!     &ClientSecret::new("<YOUR_DT_SERVICE_ACCOUNT_SECRET>"),
 //! )
 //! .build()?;
 //! let layer = BearerAuthLayer::new(source);
@@ -23,13 +23,17 @@
 use std::time::Duration;
 
 use super::assertion::{Assertion, SigningKey};
-use super::jwt_bearer::{JwtBearer, JwtBearerBuilder};
+use super::jwt_bearer::JwtBearerBuilder;
 use crate::secret::ClientSecret;
 
 /// The Disruptive Technologies token endpoint.
 pub const TOKEN_URL: &str = "https://identity.disruptive-technologies.com/oauth2/token";
 
 /// A service account (key id, email, secret) against [`TOKEN_URL`].
+///
+/// The secret is the HS256 key, as the vendor issues it (32 characters); one shorter than
+/// 32 bytes makes [`build`](JwtBearerBuilder::build) fail with a
+/// [`Config`](crate::ErrorKind::Config) error.
 pub fn service_account(key_id: &str, email: &str, secret: &ClientSecret) -> JwtBearerBuilder {
     service_account_at(TOKEN_URL, key_id, email, secret)
 }
@@ -41,9 +45,10 @@ pub fn service_account_at(
     email: &str,
     secret: &ClientSecret,
 ) -> JwtBearerBuilder {
-    let key = SigningKey::hs256(secret).with_key_id(key_id);
-    let assertion = Assertion::new(key, email)
-        .lifetime(Duration::from_secs(3600))
-        .with_jti(false);
-    JwtBearer::builder(token_url, assertion)
+    let assertion = SigningKey::hs256(secret).map(|key| {
+        Assertion::new(key.with_key_id(key_id), email)
+            .lifetime(Duration::from_secs(3600))
+            .with_jti(false)
+    });
+    JwtBearerBuilder::with_assertion(token_url.into(), assertion)
 }

@@ -3,6 +3,12 @@
 //!
 //! Errors made here carry the endpoint's host, the HTTP status and the OAuth error code, and
 //! never the URL (its query string can hold a credential), a request or a response body.
+//!
+//! Secrets in a request (form values, a JSON body, a query string, a Basic header) are built
+//! in buffers that never reallocate and are zeroized on drop, and reach the [`HttpClient`] as
+//! [`Bytes`] that are zeroized when its last clone is dropped. What the HTTP client then copies
+//! on the way to the wire (reqwest's `Url`, hyper's write buffer, TLS records, kernel socket
+//! buffers) is not wiped by this crate.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,6 +21,7 @@ use zeroize::Zeroizing;
 use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
+use crate::error::MAX_RETRY_AFTER;
 use crate::http_client::{HttpClient, HttpResponse, check_token_url};
 
 /// The HTTP client a source uses when none was given.
@@ -67,12 +74,36 @@ impl Form {
     }
 
     pub(crate) fn into_body(self) -> Body {
-        let mut serializer = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &self.0 {
-            serializer.append_pair(name, value);
-        }
-        Body::Form(Zeroizing::new(serializer.finish()))
+        Body::Form(urlencoded(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_ref(), value.as_str())),
+        ))
     }
+}
+
+/// `pairs`, form-urlencoded, in a buffer zeroized on drop. It is sized for the worst case
+/// (3 bytes per input byte) so that it never grows: a reallocation would leave a partial copy
+/// of the secrets behind, in memory freed without being wiped.
+fn urlencoded<'a, I>(pairs: I) -> Zeroizing<String>
+where
+    I: Iterator<Item = (&'a str, &'a str)> + Clone,
+{
+    let worst: usize = pairs
+        .clone()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum();
+    let mut out = Zeroizing::new(String::with_capacity(worst));
+    form_urlencoded::Serializer::new(&mut *out)
+        .extend_pairs(pairs)
+        .finish();
+    out
+}
+
+/// Bytes that are zeroized when the last clone of them is dropped (the HTTP client may keep
+/// clones until the request is written).
+fn zeroizing_bytes(bytes: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Zeroizing::new(bytes))
 }
 
 impl Endpoint {
@@ -101,7 +132,7 @@ impl Endpoint {
     }
 
     /// The token URL, as configured (the audience of assertions).
-    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    #[cfg_attr(not(feature = "__jwt"), allow(dead_code))]
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
@@ -165,24 +196,32 @@ impl Endpoint {
         let uri = if query.is_empty() {
             self.uri.clone()
         } else {
-            let mut url = Zeroizing::new(self.uri.to_string());
-            url.push(if self.uri.query().is_some() { '&' } else { '?' });
-            let encoded = Zeroizing::new(
-                form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(query)
-                    .finish(),
-            );
-            url.push_str(&encoded);
-            Uri::try_from(url.as_str())
+            // The URL as configured (no formatting, which could leave copies of a query).
+            let base: &str = &self.url;
+            let encoded = urlencoded(query.iter().copied());
+            let mut url = Vec::with_capacity(base.len() + 1 + encoded.len());
+            url.extend_from_slice(base.as_bytes());
+            url.push(if self.uri.query().is_some() {
+                b'&'
+            } else {
+                b'?'
+            });
+            url.extend_from_slice(encoded.as_bytes());
+            // The `Uri` shares these bytes (no copy), so they are wiped with its last clone.
+            Uri::from_maybe_shared(zeroizing_bytes(url))
                 .map_err(|_| Error::config("the token URL cannot carry the query parameters"))?
         };
         let (content_type, body) = match body {
             Body::Empty => (None, Bytes::new()),
-            Body::Form(form) => (
+            Body::Form(mut form) => (
                 Some("application/x-www-form-urlencoded"),
-                Bytes::copy_from_slice(form.as_bytes()),
+                // Moves the buffer: the one copy of the form stays the one that is wiped.
+                zeroizing_bytes(std::mem::take(&mut *form).into_bytes()),
             ),
-            Body::Json(json) => (Some("application/json"), Bytes::copy_from_slice(&json)),
+            Body::Json(mut json) => (
+                Some("application/json"),
+                zeroizing_bytes(std::mem::take(&mut *json)),
+            ),
         };
         let mut request = Request::new(body);
         *request.method_mut() = method;
@@ -218,14 +257,26 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Classify a non-2xx answer: 3xx, 408, 429 and 5xx, other 4xx.
+/// Classify a non-2xx answer: 3xx, 408, 429 and 5xx, 404 and 405, other 4xx.
+///
+/// A 404 or 405 without an RFC 6749 §5.2 error body says there is no token endpoint at this
+/// URL (a typo, a wrong base path or version), not that the credential was refused: it is a
+/// [`Config`](crate::ErrorKind::Config) error, which no source answers by trying another
+/// credential. With an OAuth error body, the endpoint is there and refused the request.
 fn check_status(response: &HttpResponse, refused: &'static str) -> Result<(), Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let code = oauth_error_code(response.body());
-    let err = if status.is_redirection() {
+    let err = if code.is_none() && status == StatusCode::NOT_FOUND {
+        Error::config("there is no token endpoint at the token URL (not found): check the URL")
+    } else if code.is_none() && status == StatusCode::METHOD_NOT_ALLOWED {
+        Error::config(
+            "the token URL does not accept this request method, so it is not the token \
+             endpoint: check the URL",
+        )
+    } else if status.is_redirection() {
         Error::invalid_response(
             "the token endpoint answered with a redirect, which is not followed: check the token URL",
         )
@@ -274,16 +325,18 @@ pub(crate) fn oauth_error_code(body: &[u8]) -> Option<String> {
     valid.then_some(code)
 }
 
-/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+/// `Retry-After` as a delay from `now`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3),
+/// either capped at [`MAX_RETRY_AFTER`]; a date in the past is no delay.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // A day is already longer than any backoff; bigger numbers are capped, not overflowed.
-        let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(86_400);
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Numbers too big for a u64 are capped, not overflowed.
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -318,8 +371,23 @@ mod tests {
             "Sun, 06 Nov 1994 08:00:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "300".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(300)));
+        // Both forms are capped.
         h.insert(RETRY_AFTER, "99999999999999999999999".parse().unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(86_400)));
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            "Mon, 07 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);
     }
@@ -341,6 +409,32 @@ mod tests {
     }
 
     #[test]
+    fn not_found_and_method_not_allowed_are_config_errors() {
+        for (status, body) in [
+            (404, "<html>Not Found</html>"),
+            (404, ""),
+            (405, r#"{"message":"Method Not Allowed"}"#),
+        ] {
+            let r = response(status, &[("content-type", "text/html")], body);
+            let err = check_status(&r, "refused").unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{status}");
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
+            assert!(err.to_string().contains("token URL"), "{err}");
+        }
+        // The endpoint is there and speaks OAuth: a refusal.
+        let r = response(404, &[], r#"{"error":"invalid_grant"}"#);
+        let err = check_status(&r, "refused").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Rejected);
+        assert_eq!(err.oauth_error(), Some("invalid_grant"));
+        // Other 4xx without a code are still refusals.
+        let r = response(403, &[], "forbidden");
+        assert_eq!(
+            check_status(&r, "refused").unwrap_err().kind(),
+            crate::ErrorKind::Rejected
+        );
+    }
+
+    #[test]
     fn overload_is_transient_with_retry_after() {
         let r = response(429, &[("retry-after", "7")], "slow down");
         let err = check_status(&r, "refused").unwrap_err();
@@ -348,6 +442,12 @@ mod tests {
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
         let r = response(503, &[], "<html>down</html>");
         assert!(check_status(&r, "refused").unwrap_err().is_transient());
+        // Error::retry_after() is capped for both forms of the header.
+        for far in ["86400", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            let r = response(429, &[("retry-after", far)], "");
+            let err = check_status(&r, "refused").unwrap_err();
+            assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER), "{far}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1). Needs the `jwt` feature.
+//! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
 //!
-//! A signed JWT *is* the grant: a fresh one is minted for every token request.
+//! A signed JWT *is* the grant: a fresh one is minted for every token request. Needs the `jwt`
+//! feature (or `jwt-rust-crypto`).
 //!
 //! ```text
 //! POST {token_url}
@@ -16,7 +17,8 @@
 //! use tower_bearer::source::assertion::{Assertion, SigningKey};
 //!
 //! # fn main() -> Result<(), tower_bearer::Error> {
-//! let key = SigningKey::hs256(&ClientSecret::new("service-account-secret")).with_key_id("key-id");
+//! let secret = ClientSecret::new("a-service-account-secret-of-32-bytes+");
+//! let key = SigningKey::hs256(&secret)?.with_key_id("key-id");
 //! let assertion = Assertion::new(key, "robot@example.com").lifetime(Duration::from_secs(3600));
 //! let source = JwtBearer::builder("https://identity.example.com/oauth2/token", assertion).build()?;
 //! let layer = BearerAuthLayer::new(source);
@@ -56,8 +58,18 @@ impl JwtBearer {
     /// Start configuring the grant against `token_url`, with assertions minted from `assertion`
     /// (whose audience defaults to `token_url`).
     pub fn builder(token_url: impl Into<String>, assertion: Assertion) -> JwtBearerBuilder {
+        JwtBearerBuilder::with_assertion(token_url.into(), Ok(assertion))
+    }
+}
+
+impl JwtBearerBuilder {
+    /// A builder whose [`build`](Self::build) reports `assertion`'s error, if any.
+    pub(crate) fn with_assertion(
+        token_url: String,
+        assertion: Result<Assertion, Error>,
+    ) -> JwtBearerBuilder {
         JwtBearerBuilder {
-            token_url: token_url.into(),
+            token_url,
             assertion,
             auth: None,
             scope: None,
@@ -70,7 +82,8 @@ impl JwtBearer {
 /// Configures a [`JwtBearer`].
 pub struct JwtBearerBuilder {
     token_url: String,
-    assertion: Assertion,
+    /// An error here (from a preset given a key that cannot sign) is reported by `build`.
+    assertion: Result<Assertion, Error>,
     auth: Option<ClientAuth>,
     scope: Option<String>,
     fields: TokenFields,
@@ -103,11 +116,12 @@ impl JwtBearerBuilder {
         self
     }
 
-    /// Check the URL and build the source. Does no I/O.
+    /// Check the URL (and the key, for a preset given its secret) and build the source. Does
+    /// no I/O.
     pub fn build(self) -> Result<JwtBearer, Error> {
         Ok(JwtBearer {
+            assertion: self.assertion?,
             endpoint: Endpoint::new(&self.token_url, self.client)?,
-            assertion: self.assertion,
             auth: self.auth,
             scope: self.scope,
             fields: self.fields,

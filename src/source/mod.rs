@@ -55,13 +55,16 @@
 
 pub mod api_key;
 pub mod api_video;
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod assertion;
 pub mod client_auth;
 pub mod client_credentials;
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod disruptive;
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
@@ -80,7 +83,8 @@ pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use from_fn::{FromFn, from_fn};
-#[cfg(feature = "jwt")]
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};

@@ -3,6 +3,10 @@
 //! Vendors differ in spelling (`access_token` or `accessToken`), never in meaning, so one parser
 //! serves them all through [`TokenFields`]. The answer is read in two steps so that a rotated
 //! refresh token can be saved even when the access token next to it turns out to be unusable.
+//!
+//! The access and refresh tokens are moved, without a copy, from the parsed JSON into types
+//! that are zeroized on drop. A token written with JSON escapes (`\/`, as some servers write
+//! `/`) is unescaped through serde_json's scratch buffer, which is not wiped.
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -138,6 +138,7 @@ mod assertions {
 
     /// Verify the request's client assertion as the server would, and return its claims.
     fn verify(req: &Recorded, alg: Algorithm, key: &DecodingKey, aud: &str) -> Value {
+        crate::common::install_jwt_default();
         assert_eq!(req.get("client_assertion_type"), Some(ASSERTION_TYPE));
         let mut validation = Validation::new(alg);
         validation.set_audience(&[aud]);
@@ -193,13 +194,15 @@ mod assertions {
     #[tokio::test]
     async fn client_secret_jwt_is_hs256_with_the_client_secret() {
         let server = TokenServer::start("/token", |_, n| token_answer(n)).await;
-        let secret = ClientSecret::new(AWKWARD_SECRET);
-        let source =
-            ClientCredentials::builder(&server.url, ClientAuth::client_secret_jwt("cid", &secret))
-                .build()
-                .unwrap();
+        // HS256 keys are at least 32 bytes (RFC 7518 §3.2).
+        let awkward = AWKWARD_SECRET.repeat(2);
+        let secret = ClientSecret::new(awkward.as_str());
+        let auth = ClientAuth::client_secret_jwt("cid", &secret).unwrap();
+        let source = ClientCredentials::builder(&server.url, auth)
+            .build()
+            .unwrap();
         send(&client(TokenCache::new(source))).await.unwrap();
-        let hmac = DecodingKey::from_secret(AWKWARD_SECRET.as_bytes());
+        let hmac = DecodingKey::from_secret(awkward.as_bytes());
         let claims = verify(&server.request(0), Algorithm::HS256, &hmac, &server.url);
         assert_eq!(claims["iss"], "cid");
     }

@@ -82,6 +82,13 @@ where
     }
 }
 
+/// Install this test program's jsonwebtoken default backend, which `jsonwebtoken::decode`
+/// needs: test builds have both of jsonwebtoken's backends (see Cargo.toml), and then it has
+/// none until a program installs one. The crate itself never uses this default.
+pub fn install_jwt_default() {
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
 /// Assert that nothing in `err` (Display, Debug) contains any of `secrets`.
 pub fn assert_no_secret(err: &Error, secrets: &[&str]) {
     let shown = format!("{err} | {err:?}");

@@ -11,10 +11,12 @@ use crate::common::{Recorded, TokenServer, answer, assert_no_secret, client, jso
 
 const KEY_ID: &str = "c0ffee-key-id";
 const EMAIL: &str = "robot@project.serviceaccount.d21s.com";
-const SECRET: &str = "dt-secret-8d7f";
+/// Shaped as the vendor issues secrets: 32 hex characters (32 bytes, the HS256 minimum).
+const SECRET: &str = "5c0d3e9a7b214f6e8a1d2c3b4a596877";
 
 /// The vendor's token endpoint: checks the assertion as the seed builds it.
 fn identity(req: &Recorded, n: usize, url: &str) -> axum::response::Response {
+    crate::common::install_jwt_default();
     let Some(assertion) = req.get("assertion") else {
         return answer(400, "application/json", r#"{"error":"invalid_request"}"#);
     };
@@ -104,7 +106,7 @@ async fn a_wrong_secret_is_a_rejection_without_the_secret_or_assertion() {
         &server.url,
         KEY_ID,
         EMAIL,
-        &ClientSecret::new("wrong-secret-1"),
+        &ClientSecret::new("wrong-secret-1-0123456789abcdef01"),
     )
     .build()
     .unwrap();
@@ -113,4 +115,20 @@ async fn a_wrong_secret_is_a_rejection_without_the_secret_or_assertion() {
     assert_eq!(err.oauth_error(), Some("invalid_grant"));
     let assertion = server.request(0).get("assertion").unwrap().to_owned();
     assert_no_secret(&err, &["wrong-secret-1", &assertion, "eyJ"]);
+}
+
+#[tokio::test]
+async fn a_secret_shorter_than_32_bytes_fails_at_build() {
+    let server = server().await;
+    for secret in ["", "dt-secret-8d7f", &SECRET[..31]] {
+        let err =
+            disruptive::service_account_at(&server.url, KEY_ID, EMAIL, &ClientSecret::new(secret))
+                .build()
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{secret:?}");
+        if !secret.is_empty() {
+            assert_no_secret(&err, &[secret]);
+        }
+    }
+    assert_eq!(server.calls(), 0);
 }

@@ -13,3 +13,4 @@ mod kensho;
 mod redaction;
 mod refresh_token;
 mod store_races;
+mod wrong_url;
