@@ -49,8 +49,9 @@ impl Default for Config {
 /// After the `n`th consecutive transient failure the cache waits
 /// `min(max, initial * 2^(n-1))`, jittered to between half and all of it, or the server's
 /// `Retry-After` when that is longer: a `429` with `Retry-After: 300` waits 300 s, even though
-/// the default `max` is 60 s. A `Retry-After` is honoured up to one hour, or up to `max` when
-/// that is longer (a server asking for a day is asked again after an hour).
+/// the default `max` is 60 s. A `Retry-After` is honoured up to
+/// [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER) (10 minutes), or up to `max` when that is longer
+/// (a server asking for a day is asked again after 10 minutes).
 ///
 /// ```
 /// use std::time::Duration;

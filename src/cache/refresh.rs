@@ -18,11 +18,7 @@ use super::{
     CachedToken, Control, Deadline, InFlight, Outcome, RefreshEvent, Shared, TAKEOVER_GRACE,
     TokenCache, far_as_possible,
 };
-use crate::{Error, ErrorKind, TokenSource};
-
-/// The longest `Retry-After` the cache honours when the backoff's maximum is shorter: a server
-/// asking for more is retried after this.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+use crate::{Error, ErrorKind, MAX_RETRY_AFTER, TokenSource};
 
 /// The current tokio runtime, checked to have what the cache needs: fetch timeouts, waits and
 /// timers need its time driver. A configuration error rather than a panic later.

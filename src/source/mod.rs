@@ -18,6 +18,7 @@
 //! field names from [`TokenFields`], and classify failures: [`Transient`](crate::ErrorKind::Transient)
 //! for 5xx, 429, timeouts and connection failures (with `Retry-After`),
 //! [`Rejected`](crate::ErrorKind::Rejected) for 4xx and RFC 6749 §5.2 errors (with the code),
+//! [`Config`](crate::ErrorKind::Config) for a 404 or 405 without an OAuth error (a mistyped URL),
 //! [`InvalidResponse`](crate::ErrorKind::InvalidResponse) for anything that is not a usable
 //! Bearer token. Their errors name the endpoint's host, never a URL, body or secret.
 //!
