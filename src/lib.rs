@@ -14,7 +14,7 @@
 //!   cancels it;
 //! - **backoff**: failures are retried with jittered exponential backoff, and rejections are
 //!   remembered, so an outage does not become a token-endpoint flood;
-//! - **fast**: a fresh token costs one atomic load and a header insert;
+//! - **fast**: a fresh token costs one atomic load, one coarse clock read and a header insert;
 //! - **safe with 401s**: a 401 that rejects the token drops exactly that token (a storm of 401s
 //!   costs one refresh) and can replay the request once with a new one, never looping;
 //! - **careful where tokens go**: an optional origin allow-list, no plain http except to

@@ -2,14 +2,18 @@
 //! [`ResponseFuture`].
 //!
 //! The common case, a fresh token that this service has already seen, costs one atomic load,
-//! a header insert and a few comparisons: each service keeps the prebuilt header value of the
-//! token it last used together with the cache's `generation|phase` word, and reuses it while the
-//! word is unchanged.
-//! Anything else (a new token, the refresh window, no token) takes the slow path, which may
-//! read the clock, start a background refresh or wait for one.
+//! one read of the coarse monotonic clock (a few nanoseconds), a header insert and a few
+//! comparisons: each service keeps the prebuilt header value of the token it last used (its
+//! thread's own copy), the cache's `generation|phase` word, and the coarse-clock instant the
+//! token stops being fresh, and reuses the header while the word is unchanged and the clock is
+//! short of that instant. The clock is what makes this hold when no timer has run (a
+//! `block_on` per request, a starved worker, a thawed process).
+//! Anything else (a new token, the refresh window, no token) takes the slow path, which reads
+//! both clocks, may start a background refresh or wait for one.
 //!
-//! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI or
-//! `https` without an allow-list this is a comparison or two. Then the response future
+//! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI,
+//! `https` without an allow-list, or `https` to the authority this service last approved, this is
+//! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
 //! that token from the cache (compare-and-invalidate), so the next request gets a
 //! new one. Replaying the request itself is the [`Replay`] mode

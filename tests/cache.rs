@@ -816,11 +816,7 @@ async fn a_retry_after_of_a_day_is_capped_at_max_retry_after() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     advance(Duration::from_secs(2)).await;
     assert!(cache.token().await.is_err());
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        2,
-        "asked again after the cap"
-    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the cap");
 }
 
 #[tokio::test(start_paused = true)]
