@@ -18,26 +18,44 @@ const LIFETIME: Duration = Duration::from_secs(2);
 /// The default safety margin is capped at a quarter of the lifetime.
 const USABLE_FOR: Duration = Duration::from_millis(1500);
 
-/// Issues `token-N`, each living [`LIFETIME`], and remembers when each was asked for: a token
-/// fetched at `t` may be used until `t + USABLE_FOR` at the latest.
-#[derive(Clone, Default)]
+/// Issues `token-N`, each living `lifetime`, and remembers when each was asked for: a token
+/// fetched at `t` may be used until `t + usable_for` at the latest.
+#[derive(Clone)]
 struct Issuer {
     issued: Arc<Mutex<HashMap<String, Instant>>>,
     fetches: Arc<AtomicUsize>,
+    lifetime: Duration,
+    usable_for: Duration,
+}
+
+impl Default for Issuer {
+    fn default() -> Self {
+        Issuer::living(LIFETIME, USABLE_FOR)
+    }
 }
 
 impl Issuer {
+    fn living(lifetime: Duration, usable_for: Duration) -> Self {
+        Issuer {
+            issued: Default::default(),
+            fetches: Default::default(),
+            lifetime,
+            usable_for,
+        }
+    }
+
     fn source(&self) -> impl TokenSource + use<> {
         let issuer = self.clone();
         source::from_fn(move || {
             let n = issuer.fetches.fetch_add(1, Ordering::SeqCst);
             let token = format!("token-{n}");
+            let lifetime = issuer.lifetime;
             issuer
                 .issued
                 .lock()
                 .unwrap()
                 .insert(token.clone(), Instant::now());
-            async move { Ok::<_, Error>(Token::new(token).with_expires_in(LIFETIME)) }
+            async move { Ok::<_, Error>(Token::new(token).with_expires_in(lifetime)) }
         })
     }
 
@@ -54,7 +72,7 @@ impl Issuer {
         let issued = self.issued.lock().unwrap()[&token];
         let age = issued.elapsed();
         assert!(
-            age < USABLE_FOR,
+            age < self.usable_for,
             "{token} sent {age:?} after it was fetched, past its usable time"
         );
         token
@@ -117,15 +135,15 @@ fn block_on_per_request_never_sends_an_expired_token() {
 
 #[test]
 fn block_on_per_request_refreshes_inside_the_window_instead_of_serving_it_as_fresh() {
-    // 2 s tokens: fresh for 0.5–1 s (window of 1 s, up to 0.5 s of jitter), usable for 1.5 s.
-    // A request at 1.2 s must be served the current token and start the refresh.
-    let issuer = Issuer::default();
+    // 4 s tokens: fresh for 1–2 s (window of 2 s, up to 1 s of jitter), usable for 3 s.
+    // A request at 2.2 s must be served the current token and start the refresh.
+    let issuer = Issuer::living(Duration::from_secs(4), Duration::from_secs(3));
     let cache = TokenCache::new(issuer.source());
     let rt = current_thread();
     let mut svc = BearerAuthLayer::from_cache(cache.clone()).layer(issuer.api());
     let first = rt.block_on(svc.ready().await_then_call(Request::new(())));
     assert_eq!(first.unwrap().into_body(), "token-0");
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(2200));
     let stale = rt.block_on(svc.ready().await_then_call(Request::new(())));
     assert_eq!(
         stale.unwrap().into_body(),
