@@ -406,7 +406,7 @@ impl<P: TokenSource> TokenCache<P> {
             return None;
         }
         if entry.is_stale(now) {
-            self.refresh_in_background(now, Reason::Stale);
+            self.refresh_in_background(now, Reason::Stale, |_| true);
             return Some((CachedToken(entry), Freshness::NONE));
         }
         let fresh = pack(entry.generation, PHASE_FRESH);
@@ -421,7 +421,14 @@ impl<P: TokenSource> TokenCache<P> {
         Some((CachedToken(entry), freshness))
     }
 
-    fn refresh_in_background(&self, now: Now, reason: Reason) {
+    /// Start a refresh unless one is in flight, a failure is being backed off, or `wanted`,
+    /// asked under the lock about the current token, says no.
+    fn refresh_in_background(
+        &self,
+        now: Now,
+        reason: Reason,
+        wanted: impl FnOnce(Option<&Entry>) -> bool,
+    ) {
         if self.shared.nanos(now.tokio) < self.shared.quiet_until.load(Ordering::Relaxed) {
             return;
         }
@@ -430,7 +437,10 @@ impl<P: TokenSource> TokenCache<P> {
             None => true,
             Some(inflight) => inflight.abandoned_at.passed(now),
         };
-        if idle && control.blocked(now.tokio).is_none() {
+        if idle
+            && control.blocked(now.tokio).is_none()
+            && wanted(self.shared.current.load().as_deref())
+        {
             let reason = if control.inflight.is_some() {
                 Reason::TakeOver
             } else {

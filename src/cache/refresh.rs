@@ -308,14 +308,13 @@ impl<P: TokenSource> Shared<P> {
             if !shared.config.background_refresh {
                 return;
             }
+            // Only for the token this timer was set for, once it is stale (or for no token: the
+            // retry of a failed refresh). Asked under the lock: a refresh that installs a newer
+            // token while this task runs must not be followed by a needless one.
             let now = Now::read();
-            let wanted = match &*shared.current.load() {
-                Some(entry) => entry.generation == generation && entry.is_stale(now),
-                None => true,
-            };
-            if wanted {
-                TokenCache { shared }.refresh_in_background(now, Reason::Timer);
-            }
+            TokenCache { shared }.refresh_in_background(now, Reason::Timer, |current| {
+                current.is_none_or(|e| e.generation == generation && e.is_stale(now))
+            });
         });
         control.timer = Some(task.abort_handle());
     }
