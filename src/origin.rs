@@ -287,7 +287,8 @@ impl Approved {
 
     fn remember(&mut self, authority: &str) {
         match self.bytes.get_mut(..authority.len()) {
-            Some(slot) if !authority.is_empty() => {
+            // Never keep userinfo (`user:password@host`): it would be a copy of a credential.
+            Some(slot) if !authority.is_empty() && !authority.contains('@') => {
                 slot.copy_from_slice(authority.as_bytes());
                 self.len = authority.len() as u8;
             }

@@ -386,6 +386,17 @@ where
                         ready!(retry.inner.poll_ready(cx))
                     };
                     let rejected = rejected.take().expect(POLLED_AFTER_COMPLETION);
+                    if ready.is_ok() && !token.as_ref().is_some_and(CachedToken::is_usable_now) {
+                        // The inner service took so long to be ready that the new token is no
+                        // longer usable: get another before sending the replay.
+                        let retry = retry.take().expect(POLLED_AFTER_COMPLETION);
+                        this.state.set(ReplayState::Refreshing {
+                            token: Arc::clone(&retry.cache).token(),
+                            retry: Some(retry),
+                            rejected: Some(rejected),
+                        });
+                        continue;
+                    }
                     if let Err(error) = ready {
                         let error: BoxError = error.into();
                         tracing::warn!(error = %error, "cannot replay a request after a 401; returning the 401");

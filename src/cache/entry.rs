@@ -146,7 +146,9 @@ fn thread_slot() -> usize {
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HEADER_COPIES;
     }
-    SLOT.with(|slot| *slot)
+    // During thread-local teardown (a request sent from another thread-local's destructor),
+    // any copy will do.
+    SLOT.try_with(|slot| *slot).unwrap_or(0)
 }
 
 /// A uniformly random duration in `[0, max]`.
@@ -166,6 +168,11 @@ impl CachedToken {
     /// The `Authorization` header value (`Bearer …`), marked sensitive.
     pub fn header_value(&self) -> &HeaderValue {
         self.0.header()
+    }
+
+    /// Whether the token is still usable now, by both clocks.
+    pub(crate) fn is_usable_now(&self) -> bool {
+        self.0.is_usable(Now::read())
     }
 
     /// The access token itself.

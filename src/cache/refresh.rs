@@ -197,12 +197,16 @@ impl<P: TokenSource> Shared<P> {
             Ok(mut entry) => {
                 control.generation += 1;
                 control.installed_by = id;
-                if current {
-                    control.failures = 0;
-                    control.retry_at = None;
-                    control.last_error = None;
-                    self.quiet_until.store(0, Ordering::Relaxed);
-                }
+                // A token, even from a refresh that finished late, shows the credential works:
+                // a failure remembered since (from the refresh that took over) stands down.
+                control.failures = 0;
+                control.retry_at = None;
+                control.last_error = None;
+                let quiet = match &control.inflight {
+                    Some(inflight) => self.nanos(inflight.abandoned_at.tokio),
+                    None => 0,
+                };
+                self.quiet_until.store(quiet, Ordering::Relaxed);
                 entry.generation = control.generation;
                 let entry = Arc::new(entry);
                 self.current.store(Some(Arc::clone(&entry)));
