@@ -644,6 +644,14 @@ mod tests {
         let mut approved = Approved::NONE;
         let _ = d.check_uri(&uri("https://evil.example/"), &mut approved);
         assert!(!d.quick_attach(&uri("https://evil.example/"), &approved));
+        // Userinfo is a credential: allowed by the full check, never copied into the memo.
+        let mut approved = Approved::NONE;
+        let with_userinfo = uri("https://user:pw@api.example.com/");
+        assert!(matches!(
+            d.check_uri(&with_userinfo, &mut approved),
+            Verdict::Attach
+        ));
+        assert!(!d.quick_attach(&with_userinfo, &approved));
         // One longer than the inline buffer is checked in full every time, and still allowed.
         let long = format!("{}.example.com", "a".repeat(70));
         let d = list(&[Box::leak(format!("https://{long}").into_boxed_str())]);

@@ -24,6 +24,8 @@
 //! has not finished within the fetch timeout (its runtime stopped being driven, its source
 //! blocks a thread) is abandoned: the next caller starts another, and the late outcome of the
 //! abandoned one can never replace a newer token. A runtime that shuts down fails safe too.
+//! (A source may still serialise its own fetches: the rotating sources wait for an abandoned
+//! rotation to release their store rather than spend a refresh token twice.)
 //!
 //! ```
 //! use std::sync::Arc;
