@@ -264,3 +264,61 @@ impl<'a, S: Service<Request<()>>> ReadyThenCall<S> for tower::util::Ready<'a, S,
         self.await?.call(req).await
     }
 }
+
+/// Long enough to be usable (3 s with its safety margin) when it arrives late, after the
+/// takeover's wait of 1.3 s.
+const LATE_LIFETIME: Duration = Duration::from_secs(4);
+
+#[test]
+fn a_late_token_clears_the_failure_remembered_from_the_refresh_that_took_over() {
+    // Fetch 0 is stuck on runtime A; the takeover (fetch 1) is rejected, which is remembered
+    // for the cooldown. Then fetch 0 finishes late with a good token: the credential works, so
+    // once that token runs out the next caller fetches again instead of getting fetch 1's error.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let counter = fetches.clone();
+    let cache = TokenCache::builder(source::from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let mut released = released.clone();
+        async move {
+            match n {
+                0 => {
+                    let _ = released.wait_for(|r| *r).await;
+                    Ok(Token::new("late").with_expires_in(LATE_LIFETIME))
+                }
+                1 => Err(Error::new(ErrorKind::Rejected, "invalid_grant")),
+                n => Ok(Token::new(format!("token-{n}")).with_expires_in(LATE_LIFETIME)),
+            }
+        }
+    }))
+    .fetch_timeout(Duration::from_millis(300))
+    // No refresh window: a token is refreshed only once it stops being usable, so the test
+    // sees exactly the fetches it asks for.
+    .refresh_window(Duration::ZERO)
+    .build();
+
+    let a = current_thread();
+    {
+        let _inside_a = a.enter();
+        let mut first = std::pin::pin!(cache.token());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+    }
+    a.block_on(tokio::task::yield_now());
+
+    let b = current_thread();
+    let _ = b.block_on(cache.token()); // waits out the stuck refresh
+    let err = b.block_on(cache.token()).unwrap_err(); // takes over: rejected
+    assert_eq!(err.kind(), ErrorKind::Rejected);
+
+    release.send(true).unwrap();
+    a.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+    assert_eq!(b.block_on(cache.token()).unwrap().secret(), "late");
+
+    std::thread::sleep(LATE_LIFETIME); // the late token runs out, well inside the 30 s cooldown
+    let next = b
+        .block_on(cache.token())
+        .expect("fetched again, not the old rejection");
+    assert_eq!(next.secret(), "token-2");
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}

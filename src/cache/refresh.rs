@@ -121,6 +121,10 @@ struct RefreshGuard<P: TokenSource> {
 impl<P: TokenSource> RefreshGuard<P> {
     async fn run(self, reason: Reason) {
         let shared = Arc::clone(&self.shared);
+        // The fetch's own timeout starts now, not when the task was spawned: a runtime slow to
+        // poll it must not make a healthy refresh look abandoned. (A task never polled keeps the
+        // deadline set at spawn.)
+        shared.running(self.id);
         let sent_at = Instant::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
@@ -162,6 +166,17 @@ impl<P: TokenSource> Drop for RefreshGuard<P> {
 }
 
 impl<P: TokenSource> Shared<P> {
+    /// Refresh `id` has started running: count its abandon deadline from now.
+    fn running(&self, id: u64) {
+        let mut control = self.lock();
+        if let Some(inflight) = control.inflight.as_mut().filter(|f| f.id == id) {
+            let grace = self.config.fetch_timeout.saturating_add(TAKEOVER_GRACE);
+            inflight.abandoned_at = Deadline::after(Now::read(), grace);
+            let quiet = self.nanos(inflight.abandoned_at.tokio);
+            self.quiet_until.store(quiet, Ordering::Relaxed);
+        }
+    }
+
     /// Record the result of refresh `id`: install the token, or remember the failure.
     ///
     /// A refresh that was abandoned (another took over) installs its token only if no newer
