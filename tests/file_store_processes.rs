@@ -1,7 +1,7 @@
 //! Four real OS processes share one `FileStore` and one refresh-token family, against a token
 //! server (in the parent, on 127.0.0.1) that rotates refresh tokens and detects reuse: a spent
-//! refresh token answers `invalid_grant` and revokes the family. Access tokens live 1 s and each
-//! child runs for 3 s, so every child refreshes several times, each time spending the token
+//! refresh token answers `invalid_grant` and revokes the family. Access tokens live 2 s and each
+//! child runs for 6 s, so every child refreshes several times, each time spending the token
 //! another process saved a moment before.
 //!
 //! The children are this test binary run again with `TOWER_BEARER_ROTATION_CHILD` set, running
@@ -22,8 +22,8 @@ use tower_bearer::{BearerAuthLayer, TokenCache, source::RefreshTokenGrant};
 
 const CHILD_ENV: &str = "TOWER_BEARER_ROTATION_CHILD";
 const CHILDREN: usize = 4;
-const RUN: Duration = Duration::from_secs(3);
-const LIFETIME: Duration = Duration::from_secs(1);
+const RUN: Duration = Duration::from_secs(6);
+const LIFETIME: Duration = Duration::from_secs(2);
 
 /// What one child reports.
 #[derive(Debug, Default)]
@@ -97,6 +97,10 @@ async fn four_processes_sharing_a_file_store_never_spend_a_refresh_token_twice()
             )
         });
         assert!(output.status.success(), "{counts:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if counts.failed > 0 || counts.refresh_errors > 0 {
+            eprintln!("a child's errors:\n{stderr}");
+        }
         reports.push(counts);
     }
     eprintln!("{reports:#?}");
@@ -155,9 +159,15 @@ async fn child(base: String, path: std::path::PathBuf) -> Counts {
         .build()
         .unwrap();
     let cache = TokenCache::builder(source)
-        .refresh_window(Duration::from_millis(400))
-        .jitter(Duration::from_millis(100))
-        .safety_margin(Duration::from_millis(200))
+        // Half the lifetime, with room for a loaded machine (four processes on two cores, or
+        // a CI box): a refresh that waits for the file lock must still arrive usable.
+        .refresh_window(Duration::from_secs(1))
+        .jitter(Duration::from_millis(200))
+        .safety_margin(Duration::from_millis(400))
+        .backoff(tower_bearer::Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ))
         .on_refresh({
             let (refreshes, refresh_errors) = (refreshes.clone(), refresh_errors.clone());
             move |event| {

@@ -412,6 +412,12 @@ impl<P: TokenSource> TokenCache<P> {
             return Some((CachedToken(entry), Freshness::NONE));
         }
         let fresh = pack(entry.generation, PHASE_FRESH);
+        if state == pack(entry.generation, PHASE_STALE) {
+            // Fresh by both clocks, yet marked stale: its timer was lost with the runtime that
+            // ran it. Without a new one, every request would come back here for the rest of
+            // the token's life.
+            self.rearm(&entry);
+        }
         let freshness = if state == fresh {
             Freshness {
                 state,
@@ -421,6 +427,38 @@ impl<P: TokenSource> TokenCache<P> {
             Freshness::NONE
         };
         Some((CachedToken(entry), freshness))
+    }
+
+    /// Mark `entry` fresh again, with a new phase timer on this runtime, if it is still the
+    /// current token and still marked stale. Outside a runtime nothing changes.
+    #[cold]
+    fn rearm(&self, entry: &Arc<Entry>) {
+        let (Ok(_), Some(refresh_at)) = (tokio::runtime::Handle::try_current(), entry.refresh_at)
+        else {
+            return;
+        };
+        let mut control = self.shared.lock();
+        let still_current = self
+            .shared
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|e| e.is(entry));
+        let stale = pack(entry.generation, PHASE_STALE);
+        let fresh = pack(entry.generation, PHASE_FRESH);
+        if still_current
+            && self
+                .shared
+                .state
+                .compare_exchange(stale, fresh, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Under the lock: no refresh can complete in between. The timer flips it back at
+            // `refresh_at`, or at once if that has passed meanwhile.
+            self.shared
+                .schedule(&mut control, refresh_at, entry.generation);
+            tracing::debug!(generation = entry.generation, "phase timer re-armed");
+        }
     }
 
     /// Start a refresh unless one is in flight, a failure is being backed off, or `wanted`,
@@ -570,6 +608,10 @@ mod tests {
             .unwrap();
         let token = second.block_on(cache.token()).unwrap();
         assert_eq!(token.secret(), "abc");
+        // ...and re-arms the timer there, so the fast path is back.
+        assert_eq!(phase(&cache), PHASE_FRESH);
+        drop(second);
+        assert_eq!(phase(&cache), PHASE_STALE);
     }
 
     #[test]

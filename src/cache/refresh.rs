@@ -306,7 +306,7 @@ impl<P: TokenSource> Shared<P> {
 
     /// At `at`, flip token `generation` from fresh to stale and, in background mode, refresh if
     /// that token is still current and stale (or there is none: a retry after a failure).
-    fn schedule(self: &Arc<Self>, control: &mut Control, at: Instant, generation: u64) {
+    pub(super) fn schedule(self: &Arc<Self>, control: &mut Control, at: Instant, generation: u64) {
         if let Some(timer) = control.timer.take() {
             timer.abort();
         }
