@@ -27,20 +27,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request};
+use http::Request;
 use support::{
     ArcPerRequest, CloneEach, HTTPS, Naive, NoOp, RELATIVE, runtime, through_runtime, token_value,
 };
 use tower::{Layer, Service};
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
-use tower_http::set_header::SetRequestHeaderLayer;
 
 fn add_bearer_header(c: &mut Criterion) {
     let value = token_value();
-    let mut header = HeaderValue::from_str(&format!("Bearer {value}")).unwrap();
-    header.set_sensitive(true);
-    let set_header = SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp);
+    let set_header = support::limit(&value);
     let arc_per_request = ArcPerRequest {
         inner: set_header.clone(),
         handle: Arc::new(AtomicU64::new(0)),

@@ -20,12 +20,10 @@ mod support;
 use std::hint::black_box;
 use std::time::Duration;
 
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Uri};
+use http::{Request, Uri};
 use support::NoOp;
 use tower::{Layer, Service, ServiceExt};
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
-use tower_http::set_header::SetRequestHeaderLayer;
 
 async fn drive<S>(mut svc: S, n: u64)
 where
@@ -54,17 +52,10 @@ fn main() {
         Token::new(token.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
     ));
     rt.block_on(cache.token()).unwrap();
-    let mut header = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-    header.set_sensitive(true);
+    let limit = support::limit(&token);
     rt.block_on(rt.spawn(async move {
         match row.as_str() {
-            "limit" => {
-                drive(
-                    SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp),
-                    n,
-                )
-                .await
-            }
+            "limit" => drive(limit, n).await,
             "bearer" => drive(BearerAuthLayer::from_cache(cache).layer(NoOp), n).await,
             "bearer_allow_list" => {
                 let layer = BearerAuthLayer::from_cache(cache)

@@ -20,12 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use support::{ArcPerRequest, HTTPS, NoOp, RELATIVE, runtime, through_runtime, token_value};
 use tower::Layer;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
-use tower_http::set_header::SetRequestHeaderLayer;
 
 const REQUESTS: u64 = 200_000;
 
@@ -38,9 +35,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
     let value = token_value();
-    let mut header = HeaderValue::from_str(&format!("Bearer {value}")).unwrap();
-    header.set_sensitive(true);
-    let set_header = SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp);
+    let set_header = support::limit(&value);
     let arc_per_request = ArcPerRequest {
         inner: set_header.clone(),
         handle: Arc::new(AtomicU64::new(0)),

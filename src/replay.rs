@@ -40,7 +40,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
@@ -150,29 +150,14 @@ where
                 };
             }
         }
-        // The copy is taken before the token is attached; the replay gets the new one.
-        let retry = try_clone_request(&request).map(|request| Retry {
-            inner: self.inner.clone(),
-            request,
-            cache: self.cache.erased(),
-            cache_id: self.cache_id,
-            rejected: HeaderValue::from_static(""),
-        });
         let state = self.cache.state();
-        if self.is_fresh(state) {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, self.header.clone());
-            let sent = Sent::new(self.cache_id, state >> 2);
-            let retry = retry.map(|retry| retry.sent_with(&self.header));
-            return ReplayFuture::first(self.inner.call(request), Some(sent), retry);
-        }
         match self.token_now(&mut request, state) {
             Some(sent) => {
-                let retry = retry.map(|retry| retry.sent_with(&self.header));
+                let retry = self.retry(&request);
                 ReplayFuture::first(self.inner.call(request), Some(sent), retry)
             }
             None => {
+                let retry = self.retry(&request);
                 let (token, inner) = self.wait_for_token();
                 ReplayFuture {
                     state: ReplayState::Waiting {
@@ -188,22 +173,31 @@ where
     }
 }
 
-/// What a replay needs: a copy of the request, a service to send it through, the cache
-/// (held strongly: the service and every other handle may be gone by the time the 401
-/// arrives, as with `oneshot`), and the header the first attempt carried, so that a replay
-/// is never sent with the value that was just rejected.
+impl<S: Clone, P: TokenSource> BearerAuth<S, P, Replay> {
+    /// What a replay of `request` will need, if its body can be copied.
+    fn retry<B: ReplayBody>(&self, request: &Request<B>) -> Option<Retry<S, B>> {
+        try_clone_request(request).map(|request| Retry {
+            inner: self.inner.clone(),
+            request,
+            cache: self.cache.erased(),
+        })
+    }
+}
+
+/// What a replay needs: a copy of the request as the first attempt sent it (its
+/// `Authorization` is the value a 401 rejects, so a replay is never sent with it), a service to
+/// send it through, and the cache (held strongly: the service and every other handle may be
+/// gone by the time the 401 arrives, as with `oneshot`).
 struct Retry<S, B> {
     inner: S,
     request: Request<B>,
     cache: Arc<dyn ErasedCache>,
-    cache_id: NonZeroU32,
-    rejected: HeaderValue,
 }
 
 impl<S, B> Retry<S, B> {
-    fn sent_with(mut self, header: &HeaderValue) -> Self {
-        self.rejected = header.clone();
-        self
+    /// Whether `token` is other than the one the first attempt carried.
+    fn is_new(&self, token: &CachedToken) -> bool {
+        self.request.headers().get(AUTHORIZATION) != Some(token.header_value())
     }
 }
 
@@ -307,9 +301,13 @@ where
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header_value().clone());
                     let sent = Some(Sent::new(*cache_id, token.generation()));
-                    let retry = retry
-                        .take()
-                        .map(|retry| retry.sent_with(token.header_value()));
+                    let mut retry = retry.take();
+                    if let Some(retry) = &mut retry {
+                        retry
+                            .request
+                            .headers_mut()
+                            .insert(AUTHORIZATION, token.header_value().clone());
+                    }
                     let future = inner.call(request);
                     this.state.set(ReplayState::First {
                         future,
@@ -353,7 +351,7 @@ where
                     let rejected = rejected.expect(POLLED_AFTER_COMPLETION);
                     let retry = retry.expect(POLLED_AFTER_COMPLETION);
                     match result {
-                        Ok(token) if *token.header_value() != retry.rejected => {
+                        Ok(token) if retry.is_new(&token) => {
                             this.state.set(ReplayState::Readying {
                                 token: Some(token),
                                 retry: Some(retry),
@@ -407,8 +405,7 @@ where
                     let Retry {
                         mut inner,
                         mut request,
-                        cache_id,
-                        ..
+                        cache,
                     } = retry.take().expect(POLLED_AFTER_COMPLETION);
                     let token = token.take().expect(POLLED_AFTER_COMPLETION);
                     request
@@ -418,7 +415,7 @@ where
                         generation = token.generation(),
                         "replaying a request with a new token after a 401"
                     );
-                    let sent = Sent::new(cache_id, token.generation());
+                    let sent = Sent::new(cache.registry_id(), token.generation());
                     let future = inner.call(request);
                     this.state.set(ReplayState::Second { future, sent });
                 }

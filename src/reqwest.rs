@@ -49,7 +49,7 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::origin::{Destinations, Verdict};
-use crate::service::{Sent, SentToken};
+use crate::service::Sent;
 use crate::{CachedToken, OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
 
 /// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
@@ -199,8 +199,8 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
         {
             return false;
         }
-        let sent = SentToken(Sent::new(self.cache.registry_id(), token.generation()).word());
-        if !sent.claim(response.extensions_mut()) {
+        let sent = Sent::new(self.cache.registry_id(), token.generation());
+        if !sent.marker().claim(response.extensions_mut()) {
             tracing::debug!(
                 "a 401 about a token set further in (another bearer middleware replaced this \
                  one's): keeping this middleware's token"

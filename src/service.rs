@@ -268,9 +268,9 @@ impl Sent {
         Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
     }
 
-    #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn word(self) -> NonZeroU64 {
-        self.0
+    /// The mark a 401 response gets for this token (see [`SentToken`]).
+    pub(crate) fn marker(self) -> SentToken {
+        SentToken(self.0)
     }
 
     fn cache_id(self) -> NonZeroU32 {
@@ -295,7 +295,7 @@ impl Sent {
         if !challenge::rejects_token(response.status(), response.headers()) {
             return false;
         }
-        if !SentToken(self.0).claim(response.extensions_mut()) {
+        if !self.marker().claim(response.extensions_mut()) {
             tracing::debug!(
                 "a 401 about a token set further in (another bearer layer replaced this one's): \
                  keeping this layer's token"
@@ -317,7 +317,7 @@ impl Sent {
 /// Marks a 401 response with the token the request carried when it left the innermost bearer
 /// layer (or middleware) of this crate: the one the server actually saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SentToken(pub(crate) NonZeroU64);
+pub(crate) struct SentToken(NonZeroU64);
 
 impl SentToken {
     /// Mark `extensions` with this token unless a layer further in marked them with its own.

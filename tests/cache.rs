@@ -299,27 +299,6 @@ async fn rejection_is_remembered_for_the_cooldown() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_is_honoured() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let cache = TokenCache::new(from_fn(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            Err::<Token, _>(
-                Error::transient("rate limited").with_retry_after(Duration::from_secs(20)),
-            )
-        }
-    }));
-    assert!(cache.token().await.is_err());
-    advance(Duration::from_secs(19)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    advance(Duration::from_secs(2)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test(start_paused = true)]
 async fn hanging_source_times_out_as_transient() {
     let cache = TokenCache::builder(from_fn(|| async {
         std::future::pending::<()>().await;
@@ -627,16 +606,61 @@ async fn a_rejection_cooldown_of_duration_max_never_retries() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_huge_retry_after_with_an_unbounded_backoff_is_honoured() {
+/// A source that always answers "rate limited" with `Retry-After: after`, counting its calls.
+fn rate_limited(after: Duration) -> (Arc<AtomicUsize>, impl TokenSource) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let cache = TokenCache::builder(from_fn(move || {
+    let source = from_fn(move || {
         counter.fetch_add(1, Ordering::SeqCst);
-        async { Err::<Token, _>(Error::transient("rate limited").with_retry_after(Duration::MAX)) }
-    }))
-    .backoff(Backoff::new(Duration::from_secs(1), Duration::MAX))
-    .build();
+        async move { Err::<Token, _>(Error::transient("rate limited").with_retry_after(after)) }
+    });
+    (calls, source)
+}
+
+/// A cache with the default backoff (60 s at most), behind a server asking for `after`, asks
+/// again after exactly `expected`, and not a second before.
+async fn asks_again_after(after: Duration, expected: Duration) {
+    let (calls, source) = rate_limited(after);
+    let cache = TokenCache::new(source);
+    assert!(cache.token().await.is_err());
+    advance(expected - Duration::from_secs(1)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not before {expected:?}");
+    advance(Duration::from_secs(2)).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "asked again after {expected:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    asks_again_after(Duration::from_secs(20), Duration::from_secs(20)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_longer_than_the_backoff_maximum_is_honoured() {
+    // A 429 with Retry-After: 300 against the default backoff (max 60 s).
+    asks_again_after(Duration::from_secs(300), Duration::from_secs(300)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_a_day_is_capped_at_max_retry_after() {
+    asks_again_after(
+        Duration::from_secs(24 * 3600),
+        tower_bearer::MAX_RETRY_AFTER,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_with_an_unbounded_backoff_is_honoured() {
+    let (calls, source) = rate_limited(Duration::MAX);
+    let cache = TokenCache::builder(source)
+        .backoff(Backoff::new(Duration::from_secs(1), Duration::MAX))
+        .build();
     for _ in 0..10 {
         let err = cache.token().await.unwrap_err();
         assert_eq!(err.message(), "rate limited", "{err}");
@@ -776,47 +800,6 @@ async fn a_token_from_another_cache_never_invalidates_this_one() {
     assert!(!a.invalidate(&token_b));
     assert!(a.current().is_some(), "a's token stays");
     assert!(b.invalidate(&token_b));
-}
-
-#[tokio::test(start_paused = true)]
-async fn retry_after_longer_than_the_backoff_maximum_is_honoured() {
-    // A 429 with Retry-After: 300 against the default backoff (max 60 s).
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let cache = TokenCache::new(from_fn(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            Err::<Token, _>(Error::transient("429").with_retry_after(Duration::from_secs(300)))
-        }
-    }));
-    assert!(cache.token().await.is_err());
-    advance(Duration::from_secs(299)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "not before 300 s");
-    advance(Duration::from_secs(2)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_retry_after_of_a_day_is_capped_at_max_retry_after() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let cache = TokenCache::new(from_fn(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            Err::<Token, _>(
-                Error::transient("429").with_retry_after(Duration::from_secs(24 * 3600)),
-            )
-        }
-    }));
-    assert!(cache.token().await.is_err());
-    advance(tower_bearer::MAX_RETRY_AFTER - Duration::from_secs(1)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    advance(Duration::from_secs(2)).await;
-    assert!(cache.token().await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the cap");
 }
 
 #[tokio::test(start_paused = true)]

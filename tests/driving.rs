@@ -190,33 +190,15 @@ fn a_worker_blocked_past_the_expiry_does_not_send_the_old_token() {
 fn a_refresh_abandoned_on_a_runtime_that_stopped_is_taken_over_and_cannot_overwrite_the_newer_token()
  {
     // The first fetch starts on runtime A, which is then never driven: its refresh is stuck.
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let (release, released) = tokio::sync::watch::channel(false);
-    let counter = fetches.clone();
-    let cache = TokenCache::builder(source::from_fn(move || {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        let mut released = released.clone();
-        async move {
-            if n == 0 {
-                let _ = released.wait_for(|r| *r).await;
-                return Ok::<_, Error>(
-                    Token::new("late").with_expires_in(Duration::from_secs(3600)),
-                );
-            }
-            Ok(Token::new(format!("token-{n}")).with_expires_in(Duration::from_secs(3600)))
-        }
-    }))
-    .fetch_timeout(Duration::from_millis(500))
-    .build();
-
-    let a = current_thread();
-    {
-        let _inside_a = a.enter();
-        let mut first = std::pin::pin!(cache.token());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-    }
-    a.block_on(tokio::task::yield_now()); // the refresh starts, then waits, and A stops
+    let stuck = StuckFirstFetch::new(Duration::from_secs(3600), |n| {
+        Ok(Token::new(format!("token-{n}")).with_expires_in(Duration::from_secs(3600)))
+    });
+    let fetches = stuck.fetches.clone();
+    let release = stuck.release.clone();
+    let cache = TokenCache::builder(stuck.source())
+        .fetch_timeout(Duration::from_millis(500))
+        .build();
+    let a = start_then_stop_driving(&cache);
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
     // Runtime B: a caller waits at most the fetch timeout (and its grace); after that, the next
@@ -252,6 +234,56 @@ fn a_runtime_without_the_time_driver_is_a_config_error_not_a_panic() {
     assert!(err.to_string().contains("enable_time"), "{err}");
 }
 
+/// A source whose first fetch answers `late` (living `lifetime`) only once `release` is sent,
+/// and whose `n`th fetch after that answers `then(n)`.
+struct StuckFirstFetch {
+    fetches: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::watch::Sender<bool>>,
+    lifetime: Duration,
+    then: fn(usize) -> Result<Token, Error>,
+}
+
+impl StuckFirstFetch {
+    fn new(lifetime: Duration, then: fn(usize) -> Result<Token, Error>) -> Self {
+        StuckFirstFetch {
+            fetches: Default::default(),
+            release: Arc::new(tokio::sync::watch::channel(false).0),
+            lifetime,
+            then,
+        }
+    }
+
+    fn source(&self) -> impl TokenSource + use<> {
+        let (fetches, release) = (self.fetches.clone(), self.release.clone());
+        let (lifetime, then) = (self.lifetime, self.then);
+        source::from_fn(move || {
+            let n = fetches.fetch_add(1, Ordering::SeqCst);
+            let mut released = release.subscribe();
+            async move {
+                if n > 0 {
+                    return then(n);
+                }
+                let _ = released.wait_for(|r| *r).await;
+                Ok(Token::new("late").with_expires_in(lifetime))
+            }
+        })
+    }
+}
+
+/// Start `cache`'s first refresh on a runtime of its own, let it run until it waits, and
+/// return that runtime, which nobody drives from then on (until the test says so).
+fn start_then_stop_driving<P: TokenSource>(cache: &TokenCache<P>) -> tokio::runtime::Runtime {
+    let runtime = current_thread();
+    {
+        let _inside = runtime.enter();
+        let mut first = std::pin::pin!(cache.token());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+    }
+    runtime.block_on(tokio::task::yield_now()); // the refresh starts, then waits
+    runtime
+}
+
 /// `svc.ready().await?.call(req).await`, as a future to `block_on`.
 trait ReadyThenCall<S> {
     async fn await_then_call(self, req: Request<()>) -> Result<S::Response, S::Error>
@@ -274,37 +306,19 @@ fn a_late_token_clears_the_failure_remembered_from_the_refresh_that_took_over() 
     // Fetch 0 is stuck on runtime A; the takeover (fetch 1) is rejected, which is remembered
     // for the cooldown. Then fetch 0 finishes late with a good token: the credential works, so
     // once that token runs out the next caller fetches again instead of getting fetch 1's error.
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let (release, released) = tokio::sync::watch::channel(false);
-    let counter = fetches.clone();
-    let cache = TokenCache::builder(source::from_fn(move || {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        let mut released = released.clone();
-        async move {
-            match n {
-                0 => {
-                    let _ = released.wait_for(|r| *r).await;
-                    Ok(Token::new("late").with_expires_in(LATE_LIFETIME))
-                }
-                1 => Err(Error::new(ErrorKind::Rejected, "invalid_grant")),
-                n => Ok(Token::new(format!("token-{n}")).with_expires_in(LATE_LIFETIME)),
-            }
-        }
-    }))
-    .fetch_timeout(Duration::from_millis(300))
-    // No refresh window: a token is refreshed only once it stops being usable, so the test
-    // sees exactly the fetches it asks for.
-    .refresh_window(Duration::ZERO)
-    .build();
-
-    let a = current_thread();
-    {
-        let _inside_a = a.enter();
-        let mut first = std::pin::pin!(cache.token());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-    }
-    a.block_on(tokio::task::yield_now());
+    let stuck = StuckFirstFetch::new(LATE_LIFETIME, |n| match n {
+        1 => Err(Error::new(ErrorKind::Rejected, "invalid_grant")),
+        n => Ok(Token::new(format!("token-{n}")).with_expires_in(LATE_LIFETIME)),
+    });
+    let fetches = stuck.fetches.clone();
+    let release = stuck.release.clone();
+    let cache = TokenCache::builder(stuck.source())
+        .fetch_timeout(Duration::from_millis(300))
+        // No refresh window: a token is refreshed only once it stops being usable, so the test
+        // sees exactly the fetches it asks for.
+        .refresh_window(Duration::ZERO)
+        .build();
+    let a = start_then_stop_driving(&cache);
 
     let b = current_thread();
     let _ = b.block_on(cache.token()); // waits out the stuck refresh

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, Uri};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::set_header::SetRequestHeader;
 
 /// The inner service: takes the request and drops it.
 #[derive(Clone, Copy)]
@@ -217,4 +218,12 @@ impl<S: Service<Request<()>> + Clone> Service<Request<()>> for CloneEach<S> {
         let _ = svc.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
         svc.call(request)
     }
+}
+
+/// The limit: tower-http's static `SetRequestHeader` with the prebuilt, sensitive header of
+/// `token`, over the no-op service.
+pub fn limit(token: &str) -> SetRequestHeader<NoOp, HeaderValue> {
+    let mut header = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    header.set_sensitive(true);
+    tower_http::set_header::SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp)
 }

@@ -32,37 +32,28 @@ pub(crate) const TICK_SLACK: Duration = Duration::from_millis(50);
 ///
 /// A true monotonic clock on Linux and Android (`CLOCK_MONOTONIC_COARSE`), macOS
 /// (`CLOCK_MONOTONIC_RAW_APPROX`), FreeBSD and DragonFly (`CLOCK_MONOTONIC_FAST`) and Windows
-/// (`GetTickCount64`).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    windows
-))]
+/// (`GetTickCount64`). Elsewhere `coarsetime` reads the wall clock, which steps with NTP or a
+/// manual change and would let a token through late: there the guard reads the (slower)
+/// monotonic `std::time::Instant` instead.
 #[inline]
 pub(crate) fn coarse_now() -> Coarse {
-    // Not `Instant::now()`: that also stores the reading in a process-wide cache, a write to a
-    // line every thread would share.
-    coarsetime::Instant::now_without_cache_update()
-}
-
-/// The coarse clock, now. Elsewhere `coarsetime` reads the wall clock, which steps with NTP or
-/// a manual change and would let a token through late: the guard reads the (slower) monotonic
-/// `std::time::Instant` instead.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    windows
-)))]
-pub(crate) fn coarse_now() -> Coarse {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
-    Coarse::from_ticks(0).saturating_add(elapsed.into())
+    const MONOTONIC: bool = cfg!(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        windows
+    ));
+    if MONOTONIC {
+        // Not `Instant::now()`: that also stores the reading in a process-wide cache, a write
+        // to a line every thread would share.
+        coarsetime::Instant::now_without_cache_update()
+    } else {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+        Coarse::from_ticks(0).saturating_add(elapsed.into())
+    }
 }
 
 /// A coarse deadline that is never reached.

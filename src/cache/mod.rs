@@ -260,9 +260,7 @@ impl<P: TokenSource> TokenCache<P> {
                         if let Some(err) = control.blocked(now.tokio) {
                             return Err(err);
                         }
-                        let reason = if control.inflight.is_some() {
-                            Reason::TakeOver
-                        } else if self.shared.current.load().is_some() {
+                        let reason = if self.shared.current.load().is_some() {
                             Reason::Expired
                         } else {
                             Reason::NoToken
@@ -481,11 +479,6 @@ impl<P: TokenSource> TokenCache<P> {
             && control.blocked(now.tokio).is_none()
             && wanted(self.shared.current.load().as_deref())
         {
-            let reason = if control.inflight.is_some() {
-                Reason::TakeOver
-            } else {
-                reason
-            };
             let refresh = self.start_refresh(&mut control, now, reason);
             drop(control);
             match refresh {
@@ -585,15 +578,19 @@ mod tests {
         cache.state() & 3
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn a_timer_lost_with_its_runtime_fails_safe() {
         let cache = TokenCache::new(StaticToken::new(
             Token::new("abc").with_expires_in(Duration::from_secs(3600)),
         ));
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let first = runtime();
         first.block_on(cache.token()).unwrap();
         assert_eq!(phase(&cache), PHASE_FRESH);
         // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
@@ -602,10 +599,7 @@ mod tests {
         assert_eq!(phase(&cache), PHASE_STALE);
 
         // Another runtime carries on: the slow path reads the clock and still serves the token.
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let second = runtime();
         let token = second.block_on(cache.token()).unwrap();
         assert_eq!(token.secret(), "abc");
         // ...and re-arms the timer there, so the fast path is back.
@@ -619,10 +613,7 @@ mod tests {
         let cache = TokenCache::new(StaticToken::new(
             Token::new("abc").with_expires_in(Duration::from_secs(3600)),
         ));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(cache.token()).unwrap();
         let copies: Vec<(usize, Vec<u8>)> = (0..2)
             .map(|_| {

@@ -38,15 +38,17 @@ pub(super) fn runtime() -> Result<tokio::runtime::Handle, Error> {
 }
 
 impl<P: TokenSource> TokenCache<P> {
-    /// Mark a refresh in flight. The caller spawns it once it has released the lock.
+    /// Mark a refresh in flight. The caller spawns it once it has released the lock. A refresh
+    /// still marked in flight is abandoned: this one takes over ([`Reason::TakeOver`]).
     pub(super) fn start_refresh(
         &self,
         control: &mut Control,
         now: Now,
-        reason: Reason,
+        mut reason: Reason,
     ) -> Result<NewRefresh<P>, Error> {
         let runtime = runtime()?;
         if let Some(abandoned) = control.inflight.take() {
+            reason = Reason::TakeOver;
             tracing::warn!(
                 refresh = abandoned.id,
                 timeout = ?self.shared.config.fetch_timeout,
@@ -196,7 +198,7 @@ impl<P: TokenSource> Shared<P> {
             control.inflight = None;
         }
         match entry {
-            Ok(_) | Err(_) if !current && id < control.installed_by => {
+            _ if !current && id < control.installed_by => {
                 tracing::info!(
                     refresh = id,
                     "an abandoned token refresh finished after a newer one; its outcome is dropped"
