@@ -99,6 +99,9 @@
 pub mod cache;
 pub mod challenge;
 pub mod error;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 pub mod http_client;
 pub mod layer;
 pub mod origin;
@@ -114,7 +117,9 @@ pub mod token;
 mod builder_ext;
 
 pub use builder_ext::ServiceBuilderExt;
-pub use cache::{Backoff, CachedToken, RefreshEvent, RefreshReason, TokenCache, TokenCacheBuilder};
+pub use cache::{
+    Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
+};
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};

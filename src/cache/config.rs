@@ -17,6 +17,8 @@ pub(crate) struct Config {
     pub(crate) fetch_timeout: Duration,
     pub(crate) background_refresh: bool,
     pub(crate) on_refresh: Option<RefreshHook>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::RedisFleet>,
 }
 
 /// The `on_refresh` callback.
@@ -40,6 +42,8 @@ impl Default for Config {
             fetch_timeout: Duration::from_secs(60),
             background_refresh: false,
             on_refresh: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 }
@@ -184,6 +188,18 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
     /// it never sees the token.
     pub fn on_refresh(mut self, hook: impl Fn(&RefreshEvent<'_>) + Send + Sync + 'static) -> Self {
         self.config.on_refresh = Some(RefreshHook(Arc::new(hook)));
+        self
+    }
+
+    /// Share refreshes with every process that uses the same credential, through Redis: one
+    /// token request per lifetime for the whole fleet (see [`fleet`](crate::fleet)).
+    ///
+    /// Redis is consulted only when this process's token needs a refresh; the per-request path
+    /// is unchanged. When Redis is unavailable, refreshes fall back to this process alone.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(mut self, fleet: crate::fleet::RedisFleet) -> Self {
+        self.config.fleet = Some(fleet);
         self
     }
 

@@ -39,6 +39,33 @@ impl RefreshReason {
     }
 }
 
+/// Where a refresh got its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefreshTier {
+    /// From this process's token source (no fleet tier is configured).
+    Source,
+    /// Taken from the fleet: another process fetched it and published it in Redis.
+    Shared,
+    /// From this process's token source, under the fleet's lease, and published for the others.
+    Leased,
+    /// From this process's token source, without the fleet: Redis was unavailable, or the
+    /// lease holder did not publish in time.
+    Fallback,
+}
+
+impl RefreshTier {
+    /// A short lowercase name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshTier::Source => "source",
+            RefreshTier::Shared => "shared",
+            RefreshTier::Leased => "leased",
+            RefreshTier::Fallback => "fallback",
+        }
+    }
+}
+
 /// One finished refresh, as seen by the hook set with
 /// [`TokenCacheBuilder::on_refresh`](super::TokenCacheBuilder::on_refresh).
 ///
@@ -66,6 +93,7 @@ pub struct RefreshEvent<'a> {
     pub(super) outcome: &'a Outcome,
     pub(super) reason: RefreshReason,
     pub(super) took: Duration,
+    pub(super) tier: Option<RefreshTier>,
 }
 
 impl RefreshEvent<'_> {
@@ -77,6 +105,11 @@ impl RefreshEvent<'_> {
     /// How long the fetch took.
     pub fn took(&self) -> Duration {
         self.took
+    }
+
+    /// Where the token came from, if the refresh succeeded (see [`fleet`](crate::fleet)).
+    pub fn tier(&self) -> Option<RefreshTier> {
+        self.tier
     }
 
     /// The error, if the refresh failed.
@@ -95,6 +128,7 @@ impl fmt::Debug for RefreshEvent<'_> {
         f.debug_struct("RefreshEvent")
             .field("reason", &self.reason)
             .field("took", &self.took)
+            .field("tier", &self.tier)
             .field("error", &self.error())
             .field("expires_in", &self.expires_in())
             .finish()

@@ -74,12 +74,13 @@ use tokio::time::Instant;
 
 pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
-pub use event::{RefreshEvent, RefreshReason};
+pub use event::{RefreshEvent, RefreshReason, RefreshTier};
 
 use crate::{Error, TokenSource};
 pub(crate) use clock::{Coarse, coarse_now};
 use clock::{Now, PASSED};
-use config::Config;
+pub(crate) use config::Config;
+pub(crate) use entry::random_up_to;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;
 
@@ -126,6 +127,16 @@ struct Control {
     retry_at: Option<Instant>,
     last_error: Option<Error>,
     timer: Option<AbortHandle>,
+    /// The token last dropped by [`TokenCache::invalidate`], until a new one is installed: the
+    /// refresh that replaces it must not take it back from a shared tier.
+    dropped: Option<Arc<Entry>>,
+}
+
+/// What a refresh got: the token, when its fetch started, and from where.
+pub(crate) struct Fetched {
+    pub(crate) token: crate::Token,
+    pub(crate) sent_at: Instant,
+    pub(crate) tier: RefreshTier,
 }
 
 /// The refresh in flight: who it is, when it counts as abandoned, and where its outcome goes.
@@ -321,6 +332,7 @@ impl<P: TokenSource> TokenCache<P> {
             return false;
         };
         let generation = entry.generation;
+        control.dropped = Some(Arc::clone(entry));
         self.shared.current.store(None);
         self.shared.state.store(PHASE_NONE, Ordering::Release);
         // The timer stays: in background mode it may be the retry of a failed refresh, the

@@ -15,8 +15,8 @@ use super::clock::Now;
 use super::entry::{Entry, PHASE_FRESH, PHASE_STALE, pack, random_up_to};
 use super::event::RefreshReason as Reason;
 use super::{
-    CachedToken, Control, Deadline, InFlight, Outcome, RefreshEvent, Shared, TAKEOVER_GRACE,
-    TokenCache, far_as_possible,
+    CachedToken, Control, Deadline, Fetched, InFlight, Outcome, RefreshEvent, Shared,
+    TAKEOVER_GRACE, TokenCache, far_as_possible,
 };
 use crate::{Error, ErrorKind, MAX_RETRY_AFTER, TokenSource};
 
@@ -74,10 +74,17 @@ impl<P: TokenSource> TokenCache<P> {
         // Stale-path callers need not take the lock until the refresh should have finished.
         let quiet = self.shared.nanos(abandoned_at.tokio);
         self.shared.quiet_until.store(quiet, Ordering::Relaxed);
+        // What this refresh replaces: the current token, or the one a 401 just dropped.
+        let previous = self
+            .shared
+            .current
+            .load_full()
+            .or_else(|| control.dropped.clone());
         let guard = RefreshGuard {
             shared: Arc::clone(&self.shared),
             id,
             tx,
+            previous,
         };
         Ok(NewRefresh {
             runtime,
@@ -118,6 +125,7 @@ struct RefreshGuard<P: TokenSource> {
     shared: Arc<Shared<P>>,
     id: u64,
     tx: watch::Sender<Option<Outcome>>,
+    previous: Option<Arc<Entry>>,
 }
 
 impl<P: TokenSource> RefreshGuard<P> {
@@ -127,13 +135,14 @@ impl<P: TokenSource> RefreshGuard<P> {
         // poll it must not make a healthy refresh look abandoned. (A task never polled keeps the
         // deadline set at spawn.)
         shared.running(self.id);
-        let sent_at = Instant::now();
+        let started = Instant::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
+        let previous = self.previous.as_deref();
         // `fetch()` is called inside the caught future: a source can panic before it returns
         // its future as well as while it runs.
         let fetched =
-            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.source.fetch()).await })
+            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.fetch(previous)).await })
                 .catch_unwind()
                 .await;
         let result = match fetched {
@@ -144,16 +153,20 @@ impl<P: TokenSource> RefreshGuard<P> {
             // The payload is not shown: a panic message could hold anything.
             Err(_panic) => Err(Error::new(ErrorKind::Panicked, "the token source panicked")),
         };
-        let outcome = shared.complete(self.id, sent_at, result);
-        let _ = self.tx.send(Some(outcome.clone()));
+        let tier = result.as_ref().ok().map(|fetched| fetched.tier);
+        let outcome = shared.complete(self.id, started, result);
+        // The hook runs before waiters are woken: a caller that got the token can count on
+        // the hook having seen its refresh.
         if let Some(hook) = &shared.config.on_refresh {
             let event = RefreshEvent {
                 outcome: &outcome,
                 reason,
-                took: Instant::now().saturating_duration_since(sent_at),
+                took: Instant::now().saturating_duration_since(started),
+                tier: tier.filter(|_| outcome.is_ok()),
             };
             (hook.0)(&event);
         }
+        let _ = self.tx.send(Some(outcome));
     }
 }
 
@@ -168,6 +181,23 @@ impl<P: TokenSource> Drop for RefreshGuard<P> {
 }
 
 impl<P: TokenSource> Shared<P> {
+    /// Get a token: through the fleet tier when there is one, else from the source.
+    async fn fetch(&self, previous: Option<&Entry>) -> Result<Fetched, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.config.fleet {
+            let previous = previous.map(|entry| entry.token.secret());
+            return fleet.fetch(&self.source, previous, &self.config).await;
+        }
+        let _ = previous;
+        let sent_at = Instant::now();
+        let token = self.source.fetch().await?;
+        Ok(Fetched {
+            token,
+            sent_at,
+            tier: super::RefreshTier::Source,
+        })
+    }
+
     /// Refresh `id` has started running: count its abandon deadline from now.
     fn running(&self, id: u64) {
         let mut control = self.lock();
@@ -184,14 +214,19 @@ impl<P: TokenSource> Shared<P> {
     /// A refresh that was abandoned (another took over) installs its token only if no newer
     /// refresh has installed one, and its failure changes nothing: the refresh that took over
     /// decides.
+    ///
+    /// `started` is when the refresh began; a token's lifetime counts from its own `sent_at`
+    /// (earlier for a token another process fetched).
     fn complete(
         self: &Arc<Self>,
         id: u64,
-        sent_at: Instant,
-        result: Result<crate::Token, Error>,
+        started: Instant,
+        result: Result<Fetched, Error>,
     ) -> Outcome {
         let now = Now::read();
-        let entry = result.and_then(|token| Entry::new(token, sent_at, now, &self.config));
+        let tier = result.as_ref().ok().map(|fetched| fetched.tier);
+        let entry = result
+            .and_then(|fetched| Entry::new(fetched.token, fetched.sent_at, now, &self.config));
         let mut control = self.lock();
         let current = control.inflight.as_ref().is_some_and(|f| f.id == id);
         if current {
@@ -219,6 +254,7 @@ impl<P: TokenSource> Shared<P> {
                 control.failures = 0;
                 control.retry_at = None;
                 control.last_error = None;
+                control.dropped = None;
                 let quiet = match &control.inflight {
                     Some(inflight) => self.nanos(inflight.abandoned_at.tokio),
                     None => 0,
@@ -246,7 +282,8 @@ impl<P: TokenSource> Shared<P> {
                 tracing::info!(
                     generation = entry.generation,
                     expires_in = ?entry.expires_at.map(|at| at.saturating_duration_since(now.tokio)),
-                    took = ?now.tokio.saturating_duration_since(sent_at),
+                    took = ?now.tokio.saturating_duration_since(started),
+                    tier = tier.map_or("source", super::RefreshTier::as_str),
                     "token refreshed"
                 );
                 Ok(CachedToken(entry))

@@ -25,6 +25,8 @@
 //! - [`MemoryStore`]: in process; clones share one value and one lock.
 //! - [`FileStore`]: one file, written atomically (temp file, fsync, rename) with mode 0600, and
 //!   locked across processes with an advisory lock on a sibling `<file>.lock`.
+//! - `RedisStore` (feature `redis`): in Redis, for a fleet of replicas on many hosts; a Lua
+//!   compare-and-swap and a leased rotation lock.
 //!
 //! ```
 //! use tower_bearer::ErrorKind;
@@ -51,6 +53,8 @@
 
 mod file;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -58,6 +62,9 @@ use std::sync::Arc;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisStore;
 
 use crate::Error;
 use crate::secret::RefreshToken;

@@ -1,0 +1,483 @@
+//! What the fleet keeps in Redis: the key names of a credential, the shared token record, the
+//! refresh-token value, and their optional encryption.
+//!
+//! Every value starts with a short clear-text head the Lua scripts can compare without
+//! decrypting, then the payload:
+//!
+//! - shared token, under `…:token`: `v1.<mode>.<id>.<payload>`, `id` random per publication
+//!   (what compare-and-delete compares);
+//! - refresh token, under `…:refresh`: `v1.<mode>.<fingerprint>.<payload>`, the fingerprint a
+//!   keyed hash of the token (what compare-and-swap compares).
+//!
+//! `mode` is `p` (the payload is the plain bytes, base64url) or `e` (nonce ‖ AES-256-GCM
+//! ciphertext ‖ tag, base64url, with the Redis key name and the head as associated data, so a
+//! value cannot be moved to another key or credential).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// The names of one credential's keys. They share the hash tag `{<hash>}`, so in a Redis
+/// Cluster every key of a credential lives in one slot (and one script may touch them all).
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    /// `<prefix>:{<hash>}`, shown in logs and `Debug` (it names no secret).
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) lease: String,
+    pub(crate) channel: String,
+    pub(crate) refresh: String,
+    pub(crate) refresh_lock: String,
+}
+
+impl Keys {
+    /// The keys of the credential `identity` under `prefix`: the identity is hashed
+    /// (SHA-256), so neither it nor anything secret in it is ever stored.
+    pub(crate) fn new(prefix: &str, identity: &str) -> Keys {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"tower-bearer credential v1\0");
+        ctx.update(identity.as_bytes());
+        let hash = hex(&ctx.finish().as_ref()[..16]);
+        let base = format!("{prefix}:{{{hash}}}");
+        Keys {
+            token: format!("{base}:token"),
+            lease: format!("{base}:lease"),
+            channel: format!("{base}:published"),
+            refresh: format!("{base}:refresh"),
+            refresh_lock: format!("{base}:refresh-lock"),
+            base,
+        }
+    }
+}
+
+/// A 256-bit key that encrypts tokens at rest in Redis (AES-256-GCM, from aws-lc-rs).
+///
+/// Every process of the fleet needs the same key. A value that does not decrypt with it (a
+/// process with another key, a value written in clear while a key is set, a tampered value) is
+/// treated as absent for the shared token, and as an error for a stored refresh token. Keep
+/// the key out of Redis: an environment variable, a secrets manager, a file.
+///
+/// `Debug` never shows the key.
+///
+/// ```
+/// use tower_bearer::fleet::EncryptionKey;
+///
+/// // 32 random bytes, base64 (standard or URL-safe alphabet), e.g. `openssl rand -base64 32`.
+/// let key = EncryptionKey::from_base64("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")?;
+/// # let _ = key;
+/// # Ok::<_, tower_bearer::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EncryptionKey {
+    aead: Arc<LessSafeKey>,
+    /// Keys the refresh tokens' fingerprints, so a fingerprint in Redis reveals nothing.
+    mac: Arc<hmac::Key>,
+}
+
+impl EncryptionKey {
+    /// A key from 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != 32 {
+            return Err(Error::config(format!(
+                "a fleet encryption key is 32 bytes, not {}",
+                bytes.len()
+            )));
+        }
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| Error::config("the fleet encryption key was refused by aws-lc-rs"))?;
+        Ok(EncryptionKey {
+            aead: Arc::new(LessSafeKey::new(unbound)),
+            mac: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, bytes)),
+        })
+    }
+
+    /// A key from 32 bytes written in base64 (standard or URL-safe, padded or not).
+    pub fn from_base64(encoded: &str) -> Result<Self, Error> {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let encoded = encoded.trim();
+        let unpadded = encoded.trim_end_matches('=');
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(encoded)
+                .or_else(|_| URL_SAFE.decode(encoded))
+                .or_else(|_| URL_SAFE_NO_PAD.decode(unpadded))
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(unpadded))
+                .map_err(|_| Error::config("the fleet encryption key is not valid base64"))?,
+        );
+        Self::from_bytes(&bytes)
+    }
+
+    /// A new random key, for tests and for programs that share it some other way.
+    pub fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        random(&mut bytes[..]);
+        Self::from_bytes(&bytes[..]).expect("32 bytes")
+    }
+
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random(&mut nonce);
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let mut body = out.split_off(NONCE_LEN);
+        self.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
+            .expect("AES-GCM sealing cannot fail for inputs this small");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = Zeroizing::new(body.to_vec());
+        let len = self
+            .aead
+            .open_in_place(nonce, Aad::from(aad), &mut body)
+            .ok()?
+            .len();
+        body.truncate(len);
+        Some(body)
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey([redacted])")
+    }
+}
+
+/// Fills `out` from the OS's CSPRNG (through aws-lc-rs).
+pub(crate) fn random(out: &mut [u8]) {
+    rand::fill(out).expect("the OS random number generator failed");
+}
+
+/// 128 random bits in hex: lease owners and publication ids.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    random(&mut bytes);
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Milliseconds since the Unix epoch on the wall clock: the only clock processes share.
+pub(crate) fn wall_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Seals or encodes `plain` under `key` and `head`: `<head>.<payload>`, where `head` is
+/// `v1.<mode>.<tag>` and is bound to the payload as associated data.
+fn encode(cipher: Option<&EncryptionKey>, key: &str, tag: &str, plain: &[u8]) -> Zeroizing<String> {
+    let mode = if cipher.is_some() { "e" } else { "p" };
+    let head = format!("v1.{mode}.{tag}");
+    let payload = match cipher {
+        Some(cipher) => {
+            Zeroizing::new(URL_SAFE_NO_PAD.encode(cipher.seal(&aad(key, &head), plain)))
+        }
+        None => Zeroizing::new(URL_SAFE_NO_PAD.encode(plain)),
+    };
+    let mut out = Zeroizing::new(String::with_capacity(head.len() + 1 + payload.len()));
+    out.push_str(&head);
+    out.push('.');
+    out.push_str(&payload);
+    out
+}
+
+/// The tag and plain bytes of a value written by [`encode`] under `key`, or why not.
+fn decode<'v>(
+    cipher: Option<&EncryptionKey>,
+    key: &str,
+    value: &'v str,
+) -> Result<(&'v str, Zeroizing<Vec<u8>>), Unreadable> {
+    let mut parts = value.splitn(4, '.');
+    let (Some("v1"), Some(mode), Some(tag), Some(payload)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Unreadable::Format);
+    };
+    let bytes = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| Unreadable::Format)?,
+    );
+    let plain = match (mode, cipher) {
+        ("p", None) => bytes,
+        ("e", Some(cipher)) => {
+            let head = &value[..value.len() - payload.len() - 1];
+            cipher
+                .open(&aad(key, head), &bytes)
+                .ok_or(Unreadable::Decrypt)?
+        }
+        ("p", Some(_)) => return Err(Unreadable::Plain),
+        ("e", None) => return Err(Unreadable::NoKey),
+        _ => return Err(Unreadable::Format),
+    };
+    Ok((tag, plain))
+}
+
+fn aad(key: &str, head: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(key.len() + 1 + head.len());
+    aad.extend_from_slice(key.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(head.as_bytes());
+    aad
+}
+
+/// Why a value in Redis could not be read. Never carries the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    Format,
+    Decrypt,
+    Plain,
+    NoKey,
+}
+
+impl Unreadable {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Unreadable::Format => "it is not in tower-bearer's format",
+            Unreadable::Decrypt => {
+                "it does not decrypt with this process's encryption key (another key, or tampered)"
+            }
+            Unreadable::Plain => {
+                "it is stored in clear while this process has an encryption key (refused)"
+            }
+            Unreadable::NoKey => "it is encrypted and this process has no encryption key",
+        }
+    }
+}
+
+/// The token the fleet shares: the secret, and its lifetime on the wall clock as the process
+/// that fetched it computed it, anchored at the moment its fetch started.
+pub(crate) struct SharedToken {
+    /// Random per publication: compare-and-delete compares it.
+    pub(crate) id: String,
+    pub(crate) secret: Zeroizing<String>,
+    pub(crate) sent_at_ms: u64,
+    pub(crate) expires_at_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload<'a> {
+    #[serde(rename = "t", borrow)]
+    token: std::borrow::Cow<'a, str>,
+    #[serde(rename = "s")]
+    sent_at_ms: u64,
+    #[serde(rename = "e")]
+    expires_at_ms: Option<u64>,
+}
+
+impl SharedToken {
+    /// The value to store under `key`.
+    pub(crate) fn encode(&self, cipher: Option<&EncryptionKey>, key: &str) -> Zeroizing<String> {
+        let json = Zeroizing::new(
+            serde_json::to_vec(&Payload {
+                token: std::borrow::Cow::Borrowed(&self.secret),
+                sent_at_ms: self.sent_at_ms,
+                expires_at_ms: self.expires_at_ms,
+            })
+            .expect("serialising a string and numbers cannot fail"),
+        );
+        encode(cipher, key, &self.id, &json)
+    }
+
+    /// The record stored under `key`.
+    pub(crate) fn decode(
+        cipher: Option<&EncryptionKey>,
+        key: &str,
+        value: &str,
+    ) -> Result<SharedToken, Unreadable> {
+        let (id, plain) = decode(cipher, key, value)?;
+        let payload: Payload<'_> =
+            serde_json::from_slice(&plain).map_err(|_| Unreadable::Format)?;
+        Ok(SharedToken {
+            id: id.to_owned(),
+            secret: Zeroizing::new(payload.token.into_owned()),
+            sent_at_ms: payload.sent_at_ms,
+            expires_at_ms: payload.expires_at_ms,
+        })
+    }
+
+    /// How long it lives from the fetch that got it, if it expires.
+    pub(crate) fn lifetime(&self) -> Option<Duration> {
+        self.expires_at_ms
+            .map(|exp| Duration::from_millis(exp.saturating_sub(self.sent_at_ms)))
+    }
+}
+
+/// A refresh token as stored under `key`: `v1.<mode>.<fingerprint>.<payload>`.
+pub(crate) fn encode_refresh(
+    cipher: Option<&EncryptionKey>,
+    key: &str,
+    token: &str,
+) -> Zeroizing<String> {
+    encode(
+        cipher,
+        key,
+        &fingerprint(cipher, key, token),
+        token.as_bytes(),
+    )
+}
+
+/// The refresh token stored under `key`.
+pub(crate) fn decode_refresh(
+    cipher: Option<&EncryptionKey>,
+    key: &str,
+    value: &str,
+) -> Result<Zeroizing<String>, Unreadable> {
+    let (_, plain) = decode(cipher, key, value)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| Unreadable::Format)?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// What compare-and-swap compares: a keyed hash of the token (HMAC-SHA256 under the encryption
+/// key when there is one), never the token.
+pub(crate) fn fingerprint(cipher: Option<&EncryptionKey>, key: &str, token: &str) -> String {
+    let unkeyed;
+    let mac_key = match cipher {
+        Some(cipher) => &*cipher.mac,
+        None => {
+            unkeyed = hmac::Key::new(hmac::HMAC_SHA256, b"tower-bearer refresh-token fingerprint");
+            &unkeyed
+        }
+    };
+    let mut ctx = hmac::Context::with_key(mac_key);
+    ctx.update(key.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(token.as_bytes());
+    hex(&ctx.sign().as_ref()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> SharedToken {
+        SharedToken {
+            id: random_id(),
+            secret: Zeroizing::new("secret-token".into()),
+            sent_at_ms: 1_000,
+            expires_at_ms: Some(61_000),
+        }
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag_and_hide_the_identity() {
+        let keys = Keys::new("tb", "client-id@https://auth.example.com/token");
+        let tag = &keys.base[3..];
+        assert!(
+            tag.starts_with('{') && tag.ends_with('}') && tag.len() == 34,
+            "{tag}"
+        );
+        for key in [&keys.token, &keys.lease, &keys.refresh, &keys.refresh_lock] {
+            assert!(key.starts_with(&keys.base));
+            assert!(!key.contains("client-id") && !key.contains("example"));
+        }
+        assert_ne!(Keys::new("tb", "other").base, keys.base);
+        assert_ne!(
+            Keys::new("other", "client-id").base,
+            Keys::new("tb", "client-id").base
+        );
+    }
+
+    #[test]
+    fn shared_tokens_round_trip_in_clear_and_encrypted() {
+        let key = EncryptionKey::generate();
+        for cipher in [None, Some(&key)] {
+            let value = shared().encode(cipher, "k");
+            let back = SharedToken::decode(cipher, "k", &value).unwrap();
+            assert_eq!(&*back.secret, "secret-token");
+            assert_eq!((back.sent_at_ms, back.expires_at_ms), (1_000, Some(61_000)));
+            assert_eq!(back.lifetime(), Some(Duration::from_secs(60)));
+        }
+        let sealed = shared().encode(Some(&key), "k");
+        assert!(!sealed.contains("secret-token"));
+        assert!(
+            !URL_SAFE_NO_PAD
+                .decode(sealed.rsplit('.').next().unwrap())
+                .unwrap()
+                .windows(12)
+                .any(|w| w == b"secret-token")
+        );
+    }
+
+    #[test]
+    fn values_that_do_not_belong_are_unreadable() {
+        let key = EncryptionKey::generate();
+        let other = EncryptionKey::generate();
+        let sealed = shared().encode(Some(&key), "k");
+        let clear = shared().encode(None, "k");
+        let read = |cipher, key: &str, value: &str| SharedToken::decode(cipher, key, value).err();
+        assert_eq!(read(Some(&other), "k", &sealed), Some(Unreadable::Decrypt));
+        // Moved to another key: the key name is associated data.
+        assert_eq!(read(Some(&key), "k2", &sealed), Some(Unreadable::Decrypt));
+        assert_eq!(read(Some(&key), "k", &clear), Some(Unreadable::Plain));
+        assert_eq!(read(None, "k", &sealed), Some(Unreadable::NoKey));
+        // Another id in the head: the head is associated data too.
+        let (head, payload) = sealed.rsplit_once('.').unwrap();
+        let swapped = format!("{}.{}", &head[..head.len() - 1], payload);
+        assert!(read(Some(&key), "k", &swapped).is_some());
+        for garbage in [
+            "",
+            "v1",
+            "v1.p.x",
+            "v1.p.x.!!!",
+            "v2.p.x.e30",
+            "v1.p.x.e30",
+            "\u{0}",
+        ] {
+            assert!(read(None, "k", garbage).is_some(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_round_trip_and_fingerprints_hide_them() {
+        let key = EncryptionKey::generate();
+        for cipher in [None, Some(&key)] {
+            let value = encode_refresh(cipher, "k", "r1");
+            assert_eq!(&*decode_refresh(cipher, "k", &value).unwrap(), "r1");
+            let fp = fingerprint(cipher, "k", "r1");
+            assert!(value.starts_with(&format!(
+                "v1.{}.{fp}.",
+                if cipher.is_some() { "e" } else { "p" }
+            )));
+            assert_ne!(fp, fingerprint(cipher, "k", "r2"));
+        }
+        assert_ne!(
+            fingerprint(None, "k", "r1"),
+            fingerprint(Some(&key), "k", "r1")
+        );
+    }
+
+    #[test]
+    fn encryption_keys_parse_and_never_show() {
+        let b64 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+        let key = EncryptionKey::from_base64(b64).unwrap();
+        assert_eq!(format!("{key:?}"), "EncryptionKey([redacted])");
+        EncryptionKey::from_base64(b64.trim_end_matches('=')).unwrap();
+        assert!(EncryptionKey::from_base64("c2hvcnQ=").is_err());
+        assert!(EncryptionKey::from_base64("not base64 at all!").is_err());
+        assert!(EncryptionKey::from_bytes(&[0; 31]).is_err());
+    }
+}
