@@ -518,6 +518,27 @@ async fn keys_are_namespaced_by_prefix_and_a_hash_and_tokens_at_rest_can_be_encr
     assert_eq!(issuer.issued(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_auth_in_the_url_works_and_a_wrong_password_only_costs_the_sharing() {
+    let redis = RedisServer::with_password("s3cret-pw");
+    let issuer = Issuer::start(Duration::from_secs(3600)).await;
+    let tiers = Tiers::default();
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/", redis.port);
+    let first = cache(&issuer, fleet(&url).build().unwrap(), &tiers);
+    let second = cache(&issuer, fleet(&url).build().unwrap(), &tiers);
+    assert_eq!(
+        first.token().await.unwrap().secret(),
+        second.token().await.unwrap().secret()
+    );
+    assert_eq!(tiers.all(), [RefreshTier::Leased, RefreshTier::Shared]);
+
+    let wrong = format!("redis://:wrong-pw@127.0.0.1:{}/", redis.port);
+    let third = cache(&issuer, fleet(&wrong).build().unwrap(), &tiers);
+    third.token().await.unwrap();
+    assert_eq!(tiers.all().last(), Some(&RefreshTier::Fallback));
+    assert_eq!(issuer.issued(), 2);
+}
+
 #[test]
 fn nothing_secret_in_debug_or_errors() {
     let fleet = RedisFleet::builder("redis://user:hunter2-password@127.0.0.1:1/", "id")
@@ -546,4 +567,72 @@ fn nothing_secret_in_debug_or_errors() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     let err = RedisFleet::cluster_builder([], "id").build().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+/// Everything written to a `tracing` fmt subscriber, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_password_or_secret_in_any_log_line_of_a_fleet_lifecycle() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut redis = RedisServer::with_password("s3cret-pw");
+    let issuer = Issuer::start(Duration::from_secs(3600)).await;
+    let tiers = Tiers::default();
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/", redis.port);
+    let key = EncryptionKey::generate();
+    let build = || fleet(&url).encryption_key(key.clone()).build().unwrap();
+    let (a, b) = (
+        cache(&issuer, build(), &tiers),
+        cache(&issuer, build(), &tiers),
+    );
+    let mut secrets = vec![a.token().await.unwrap().secret().to_owned()];
+    b.token().await.unwrap();
+    // A 401, an unreadable record, an outage and a recovery.
+    let seen = a.current().unwrap();
+    a.invalidate(&seen);
+    secrets.push(a.token().await.unwrap().secret().to_owned());
+    redis.cli(&[
+        "-a",
+        "s3cret-pw",
+        "SET",
+        &format!("{}:token", build().key_base()),
+        "junk",
+    ]);
+    let seen = b.current().unwrap();
+    b.invalidate(&seen);
+    secrets.push(b.token().await.unwrap().secret().to_owned());
+    redis.stop();
+    let seen = a.current().unwrap();
+    a.invalidate(&seen);
+    secrets.push(a.token().await.unwrap().secret().to_owned());
+    assert_eq!(tiers.all().last(), Some(&RefreshTier::Fallback));
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("fleet tier is unavailable"), "{logs}");
+    assert!(logs.contains("unreadable"), "{logs}");
+    for secret in secrets
+        .iter()
+        .map(String::as_str)
+        .chain(["s3cret-pw", "test-secret"])
+    {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
 }

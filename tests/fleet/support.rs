@@ -64,6 +64,11 @@ impl RedisServer {
         Self::start_with(Vec::new())
     }
 
+    /// A server that requires `password` (Redis AUTH).
+    pub fn with_password(password: &str) -> RedisServer {
+        Self::start_with(vec!["--requirepass".into(), password.into()])
+    }
+
     fn start_with(extra: Vec<String>) -> RedisServer {
         need("redis-server");
         let mut server = RedisServer {
@@ -146,9 +151,10 @@ fn ping(port: u16) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut answer = [0u8; 7];
+    // `+PONG`, or `-NOAUTH` from a server that requires a password: either way it answers.
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut answer).is_ok()
-        && &answer == b"+PONG\r\n"
+        && (&answer == b"+PONG\r\n" || answer.starts_with(b"-NOAUTH"))
 }
 
 /// A Redis Cluster of `n` masters, no replicas.
