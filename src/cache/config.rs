@@ -19,6 +19,8 @@ pub(crate) struct Config {
     pub(crate) on_refresh: Option<RefreshHook>,
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::RedisFleet>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_label: Arc<str>,
 }
 
 /// The `on_refresh` callback.
@@ -44,6 +46,8 @@ impl Default for Config {
             on_refresh: None,
             #[cfg(feature = "redis")]
             fleet: None,
+            #[cfg(feature = "metrics")]
+            metrics_label: Arc::from("default"),
         }
     }
 }
@@ -200,6 +204,38 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn fleet(mut self, fleet: crate::fleet::RedisFleet) -> Self {
         self.config.fleet = Some(fleet);
+        self
+    }
+
+    /// The `cache` label of this cache's metrics (default `default`): give each cache of a
+    /// program its own. The metrics, through the `metrics` facade to whatever recorder the
+    /// program installs:
+    ///
+    /// | metric | kind | labels |
+    /// |---|---|---|
+    /// | `tower_bearer_refreshes_total` | counter | `cache`, `reason`, `outcome` (`ok` or the error kind), `tier` |
+    /// | `tower_bearer_refresh_duration_seconds` | histogram | `cache`, `outcome` |
+    /// | `tower_bearer_invalidations_total` | counter | `cache` |
+    /// | `tower_bearer_waits_total` | counter | `cache` |
+    /// | `tower_bearer_served_stale_total` | counter | `cache` |
+    /// | `tower_bearer_token_expires_in_seconds` | gauge | `cache` |
+    /// | `tower_bearer_token_expiry_timestamp_seconds` | gauge | `cache` |
+    ///
+    /// The expiry gauges are set at each refresh, invalidation and stale request (a
+    /// token that does not expire reads `+Inf`, no token 0); alert on the timestamp
+    /// (`tower_bearer_token_expiry_timestamp_seconds - time() < 120`), which needs no update to
+    /// stay right. The per-request fast path records nothing.
+    ///
+    /// ```
+    /// use tower_bearer::{TokenCache, source::static_token};
+    ///
+    /// let billing = TokenCache::builder(static_token("abc")).metrics_label("billing").build();
+    /// # let _ = billing;
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.config.metrics_label = Arc::from(label.into());
         self
     }
 

@@ -59,6 +59,7 @@ mod config;
 mod entry;
 mod event;
 pub(crate) mod handle;
+mod metrics;
 mod refresh;
 
 use std::fmt;
@@ -80,6 +81,7 @@ use crate::{Error, TokenSource};
 pub(crate) use clock::{Coarse, coarse_now};
 use clock::{Now, PASSED};
 pub(crate) use config::Config;
+#[cfg(feature = "redis")]
 pub(crate) use entry::random_up_to;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;
@@ -256,6 +258,7 @@ impl<P: TokenSource> TokenCache<P> {
         refresh::runtime()?;
         let limit = self.shared.config.fetch_timeout;
         let give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
+        let mut counted = false;
         loop {
             let (mut outcome, abandoned_at, started) = {
                 let mut control = self.shared.lock();
@@ -289,6 +292,9 @@ impl<P: TokenSource> TokenCache<P> {
             let own = started.is_some();
             if let Some(refresh) = started {
                 refresh.spawn();
+            }
+            if !std::mem::replace(&mut counted, true) {
+                metrics::waited(&self.shared.config);
             }
             let wait_until = abandoned_at.tokio.min(give_up.tokio);
             let waited =
@@ -338,6 +344,7 @@ impl<P: TokenSource> TokenCache<P> {
         // The timer stays: in background mode it may be the retry of a failed refresh, the
         // only thing that would fetch again without traffic. The next token replaces it.
         tracing::debug!(generation, "token invalidated");
+        metrics::invalidated(&self.shared.config);
         let now = Now::read();
         if control.inflight.is_none() && control.blocked(now.tokio).is_none() {
             // The caller will want a new token right away; start on it.
@@ -418,6 +425,7 @@ impl<P: TokenSource> TokenCache<P> {
             return None;
         }
         if entry.is_stale(now) {
+            metrics::served_stale(&self.shared.config, &entry);
             self.refresh_in_background(now, Reason::Stale, |_| true);
             return Some((CachedToken(entry), Freshness::NONE));
         }

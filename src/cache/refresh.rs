@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use super::clock::Now;
 use super::entry::{Entry, PHASE_FRESH, PHASE_STALE, pack, random_up_to};
 use super::event::RefreshReason as Reason;
+use super::metrics;
 use super::{
     CachedToken, Control, Deadline, Fetched, InFlight, Outcome, RefreshEvent, Shared,
     TAKEOVER_GRACE, TokenCache, far_as_possible,
@@ -155,14 +156,18 @@ impl<P: TokenSource> RefreshGuard<P> {
         };
         let tier = result.as_ref().ok().map(|fetched| fetched.tier);
         let outcome = shared.complete(self.id, started, result);
+        let took = Instant::now().saturating_duration_since(started);
+        let tier = tier.filter(|_| outcome.is_ok());
+        metrics::refreshed(&shared.config, reason, &outcome, tier, took);
+        metrics::expiry(&shared.config, shared.current.load().as_deref());
         // The hook runs before waiters are woken: a caller that got the token can count on
         // the hook having seen its refresh.
         if let Some(hook) = &shared.config.on_refresh {
             let event = RefreshEvent {
                 outcome: &outcome,
                 reason,
-                took: Instant::now().saturating_duration_since(started),
-                tier: tier.filter(|_| outcome.is_ok()),
+                took,
+                tier,
             };
             (hook.0)(&event);
         }

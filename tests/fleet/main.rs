@@ -27,12 +27,13 @@ use support::{Issuer, RedisCluster, RedisServer, api_client};
 
 pub(crate) const IDENTITY: &str = "client_credentials test-client http://127.0.0.1/token";
 
-/// A fleet with test pacing: short leases, fast polls, outages probed again quickly.
+/// A fleet with test pacing: short leases, fast polls, outages probed again quickly; commands
+/// given 2 s, room for a loaded machine (the default is 1 s).
 pub(crate) fn fleet(url: &str) -> RedisFleetBuilder {
     RedisFleet::builder(url, IDENTITY)
         .lease_ttl(Duration::from_millis(1000))
         .poll_interval(Duration::from_millis(20))
-        .command_timeout(Duration::from_millis(500))
+        .command_timeout(Duration::from_secs(2))
         .outage_retry(Duration::from_millis(300))
 }
 
