@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use support::{HTTPS, NoOp, quartiles, runtime, through_runtime, token_value};
+use support::{HTTPS, NoOp, interleave, quartiles, runtime, through_runtime, token_value};
 use tower::Layer;
 use tower_bearer::fleet::RedisFleet;
 use tower_bearer::source::{StaticToken, from_fn};
@@ -93,18 +93,8 @@ fn fast_path(url: &str) {
                 Box::new(|| through_runtime(rt, threads, REQUESTS, HTTPS, &|| with_fleet.clone())),
             ),
         ];
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
-        let per_request = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
-        for round in 0..rounds {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..rows.len()).collect()
-            } else {
-                (0..rows.len()).rev().collect()
-            };
-            for i in order {
-                times[i].push(per_request((rows[i].1)()));
-            }
-        }
+        let timers: Vec<&dyn Fn() -> Duration> = rows.iter().map(|row| &*row.1).collect();
+        let times = interleave(&timers, rounds, REQUESTS);
         for (i, (name, _)) in rows.iter().enumerate() {
             let mut ratios: Vec<f64> = (0..rounds).map(|r| times[i][r] / times[0][r]).collect();
             let (q1, median, q3) = quartiles(&mut ratios);

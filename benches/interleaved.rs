@@ -21,7 +21,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use support::{
-    ArcPerRequest, HTTPS, NoOp, RELATIVE, quartiles, runtime, through_runtime, token_value,
+    ArcPerRequest, HTTPS, NoOp, RELATIVE, interleave, quartiles, runtime, through_runtime,
+    token_value,
 };
 use tower::Layer;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
@@ -99,18 +100,8 @@ fn main() {
                 }),
             ),
         ];
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
-        let per_request = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
-        for round in 0..rounds {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..rows.len()).collect()
-            } else {
-                (0..rows.len()).rev().collect()
-            };
-            for i in order {
-                times[i].push(per_request((rows[i].2)()));
-            }
-        }
+        let timers: Vec<&dyn Fn() -> Duration> = rows.iter().map(|row| &*row.2).collect();
+        let times = interleave(&timers, rounds, REQUESTS);
         for (i, (name, uri, _)) in rows.iter().enumerate() {
             let limit = rows
                 .iter()

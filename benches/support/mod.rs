@@ -234,3 +234,20 @@ pub fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
     let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
     (at(0.25), at(0.5), at(0.75))
 }
+
+/// Runs each of `rows` (each timing `requests` requests) in turn, `rounds` times, in reverse
+/// order every other round; returns each row's nanoseconds per request, one per round.
+pub fn interleave(rows: &[&dyn Fn() -> Duration], rounds: usize, requests: u64) -> Vec<Vec<f64>> {
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            times[i].push(rows[i]().as_secs_f64() * 1e9 / requests as f64);
+        }
+    }
+    times
+}

@@ -234,9 +234,26 @@ pub struct IssuerState {
 
 impl Issuer {
     pub async fn start(expires_in: Duration) -> Issuer {
-        let issuer = Issuer {
-            base: String::new(),
-            url: String::new(),
+        let issuer = Issuer::new(String::new(), expires_in);
+        let router = Router::new()
+            .route("/token", axum::routing::post(issue))
+            .route("/api", axum::routing::get(api))
+            .with_state(issuer.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Issuer::new(format!("http://{addr}"), Duration::ZERO).sharing_state_of(issuer)
+    }
+
+    /// An issuer in another process, reached at `base` (its counts are the parent's).
+    pub fn remote(base: &str) -> Issuer {
+        Issuer::new(base.to_owned(), Duration::ZERO)
+    }
+
+    fn new(base: String, expires_in: Duration) -> Issuer {
+        Issuer {
+            url: format!("{base}/token"),
+            base,
             state: Arc::new(Mutex::new(IssuerState {
                 expires_in,
                 latency: Duration::ZERO,
@@ -248,37 +265,15 @@ impl Issuer {
                 api_unknown: 0,
             })),
             issued: Arc::default(),
-        };
-        let router = Router::new()
-            .route("/token", axum::routing::post(issue))
-            .route("/api", axum::routing::get(api))
-            .with_state(issuer.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Issuer {
-            base: format!("http://{addr}"),
-            url: format!("http://{addr}/token"),
-            ..issuer
         }
     }
 
-    /// An issuer in another process, reached at `base` (its counts are the parent's).
-    pub fn remote(base: &str) -> Issuer {
+    /// This address, with the state and counts of `served`.
+    fn sharing_state_of(self, served: Issuer) -> Issuer {
         Issuer {
-            base: base.to_owned(),
-            url: format!("{base}/token"),
-            state: Arc::new(Mutex::new(IssuerState {
-                expires_in: Duration::ZERO,
-                latency: Duration::ZERO,
-                hang_next: 0,
-                access: HashMap::new(),
-                issued_at: Vec::new(),
-                api_ok: 0,
-                api_expired: 0,
-                api_unknown: 0,
-            })),
-            issued: Arc::default(),
+            state: served.state,
+            issued: served.issued,
+            ..self
         }
     }
 
