@@ -148,6 +148,14 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
     }
+
+    /// The same cache and destination rules, sending DPoP-bound tokens with a proof per
+    /// request instead of bearer tokens: see [`DpopAuthLayer`](crate::dpop::DpopAuthLayer).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(self) -> crate::dpop::DpopAuthLayer<P> {
+        crate::dpop::DpopAuthLayer::with_destinations(self.cache, self.destinations)
+    }
 }
 
 impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
