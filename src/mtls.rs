@@ -130,15 +130,15 @@ impl fmt::Debug for ClientIdentity {
 pub(crate) fn tls_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
     let mut next = Some(err);
     while let Some(e) = next {
-        let rustls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(error) = rustls {
+        if let Some(error) = e.downcast_ref::<rustls::Error>() {
             return classify(error);
         }
-        next = e.source();
+        // `io::Error::source` skips the error it wraps (it returns that error's source):
+        // look inside it instead.
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
