@@ -136,8 +136,8 @@ mod reqwest_client {
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
         HttpResponse, check_token_url, is_loopback_host,
     };
-    use crate::mtls::ClientIdentity;
     use crate::Error;
+    use crate::mtls::ClientIdentity;
 
     /// The default [`HttpClient`]: reqwest with rustls, made for token endpoints.
     ///

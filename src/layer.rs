@@ -85,6 +85,13 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// stack and a reqwest middleware at once, say) or to use a cache built with
     /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
+        #[cfg(feature = "dpop")]
+        if cache.source().dpop().is_some() {
+            tracing::warn!(
+                "a bearer layer over a source of DPoP-bound tokens: servers refuse them as bearer \
+                 tokens; use `.dpop()` (DpopAuthLayer)"
+            );
+        }
         BearerAuthLayer {
             cache,
             destinations: Destinations::default(),

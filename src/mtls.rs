@@ -135,7 +135,10 @@ pub(crate) fn tls_error(err: &(dyn std::error::Error + 'static)) -> Option<Error
         }
         // `io::Error::source` skips the error it wraps (it returns that error's source):
         // look inside it instead.
-        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };

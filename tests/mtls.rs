@@ -28,7 +28,8 @@ fn http_client(pki: &Pki) -> ReqwestClient {
 async fn tls_client_auth_presents_the_certificate_and_sends_no_secret() {
     let pki = mtls_server::pki();
     let server = mtls_server::start(&pki).await;
-    let auth = ClientAuth::tls_client_auth("my-client", identity(&pki.client_chain, &pki.client_key));
+    let auth =
+        ClientAuth::tls_client_auth("my-client", identity(&pki.client_chain, &pki.client_key));
     assert_eq!(auth.method(), "tls_client_auth");
     let client = http_client(&pki)
         .with_client_identity(auth.client_identity().unwrap().clone())
@@ -91,7 +92,10 @@ async fn a_missing_or_untrusted_certificate_is_a_clear_rejection() {
         .unwrap();
         let err = source.fetch().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Rejected, "{case}: {err:?}");
-        assert!(err.to_string().contains("client certificate"), "{case}: {err}");
+        assert!(
+            err.to_string().contains("client certificate"),
+            "{case}: {err}"
+        );
         assert_eq!(err.host(), Some("127.0.0.1"), "{case}");
     }
     assert!(server.token_requests.lock().unwrap().is_empty());
@@ -160,7 +164,9 @@ async fn certificate_bound_tokens_need_the_same_identity_on_api_calls() {
             builder = builder.identity(identity.reqwest_identity().unwrap());
         }
         reqwest_middleware::ClientBuilder::new(builder.build().unwrap())
-            .with(tower_bearer::BearerAuthMiddleware::from_cache(cache.clone()))
+            .with(tower_bearer::BearerAuthMiddleware::from_cache(
+                cache.clone(),
+            ))
             .build()
     };
     let url = format!("{}/api/accounts", server.base);
@@ -185,7 +191,10 @@ fn identities_are_checked_and_never_shown() {
     let shown = format!(
         "{id:?} {:?} {:?}",
         ClientAuth::tls_client_auth("c", id.clone()),
-        ReqwestClient::new().unwrap().with_client_identity(id.clone()).unwrap()
+        ReqwestClient::new()
+            .unwrap()
+            .with_client_identity(id.clone())
+            .unwrap()
     );
     assert!(!shown.contains(&key_body[..32]), "{shown}");
     for (chain, key) in [

@@ -116,7 +116,9 @@ impl DpopKey {
         // An uncompressed point: 0x04, then x and y, 32 bytes each.
         let point = pair.public_key().as_ref();
         if point.len() != 65 || point[0] != 4 {
-            return Err(Error::config("the DPoP key's public point is not a P-256 point"));
+            return Err(Error::config(
+                "the DPoP key's public point is not a P-256 point",
+            ));
         }
         let jwk = format!(
             r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
@@ -192,7 +194,9 @@ impl DpopKey {
         URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
         match &inner.signer {
             Signer::Ecdsa(pair) => {
-                let signature = pair.sign(&inner.rng, jwt.as_bytes()).map_err(|_| failed())?;
+                let signature = pair
+                    .sign(&inner.rng, jwt.as_bytes())
+                    .map_err(|_| failed())?;
                 jwt.push('.');
                 URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
             }
@@ -242,13 +246,39 @@ mod tests {
     #[test]
     fn keys_load_from_pem_in_every_form() {
         let read = |name: &str| std::fs::read(format!("{}{name}", keys())).unwrap();
-        assert_eq!(DpopKey::es256_pem(&read("ec_pkcs8.pem")).unwrap().algorithm(), "ES256");
-        assert_eq!(DpopKey::rs256_pem(&read("rsa_pkcs1.pem")).unwrap().algorithm(), "RS256");
-        assert_eq!(DpopKey::rs256_pem(&read("rsa_pkcs8.pem")).unwrap().algorithm(), "RS256");
-        assert_eq!(DpopKey::ps256_pem(&read("rsa_pkcs8.pem")).unwrap().algorithm(), "PS256");
+        assert_eq!(
+            DpopKey::es256_pem(&read("ec_pkcs8.pem"))
+                .unwrap()
+                .algorithm(),
+            "ES256"
+        );
+        assert_eq!(
+            DpopKey::rs256_pem(&read("rsa_pkcs1.pem"))
+                .unwrap()
+                .algorithm(),
+            "RS256"
+        );
+        assert_eq!(
+            DpopKey::rs256_pem(&read("rsa_pkcs8.pem"))
+                .unwrap()
+                .algorithm(),
+            "RS256"
+        );
+        assert_eq!(
+            DpopKey::ps256_pem(&read("rsa_pkcs8.pem"))
+                .unwrap()
+                .algorithm(),
+            "PS256"
+        );
         for (err, what) in [
-            (DpopKey::es256_pem(&read("rsa_pkcs8.pem")).unwrap_err(), "P-256"),
-            (DpopKey::rs256_pem(&read("ec_pkcs8.pem")).unwrap_err(), "RSA"),
+            (
+                DpopKey::es256_pem(&read("rsa_pkcs8.pem")).unwrap_err(),
+                "P-256",
+            ),
+            (
+                DpopKey::rs256_pem(&read("ec_pkcs8.pem")).unwrap_err(),
+                "RSA",
+            ),
             (DpopKey::es256_pem(b"not pem").unwrap_err(), "P-256"),
         ] {
             assert_eq!(err.kind(), crate::ErrorKind::Config);
@@ -258,14 +288,26 @@ mod tests {
 
     #[test]
     fn the_thumbprint_follows_rfc_7638() {
-        // RFC 7638 §3.1's example key and thumbprint.
-        let jwk = concat!(
-            r#"{"e":"AQAB","kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}"#
-        );
+        // RFC 7638 §3.1's example: the hash and encoding of the canonical JWK.
+        let example = "{\"e\":\"AQAB\",\"kty\":\"RSA\",\"n\":\"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw\"}";
         assert_eq!(
-            URL_SAFE_NO_PAD.encode(digest(&SHA256, jwk.as_bytes())),
+            sha256_b64(example.as_bytes()),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
+        // Our JWKs are canonical: required members only, in lexicographic order.
+        let rsa = std::fs::read(format!("{}rsa_pkcs8.pem", keys())).unwrap();
+        let rsa = DpopKey::rs256_pem(&rsa).unwrap();
+        assert!(
+            rsa.public_jwk()
+                .starts_with(r#"{"e":"AQAB","kty":"RSA","n":""#)
+        );
+        assert_eq!(rsa.thumbprint(), sha256_b64(rsa.public_jwk().as_bytes()));
+        let ec = DpopKey::generate().unwrap();
+        assert!(
+            ec.public_jwk()
+                .starts_with(r#"{"crv":"P-256","kty":"EC","x":""#)
+        );
+        assert_eq!(ec.thumbprint(), sha256_b64(ec.public_jwk().as_bytes()));
     }
 
     #[test]

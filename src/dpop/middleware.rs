@@ -95,7 +95,8 @@ impl<P: TokenSource> Middleware for DpopMiddleware<P> {
             Verdict::Skip => return next.run(request, extensions).await,
             Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
         }
-        let target = Target::from_url(request.url()).map_err(reqwest_middleware::Error::middleware)?;
+        let target =
+            Target::from_url(request.url()).map_err(reqwest_middleware::Error::middleware)?;
         let method = request.method().clone();
         let transport = Reqwest { next, extensions };
         self.binding

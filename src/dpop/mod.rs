@@ -198,7 +198,10 @@ impl Dpop {
 
     fn nonce(&self, target: &Target) -> Option<Arc<str>> {
         let nonces = self.inner.nonces.lock().unwrap_or_else(|e| e.into_inner());
-        nonces.by_origin.get(&target.origin).map(|(n, _)| Arc::clone(n))
+        nonces
+            .by_origin
+            .get(&target.origin)
+            .map(|(n, _)| Arc::clone(n))
     }
 
     pub(crate) fn remember(&self, target: &Target, headers: &HeaderMap) -> bool {
@@ -213,8 +216,7 @@ impl Dpop {
         {
             return true;
         }
-        if nonces.by_origin.len() >= MAX_ORIGINS && !nonces.by_origin.contains_key(&target.origin)
-        {
+        if nonces.by_origin.len() >= MAX_ORIGINS && !nonces.by_origin.contains_key(&target.origin) {
             // Forget the origin whose nonce is the oldest.
             if let Some(oldest) = nonces
                 .by_origin
@@ -291,7 +293,11 @@ impl Target {
         let default_port = match scheme.as_str() {
             "https" => 443,
             "http" => 80,
-            _ => return Err(Error::config("a DPoP proof is only for http and https URLs")),
+            _ => {
+                return Err(Error::config(
+                    "a DPoP proof is only for http and https URLs",
+                ));
+            }
         };
         let host = host.to_ascii_lowercase();
         let port = port.unwrap_or(default_port);
@@ -391,21 +397,36 @@ mod tests {
         let held = dpop.inner.nonces.lock().unwrap().by_origin.len();
         assert_eq!(held, MAX_ORIGINS);
         // The newest are kept, the oldest forgotten.
-        let newest = Target::from_uri(&format!("https://h{}.example/", MAX_ORIGINS + 9).parse().unwrap()).unwrap();
+        let newest = Target::from_uri(
+            &format!("https://h{}.example/", MAX_ORIGINS + 9)
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
         assert!(dpop.nonce(&newest).is_some());
-        assert!(dpop.nonce(&Target::from_uri(&"https://h0.example/".parse().unwrap()).unwrap()).is_none());
+        assert!(
+            dpop.nonce(&Target::from_uri(&"https://h0.example/".parse().unwrap()).unwrap())
+                .is_none()
+        );
     }
 
     #[test]
     fn a_proof_has_the_rfc_9449_header_and_claims() {
         use base64::Engine as _;
         let dpop = Dpop::generate().unwrap();
-        let uri: Uri = "https://API.example.com/v1/x?secret=1#frag".parse().unwrap();
+        let uri: Uri = "https://API.example.com/v1/x?secret=1#frag"
+            .parse()
+            .unwrap();
         let proof = dpop.proof(&Method::GET, &uri, Some("tok")).unwrap();
         assert!(proof.is_sensitive());
         let parts: Vec<&str> = proof.to_str().unwrap().split('.').collect();
         let json = |i: usize| -> serde_json::Value {
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[i]).unwrap()).unwrap()
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(parts[i])
+                    .unwrap(),
+            )
+            .unwrap()
         };
         let header = json(0);
         assert_eq!(header["typ"], "dpop+jwt");
@@ -418,7 +439,10 @@ mod tests {
         assert_eq!(claims["ath"], key::sha256_b64(b"tok"));
         assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
         assert!(claims.get("nonce").is_none());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(claims["iat"].as_u64().unwrap().abs_diff(now) <= 5);
     }
 }

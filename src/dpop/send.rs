@@ -168,8 +168,7 @@ impl<P: TokenSource> Binding<P> {
 fn asks_for_nonce(headers: &HeaderMap) -> bool {
     challenge::parse_headers(headers).iter().any(|c| {
         c.is_dpop()
-            && c
-                .param("error")
+            && c.param("error")
                 .is_some_and(|e| e.eq_ignore_ascii_case(USE_DPOP_NONCE))
     })
 }

@@ -140,9 +140,9 @@ impl ClientCredentialsBuilder {
 impl ClientCredentialsBuilder {
     fn endpoint(&self) -> Result<Endpoint, Error> {
         let endpoint = Endpoint::new(
-                    &self.token_url,
-                    super::client_auth::http_client_for(self.client.clone(), Some(&self.auth))?,
-                )?;
+            &self.token_url,
+            super::client_auth::http_client_for(self.client.clone(), Some(&self.auth))?,
+        )?;
         #[cfg(feature = "dpop")]
         let endpoint = endpoint.with_dpop(self.dpop.clone());
         Ok(endpoint)

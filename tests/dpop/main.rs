@@ -38,7 +38,11 @@ fn hyper() -> Hyper {
 /// GET `url` through `svc`; the status and body.
 async fn get<S>(svc: &mut S, url: &str) -> Result<(StatusCode, String), tower::BoxError>
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>, Error = tower::BoxError>,
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = tower::BoxError,
+        >,
 {
     let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
     let response = svc.ready().await?.call(request).await?;
@@ -66,7 +70,8 @@ async fn every_grant_sends_a_verified_proof_and_gets_a_dpop_token() {
     assert_eq!(refresh.fetch().await.unwrap().secret(), "tok-2");
     assert!(refresh.dpop().is_some());
 
-    let key = SigningKey::hs256(&ClientSecret::new("a-service-account-secret-of-32-bytes+")).unwrap();
+    let key =
+        SigningKey::hs256(&ClientSecret::new("a-service-account-secret-of-32-bytes+")).unwrap();
     let jwt = JwtBearer::builder(server.token_url(), Assertion::new(key, "robot"))
         .dpop(dpop.clone())
         .build()
@@ -92,7 +97,10 @@ async fn a_bearer_answer_to_a_dpop_request_is_refused() {
     })
     .await;
     let dpop = Dpop::generate().unwrap();
-    let err = client_credentials(&server, &dpop).fetch().await.unwrap_err();
+    let err = client_credentials(&server, &dpop)
+        .fetch()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidResponse);
     assert!(err.to_string().contains("downgrade"), "{err}");
 }
@@ -107,7 +115,11 @@ async fn the_token_endpoints_nonce_is_retried_once_then_remembered() {
     let dpop = Dpop::generate().unwrap();
     let source = client_credentials(&server, &dpop);
     assert_eq!(source.fetch().await.unwrap().secret(), "tok-2");
-    assert_eq!(server.token_calls(), 2, "one use_dpop_nonce answer, one retry");
+    assert_eq!(
+        server.token_calls(),
+        2,
+        "one use_dpop_nonce answer, one retry"
+    );
     // The nonce is remembered: the next token request carries it at once.
     source.fetch().await.unwrap();
     assert_eq!(server.token_calls(), 3);
@@ -123,7 +135,11 @@ async fn the_layer_sends_a_dpop_token_and_a_proof_the_api_verifies() {
         .service(hyper());
     for path in ["/api/a?x=1", "/api/b", "/api/a"] {
         let (status, body) = get(&mut client, &server.url(path)).await.unwrap();
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-1"), "{path}");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "ok tok-1"),
+            "{path}"
+        );
     }
     // POST with a body, through a clone of the service.
     let request = Request::post(server.url("/api/items"))
@@ -169,7 +185,11 @@ async fn the_apis_nonce_challenge_is_retried_once_then_remembered() {
     assert_eq!(server.api_calls(), 2, "one use_dpop_nonce 401, one retry");
     let (status, _) = get(&mut client, &server.url("/api/b")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(server.api_calls(), 3, "the remembered nonce is used at once");
+    assert_eq!(
+        server.api_calls(),
+        3,
+        "the remembered nonce is used at once"
+    );
     // The nonce challenge is not a rejection of the token.
     assert_eq!(server.token_calls(), 1);
 }
@@ -229,7 +249,11 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
 
     // A fresh proof made for /api/a, sent to /api/b.
     let proof = dpop
-        .proof(&Method::GET, &server.url("/api/a").parse().unwrap(), Some(token.secret()))
+        .proof(
+            &Method::GET,
+            &server.url("/api/a").parse().unwrap(),
+            Some(token.secret()),
+        )
         .unwrap();
     let elsewhere = raw
         .get(server.url("/api/b"))
@@ -239,13 +263,25 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
         .await
         .unwrap();
     assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
-    assert!(server.refusals().last().unwrap().starts_with("htu"), "{:?}", server.refusals());
+    assert!(
+        server.refusals().last().unwrap().starts_with("htu"),
+        "{:?}",
+        server.refusals()
+    );
 
     // The same proof with another method, and one without `ath` for this token.
     let post = raw
         .post(server.url("/api/a"))
         .header("authorization", &authorization)
-        .header(DPOP, dpop.proof(&Method::GET, &server.url("/api/a").parse().unwrap(), Some(token.secret())).unwrap())
+        .header(
+            DPOP,
+            dpop.proof(
+                &Method::GET,
+                &server.url("/api/a").parse().unwrap(),
+                Some(token.secret()),
+            )
+            .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -254,7 +290,15 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
     let no_ath = raw
         .get(server.url("/api/a"))
         .header("authorization", &authorization)
-        .header(DPOP, dpop.proof(&Method::GET, &server.url("/api/a").parse().unwrap(), Some("another-token")).unwrap())
+        .header(
+            DPOP,
+            dpop.proof(
+                &Method::GET,
+                &server.url("/api/a").parse().unwrap(),
+                Some("another-token"),
+            )
+            .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -266,7 +310,16 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
     let stolen = raw
         .get(server.url("/api/a"))
         .header("authorization", &authorization)
-        .header(DPOP, thief.proof(&Method::GET, &server.url("/api/a").parse().unwrap(), Some(token.secret())).unwrap())
+        .header(
+            DPOP,
+            thief
+                .proof(
+                    &Method::GET,
+                    &server.url("/api/a").parse().unwrap(),
+                    Some(token.secret()),
+                )
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -279,8 +332,15 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
 
 #[tokio::test]
 async fn rs256_and_ps256_keys_work_end_to_end() {
-    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_pkcs8.pem")).unwrap();
-    for key in [DpopKey::rs256_pem(&pem).unwrap(), DpopKey::ps256_pem(&pem).unwrap()] {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/keys/rsa_pkcs8.pem"
+    ))
+    .unwrap();
+    for key in [
+        DpopKey::rs256_pem(&pem).unwrap(),
+        DpopKey::ps256_pem(&pem).unwrap(),
+    ] {
         let server = server::start(Config::default()).await;
         let dpop = Dpop::new(key.clone());
         let mut client = ServiceBuilder::new()
@@ -309,7 +369,12 @@ async fn the_reqwest_middleware_sends_dpop_with_nonces() {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "ok tok-2");
     }
-    let response = client.post(server.url("/api/c")).body("x").send().await.unwrap();
+    let response = client
+        .post(server.url("/api/c"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.token_calls(), 2);
     assert_eq!(server.api_calls(), 4);
@@ -334,7 +399,10 @@ async fn misconfigurations_are_clear_config_errors() {
         .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
         .service(hyper());
     let err = get(&mut client, "/relative").await.unwrap_err();
-    assert_eq!(err.downcast_ref::<Error>().unwrap().kind(), ErrorKind::Config);
+    assert_eq!(
+        err.downcast_ref::<Error>().unwrap().kind(),
+        ErrorKind::Config
+    );
 }
 
 /// A `tracing` writer that keeps everything written, to search it.
@@ -367,7 +435,11 @@ async fn no_token_key_or_proof_in_debug_or_logs() {
         ..Config::default()
     })
     .await;
-    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec_pkcs8.pem")).unwrap();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/keys/ec_pkcs8.pem"
+    ))
+    .unwrap();
     let dpop = Dpop::new(DpopKey::es256_pem(&pem).unwrap());
     let layer = DpopAuthLayer::new(client_credentials(&server, &dpop));
     let mut client = ServiceBuilder::new().layer(layer.clone()).service(hyper());
@@ -379,9 +451,16 @@ async fn no_token_key_or_proof_in_debug_or_logs() {
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .collect();
-    let shown = format!("{dpop:?} {:?} {layer:?} {client:?} {:?}", dpop.key(), layer.cache().current());
+    let shown = format!(
+        "{dpop:?} {:?} {layer:?} {client:?} {:?}",
+        dpop.key(),
+        layer.cache().current()
+    );
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("DPoP nonce"), "the logs were captured: {logs}");
+    assert!(
+        logs.contains("DPoP nonce"),
+        "the logs were captured: {logs}"
+    );
     for text in [&shown, &logs] {
         assert!(!text.contains("tok-"), "{text}");
         assert!(!text.contains(&proof[..40]), "{text}");

@@ -96,7 +96,10 @@ impl Server {
     }
 
     fn new_nonce(&self, slot: &Mutex<Option<String>>) -> String {
-        let n = format!("nonce-{}", self.nonce_counter.fetch_add(1, Ordering::SeqCst));
+        let n = format!(
+            "nonce-{}",
+            self.nonce_counter.fetch_add(1, Ordering::SeqCst)
+        );
         *slot.lock().unwrap() = Some(n.clone());
         n
     }
@@ -113,7 +116,9 @@ impl Server {
         let (Some(proof), None) = (proofs.next(), proofs.next()) else {
             return Err(self.refuse("not exactly one DPoP header".into()));
         };
-        let proof = proof.to_str().map_err(|_| self.refuse("proof not ASCII".into()))?;
+        let proof = proof
+            .to_str()
+            .map_err(|_| self.refuse("proof not ASCII".into()))?;
         let parts: Vec<&str> = proof.split('.').collect();
         if parts.len() != 3 {
             return Err(self.refuse("proof is not a compact JWS".into()));
@@ -185,7 +190,10 @@ impl Server {
         if claims["htu"] != htu {
             return Err(self.refuse(format!("htu {} (expected {htu})", claims["htu"])));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         match claims["iat"].as_u64() {
             Some(iat) if iat.abs_diff(now) <= IAT_WINDOW_SECS => {}
             _ => return Err(self.refuse("iat".into())),
@@ -212,9 +220,7 @@ impl Server {
 fn json(status: StatusCode, headers: &[(&'static str, String)], body: Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     for (name, value) in headers {
-        response
-            .headers_mut()
-            .insert(*name, value.parse().unwrap());
+        response.headers_mut().insert(*name, value.parse().unwrap());
     }
     response
 }

@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -76,9 +76,24 @@ pub fn pki() -> Pki {
         ExtendedKeyUsagePurpose::ServerAuth,
         Some(&issuer),
     );
-    let client = leaf("my-client", &[], ExtendedKeyUsagePurpose::ClientAuth, Some(&issuer));
-    let stranger = leaf("stranger", &[], ExtendedKeyUsagePurpose::ClientAuth, Some(&other));
-    let self_signed = leaf("my-self-signed-client", &[], ExtendedKeyUsagePurpose::ClientAuth, None);
+    let client = leaf(
+        "my-client",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        Some(&issuer),
+    );
+    let stranger = leaf(
+        "stranger",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        Some(&other),
+    );
+    let self_signed = leaf(
+        "my-self-signed-client",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        None,
+    );
     Pki {
         ca,
         server_chain: server.0,
@@ -173,7 +188,9 @@ pub async fn start(pki: &Pki) -> Arc<MtlsServer> {
     let mut roots = RootCertStore::empty();
     roots.add(der(&pki.ca)).unwrap();
     let verifier = Verifier {
-        ca: WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap(),
+        ca: WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap(),
         self_signed: der(&pki.self_signed),
     };
     use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -213,7 +230,10 @@ pub async fn start(pki: &Pki) -> Arc<MtlsServer> {
 }
 
 /// One HTTP/1.1 exchange, by hand: enough for a token request and an API call.
-async fn serve(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, server: &MtlsServer) {
+async fn serve(
+    mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    server: &MtlsServer,
+) {
     let peer = tls
         .get_ref()
         .1
@@ -279,7 +299,10 @@ async fn serve(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, 
         if bound.is_some_and(|cert| cert == peer) {
             ("200 OK", r#"{"bound":"ok"}"#.to_owned())
         } else {
-            ("401 Unauthorized", r#"{"error":"invalid_token"}"#.to_owned())
+            (
+                "401 Unauthorized",
+                r#"{"error":"invalid_token"}"#.to_owned(),
+            )
         }
     };
     let response = format!(
