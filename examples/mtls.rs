@@ -74,7 +74,9 @@ async fn main() -> Result<(), tower::BoxError> {
     // 2b. hyper-util over rustls (hyper-rustls), presenting the same identity.
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(pki.ca.as_bytes())?)?;
-    let tls = rustls::ClientConfig::builder()
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(Arc::new(roots))
         .with_client_auth_cert(identity.cert_chain(), identity.private_key())?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()

@@ -6,6 +6,8 @@ mod server;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -305,6 +307,44 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
     assert_eq!(no_ath.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(server.refusals().last().unwrap(), "ath");
 
+    // A valid proof with its claims changed after signing.
+    let proof = dpop
+        .proof(
+            &Method::GET,
+            &server.url("/api/a").parse().unwrap(),
+            Some(token.secret()),
+        )
+        .unwrap();
+    let parts: Vec<&str> = proof.to_str().unwrap().split('.').collect();
+    let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.replace("/api/a", "/api/z")),
+        parts[2]
+    );
+    let tampered = raw
+        .get(server.url("/api/z"))
+        .header("authorization", &authorization)
+        .header(DPOP, forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.refusals().last().unwrap(), "signature");
+
+    // A proof an hour old, properly signed (by a key of the test's own).
+    let stale = old_proof(&Method::GET, &server.url("/api/a"), 3600);
+    let late = raw
+        .get(server.url("/api/a"))
+        .header("authorization", &authorization)
+        .header(DPOP, stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.refusals().last().unwrap(), "iat");
+
     // A token bound to one key, proven with another.
     let thief = Dpop::generate().unwrap();
     let stolen = raw
@@ -328,6 +368,42 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
         stolen.headers()["www-authenticate"],
         r#"DPoP error="invalid_token""#
     );
+}
+
+/// A DPoP proof signed by a fresh P-256 key, issued `age_secs` ago.
+fn old_proof(method: &Method, htu: &str, age_secs: u64) -> String {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = key.public_key().as_ref();
+    let header = serde_json::json!({
+        "typ": "dpop+jwt",
+        "alg": "ES256",
+        "jwk": {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        },
+    });
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - age_secs;
+    let claims = serde_json::json!({
+        "jti": "an-old-proof-0123456789",
+        "htm": method.as_str(),
+        "htu": htu,
+        "iat": iat,
+    });
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(&SystemRandom::new(), message.as_bytes()).unwrap();
+    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
 }
 
 #[tokio::test]
