@@ -30,6 +30,8 @@ pub type DpopFuture<R> = BoxFuture<'static, Result<R, BoxError>>;
 /// Requests whose body can be copied ([`ReplayBody`]) are sent once more after a nonce
 /// challenge (`use_dpop_nonce`) with the nonce, or after a 401 that rejects the token with a
 /// new one (turn that off with [`replay_on_401`](Self::replay_on_401)); others are sent once.
+/// The services require `B: ReplayBody`: a streaming body (hyper's `Incoming`, say) goes
+/// through as a `BoxBody` (`body.boxed()`), which is copied only when empty.
 pub struct DpopAuthLayer<P> {
     binding: Arc<Binding<P>>,
     destinations: Destinations,

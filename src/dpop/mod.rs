@@ -322,7 +322,11 @@ pub(crate) struct Bound {
 
 impl Bound {
     pub(crate) fn new(secret: &str) -> Result<Bound, Error> {
-        let mut authorization = HeaderValue::try_from(format!("DPoP {secret}"))
+        // A copy of the secret: zeroized with the header's last clone, as the bearer one is.
+        let mut value = zeroize::Zeroizing::new(Vec::with_capacity(5 + secret.len()));
+        value.extend_from_slice(b"DPoP ");
+        value.extend_from_slice(secret.as_bytes());
+        let mut authorization = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value))
             .map_err(|_| Error::invalid_response("the access token is not a valid header value"))?;
         authorization.set_sensitive(true);
         Ok(Bound {
