@@ -544,3 +544,46 @@ async fn no_token_key_or_proof_in_debug_or_logs() {
         assert!(!text.contains("nonce-0"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_token_and_never_share_a_proof() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let client = ServiceBuilder::new()
+        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .service(hyper());
+    let requests = (0..64).map(|i| {
+        let mut client = client.clone();
+        let url = server.url(&format!("/api/item/{}", i % 4));
+        tokio::spawn(async move { get(&mut client, &url).await.unwrap().0 })
+    });
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.api_calls(), 64);
+    // Every proof had its own jti: a repeated one would have been refused.
+    assert!(server.refusals().is_empty(), "{:?}", server.refusals());
+}
+
+#[tokio::test]
+async fn a_bearer_middleware_becomes_a_dpop_middleware_with_its_rules() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let middleware = tower_bearer::BearerAuthMiddleware::new(client_credentials(&server, &dpop))
+        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap())
+        .dpop();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    let response = client.get(server.url("/api/x")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let other = server.url("/api/x").replace("127.0.0.1", "localhost");
+    let response = client.get(other).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "no token for another origin"
+    );
+    assert_eq!(server.token_calls(), 1);
+}
