@@ -316,6 +316,8 @@ impl fmt::Debug for ClientAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "reqwest")]
+    use crate::source::endpoint::Body;
 
     #[test]
     fn basic_auth_form_encodes_before_base64() {
@@ -324,6 +326,44 @@ mod tests {
         let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
         assert_eq!(decoded, "my+id:a%3Ab%26c%3Dd%25e%2Bf+%C3%A9");
         assert!(header.is_sensitive());
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn mutual_tls_gets_a_client_presenting_its_identity_unless_one_is_given() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let identity =
+            ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        let tls = ClientAuth::tls_client_auth("c", identity);
+        assert!(tls.client_identity().is_some());
+        // No client given: one is built for the identity.
+        assert!(http_client_for(None, Some(&tls)).unwrap().is_some());
+        // Other methods keep the default (built later, by the endpoint).
+        let post = ClientAuth::client_secret_post("c", ClientSecret::new("s"));
+        assert!(http_client_for(None, Some(&post)).unwrap().is_none());
+        assert!(http_client_for(None, None).unwrap().is_none());
+        // A client given is used as it is.
+        let given: std::sync::Arc<dyn crate::http_client::HttpClient> =
+            std::sync::Arc::new(crate::http_client::ReqwestClient::new().unwrap());
+        let chosen = http_client_for(Some(given.clone()), Some(&tls))
+            .unwrap()
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(&chosen, &given));
+        // The form carries the client id and nothing secret.
+        let mut form = Form::default();
+        let mut headers = HeaderMap::new();
+        tls.apply("https://as.example/token", &mut form, &mut headers)
+            .unwrap();
+        assert!(headers.is_empty());
+        let Body::Form(body) = form.into_body() else {
+            unreachable!()
+        };
+        assert_eq!(body.as_str(), "client_id=c");
     }
 
     #[test]
