@@ -21,21 +21,29 @@
 //! so; a token endpoint whose own certificate is not trusted is a
 //! [`Config`](crate::ErrorKind::Config) error.
 //!
-//! ```no_run
+//! ```
 //! use tower_bearer::http_client::ClientIdentity;
 //! use tower_bearer::source::{ClientAuth, ClientCredentials};
 //!
-//! # fn main() -> Result<(), tower_bearer::Error> {
-//! let identity = ClientIdentity::from_pem(
-//!     &std::fs::read("client-chain.pem").unwrap(),
-//!     &std::fs::read("client-key.pem").unwrap(),
-//! )?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let key = rcgen::KeyPair::generate()?;
+//! # let cert = rcgen::CertificateParams::new(Vec::<String>::new())?.self_signed(&key)?;
+//! # let (chain_pem, key_pem) = (cert.pem().into_bytes(), key.serialize_pem().into_bytes());
+//! // The certificate chain and key, e.g. from `std::fs::read("client-chain.pem")`.
+//! let identity = ClientIdentity::from_pem(&chain_pem, &key_pem)?;
+//!
+//! // The token endpoint: the built-in client presents the certificate, no secret is sent.
 //! let source = ClientCredentials::builder(
 //!     "https://mtls.auth.example.com/oauth2/token",
-//!     ClientAuth::tls_client_auth("my-client", identity),
+//!     ClientAuth::tls_client_auth("my-client", identity.clone()),
 //! )
 //! .build()?;
-//! # let _ = source; Ok(()) }
+//!
+//! // The API, for certificate-bound tokens: the same identity.
+//! let api = reqwest::Client::builder()
+//!     .identity(identity.reqwest_identity()?)
+//!     .build()?;
+//! # let _ = (source, api); Ok(()) }
 //! ```
 
 use std::fmt;
