@@ -63,7 +63,7 @@
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
 //! - `dpop` (feature `dpop`): DPoP-bound tokens (RFC 9449), with a proof per request; client
 //!   certificates (RFC 8705) are `ClientAuth::tls_client_auth` and
-//!   [`http_client::ClientIdentity`] (feature `reqwest`). See "Proof of possession" in the
+//!   `http_client::ClientIdentity` (feature `reqwest`). See "Proof of possession" in the
 //!   README.
 //!
 //! # When the server says 401

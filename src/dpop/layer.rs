@@ -44,7 +44,7 @@ impl<P: TokenSource> DpopAuthLayer<P> {
         Self::from_cache(TokenCache::new(source))
     }
 
-    /// A layer using an existing cache (shared with a [`DpopMiddleware`](super::DpopMiddleware),
+    /// A layer using an existing cache (shared with a `DpopMiddleware`,
     /// say).
     pub fn from_cache(cache: TokenCache<P>) -> Self {
         Self::with_destinations(cache, Destinations::default())
