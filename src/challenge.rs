@@ -60,6 +60,11 @@ impl Challenge {
         self.scheme.eq_ignore_ascii_case("bearer")
     }
 
+    /// Whether the scheme is `DPoP` (case-insensitive; RFC 9449 §7.1).
+    pub fn is_dpop(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("dpop")
+    }
+
     /// The `token68` form of the challenge (`Negotiate YII...`), if it has one.
     pub fn token68(&self) -> Option<&str> {
         self.token68.as_deref()
@@ -117,23 +122,46 @@ pub fn parse_headers(headers: &HeaderMap) -> Vec<Challenge> {
 /// that carried no credentials) means a new token is not what the server asks for. Any status
 /// other than 401 (a 403 above all) is never a rejection of the token.
 pub fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
+    rejects(status, headers, Challenge::is_bearer)
+}
+
+/// [`rejects_token`] for a DPoP-bound token (RFC 9449 §7.1): the same rule, read from the
+/// `DPoP` challenges. `DPoP error="use_dpop_nonce"` (a nonce is wanted, the token is fine) and
+/// `DPoP error="invalid_dpop_proof"` (the proof, not the token) are not rejections.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, StatusCode, header::WWW_AUTHENTICATE};
+/// use tower_bearer::challenge::rejects_dpop_token;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP algs="ES256", error="invalid_token""#));
+/// assert!(rejects_dpop_token(StatusCode::UNAUTHORIZED, &headers));
+/// headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#));
+/// assert!(!rejects_dpop_token(StatusCode::UNAUTHORIZED, &headers));
+/// ```
+pub fn rejects_dpop_token(status: StatusCode, headers: &HeaderMap) -> bool {
+    rejects(status, headers, Challenge::is_dpop)
+}
+
+/// A 401 rejects the token unless a challenge of the token's scheme gives another reason.
+fn rejects(status: StatusCode, headers: &HeaderMap, is_scheme: fn(&Challenge) -> bool) -> bool {
     if status != StatusCode::UNAUTHORIZED {
         return false;
     }
     if !headers.contains_key(WWW_AUTHENTICATE) {
         return true;
     }
-    let mut bearer = false;
-    for challenge in parse_headers(headers).iter().filter(|c| c.is_bearer()) {
+    let mut same_scheme = false;
+    for challenge in parse_headers(headers).iter().filter(|c| is_scheme(c)) {
         if challenge
             .param("error")
             .is_some_and(|error| error.eq_ignore_ascii_case("invalid_token"))
         {
             return true;
         }
-        bearer = true;
+        same_scheme = true;
     }
-    !bearer
+    !same_scheme
 }
 
 // ---- the parser --------------------------------------------------------------------------

@@ -120,6 +120,8 @@ pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
+#[cfg(feature = "reqwest")]
+pub use crate::mtls::ClientIdentity;
 
 #[cfg(feature = "reqwest")]
 mod reqwest_client {
@@ -135,6 +137,7 @@ mod reqwest_client {
         HttpResponse, check_token_url, is_loopback_host,
     };
     use crate::Error;
+    use crate::mtls::ClientIdentity;
 
     /// The default [`HttpClient`]: reqwest with rustls, made for token endpoints.
     ///
@@ -151,7 +154,9 @@ mod reqwest_client {
     ///   clone; the chunks hyper read it in, from its own buffers, are not);
     /// - the whole exchange is bounded by a timeout ([`DEFAULT_TIMEOUT`] unless changed), a
     ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures;
-    /// - the URL must be `https`, except to a loopback host.
+    /// - the URL must be `https`, except to a loopback host;
+    /// - with [`with_client_identity`](Self::with_client_identity), a client certificate is
+    ///   presented (mutual TLS, RFC 8705; see [`mtls`](crate::mtls)).
     ///
     /// The proxy settings are read from the environment when the client is built. Clones share
     /// their connection pools.
@@ -175,12 +180,27 @@ mod reqwest_client {
         direct: Arc<OnceLock<reqwest::Client>>,
         timeout: Duration,
         max_response_bytes: usize,
+        tls: Tls,
     }
 
-    fn builder() -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
+    /// What both clients present and trust.
+    #[derive(Clone, Default)]
+    struct Tls {
+        identity: Option<ClientIdentity>,
+        roots: Option<Vec<reqwest::Certificate>>,
+    }
+
+    fn builder(tls: &Tls) -> Result<reqwest::ClientBuilder, Error> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(DEFAULT_TIMEOUT)
+            .connect_timeout(DEFAULT_TIMEOUT);
+        if let Some(identity) = &tls.identity {
+            builder = builder.identity(identity.reqwest_identity()?);
+        }
+        if let Some(roots) = &tls.roots {
+            builder = builder.tls_certs_only(roots.iter().cloned());
+        }
+        Ok(builder)
     }
 
     fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, Error> {
@@ -191,13 +211,13 @@ mod reqwest_client {
     }
 
     /// The client for loopback hosts: no proxy, and `localhost` pinned to loopback addresses.
-    fn direct_client() -> Result<reqwest::Client, Error> {
+    fn direct_client(tls: &Tls) -> Result<reqwest::Client, Error> {
         let localhost: [SocketAddr; 2] = [
             (Ipv4Addr::LOCALHOST, 0).into(),
             (Ipv6Addr::LOCALHOST, 0).into(),
         ];
         build(
-            builder()
+            builder(tls)?
                 // `no_proxy` drops the proxies read from the environment too.
                 .no_proxy()
                 // reqwest lowercases the host and keeps a trailing dot; the URL's port is used.
@@ -209,12 +229,44 @@ mod reqwest_client {
     impl ReqwestClient {
         /// A client with the defaults above.
         pub fn new() -> Result<Self, Error> {
+            let tls = Tls::default();
             Ok(ReqwestClient {
-                client: build(builder())?,
+                client: build(builder(&tls)?)?,
                 direct: Arc::default(),
                 timeout: DEFAULT_TIMEOUT,
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+                tls,
             })
+        }
+
+        /// Present `identity` (certificate chain and key) to token endpoints that ask for a
+        /// client certificate: mutual TLS, for
+        /// [`ClientAuth::tls_client_auth`](crate::source::ClientAuth::tls_client_auth) and
+        /// certificate-bound tokens (RFC 8705). A key that does not match the certificate is a
+        /// [`Config`](crate::ErrorKind::Config) error here.
+        pub fn with_client_identity(mut self, identity: ClientIdentity) -> Result<Self, Error> {
+            self.tls.identity = Some(identity);
+            self.rebuild()
+        }
+
+        /// Trust only these root certificates (PEM, one or more `CERTIFICATE` blocks) for the
+        /// token endpoint's certificate, instead of the platform's: a private PKI, as mutual
+        /// TLS deployments often use, or a test CA.
+        pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self, Error> {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|roots| !roots.is_empty())
+                .ok_or_else(|| {
+                    Error::config("the root certificates are not PEM CERTIFICATE blocks")
+                })?;
+            self.tls.roots = Some(roots);
+            self.rebuild()
+        }
+
+        fn rebuild(mut self) -> Result<Self, Error> {
+            self.client = build(builder(&self.tls)?)?;
+            self.direct = Arc::default();
+            Ok(self)
         }
 
         fn client_for(&self, uri: &http::Uri) -> Result<&reqwest::Client, Error> {
@@ -224,7 +276,7 @@ mod reqwest_client {
             if let Some(direct) = self.direct.get() {
                 return Ok(direct);
             }
-            let direct = direct_client()?;
+            let direct = direct_client(&self.tls)?;
             Ok(self.direct.get_or_init(|| direct))
         }
 
@@ -307,6 +359,9 @@ mod reqwest_client {
 
     /// Classify a reqwest error. The URL is stripped: its query string can hold a credential.
     fn transport_error(err: reqwest::Error) -> Error {
+        if let Some(tls) = crate::mtls::tls_error(&err) {
+            return tls.with_source(err.without_url());
+        }
         let message = if err.is_timeout() {
             "the token endpoint did not answer in time"
         } else if err.is_connect() {
@@ -336,6 +391,7 @@ mod reqwest_client {
             f.debug_struct("ReqwestClient")
                 .field("timeout", &self.timeout)
                 .field("max_response_bytes", &self.max_response_bytes)
+                .field("client_identity", &self.tls.identity)
                 .finish_non_exhaustive()
         }
     }

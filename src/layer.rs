@@ -85,6 +85,13 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// stack and a reqwest middleware at once, say) or to use a cache built with
     /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
+        #[cfg(feature = "dpop")]
+        if cache.source().dpop().is_some() {
+            tracing::warn!(
+                "a bearer layer over a source of DPoP-bound tokens: servers refuse them as bearer \
+                 tokens; use `.dpop()` (DpopAuthLayer)"
+            );
+        }
         BearerAuthLayer {
             cache,
             destinations: Destinations::default(),
@@ -147,6 +154,14 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
     /// The cache this layer's services take tokens from.
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
+    }
+
+    /// The same cache and destination rules, sending DPoP-bound tokens with a proof per
+    /// request instead of bearer tokens: see [`DpopAuthLayer`](crate::dpop::DpopAuthLayer).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(self) -> crate::dpop::DpopAuthLayer<P> {
+        crate::dpop::DpopAuthLayer::with_destinations(self.cache, self.destinations)
     }
 }
 

@@ -61,6 +61,10 @@
 //! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser.
 //! - [`origin`]: where tokens may go ([`Origin`], [`OnDisallowedOrigin`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
+//! - `dpop` (feature `dpop`): DPoP-bound tokens (RFC 9449), with a proof per request; client
+//!   certificates (RFC 8705) are `ClientAuth::tls_client_auth` and
+//!   `http_client::ClientIdentity` (feature `reqwest`). See "Proof of possession" in the
+//!   README.
 //!
 //! # When the server says 401
 //!
@@ -98,12 +102,18 @@
 
 pub mod cache;
 pub mod challenge;
+#[cfg(feature = "dpop")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+pub mod dpop;
 pub mod error;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
 pub mod http_client;
 pub mod layer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod mtls;
 pub mod origin;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]

@@ -119,6 +119,18 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
     }
+
+    /// The same cache and rules, sending DPoP-bound tokens with a proof per request instead
+    /// of bearer tokens: see [`DpopMiddleware`](crate::dpop::DpopMiddleware).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(self) -> crate::dpop::DpopMiddleware<P> {
+        crate::dpop::DpopMiddleware::with_destinations(
+            self.cache,
+            self.destinations,
+            self.replay_on_401,
+        )
+    }
 }
 
 #[async_trait::async_trait]

@@ -6,6 +6,8 @@
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
 //! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
+//! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
+//! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
 //! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
 //!
 //! The Basic header value, the form with `client_secret` and each assertion are built in
@@ -39,6 +41,8 @@ use zeroize::Zeroizing;
 use super::assertion::{Assertion, SigningKey};
 use super::endpoint::Form;
 use crate::Error;
+#[cfg(feature = "reqwest")]
+use crate::http_client::ClientIdentity;
 use crate::secret::ClientSecret;
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
@@ -61,6 +65,11 @@ enum Method {
     Jwt {
         assertion: Assertion,
         name: &'static str,
+    },
+    #[cfg(feature = "reqwest")]
+    Tls {
+        identity: ClientIdentity,
+        self_signed: bool,
     },
 }
 
@@ -142,6 +151,52 @@ impl ClientAuth {
         self
     }
 
+    /// Mutual TLS with a certificate from a CA the server trusts (RFC 8705 §2.1,
+    /// `tls_client_auth`): the built-in HTTP client presents `identity`, and only `client_id`
+    /// goes in the form.
+    ///
+    /// With your own [`http_client`](crate::source::ClientCredentialsBuilder::http_client),
+    /// that client must present the certificate (e.g.
+    /// [`ReqwestClient::with_client_identity`](crate::http_client::ReqwestClient::with_client_identity)).
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn tls_client_auth(client_id: impl Into<String>, identity: ClientIdentity) -> Self {
+        Self::with(
+            client_id,
+            Method::Tls {
+                identity,
+                self_signed: false,
+            },
+        )
+    }
+
+    /// Mutual TLS with a self-signed certificate registered with the server (RFC 8705 §2.2,
+    /// `self_signed_tls_client_auth`); otherwise as [`tls_client_auth`](Self::tls_client_auth).
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn self_signed_tls_client_auth(
+        client_id: impl Into<String>,
+        identity: ClientIdentity,
+    ) -> Self {
+        Self::with(
+            client_id,
+            Method::Tls {
+                identity,
+                self_signed: true,
+            },
+        )
+    }
+
+    /// The client certificate this method authenticates with, if it is a mutual TLS one.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn client_identity(&self) -> Option<&ClientIdentity> {
+        match &self.method {
+            Method::Tls { identity, .. } => Some(identity),
+            _ => None,
+        }
+    }
+
     fn with(client_id: impl Into<String>, method: Method) -> Self {
         ClientAuth {
             client_id: client_id.into(),
@@ -162,6 +217,14 @@ impl ClientAuth {
             Method::SecretPost(_) => "client_secret_post",
             #[cfg(feature = "__jwt")]
             Method::Jwt { name, .. } => name,
+            #[cfg(feature = "reqwest")]
+            Method::Tls { self_signed, .. } => {
+                if *self_signed {
+                    "self_signed_tls_client_auth"
+                } else {
+                    "tls_client_auth"
+                }
+            }
         }
     }
 
@@ -175,6 +238,9 @@ impl ClientAuth {
     ) -> Result<(), Error> {
         match &self.method {
             Method::None => form.push("client_id", &self.client_id),
+            // The certificate, presented in the TLS handshake, is the credential.
+            #[cfg(feature = "reqwest")]
+            Method::Tls { .. } => form.push("client_id", &self.client_id),
             Method::SecretBasic(secret) => {
                 headers.insert(AUTHORIZATION, basic_auth(&self.client_id, secret)?);
             }
@@ -191,6 +257,25 @@ impl ClientAuth {
         }
         Ok(())
     }
+}
+
+/// The HTTP client a source calls its token endpoint with: `client` if given, else (when `auth`
+/// is mutual TLS) the built-in one presenting the certificate, else the default.
+pub(crate) fn http_client_for(
+    client: Option<std::sync::Arc<dyn crate::http_client::HttpClient>>,
+    auth: Option<&ClientAuth>,
+) -> Result<Option<std::sync::Arc<dyn crate::http_client::HttpClient>>, Error> {
+    #[cfg(feature = "reqwest")]
+    if client.is_none()
+        && let Some(identity) = auth.and_then(ClientAuth::client_identity)
+    {
+        let client =
+            crate::http_client::ReqwestClient::new()?.with_client_identity(identity.clone())?;
+        return Ok(Some(std::sync::Arc::new(client)));
+    }
+    #[cfg(not(feature = "reqwest"))]
+    let _ = auth;
+    Ok(client)
 }
 
 /// RFC 6749 §2.3.1: the id and secret are form-urlencoded (Appendix B) *before* base64.
@@ -231,6 +316,8 @@ impl fmt::Debug for ClientAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "reqwest")]
+    use crate::source::endpoint::Body;
 
     #[test]
     fn basic_auth_form_encodes_before_base64() {
@@ -239,6 +326,44 @@ mod tests {
         let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
         assert_eq!(decoded, "my+id:a%3Ab%26c%3Dd%25e%2Bf+%C3%A9");
         assert!(header.is_sensitive());
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn mutual_tls_gets_a_client_presenting_its_identity_unless_one_is_given() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let identity =
+            ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        let tls = ClientAuth::tls_client_auth("c", identity);
+        assert!(tls.client_identity().is_some());
+        // No client given: one is built for the identity.
+        assert!(http_client_for(None, Some(&tls)).unwrap().is_some());
+        // Other methods keep the default (built later, by the endpoint).
+        let post = ClientAuth::client_secret_post("c", ClientSecret::new("s"));
+        assert!(http_client_for(None, Some(&post)).unwrap().is_none());
+        assert!(http_client_for(None, None).unwrap().is_none());
+        // A client given is used as it is.
+        let given: std::sync::Arc<dyn crate::http_client::HttpClient> =
+            std::sync::Arc::new(crate::http_client::ReqwestClient::new().unwrap());
+        let chosen = http_client_for(Some(given.clone()), Some(&tls))
+            .unwrap()
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(&chosen, &given));
+        // The form carries the client id and nothing secret.
+        let mut form = Form::default();
+        let mut headers = HeaderMap::new();
+        tls.apply("https://as.example/token", &mut form, &mut headers)
+            .unwrap();
+        assert!(headers.is_empty());
+        let Body::Form(body) = form.into_body() else {
+            unreachable!()
+        };
+        assert_eq!(body.as_str(), "client_id=c");
     }
 
     #[test]

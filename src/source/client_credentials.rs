@@ -53,6 +53,8 @@ impl ClientCredentials {
             params: Vec::new(),
             fields: TokenFields::oauth2(),
             client: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -69,6 +71,8 @@ pub struct ClientCredentialsBuilder {
     params: Vec<(Cow<'static, str>, String)>,
     fields: TokenFields,
     client: Option<Arc<dyn HttpClient>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl ClientCredentialsBuilder {
@@ -111,14 +115,37 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
+    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
+    /// and the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) over this source signs each
+    /// request's proof with the same key.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// Check the URL and build the source. Does no I/O.
     pub fn build(self) -> Result<ClientCredentials, Error> {
         Ok(ClientCredentials {
-            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            endpoint: self.endpoint()?,
             auth: self.auth,
             params: self.params,
             fields: self.fields,
         })
+    }
+}
+
+impl ClientCredentialsBuilder {
+    fn endpoint(&self) -> Result<Endpoint, Error> {
+        let endpoint = Endpoint::new(
+            &self.token_url,
+            super::client_auth::http_client_for(self.client.clone(), Some(&self.auth))?,
+        )?;
+        #[cfg(feature = "dpop")]
+        let endpoint = endpoint.with_dpop(self.dpop.clone());
+        Ok(endpoint)
     }
 }
 
@@ -133,6 +160,10 @@ impl TokenSource for ClientCredentials {
             .grant(form, Some(&self.auth), &self.fields, REFUSED)
             .await?;
         response.into_token(false).map_err(|e| self.endpoint.tag(e))
+    }
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.endpoint.dpop()
     }
 }
 

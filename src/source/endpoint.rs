@@ -46,6 +46,9 @@ pub(crate) struct Endpoint {
     uri: Uri,
     host: Arc<str>,
     client: Arc<dyn HttpClient>,
+    /// DPoP-bound tokens asked for: every request carries a proof (RFC 9449 §5).
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 /// What a source sends: a body and its content type.
@@ -59,7 +62,7 @@ pub(crate) enum Body {
 }
 
 /// An `application/x-www-form-urlencoded` body under construction. Values are zeroized on drop.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Form(Vec<(std::borrow::Cow<'static, str>, Zeroizing<String>)>);
 
 impl Form {
@@ -123,7 +126,22 @@ impl Endpoint {
             uri,
             host,
             client,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         })
+    }
+
+    /// Ask for DPoP-bound tokens, with proofs from `dpop`.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn with_dpop(mut self, dpop: Option<crate::dpop::Dpop>) -> Self {
+        self.dpop = dpop;
+        self
+    }
+
+    /// The DPoP key and nonces, if DPoP-bound tokens are asked for.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
     }
 
     /// The HTTP client, to share with a sibling endpoint.
@@ -138,7 +156,31 @@ impl Endpoint {
     }
 
     /// POST a grant request (a form, with the client's credentials if any) and read the answer.
+    ///
+    /// With DPoP, a `use_dpop_nonce` error is answered by sending the request once more (with
+    /// a new client assertion, if any), now that the nonce it came with is remembered.
     pub(crate) async fn grant(
+        &self,
+        form: Form,
+        auth: Option<&ClientAuth>,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> Result<TokenResponse, Error> {
+        #[cfg(feature = "dpop")]
+        if self.dpop.is_some() {
+            let again = form.clone();
+            match self.grant_once(form, auth, fields, refused).await {
+                Err(e) if e.oauth_error() == Some(crate::dpop::USE_DPOP_NONCE) => {
+                    tracing::debug!(host = %self.host, "the token endpoint asked for a DPoP nonce; sending the request once more");
+                    return self.grant_once(again, auth, fields, refused).await;
+                }
+                other => return other,
+            }
+        }
+        self.grant_once(form, auth, fields, refused).await
+    }
+
+    async fn grant_once(
         &self,
         mut form: Form,
         auth: Option<&ClientAuth>,
@@ -175,6 +217,15 @@ impl Endpoint {
         fields: &TokenFields,
         refused: &'static str,
     ) -> Result<TokenResponse, Error> {
+        #[cfg(feature = "dpop")]
+        let mut headers = headers;
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = &self.dpop {
+            let proof = dpop
+                .proof(&method, &self.uri, None)
+                .map_err(|e| self.tag(e))?;
+            headers.insert(crate::dpop::DPOP, proof);
+        }
         let request = self.request(method, query, headers, body)?;
         let response = self
             .client
@@ -182,8 +233,15 @@ impl Endpoint {
             .await
             .map_err(|e| self.tag(e))?;
         tracing::debug!(host = %self.host, status = response.status().as_u16(), "token endpoint answered");
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = &self.dpop {
+            dpop.remember_nonce(&self.uri, response.headers());
+        }
         check_status(&response, refused).map_err(|e| self.tag(e))?;
-        TokenResponse::parse(&response, fields, refused).map_err(|e| self.tag(e))
+        let parsed = TokenResponse::parse(&response, fields, refused).map_err(|e| self.tag(e))?;
+        #[cfg(feature = "dpop")]
+        let parsed = parsed.expect_dpop(self.dpop.is_some());
+        Ok(parsed)
     }
 
     fn request(

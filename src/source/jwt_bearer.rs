@@ -75,6 +75,8 @@ impl JwtBearerBuilder {
             scope: None,
             fields: TokenFields::oauth2(),
             client: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct JwtBearerBuilder {
     scope: Option<String>,
     fields: TokenFields,
     client: Option<Arc<dyn HttpClient>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl JwtBearerBuilder {
@@ -116,12 +120,31 @@ impl JwtBearerBuilder {
         self
     }
 
+    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
+    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
+    /// and the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) over this source signs each
+    /// request's proof with the same key.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// Check the URL (and the key, for a preset given its secret) and build the source. Does
     /// no I/O.
     pub fn build(self) -> Result<JwtBearer, Error> {
         Ok(JwtBearer {
             assertion: self.assertion?,
-            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            endpoint: {
+                let endpoint = Endpoint::new(
+                    &self.token_url,
+                    super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
+                )?;
+                #[cfg(feature = "dpop")]
+                let endpoint = endpoint.with_dpop(self.dpop);
+                endpoint
+            },
             auth: self.auth,
             scope: self.scope,
             fields: self.fields,
@@ -145,6 +168,10 @@ impl TokenSource for JwtBearer {
             .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
             .await?;
         response.into_token(false).map_err(|e| self.endpoint.tag(e))
+    }
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.endpoint.dpop()
     }
 }
 

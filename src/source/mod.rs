@@ -106,16 +106,35 @@ use crate::{Error, Token};
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetch a new token.
     fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
+
+    /// The DPoP key and nonces this source's tokens are bound to, if it asks for DPoP-bound
+    /// tokens (RFC 9449): the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) signs each
+    /// request's proof with it. Default: none.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        None
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
         (**self).fetch()
     }
+
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        (**self).dpop()
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
         (**self).fetch()
+    }
+
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        (**self).dpop()
     }
 }

@@ -69,6 +69,8 @@ impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
             scope: None,
             fields: TokenFields::oauth2(),
             client: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -86,6 +88,8 @@ pub struct RefreshTokenGrantBuilder<S> {
     scope: Option<String>,
     fields: TokenFields,
     client: Option<Arc<dyn HttpClient>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
@@ -114,10 +118,29 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
         self
     }
 
+    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
+    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
+    /// and the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) over this source signs each
+    /// request's proof with the same key.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// Check the URL and build the source. Does no I/O.
     pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
         let grant = Grant {
-            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            endpoint: {
+                let endpoint = Endpoint::new(
+                    &self.token_url,
+                    super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
+                )?;
+                #[cfg(feature = "dpop")]
+                let endpoint = endpoint.with_dpop(self.dpop);
+                endpoint
+            },
             auth: self.auth,
             scope: self.scope,
             fields: self.fields,
@@ -131,6 +154,11 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
 impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
     async fn fetch(&self) -> Result<Token, Error> {
         self.rotation.fetch().await
+    }
+
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.rotation.exchange().endpoint.dpop()
     }
 }
 

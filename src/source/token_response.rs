@@ -104,6 +104,8 @@ pub(crate) struct TokenResponse {
     expires_in: Option<Value>,
     refresh_token: Option<RefreshToken>,
     access_token_name: Cow<'static, str>,
+    /// A DPoP-bound token was asked for: `token_type` must say `DPoP`.
+    dpop: bool,
 }
 
 impl TokenResponse {
@@ -144,7 +146,16 @@ impl TokenResponse {
             expires_in: object.remove(fields.expires_in.as_ref()),
             refresh_token,
             access_token_name: fields.access_token.clone(),
+            dpop: false,
         })
+    }
+
+    /// Require a `DPoP` token type (RFC 9449 §5) when `dpop`, refusing `Bearer` (a server
+    /// that ignored the proof would hand out a token anyone holding it could use).
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub(crate) fn expect_dpop(mut self, dpop: bool) -> Self {
+        self.dpop = dpop;
+        self
     }
 
     /// The refresh token in the answer, if any: take it first, to save it whatever comes next.
@@ -157,7 +168,7 @@ impl TokenResponse {
     /// The lifetime is `expires_in` when present, else the JWT `exp` of the token. With
     /// `require_expiry`, a token with neither is an error instead of a token that never expires.
     pub(crate) fn into_token(mut self, require_expiry: bool) -> Result<Token, Error> {
-        check_token_type(self.token_type.as_ref())?;
+        check_token_type(self.token_type.as_ref(), self.dpop)?;
         let expires_in = parse_expires_in(self.expires_in.as_ref())?;
         let Some(mut secret) = self.access_token.take() else {
             return Err(Error::invalid_response(format!(
@@ -203,11 +214,22 @@ fn check_content_type(response: &HttpResponse) -> Result<(), Error> {
     }
 }
 
-/// `Bearer` in any case, or absent (RFC 6749 §7.1: the type is case-insensitive).
-fn check_token_type(token_type: Option<&Value>) -> Result<(), Error> {
+/// `Bearer` in any case, or absent (RFC 6749 §7.1: the type is case-insensitive); with `dpop`,
+/// `DPoP` and nothing else.
+fn check_token_type(token_type: Option<&Value>, dpop: bool) -> Result<(), Error> {
+    let expected = if dpop { "dpop" } else { "bearer" };
     match token_type {
+        None | Some(Value::Null) if dpop => Err(Error::invalid_response(
+            "the token endpoint did not say the token is DPoP-bound (no `token_type`): refusing it",
+        )),
         None | Some(Value::Null) => Ok(()),
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => Ok(()),
+        Some(Value::String(t)) if t.eq_ignore_ascii_case(expected) => Ok(()),
+        Some(Value::String(t)) if dpop && t.eq_ignore_ascii_case("bearer") => {
+            Err(Error::invalid_response(
+                "the token endpoint issued a Bearer token although a DPoP-bound one was asked \
+                 for (downgrade): refusing it",
+            ))
+        }
         Some(Value::String(t)) => {
             let shown = if t.len() <= 32
                 && t.bytes()
@@ -218,7 +240,8 @@ fn check_token_type(token_type: Option<&Value>) -> Result<(), Error> {
                 "another type"
             };
             Err(Error::invalid_response(format!(
-                "the token endpoint issued a `{shown}` token; only Bearer tokens can be sent"
+                "the token endpoint issued a `{shown}` token; only {} tokens can be sent",
+                if dpop { "DPoP" } else { "Bearer" }
             )))
         }
         Some(_) => Err(Error::invalid_response("the token type is not a string")),
@@ -317,6 +340,34 @@ mod tests {
             let err = token(ct, body, &f).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
         }
+    }
+
+    #[test]
+    fn dpop_requires_the_dpop_token_type_and_refuses_a_downgrade() {
+        let parse = |body: &str, dpop: bool| {
+            TokenResponse::parse(&answer(JSON, body), &TokenFields::oauth2(), "refused")
+                .unwrap()
+                .expect_dpop(dpop)
+                .into_token(false)
+        };
+        assert!(parse(r#"{"access_token":"a","token_type":"DPoP"}"#, true).is_ok());
+        assert!(parse(r#"{"access_token":"a","token_type":"dpop"}"#, true).is_ok());
+        for body in [
+            r#"{"access_token":"a","token_type":"Bearer"}"#,
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","token_type":"mac"}"#,
+        ] {
+            let err = parse(body, true).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
+        }
+        assert!(
+            parse(r#"{"access_token":"a","token_type":"Bearer"}"#, true)
+                .unwrap_err()
+                .to_string()
+                .contains("downgrade")
+        );
+        // Without DPoP, a DPoP token cannot be sent as a bearer token.
+        assert!(parse(r#"{"access_token":"a","token_type":"DPoP"}"#, false).is_err());
     }
 
     #[test]

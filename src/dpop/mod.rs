@@ -1,0 +1,452 @@
+//! DPoP (RFC 9449): access tokens bound to a key the client proves it holds, with a fresh
+//! signed proof on every request (feature `dpop`).
+//!
+//! A bearer token works for whoever holds it. A DPoP-bound token works only with a proof,
+//! signed by the client's private key, made for the one request it travels with: its method
+//! (`htm`), its URL without query and fragment (`htu`), the time (`iat`), a unique id (`jti`)
+//! and, towards a resource server, the hash of the token (`ath`). A stolen token is useless
+//! without the key; a stolen proof is useless for any other request.
+//!
+//! - [`DpopKey`]: the key (ES256 by default, RS256/PS256 too; generated or from PEM).
+//! - [`Dpop`]: the key and the server nonces it has been given, shared by the token source
+//!   and the layer. The built-in OAuth sources take it with `.dpop(..)` on their builders
+//!   (`ClientCredentials`, `RefreshTokenGrant`, `JwtBearer`): every token request then
+//!   carries a proof, a `token_type` of `DPoP` is required, and a `Bearer` one is refused (a
+//!   server that ignored the request for a bound token).
+//! - [`DpopAuthLayer`] / [`DpopAuth`]: the tower middleware sending `Authorization: DPoP
+//!   <token>` and a `DPoP` proof with `ath`; [`BearerAuthLayer::dpop`](crate::BearerAuthLayer::dpop)
+//!   turns a configured bearer layer into one. `DpopMiddleware` (feature `reqwest-middleware`):
+//!   the same for reqwest.
+//!
+//! Server nonces (RFC 9449 §8, §9): a token endpoint's `use_dpop_nonce` error, or a resource
+//! server's 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"`, comes with a
+//! `DPoP-Nonce` header; the request is sent once more with a proof carrying that nonce, and the
+//! latest nonce of each origin is remembered and put in every later proof to it (a `DPoP-Nonce`
+//! on any answer replaces it). A 401 with `WWW-Authenticate: DPoP error="invalid_token"` goes
+//! through the same 401 policy as with Bearer ([`challenge::rejects_dpop_token`](crate::challenge::rejects_dpop_token)).
+//!
+//! What does not change per request is computed once: the proof header with the `jwk` per key,
+//! the `Authorization` value and `ath` per token. What is left per request is one JSON
+//! object, one signature (ES256 is the cheapest) and a little base64: see `BENCHMARKS.md`.
+//! The bearer layer does none of this and pays nothing for it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_bearer::dpop::{Dpop, DpopAuthLayer, DpopKey};
+//! use tower_bearer::source::{ClientAuth, ClientCredentials};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! let dpop = Dpop::new(DpopKey::generate()?);
+//! let source = ClientCredentials::builder(
+//!     "https://auth.example.com/oauth2/token",
+//!     ClientAuth::none("my-public-client"),
+//! )
+//! .dpop(dpop.clone())
+//! .build()?;
+//! let layer = DpopAuthLayer::new(source);
+//! # let _ = layer;
+//!
+//! // The proofs themselves, for a source of your own:
+//! let proof = dpop.proof(&http::Method::POST, &"https://auth.example.com/oauth2/token".parse()?, None)?;
+//! assert_eq!(proof.to_str()?.split('.').count(), 3);
+//! # Ok(()) }
+//! ```
+
+mod key;
+mod layer;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
+mod send;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde::Serialize;
+
+pub use key::DpopKey;
+pub use layer::{DpopAuth, DpopAuthLayer, DpopFuture};
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::DpopMiddleware;
+
+use crate::Error;
+
+/// The `DPoP` request header, carrying the proof (RFC 9449 §4.1).
+pub const DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// The `DPoP-Nonce` response header, carrying a server nonce (RFC 9449 §8.1).
+pub const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// The OAuth error code asking for a proof with a server nonce (RFC 9449 §8, §9).
+pub const USE_DPOP_NONCE: &str = "use_dpop_nonce";
+
+/// How many origins' nonces are remembered; past this, the oldest entries are forgotten.
+const MAX_ORIGINS: usize = 256;
+
+/// The longest nonce accepted (RFC 9449 sets no limit; a sane one keeps memory bounded).
+const MAX_NONCE_LEN: usize = 1024;
+
+/// A [`DpopKey`] and the nonces servers gave it, one per origin: what the token source and the
+/// layer share to make proofs. Cheap to clone (an `Arc` inside); clones share the nonces.
+///
+/// `Debug` shows the key's algorithm and thumbprint and how many nonces are held, never a
+/// nonce or the private key.
+#[derive(Clone)]
+pub struct Dpop {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: DpopKey,
+    nonces: Mutex<Nonces>,
+}
+
+#[derive(Default)]
+struct Nonces {
+    by_origin: HashMap<String, (Arc<str>, u64)>,
+    counter: u64,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    jti: &'a str,
+    htm: &'a str,
+    htu: &'a str,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+impl Dpop {
+    /// Proofs signed with `key`, no nonce known yet.
+    pub fn new(key: DpopKey) -> Self {
+        Dpop {
+            inner: Arc::new(Inner {
+                key,
+                nonces: Mutex::default(),
+            }),
+        }
+    }
+
+    /// [`Dpop::new`] with a freshly generated ES256 key ([`DpopKey::generate`]).
+    pub fn generate() -> Result<Self, Error> {
+        Ok(Self::new(DpopKey::generate()?))
+    }
+
+    /// The key proofs are signed with.
+    pub fn key(&self) -> &DpopKey {
+        &self.inner.key
+    }
+
+    /// A new proof for a `method` request to `uri` (absolute: `https://` or `http://`), with
+    /// `ath` when `access_token` is given, and the nonce last remembered for `uri`'s origin.
+    ///
+    /// The layer and the built-in sources call this for you; use it in a
+    /// [`TokenSource`](crate::TokenSource) of your own, and give the answers' headers to
+    /// [`remember_nonce`](Self::remember_nonce).
+    pub fn proof(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+    ) -> Result<HeaderValue, Error> {
+        let target = Target::from_uri(uri)?;
+        let ath = access_token.map(|token| key::sha256_b64(token.as_bytes()));
+        self.proof_for(method, &target, ath.as_deref())
+    }
+
+    /// Remember the `DPoP-Nonce` of an answer from `uri`'s origin, if it has a valid one
+    /// (RFC 9449 §8.1: visible ASCII but `"` and `\`). Returns whether it did.
+    pub fn remember_nonce(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        Target::from_uri(uri).is_ok_and(|target| self.remember(&target, headers))
+    }
+
+    pub(crate) fn proof_for(
+        &self,
+        method: &Method,
+        target: &Target,
+        ath: Option<&str>,
+    ) -> Result<HeaderValue, Error> {
+        let nonce = self.nonce(target);
+        let jti = key::random_jti()?;
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::config("the system clock is before 1970"))?
+            .as_secs();
+        let claims = Claims {
+            jti: &jti,
+            htm: method.as_str(),
+            htu: &target.htu,
+            iat,
+            ath,
+            nonce: nonce.as_deref(),
+        };
+        let claims = serde_json::to_vec(&claims)
+            .map_err(|_| Error::config("could not write the DPoP proof's claims"))?;
+        let jwt = self.inner.key.sign_jwt(&claims)?;
+        let mut value = HeaderValue::try_from(jwt)
+            .map_err(|_| Error::config("the DPoP proof is not a valid header value"))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    fn nonce(&self, target: &Target) -> Option<Arc<str>> {
+        let nonces = self.inner.nonces.lock().unwrap_or_else(|e| e.into_inner());
+        nonces
+            .by_origin
+            .get(&target.origin)
+            .map(|(n, _)| Arc::clone(n))
+    }
+
+    pub(crate) fn remember(&self, target: &Target, headers: &HeaderMap) -> bool {
+        let Some(nonce) = headers.get(DPOP_NONCE).and_then(valid_nonce) else {
+            return false;
+        };
+        let mut nonces = self.inner.nonces.lock().unwrap_or_else(|e| e.into_inner());
+        if nonces
+            .by_origin
+            .get(&target.origin)
+            .is_some_and(|(known, _)| **known == *nonce)
+        {
+            return true;
+        }
+        if nonces.by_origin.len() >= MAX_ORIGINS && !nonces.by_origin.contains_key(&target.origin) {
+            // Forget the origin whose nonce is the oldest.
+            if let Some(oldest) = nonces
+                .by_origin
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(origin, _)| origin.clone())
+            {
+                nonces.by_origin.remove(&oldest);
+            }
+        }
+        nonces.counter += 1;
+        let at = nonces.counter;
+        nonces
+            .by_origin
+            .insert(target.origin.clone(), (Arc::from(nonce), at));
+        tracing::debug!(origin = %target.origin, "remembered a new DPoP nonce");
+        true
+    }
+}
+
+fn valid_nonce(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= MAX_NONCE_LEN
+        && bytes
+            .iter()
+            .all(|&b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+    valid.then(|| value.to_str().ok()).flatten()
+}
+
+impl fmt::Debug for Dpop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nonces = self
+            .inner
+            .nonces
+            .lock()
+            .map_or(0, |nonces| nonces.by_origin.len());
+        f.debug_struct("Dpop")
+            .field("key", &self.inner.key)
+            .field("nonces", &nonces)
+            .finish()
+    }
+}
+
+/// Where a proof is for: `htu` (scheme, host, port unless the default, path; no query, no
+/// fragment, no userinfo: RFC 9449 §4.2) and the origin its nonces are kept under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) htu: String,
+    pub(crate) origin: String,
+}
+
+impl Target {
+    pub(crate) fn from_uri(uri: &Uri) -> Result<Target, Error> {
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(Error::config(
+                "a DPoP proof names the request's absolute URL: the request URI must be absolute \
+                 (https://host/path)",
+            ));
+        };
+        Target::new(scheme, host, uri.port_u16(), uri.path())
+    }
+
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn from_url(url: &::reqwest::Url) -> Result<Target, Error> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::config("a DPoP proof needs a URL with a host"))?;
+        Target::new(url.scheme(), host, url.port(), url.path())
+    }
+
+    fn new(scheme: &str, host: &str, port: Option<u16>, path: &str) -> Result<Target, Error> {
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => {
+                return Err(Error::config(
+                    "a DPoP proof is only for http and https URLs",
+                ));
+            }
+        };
+        let host = host.to_ascii_lowercase();
+        let port = port.unwrap_or(default_port);
+        let origin = format!("{scheme}://{host}:{port}");
+        let path = if path.is_empty() { "/" } else { path };
+        let htu = if port == default_port {
+            format!("{scheme}://{host}{path}")
+        } else {
+            format!("{origin}{path}")
+        };
+        Ok(Target { htu, origin })
+    }
+}
+
+/// What a request carries for one token, computed once per token: `Authorization: DPoP
+/// <token>` (sensitive) and the token's `ath`.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    pub(crate) authorization: HeaderValue,
+    pub(crate) ath: String,
+}
+
+impl Bound {
+    pub(crate) fn new(secret: &str) -> Result<Bound, Error> {
+        // A copy of the secret: zeroized with the header's last clone, as the bearer one is.
+        let mut value = zeroize::Zeroizing::new(Vec::with_capacity(5 + secret.len()));
+        value.extend_from_slice(b"DPoP ");
+        value.extend_from_slice(secret.as_bytes());
+        let mut authorization = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value))
+            .map_err(|_| Error::invalid_response("the access token is not a valid header value"))?;
+        authorization.set_sensitive(true);
+        Ok(Bound {
+            authorization,
+            ath: key::sha256_b64(secret.as_bytes()),
+        })
+    }
+}
+
+/// The source's [`Dpop`], or the error saying there is none.
+pub(crate) fn of_source<P: crate::TokenSource>(source: &P) -> Result<&Dpop, Error> {
+    source.dpop().ok_or_else(|| {
+        Error::config(
+            "the DPoP layer's token source has no DPoP key: give it one with `.dpop(..)` on the \
+             source's builder (or implement `TokenSource::dpop`)",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_drops_query_fragment_userinfo_and_default_ports() {
+        let htu = |s: &str| Target::from_uri(&s.parse().unwrap()).unwrap();
+        let t = htu("https://user:pw@API.Example.com:443/v1/Items?x=1");
+        assert_eq!(t.htu, "https://api.example.com/v1/Items");
+        assert_eq!(t.origin, "https://api.example.com:443");
+        let t = htu("http://127.0.0.1:8080");
+        assert_eq!(t.htu, "http://127.0.0.1:8080/");
+        assert_eq!(htu("http://[::1]:80/a").htu, "http://[::1]/a");
+        assert_eq!(
+            Target::from_uri(&"/relative".parse().unwrap())
+                .unwrap_err()
+                .kind(),
+            crate::ErrorKind::Config
+        );
+        assert!(Target::from_uri(&"ftp://host/x".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn nonces_are_kept_per_origin_and_validated() {
+        let dpop = Dpop::generate().unwrap();
+        let a: Uri = "https://a.example/token".parse().unwrap();
+        let b: Uri = "https://b.example/api".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(DPOP_NONCE, HeaderValue::from_static("n-1"));
+        assert!(dpop.remember_nonce(&a, &headers));
+        let target_a = Target::from_uri(&a).unwrap();
+        let target_b = Target::from_uri(&b).unwrap();
+        assert_eq!(dpop.nonce(&target_a).as_deref(), Some("n-1"));
+        assert_eq!(dpop.nonce(&target_b), None);
+        headers.insert(DPOP_NONCE, HeaderValue::from_static("bad\"nonce"));
+        assert!(!dpop.remember_nonce(&a, &headers));
+        assert_eq!(dpop.nonce(&target_a).as_deref(), Some("n-1"));
+        headers.insert(DPOP_NONCE, HeaderValue::from_static("n-2"));
+        assert!(dpop.remember_nonce(&"https://a.example/other?q".parse().unwrap(), &headers));
+        assert_eq!(dpop.nonce(&target_a).as_deref(), Some("n-2"));
+        assert!(!format!("{dpop:?}").contains("n-2"));
+    }
+
+    #[test]
+    fn the_nonce_memory_is_bounded() {
+        let dpop = Dpop::generate().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(DPOP_NONCE, HeaderValue::from_static("n"));
+        for i in 0..(MAX_ORIGINS + 10) {
+            let uri: Uri = format!("https://h{i}.example/").parse().unwrap();
+            assert!(dpop.remember_nonce(&uri, &headers));
+        }
+        let held = dpop.inner.nonces.lock().unwrap().by_origin.len();
+        assert_eq!(held, MAX_ORIGINS);
+        // The newest are kept, the oldest forgotten.
+        let newest = Target::from_uri(
+            &format!("https://h{}.example/", MAX_ORIGINS + 9)
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(dpop.nonce(&newest).is_some());
+        assert!(
+            dpop.nonce(&Target::from_uri(&"https://h0.example/".parse().unwrap()).unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_proof_has_the_rfc_9449_header_and_claims() {
+        use base64::Engine as _;
+        let dpop = Dpop::generate().unwrap();
+        let uri: Uri = "https://API.example.com/v1/x?secret=1#frag"
+            .parse()
+            .unwrap();
+        let proof = dpop.proof(&Method::GET, &uri, Some("tok")).unwrap();
+        assert!(proof.is_sensitive());
+        let parts: Vec<&str> = proof.to_str().unwrap().split('.').collect();
+        let json = |i: usize| -> serde_json::Value {
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(parts[i])
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let header = json(0);
+        assert_eq!(header["typ"], "dpop+jwt");
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["jwk"]["kty"], "EC");
+        assert!(header["jwk"].get("d").is_none());
+        let claims = json(1);
+        assert_eq!(claims["htm"], "GET");
+        assert_eq!(claims["htu"], "https://api.example.com/v1/x");
+        assert_eq!(claims["ath"], key::sha256_b64(b"tok"));
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+        assert!(claims.get("nonce").is_none());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(claims["iat"].as_u64().unwrap().abs_diff(now) <= 5);
+    }
+}

@@ -1,0 +1,179 @@
+//! Mutual TLS (RFC 8705): a [`ClientIdentity`] (certificate chain and private key) that
+//! [`ReqwestClient`](crate::http_client::ReqwestClient) presents to the token endpoint, and
+//! that your API client presents too when the tokens are certificate-bound.
+//!
+//! - Client authentication by certificate (RFC 8705 §2):
+//!   [`ClientAuth::tls_client_auth`](crate::source::ClientAuth::tls_client_auth) (a certificate
+//!   from a CA the server trusts, matched by subject) and
+//!   [`ClientAuth::self_signed_tls_client_auth`](crate::source::ClientAuth::self_signed_tls_client_auth)
+//!   (a self-signed certificate registered with the server). Only `client_id` goes in the
+//!   form: the TLS handshake is the credential, and no secret is sent.
+//! - Certificate-bound access tokens (RFC 8705 §3): the server binds the token to the
+//!   certificate (`cnf.x5t#S256`), so API calls must present the same identity. With
+//!   reqwest: `reqwest::Client::builder().identity(identity.reqwest_identity()?)`; with
+//!   hyper-util over rustls: `ClientConfig::builder().with_root_certificates(..)
+//!   .with_client_auth_cert(identity.cert_chain(), identity.private_key())` in a
+//!   `hyper_rustls::HttpsConnector` (see `examples/mtls.rs`). The bearer layer then adds the
+//!   token as usual.
+//!
+//! A server that refuses the certificate (none presented, an unknown issuer, an expired one)
+//! makes the token request fail with a [`Rejected`](crate::ErrorKind::Rejected) error that says
+//! so; a token endpoint whose own certificate is not trusted is a
+//! [`Config`](crate::ErrorKind::Config) error.
+//!
+//! ```
+//! use tower_bearer::http_client::ClientIdentity;
+//! use tower_bearer::source::{ClientAuth, ClientCredentials};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let key = rcgen::KeyPair::generate()?;
+//! # let cert = rcgen::CertificateParams::new(Vec::<String>::new())?.self_signed(&key)?;
+//! # let (chain_pem, key_pem) = (cert.pem().into_bytes(), key.serialize_pem().into_bytes());
+//! // The certificate chain and key, e.g. from `std::fs::read("client-chain.pem")`.
+//! let identity = ClientIdentity::from_pem(&chain_pem, &key_pem)?;
+//!
+//! // The token endpoint: the built-in client presents the certificate, no secret is sent.
+//! let source = ClientCredentials::builder(
+//!     "https://mtls.auth.example.com/oauth2/token",
+//!     ClientAuth::tls_client_auth("my-client", identity.clone()),
+//! )
+//! .build()?;
+//!
+//! // The API, for certificate-bound tokens: the same identity.
+//! let api = reqwest::Client::builder()
+//!     .identity(identity.reqwest_identity()?)
+//!     .build()?;
+//! # let _ = (source, api); Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// A TLS client identity: a certificate chain (leaf first) and its private key, from PEM.
+///
+/// Cheap to clone (an `Arc` inside). `Debug` shows how many certificates there are, never the
+/// key; the key's DER is zeroized on drop.
+///
+/// ```
+/// use tower_bearer::http_client::ClientIdentity;
+///
+/// let err = ClientIdentity::from_pem(b"no certificate here", b"nor a key").unwrap_err();
+/// assert_eq!(err.kind(), tower_bearer::ErrorKind::Config);
+/// ```
+#[derive(Clone)]
+pub struct ClientIdentity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    /// The key, then the chain, in PEM: what `reqwest::Identity::from_pem` reads.
+    pem: Zeroizing<Vec<u8>>,
+}
+
+impl ClientIdentity {
+    /// The certificate chain (`CERTIFICATE` blocks, leaf first) and the private key (PKCS#8,
+    /// PKCS#1 or SEC1), both PEM. A missing certificate or key is a
+    /// [`Config`](crate::ErrorKind::Config) error.
+    pub fn from_pem(cert_chain_pem: &[u8], private_key_pem: &[u8]) -> Result<Self, Error> {
+        let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::config("the client certificate chain is not valid PEM"))?;
+        if certs.is_empty() {
+            return Err(Error::config(
+                "the client certificate chain has no CERTIFICATE in PEM",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(private_key_pem).map_err(|_| {
+            Error::config("the client certificate's private key is not a PEM private key")
+        })?;
+        let mut pem = Zeroizing::new(Vec::with_capacity(
+            private_key_pem.len() + cert_chain_pem.len() + 1,
+        ));
+        pem.extend_from_slice(private_key_pem);
+        pem.push(b'\n');
+        pem.extend_from_slice(cert_chain_pem);
+        Ok(ClientIdentity {
+            inner: Arc::new(Inner { certs, key, pem }),
+        })
+    }
+
+    /// The certificate chain, leaf first, for `rustls::ClientConfig::with_client_auth_cert`.
+    pub fn cert_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.inner.certs.clone()
+    }
+
+    /// A copy of the private key, for `rustls::ClientConfig::with_client_auth_cert`.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.inner.key.clone_key()
+    }
+
+    /// The identity for `reqwest::ClientBuilder::identity`, to present it on API calls.
+    pub fn reqwest_identity(&self) -> Result<reqwest::Identity, Error> {
+        reqwest::Identity::from_pem(&self.inner.pem).map_err(|e| {
+            Error::config("the client certificate and key cannot form a TLS identity")
+                .with_source(e)
+        })
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.inner.certs.len())
+            .field("private_key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A clear error for a TLS failure somewhere in `err`'s chain: the server refused our
+/// certificate, or we refused its.
+pub(crate) fn tls_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(error) = e.downcast_ref::<rustls::Error>() {
+            return classify(error);
+        }
+        // `io::Error::source` skips the error it wraps (it returns that error's source):
+        // look inside it instead.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn classify(error: &rustls::Error) -> Option<Error> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::UnsupportedCertificate
+            | Alert::AccessDenied,
+        ) => Some(Error::rejected(
+            "the token endpoint refused the TLS client certificate (none was presented, or the \
+             server does not trust it): check the client identity and its issuer",
+        )),
+        rustls::Error::InvalidCertificate(_) => Some(Error::config(
+            "the token endpoint's TLS certificate is not trusted: check its issuer and the \
+             trusted roots",
+        )),
+        _ => None,
+    }
+}
