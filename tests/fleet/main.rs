@@ -8,6 +8,8 @@
 
 #[path = "../sources/family.rs"]
 mod family;
+#[path = "../support/mtls_server.rs"]
+mod mtls_server;
 mod processes;
 mod store;
 mod support;
@@ -538,6 +540,45 @@ async fn redis_auth_in_the_url_works_and_a_wrong_password_only_costs_the_sharing
     third.token().await.unwrap();
     assert_eq!(tiers.all().last(), Some(&RefreshTier::Fallback));
     assert_eq!(issuer.issued(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca_shares_tokens() {
+    let pki = mtls_server::pki();
+    let dir = std::env::temp_dir().join(format!("tower-bearer-redis-pki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert, &pki.server_chain).unwrap();
+    std::fs::write(&key, &pki.server_key).unwrap();
+    let redis = RedisServer::with_tls(&cert, &key);
+    let issuer = Issuer::start(Duration::from_secs(3600)).await;
+    let tiers = Tiers::default();
+    let url = format!("rediss://127.0.0.1:{}/", redis.port);
+    let tls = || {
+        let client = redis::Client::build_with_tls(
+            url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pki.ca.clone().into_bytes()),
+            },
+        )
+        .unwrap();
+        RedisFleet::builder_from_client(client, IDENTITY)
+            .command_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (cache(&issuer, tls(), &tiers), cache(&issuer, tls(), &tiers));
+    assert_eq!(
+        a.token().await.unwrap().secret(),
+        b.token().await.unwrap().secret()
+    );
+    assert_eq!(tiers.all(), [RefreshTier::Leased, RefreshTier::Shared]);
+    // Without the CA, the server's certificate is not trusted: no sharing, but a token.
+    let untrusted = fleet(&url).build().unwrap();
+    cache(&issuer, untrusted, &tiers).token().await.unwrap();
+    assert_eq!(tiers.all().last(), Some(&RefreshTier::Fallback));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

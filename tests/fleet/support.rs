@@ -57,11 +57,40 @@ pub struct RedisServer {
     dir: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
         Self::start_with(Vec::new())
+    }
+
+    /// A server that speaks only TLS on its port, with `cert`/`key` (PEM files).
+    pub fn with_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: temp_dir("redis-tls"),
+            extra: vec![
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            child: None,
+            tls: true,
+        };
+        // The same port, for TLS only.
+        server.extra.extend([
+            "--tls-port".into(),
+            server.port.to_string(),
+            "--port".into(),
+            "0".into(),
+        ]);
+        server.run();
+        server
     }
 
     /// A server that requires `password` (Redis AUTH).
@@ -76,6 +105,7 @@ impl RedisServer {
             dir: temp_dir("redis"),
             extra,
             child: None,
+            tls: false,
         };
         server.run();
         server
@@ -98,7 +128,11 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("could not start redis-server ({e}): {INSTALL}"));
         self.child = Some(child);
         let started = Instant::now();
-        while !ping(self.port) {
+        let ready = |port| match self.tls {
+            true => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            false => ping(port),
+        };
+        while !ready(self.port) {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server on port {} did not answer PING within 10 s",
