@@ -193,6 +193,22 @@ fn is_secure(scheme: &str) -> bool {
     scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss")
 }
 
+/// Whether what follows the host in `authority` is nothing, an empty port (`host:`, which
+/// means the default one, RFC 3986 §3.2.3) or a port number.
+fn port_is_valid(authority: &http::uri::Authority) -> bool {
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host_port)| host_port);
+    match host_port.strip_prefix(authority.host()) {
+        Some("" | ":") => true,
+        Some(rest) => rest.strip_prefix(':').is_some_and(|port| {
+            port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+        }),
+        None => false,
+    }
+}
+
 fn normalize_host(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
@@ -344,6 +360,18 @@ impl Destinations {
     pub(crate) fn check_uri(&self, uri: &Uri, approved: &mut Approved) -> Verdict {
         if self.quick_attach(uri, approved) {
             return Verdict::Attach;
+        }
+        if uri.authority().is_some_and(|a| !port_is_valid(a)) {
+            // `http::Uri` keeps `host:443.evil.example` as an authority with host `host` and no
+            // port: matching would take the default port. What a client or proxy makes of such
+            // an authority is anyone's guess, so it never gets the token.
+            return self.refuse(|| {
+                format!(
+                    "refusing to send the bearer token to {}: the port after the host is not a \
+                     number",
+                    uri.host().unwrap_or_default()
+                )
+            });
         }
         let verdict = self.check(uri.scheme_str(), uri.host(), uri.port_u16());
         if let (Verdict::Attach, Some("https"), Some(authority)) =
@@ -662,6 +690,48 @@ mod tests {
             Verdict::Attach
         ));
         assert!(!d.quick_attach(&long_uri, &approved));
+    }
+
+    /// Found by `proptests::origin_matching_agrees_with_url`: `http::Uri` reads
+    /// `https://127.0.0.1:443.evil.example` as host `127.0.0.1` without a port, which matched
+    /// the allowed `https://127.0.0.1` by its default port; `url::Url` calls it no URL at all.
+    #[test]
+    fn a_port_that_is_not_a_number_never_gets_the_token() {
+        let d = list(&["https://api.example.com", "http://127.0.0.1"]);
+        for bad in [
+            "https://api.example.com:443.evil.example/",
+            "https://api.example.com:evil.example/",
+            "https://api.example.com:443:443/",
+            "https://api.example.com:99999/",
+            "https://user:pw@api.example.com:x/",
+            "http://127.0.0.1:80.evil.example/",
+        ] {
+            // `http::Uri` refuses some of these itself; those it takes must not get the token.
+            assert!(bad.parse::<Uri>().is_err() || !attaches(&d, bad), "{bad}");
+        }
+        assert!(
+            "https://api.example.com:443.evil.example/"
+                .parse::<Uri>()
+                .is_ok()
+        );
+        // Valid ports, an empty one and user info still match.
+        for good in [
+            "https://api.example.com/",
+            "https://api.example.com:/",
+            "https://api.example.com:443/",
+            "https://api.example.com:0443/",
+            "https://user:pw@api.example.com/",
+            "http://127.0.0.1:80/",
+        ] {
+            assert!(attaches(&d, good), "{good}");
+        }
+        // Without an allow-list, plain http to loopback by a malformed authority is refused too.
+        assert!(!attaches(
+            &Destinations::default(),
+            "http://127.0.0.1:80.evil.example/"
+        ));
+        assert!(attaches(&Destinations::default(), "http://[::1]:8080/"));
+        assert!(attaches(&Destinations::default(), "http://[::1]/"));
     }
 
     #[test]
