@@ -89,8 +89,10 @@ impl Origin {
                 "a path, query or fragment is not part of an origin",
             ));
         }
-        let host = authority.host();
-        if host.is_empty() {
+        // Empty once normalized, too: `https://.` is no host at all, and `https://..` is not
+        // `https://.` written fully qualified.
+        let host = normalize_host(authority.host());
+        if host.is_empty() || host.ends_with('.') {
             return Err(invalid("empty host"));
         }
         let port = authority
@@ -99,7 +101,7 @@ impl Origin {
             .ok_or_else(|| invalid("no port, and the scheme has no default one"))?;
         Ok(Origin {
             scheme: scheme.to_ascii_lowercase().into(),
-            host: normalize_host(host).to_ascii_lowercase().into(),
+            host: host.to_ascii_lowercase().into(),
             port,
         })
     }
@@ -690,6 +692,26 @@ mod tests {
             Verdict::Attach
         ));
         assert!(!d.quick_attach(&long_uri, &approved));
+    }
+
+    /// Found by the `origin` fuzz target: `wss://.` parsed as an origin with an empty host,
+    /// which printed as `wss://`, which does not parse (and by the property test after it:
+    /// `https://..` printed as `https://.`).
+    #[test]
+    fn a_host_that_is_only_a_dot_is_no_origin() {
+        for bad in [
+            "wss://.",
+            "https://./",
+            "http://.:8080",
+            "https://..",
+            "https://a../",
+        ] {
+            let err = Origin::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            assert!(err.to_string().contains("empty host"), "{err}");
+        }
+        let origin = Origin::parse("https://api.example.com.").unwrap();
+        assert_eq!(Origin::parse(&origin.to_string()).unwrap(), origin);
     }
 
     /// Found by `proptests::origin_matching_agrees_with_url`: `http::Uri` reads

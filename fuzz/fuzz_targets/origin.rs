@@ -24,8 +24,16 @@ fuzz_target!(|input: (&str, &str, bool)| {
             _ => 80,
         });
         let host = uri.host().unwrap_or_default();
-        assert!(uri.scheme_str().unwrap_or_default().eq_ignore_ascii_case(origin.scheme()));
-        assert!(host.strip_suffix('.').unwrap_or(host).eq_ignore_ascii_case(origin.host()));
+        assert!(
+            uri.scheme_str()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(origin.scheme())
+        );
+        assert!(
+            host.strip_suffix('.')
+                .unwrap_or(host)
+                .eq_ignore_ascii_case(origin.host())
+        );
         assert_eq!(port, origin.port(), "{to}");
     }
 });
