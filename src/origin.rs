@@ -95,6 +95,12 @@ impl Origin {
         if host.is_empty() || host.ends_with('.') {
             return Err(invalid("empty host"));
         }
+        if !is_host(host) {
+            return Err(invalid("the host is neither a name nor an IP address"));
+        }
+        if !port_is_valid(&authority) {
+            return Err(invalid("the port is not a number"));
+        }
         let port = authority
             .port_u16()
             .or_else(|| default_port(scheme))
@@ -193,6 +199,20 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 fn is_secure(scheme: &str) -> bool {
     scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss")
+}
+
+/// Whether `host` (as `http::Uri` cuts it out of an authority) is a bracketed IPv6 literal or
+/// an RFC 3986 `reg-name` / IPv4 address. `http::Uri` takes `h[:]` as an authority whose host
+/// is `h[`, which is neither.
+fn is_host(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(literal) => literal
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)),
+    }
 }
 
 /// Whether what follows the host in `authority` is nothing, an empty port (`host:`, which
@@ -712,6 +732,38 @@ mod tests {
         }
         let origin = Origin::parse("https://api.example.com.").unwrap();
         assert_eq!(Origin::parse(&origin.to_string()).unwrap(), origin);
+    }
+
+    /// Found by the `origin` fuzz target: `http::Uri` takes `wss://ws[:]` with host `ws[` and
+    /// no port, which became the origin `wss://ws[` (port 443 by default), which does not
+    /// parse. A port that is not a number was likewise read as the default port.
+    #[test]
+    fn a_host_or_port_that_http_uri_cuts_oddly_is_no_origin() {
+        for bad in [
+            "wss://ws[:]",
+            "https://a[b",
+            "https://[::1",
+            "https://[nonsense]",
+            "https://api.example.com:443.evil.example",
+            "https://api.example.com:x",
+        ] {
+            if let Ok(origin) = Origin::parse(bad) {
+                panic!("{bad} parsed as {origin}");
+            }
+        }
+        for good in [
+            "https://[::1]:8443",
+            "https://[2001:db8::1]",
+            "http://127.0.0.1:80/",
+            "https://a_b.example:",
+        ] {
+            let origin = Origin::parse(good).unwrap();
+            assert_eq!(
+                Origin::parse(&origin.to_string()).unwrap(),
+                origin,
+                "{good}"
+            );
+        }
     }
 
     /// Found by `proptests::origin_matching_agrees_with_url`: `http::Uri` reads
