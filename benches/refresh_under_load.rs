@@ -39,6 +39,8 @@ fn run(rt: &tokio::runtime::Runtime, serve_stale: bool) -> Vec<Duration> {
     let (seen, value) = (fetches.clone(), token_value());
     let source = from_fn(move || {
         let n = seen.fetch_add(1, Ordering::SeqCst);
+            eprintln!("fetch {n} at {:?}", std::time::SystemTime::now());
+        }
         let value = value.clone();
         async move {
             if n > 0 {
@@ -70,6 +72,12 @@ fn run(rt: &tokio::runtime::Runtime, serve_stale: bool) -> Vec<Duration> {
         cache.token().await.unwrap();
         tokio::time::sleep_until((fetched + start_after).into()).await;
         let until = Instant::now() + LOAD;
+            eprintln!(
+                "load from {:?} (fetched + {:?})",
+                std::time::SystemTime::now(),
+                fetched.elapsed()
+            );
+        }
         let latencies = Arc::new(Mutex::new(Vec::new()));
         let tasks: Vec<_> = (0..TASKS)
             .map(|_| {
@@ -90,6 +98,12 @@ fn run(rt: &tokio::runtime::Runtime, serve_stale: bool) -> Vec<Duration> {
             .collect();
         for task in tasks {
             task.await.unwrap();
+        }
+            eprintln!(
+                "load done {:?} (fetched + {:?})",
+                std::time::SystemTime::now(),
+                fetched.elapsed()
+            );
         }
         assert_eq!(
             fetches.load(Ordering::SeqCst),
