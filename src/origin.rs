@@ -98,7 +98,7 @@ impl Origin {
         if !is_host(host) {
             return Err(invalid("the host is neither a name nor an IP address"));
         }
-        if !port_is_valid(&authority) {
+        if !port_is_valid(authority) {
             return Err(invalid("the port is not a number"));
         }
         let port = authority
