@@ -125,6 +125,14 @@ pub mod store;
 pub mod token;
 
 mod builder_ext;
+// The parsers behind plain signatures, for `fuzz/` (cargo fuzz sets `cfg(fuzzing)`) and the
+// property tests.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+#[cfg(test)]
+mod proptests;
 
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{

@@ -89,9 +89,17 @@ impl Origin {
                 "a path, query or fragment is not part of an origin",
             ));
         }
-        let host = authority.host();
-        if host.is_empty() {
+        // Empty once normalized, too: `https://.` is no host at all, and `https://..` is not
+        // `https://.` written fully qualified.
+        let host = normalize_host(authority.host());
+        if host.is_empty() || host.ends_with('.') {
             return Err(invalid("empty host"));
+        }
+        if !is_host(host) {
+            return Err(invalid("the host is neither a name nor an IP address"));
+        }
+        if !port_is_valid(authority) {
+            return Err(invalid("the port is not a number"));
         }
         let port = authority
             .port_u16()
@@ -99,7 +107,7 @@ impl Origin {
             .ok_or_else(|| invalid("no port, and the scheme has no default one"))?;
         Ok(Origin {
             scheme: scheme.to_ascii_lowercase().into(),
-            host: normalize_host(host).to_ascii_lowercase().into(),
+            host: host.to_ascii_lowercase().into(),
             port,
         })
     }
@@ -191,6 +199,36 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 fn is_secure(scheme: &str) -> bool {
     scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss")
+}
+
+/// Whether `host` (as `http::Uri` cuts it out of an authority) is a bracketed IPv6 literal or
+/// an RFC 3986 `reg-name` / IPv4 address. `http::Uri` takes `h[:]` as an authority whose host
+/// is `h[`, which is neither.
+fn is_host(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(literal) => literal
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)),
+    }
+}
+
+/// Whether what follows the host in `authority` is nothing, an empty port (`host:`, which
+/// means the default one, RFC 3986 §3.2.3) or a port number.
+fn port_is_valid(authority: &http::uri::Authority) -> bool {
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host_port)| host_port);
+    match host_port.strip_prefix(authority.host()) {
+        Some("" | ":") => true,
+        Some(rest) => rest.strip_prefix(':').is_some_and(|port| {
+            port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+        }),
+        None => false,
+    }
 }
 
 fn normalize_host(host: &str) -> &str {
@@ -344,6 +382,18 @@ impl Destinations {
     pub(crate) fn check_uri(&self, uri: &Uri, approved: &mut Approved) -> Verdict {
         if self.quick_attach(uri, approved) {
             return Verdict::Attach;
+        }
+        if uri.authority().is_some_and(|a| !port_is_valid(a)) {
+            // `http::Uri` keeps `host:443.evil.example` as an authority with host `host` and no
+            // port: matching would take the default port. What a client or proxy makes of such
+            // an authority is anyone's guess, so it never gets the token.
+            return self.refuse(|| {
+                format!(
+                    "refusing to send the bearer token to {}: the port after the host is not a \
+                     number",
+                    uri.host().unwrap_or_default()
+                )
+            });
         }
         let verdict = self.check(uri.scheme_str(), uri.host(), uri.port_u16());
         if let (Verdict::Attach, Some("https"), Some(authority)) =
@@ -662,6 +712,100 @@ mod tests {
             Verdict::Attach
         ));
         assert!(!d.quick_attach(&long_uri, &approved));
+    }
+
+    /// Found by the `origin` fuzz target: `wss://.` parsed as an origin with an empty host,
+    /// which printed as `wss://`, which does not parse (and by the property test after it:
+    /// `https://..` printed as `https://.`).
+    #[test]
+    fn a_host_that_is_only_a_dot_is_no_origin() {
+        for bad in [
+            "wss://.",
+            "https://./",
+            "http://.:8080",
+            "https://..",
+            "https://a../",
+        ] {
+            let err = Origin::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            assert!(err.to_string().contains("empty host"), "{err}");
+        }
+        let origin = Origin::parse("https://api.example.com.").unwrap();
+        assert_eq!(Origin::parse(&origin.to_string()).unwrap(), origin);
+    }
+
+    /// Found by the `origin` fuzz target: `http::Uri` takes `wss://ws[:]` with host `ws[` and
+    /// no port, which became the origin `wss://ws[` (port 443 by default), which does not
+    /// parse. A port that is not a number was likewise read as the default port.
+    #[test]
+    fn a_host_or_port_that_http_uri_cuts_oddly_is_no_origin() {
+        for bad in [
+            "wss://ws[:]",
+            "https://a[b",
+            "https://[::1",
+            "https://[nonsense]",
+            "https://api.example.com:443.evil.example",
+            "https://api.example.com:x",
+        ] {
+            if let Ok(origin) = Origin::parse(bad) {
+                panic!("{bad} parsed as {origin}");
+            }
+        }
+        for good in [
+            "https://[::1]:8443",
+            "https://[2001:db8::1]",
+            "http://127.0.0.1:80/",
+            "https://a_b.example:",
+        ] {
+            let origin = Origin::parse(good).unwrap();
+            assert_eq!(
+                Origin::parse(&origin.to_string()).unwrap(),
+                origin,
+                "{good}"
+            );
+        }
+    }
+
+    /// Found by `proptests::origin_matching_agrees_with_url`: `http::Uri` reads
+    /// `https://127.0.0.1:443.evil.example` as host `127.0.0.1` without a port, which matched
+    /// the allowed `https://127.0.0.1` by its default port; `url::Url` calls it no URL at all.
+    #[test]
+    fn a_port_that_is_not_a_number_never_gets_the_token() {
+        let d = list(&["https://api.example.com", "http://127.0.0.1"]);
+        for bad in [
+            "https://api.example.com:443.evil.example/",
+            "https://api.example.com:evil.example/",
+            "https://api.example.com:443:443/",
+            "https://api.example.com:99999/",
+            "https://user:pw@api.example.com:x/",
+            "http://127.0.0.1:80.evil.example/",
+        ] {
+            // `http::Uri` refuses some of these itself; those it takes must not get the token.
+            assert!(bad.parse::<Uri>().is_err() || !attaches(&d, bad), "{bad}");
+        }
+        assert!(
+            "https://api.example.com:443.evil.example/"
+                .parse::<Uri>()
+                .is_ok()
+        );
+        // Valid ports, an empty one and user info still match.
+        for good in [
+            "https://api.example.com/",
+            "https://api.example.com:/",
+            "https://api.example.com:443/",
+            "https://api.example.com:0443/",
+            "https://user:pw@api.example.com/",
+            "http://127.0.0.1:80/",
+        ] {
+            assert!(attaches(&d, good), "{good}");
+        }
+        // Without an allow-list, plain http to loopback by a malformed authority is refused too.
+        assert!(!attaches(
+            &Destinations::default(),
+            "http://127.0.0.1:80.evil.example/"
+        ));
+        assert!(attaches(&Destinations::default(), "http://[::1]:8080/"));
+        assert!(attaches(&Destinations::default(), "http://[::1]/"));
     }
 
     #[test]

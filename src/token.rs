@@ -140,7 +140,7 @@ impl Token {
     }
 
     /// [`expires_at`](Self::expires_at) with the local wall clock reading `wall_now`.
-    fn expires_at_wall(
+    pub(crate) fn expires_at_wall(
         &self,
         sent_at: Instant,
         now: Instant,

@@ -88,7 +88,7 @@ impl Form {
 /// `pairs`, form-urlencoded, in a buffer zeroized on drop. It is sized for the worst case
 /// (3 bytes per input byte) so that it never grows: a reallocation would leave a partial copy
 /// of the secrets behind, in memory freed without being wiped.
-fn urlencoded<'a, I>(pairs: I) -> Zeroizing<String>
+pub(crate) fn urlencoded<'a, I>(pairs: I) -> Zeroizing<String>
 where
     I: Iterator<Item = (&'a str, &'a str)> + Clone,
 {
@@ -321,7 +321,7 @@ impl std::fmt::Debug for Endpoint {
 /// URL (a typo, a wrong base path or version), not that the credential was refused: it is a
 /// [`Config`](crate::ErrorKind::Config) error, which no source answers by trying another
 /// credential. With an OAuth error body, the endpoint is there and refused the request.
-fn check_status(response: &HttpResponse, refused: &'static str) -> Result<(), Error> {
+pub(crate) fn check_status(response: &HttpResponse, refused: &'static str) -> Result<(), Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -71,11 +71,11 @@ pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
 
-mod endpoint;
+pub(crate) mod endpoint;
 mod from_fn;
 mod rotation;
 mod static_token;
-mod token_response;
+pub(crate) mod token_response;
 
 use std::future::Future;
 use std::sync::Arc;
