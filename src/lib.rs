@@ -100,6 +100,7 @@ pub mod cache;
 pub mod challenge;
 pub mod error;
 pub mod http_client;
+pub mod keyed;
 pub mod layer;
 pub mod origin;
 pub mod replay;
@@ -116,6 +117,9 @@ mod builder_ext;
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{Backoff, CachedToken, RefreshEvent, RefreshReason, TokenCache, TokenCacheBuilder};
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
+#[cfg(feature = "reqwest-middleware")]
+pub use keyed::KeyedBearerAuthMiddleware;
+pub use keyed::{KeyedBearerAuthLayer, KeyedTokenCache};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
 pub use replay::{ReplayBody, ReplayFuture};

@@ -43,14 +43,15 @@
 
 use std::fmt;
 
-use ::reqwest::header::AUTHORIZATION;
+use ::reqwest::header::{AUTHORIZATION, HeaderMap};
 use ::reqwest::{Request, Response, StatusCode};
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
+use crate::challenge::{self, RejectionRule};
 use crate::origin::{Destinations, Verdict};
 use crate::service::Sent;
-use crate::{CachedToken, OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
+use crate::{CachedToken, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
 /// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
 /// [`TokenCache`].
@@ -62,6 +63,7 @@ pub struct BearerAuthMiddleware<P> {
     cache: TokenCache<P>,
     destinations: Destinations,
     replay_on_401: bool,
+    rule: Option<RejectionRule>,
 }
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -72,11 +74,34 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 
     /// A middleware using an existing cache, shared with other middlewares or tower layers.
     pub fn from_cache(cache: TokenCache<P>) -> Self {
+        Self::with_parts(cache, Destinations::default(), true, None)
+    }
+
+    /// A middleware over `cache` with these rules (the per-destination middleware makes one
+    /// per request).
+    pub(crate) fn with_parts(
+        cache: TokenCache<P>,
+        destinations: Destinations,
+        replay_on_401: bool,
+        rule: Option<RejectionRule>,
+    ) -> Self {
         BearerAuthMiddleware {
             cache,
-            destinations: Destinations::default(),
-            replay_on_401: true,
+            destinations,
+            replay_on_401,
+            rule,
         }
+    }
+
+    /// Also treat a response as rejecting the token when `rule` says so, beside the default
+    /// RFC 6750 reading of a 401; see [`RejectionRule`]. The same compare-and-invalidate,
+    /// throttle and single replay apply.
+    pub fn rejects_token_when(
+        mut self,
+        rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rule = Some(RejectionRule::new(rule));
+        self
     }
 
     /// After a 401 that rejects the token, send the request once more with a new token when
@@ -194,9 +219,7 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     /// cache (compare-and-invalidate, throttled). A 401 marked by a middleware further in as
     /// being about another token (it replaced this one's header) is not about `token`.
     fn rejects(&self, response: &mut Response, token: &CachedToken) -> bool {
-        if response.status() != StatusCode::UNAUTHORIZED
-            || !challenge::rejects_token(response.status(), response.headers())
-        {
+        if !challenge::rejects(self.rule.as_ref(), response.status(), response.headers()) {
             return false;
         }
         let sent = Sent::new(self.cache.registry_id(), token.generation());
@@ -225,6 +248,7 @@ impl<P> Clone for BearerAuthMiddleware<P> {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
             replay_on_401: self.replay_on_401,
+            rule: self.rule.clone(),
         }
     }
 }
@@ -235,6 +259,7 @@ impl<P> fmt::Debug for BearerAuthMiddleware<P> {
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
             .field("replay_on_401", &self.replay_on_401)
+            .field("rule", &self.rule)
             .finish()
     }
 }
