@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use support::{ArcPerRequest, HTTPS, NoOp, RELATIVE, runtime, through_runtime, token_value};
+use support::{
+    ArcPerRequest, HTTPS, NoOp, RELATIVE, quartiles, runtime, through_runtime, token_value,
+};
 use tower::Layer;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 
@@ -125,11 +127,4 @@ fn main() {
             );
         }
     }
-}
-
-/// Sorts `values` and returns their 25th, 50th and 75th percentiles.
-fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.5), at(0.75))
 }

@@ -227,3 +227,10 @@ pub fn limit(token: &str) -> SetRequestHeader<NoOp, HeaderValue> {
     header.set_sensitive(true);
     tower_http::set_header::SetRequestHeaderLayer::overriding(AUTHORIZATION, header).layer(NoOp)
 }
+
+/// Sorts `values` and returns their 25th, 50th and 75th percentiles.
+pub fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}

@@ -25,11 +25,16 @@ use crate::{Error, Origin};
 #[derive(Clone, Copy)]
 pub struct Destination<'a> {
     method: &'a Method,
-    scheme: Option<&'a str>,
-    host: Option<&'a str>,
-    port: Option<u16>,
-    path: &'a str,
+    target: Target<'a>,
     headers: &'a HeaderMap,
+}
+
+/// The request's URI, read only as far as the key closure asks.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Uri(&'a Uri),
+    #[cfg(feature = "reqwest-middleware")]
+    Url(&'a ::reqwest::Url),
 }
 
 impl<'a> Destination<'a> {
@@ -37,23 +42,16 @@ impl<'a> Destination<'a> {
     pub fn from_uri(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
         Destination {
             method,
-            scheme: uri.scheme_str(),
-            host: uri.host(),
-            port: uri.port_u16(),
-            path: uri.path(),
+            target: Target::Uri(uri),
             headers,
         }
     }
 
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn from_reqwest(request: &'a ::reqwest::Request) -> Self {
-        let url = request.url();
         Destination {
             method: request.method(),
-            scheme: Some(url.scheme()),
-            host: url.host_str(),
-            port: url.port(),
-            path: url.path(),
+            target: Target::Url(request.url()),
             headers: request.headers(),
         }
     }
@@ -65,22 +63,38 @@ impl<'a> Destination<'a> {
 
     /// The scheme (`https`), `None` for a relative URI.
     pub fn scheme(&self) -> Option<&'a str> {
-        self.scheme
+        match self.target {
+            Target::Uri(uri) => uri.scheme_str(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => Some(url.scheme()),
+        }
     }
 
     /// The host, as written in the URI (IPv6 addresses in brackets); `None` for a relative URI.
     pub fn host(&self) -> Option<&'a str> {
-        self.host
+        match self.target {
+            Target::Uri(uri) => uri.host(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.host_str(),
+        }
     }
 
     /// The port written in the URI, if any (not the scheme's default).
     pub fn port(&self) -> Option<u16> {
-        self.port
+        match self.target {
+            Target::Uri(uri) => uri.port_u16(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.port(),
+        }
     }
 
     /// The path.
     pub fn path(&self) -> &'a str {
-        self.path
+        match self.target {
+            Target::Uri(uri) => uri.path(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.path(),
+        }
     }
 
     /// The request headers (as the caller set them; `Authorization` is not yet ours).
@@ -90,8 +104,8 @@ impl<'a> Destination<'a> {
 
     /// Whether the request goes to `origin` (scheme, host and port, default ports filled in).
     pub fn is(&self, origin: &Origin) -> bool {
-        match (self.scheme, self.host) {
-            (Some(scheme), Some(host)) => origin.matches(scheme, host, self.port),
+        match (self.scheme(), self.host()) {
+            (Some(scheme), Some(host)) => origin.matches(scheme, host, self.port()),
             _ => false,
         }
     }
@@ -102,10 +116,10 @@ impl fmt::Debug for Destination<'_> {
         // No headers: they may carry credentials.
         f.debug_struct("Destination")
             .field("method", self.method)
-            .field("scheme", &self.scheme)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("path", &self.path)
+            .field("scheme", &self.scheme())
+            .field("host", &self.host())
+            .field("port", &self.port())
+            .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }
@@ -160,13 +174,13 @@ impl<K: Clone> Route<K> {
 /// The error (or the debug line) for a request whose destination has no key.
 pub(crate) fn no_key(destination: &Destination<'_>) -> Error {
     let port = destination
-        .port
+        .port()
         .map(|p| format!(":{p}"))
         .unwrap_or_default();
     Error::disallowed(format!(
         "no token is configured for {}://{}{port}: the destination has no key",
-        destination.scheme.unwrap_or("(relative)"),
-        destination.host.unwrap_or(""),
+        destination.scheme().unwrap_or("(relative)"),
+        destination.host().unwrap_or(""),
     ))
 }
 

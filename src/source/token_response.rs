@@ -104,6 +104,8 @@ pub(crate) struct TokenResponse {
     expires_in: Option<Value>,
     refresh_token: Option<RefreshToken>,
     access_token_name: Cow<'static, str>,
+    /// RFC 8693 §2.2.1 `issued_token_type`, for the token exchange.
+    issued_token_type: Option<String>,
 }
 
 impl TokenResponse {
@@ -144,7 +146,16 @@ impl TokenResponse {
             expires_in: object.remove(fields.expires_in.as_ref()),
             refresh_token,
             access_token_name: fields.access_token.clone(),
+            issued_token_type: match object.remove("issued_token_type") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
         })
+    }
+
+    /// `issued_token_type` (RFC 8693 §2.2.1), if the answer has it as a string.
+    pub(crate) fn issued_token_type(&self) -> Option<&str> {
+        self.issued_token_type.as_deref()
     }
 
     /// The refresh token in the answer, if any: take it first, to save it whatever comes next.
