@@ -335,3 +335,85 @@ async fn an_evicted_slot_is_not_used_by_a_service_that_remembers_it() {
     assert_eq!(second.body(), "Bearer a-1", "a new slot, a new token");
     assert!(cache.contains(&"a"));
 }
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reqwest_middleware_gives_each_api_its_own_token() {
+    use tower_bearer::BearerAuthMiddleware;
+
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    // Three APIs on loopback (three origins: their ports differ), and one with no key.
+    let mut apis = Vec::new();
+    for _ in 0..4 {
+        let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+            headers
+                .get(AUTHORIZATION)
+                .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned())
+        });
+        apis.push(crate::common::serve(app).await);
+    }
+    let names = ["billing", "search", "files"];
+    let origins: Vec<_> = (0..3)
+        .map(|i| {
+            (
+                Origin::parse(&format!("http://{}", apis[i])).unwrap(),
+                names[i],
+            )
+        })
+        .collect();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::per_origin(cache.clone(), origins))
+        .build();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (client, api) = (client.clone(), apis[i % 4]);
+        tasks.push(tokio::spawn(async move {
+            let auth = client
+                .get(format!("http://{api}/v1"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (i % 4, auth)
+        }));
+    }
+    for task in tasks {
+        let (api, auth) = task.await.unwrap();
+        match names.get(api) {
+            Some(name) => assert!(
+                auth.starts_with(&format!("Bearer tok-{name}-")),
+                "{api}: {auth}"
+            ),
+            None => assert_eq!(auth, "none"),
+        }
+    }
+    assert_eq!(server.calls(), 3);
+
+    let strict = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            BearerAuthMiddleware::per_origin(
+                cache,
+                [(
+                    Origin::parse(&format!("http://{}", apis[0])).unwrap(),
+                    "billing",
+                )],
+            )
+            .on_unknown_destination(OnDisallowedOrigin::Fail),
+        )
+        .build();
+    let err = strict
+        .get(format!("http://{}/v1", apis[3]))
+        .send()
+        .await
+        .unwrap_err();
+    let reqwest_middleware::Error::Middleware(err) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        err.downcast_ref::<Error>().unwrap().kind(),
+        ErrorKind::Disallowed
+    );
+}

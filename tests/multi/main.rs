@@ -7,4 +7,6 @@
 mod common;
 
 mod discovery;
+mod hooks;
 mod keyed;
+mod token_exchange;
