@@ -151,7 +151,7 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
 
     /// Also treat a response as rejecting the token when `rule` says so (a 403 with a vendor
     /// header, say), beside the default RFC 6750 reading of a 401; see
-    /// [`RejectionRule`](crate::challenge::RejectionRule). The same compare-and-invalidate, the
+    /// [`RejectionRule`]. The same compare-and-invalidate, the
     /// same one-drop-per-second throttle and (with [`replay_on_401`](BearerAuthLayer::replay_on_401))
     /// the same single replay apply. Costs a reference-count increment per request.
     pub fn rejects_token_when(

@@ -256,8 +256,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future =
-        KeyedResponseFuture<<BearerAuth<S, P, M> as Service<Request<B>>>::Future, S::Future>;
+    type Future = KeyedFuture<S, P, M, B>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -288,6 +287,12 @@ where
     }
 }
 
+/// The future of [`KeyedBearerAuth`] over `S`.
+type KeyedFuture<S, P, M, B> = KeyedResponseFuture<
+    <BearerAuth<S, P, M> as Service<Request<B>>>::Future,
+    <S as Service<Request<B>>>::Future,
+>;
+
 fn destination<B>(request: &Request<B>) -> Destination<'_> {
     Destination::from_uri(request.method(), request.uri(), request.headers())
 }
@@ -305,7 +310,7 @@ where
         &mut self,
         request: Request<B>,
         picked: Option<Option<K>>,
-    ) -> KeyedResponseFuture<<BearerAuth<S, P, M> as Service<Request<B>>>::Future, S::Future>
+    ) -> KeyedFuture<S, P, M, B>
     where
         S: Service<Request<B>>,
         BearerAuth<S, P, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,

@@ -3,7 +3,6 @@
 //! token). Token endpoints and APIs are axum servers on 127.0.0.1 that count what reached them.
 
 #[path = "../sources/common.rs"]
-#[allow(dead_code)]
 mod common;
 
 mod discovery;
