@@ -48,7 +48,10 @@ async fn main() -> Result<(), tower::BoxError> {
     //    issuer's metadata, fetched once and kept.
     let discovery = Discovery::new(&issuer)?;
     let metadata = discovery.metadata().await?;
-    println!("issuer {issuer}: token endpoint {}", metadata.token_endpoint());
+    println!(
+        "issuer {issuer}: token endpoint {}",
+        metadata.token_endpoint()
+    );
 
     // 2. One token per audience: the source for an audience is built on its first use.
     let auth = ClientAuth::client_secret_basic("demo-client", ClientSecret::new("demo-secret"));
@@ -83,8 +86,14 @@ async fn main() -> Result<(), tower::BoxError> {
             request.await??;
         }
         let audiences = api.audiences();
-        assert!(audiences.iter().all(|a| a == name), "{name} saw {audiences:?}");
-        println!("{name}: {} requests, each with the {name} token", audiences.len());
+        assert!(
+            audiences.iter().all(|a| a == name),
+            "{name} saw {audiences:?}"
+        );
+        println!(
+            "{name}: {} requests, each with the {name} token",
+            audiences.len()
+        );
     }
 
     // 3. A host without an audience: no token (`on_unknown_destination(Fail)` would refuse it).
@@ -92,7 +101,10 @@ async fn main() -> Result<(), tower::BoxError> {
     client.clone().oneshot(request).await?;
     assert_eq!(elsewhere.audiences(), ["(none)"]);
     println!("elsewhere: sent without a token");
-    println!("token requests: {} (one per audience)", token_requests(&issuer).await?);
+    println!(
+        "token requests: {} (one per audience)",
+        token_requests(&issuer).await?
+    );
 
     // 4. Token exchange: the billing token (cached on its own) traded for a reports token.
     let exchange = discovery.token_exchange(None, {
@@ -171,8 +183,9 @@ async fn start_authorization_server() -> Result<String, std::io::Error> {
             post(move |body: String| {
                 let issued = issued.clone();
                 async move {
-                    let form: HashMap<String, String> =
-                        form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+                        .into_owned()
+                        .collect();
                     let n = {
                         let mut issued = issued.lock().unwrap();
                         *issued += 1;

@@ -11,6 +11,7 @@ use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache};
 use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
+use crate::reqwest::BodyRule;
 use crate::{BearerAuthMiddleware, OnDisallowedOrigin, Origin, TokenSource};
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -58,6 +59,7 @@ pub struct KeyedBearerAuthMiddleware<K, P> {
     on_unknown: OnDisallowedOrigin,
     replay_on_401: bool,
     rule: Option<RejectionRule>,
+    body_rule: Option<BodyRule>,
 }
 
 impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
@@ -69,6 +71,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
             on_unknown: OnDisallowedOrigin::SendWithoutToken,
             replay_on_401: true,
             rule: None,
+            body_rule: None,
         }
     }
 
@@ -104,6 +107,17 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.rule = Some(RejectionRule::new(rule));
+        self
+    }
+
+    /// Also treat a response as rejecting the token when `rule` says so after reading its
+    /// body; see [`BearerAuthMiddleware::rejects_token_when_body`].
+    pub fn rejects_token_when_body(
+        mut self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.body_rule = Some(BodyRule::new(statuses, rule));
         self
     }
 
@@ -143,6 +157,7 @@ impl<K: Key, P: TokenSource> Middleware for KeyedBearerAuthMiddleware<K, P> {
             self.destinations.clone(),
             self.replay_on_401,
             self.rule.clone(),
+            self.body_rule.clone(),
         )
         .handle(request, extensions, next)
         .await
@@ -158,6 +173,7 @@ impl<K, P> Clone for KeyedBearerAuthMiddleware<K, P> {
             on_unknown: self.on_unknown,
             replay_on_401: self.replay_on_401,
             rule: self.rule.clone(),
+            body_rule: self.body_rule.clone(),
         }
     }
 }

@@ -283,3 +283,71 @@ async fn revocation_failures_are_classified() {
             .is_err()
     );
 }
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn a_rule_over_the_body_on_the_reqwest_middleware() {
+    use axum::response::IntoResponse;
+    use tower_bearer::BearerAuthMiddleware;
+    // Says "expired" only in a JSON body, and only for token-0.
+    let api = crate::common::serve(axum::Router::new().fallback(
+        |headers: http::HeaderMap| async move {
+            let auth = headers[AUTHORIZATION].to_str().unwrap().to_owned();
+            match auth.as_str() {
+                "Bearer token-0" => (
+                    StatusCode::FORBIDDEN,
+                    [("x-request", "1")],
+                    axum::Json(serde_json::json!({"error": "token_expired"})),
+                )
+                    .into_response(),
+                _ => (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({"error": "not_yours", "auth": auth})),
+                )
+                    .into_response(),
+            }
+        },
+    ))
+    .await;
+    let expired_body = |_: StatusCode, _: &http::HeaderMap, body: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|v| v["error"] == "token_expired")
+    };
+    let (cache, fetches) = counting();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            BearerAuthMiddleware::from_cache(cache)
+                .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body),
+        )
+        .build();
+    let url = format!("http://{api}/v1");
+    let response = client.get(&url).send().await.unwrap();
+    // Replayed with token-1: a 403 of another kind, whose body still reaches the caller whole.
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.url().as_str(), url);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_yours");
+    assert_eq!(body["auth"], "Bearer token-1");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+    // Without replay, the rejected answer comes back with its headers and body intact.
+    let (cache, _) = counting();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            BearerAuthMiddleware::from_cache(cache.clone())
+                .replay_on_401(false)
+                .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body),
+        )
+        .build();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["x-request"], "1");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "token_expired"
+    );
+    assert_eq!(
+        cache.token().await.unwrap().secret(),
+        "token-1",
+        "token-0 was dropped"
+    );
+}
