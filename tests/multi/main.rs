@@ -8,4 +8,5 @@ mod common;
 mod discovery;
 mod hooks;
 mod keyed;
+mod redaction;
 mod token_exchange;
