@@ -388,3 +388,56 @@ async fn the_refresh_token_grant_gets_the_revocation_endpoint_too() {
             .starts_with("Basic ")
     );
 }
+
+#[tokio::test]
+async fn the_token_exchange_and_jwt_bearer_sources_use_the_discovered_endpoint() {
+    let server = auth_server("/.well-known/oauth-authorization-server", |base| {
+        serde_json::json!({
+            "issuer": base,
+            "token_endpoint": format!("{base}/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        })
+    })
+    .await;
+    let discovery = Discovery::new(&server.base).unwrap();
+    let subject = TokenCache::new(tower_bearer::source::static_token("subject-jwt"));
+    let exchange = discovery.token_exchange(Some(basic()), move |b| {
+        b.subject(subject.clone(), tower_bearer::source::token_type::JWT)
+            .audience("billing")
+    });
+    // `token_answer` has no issued_token_type: the exchange must refuse it, after sending the
+    // request to the discovered endpoint.
+    let err = exchange.fetch().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    assert!(err.to_string().contains("issued_token_type"), "{err}");
+    let sent = server.request(1);
+    assert_eq!(path(&sent), "/token");
+    assert_eq!(sent.get("subject_token"), Some("subject-jwt"));
+    assert_eq!(sent.get("audience"), Some("billing"));
+
+    #[cfg(feature = "jwt")]
+    {
+        use tower_bearer::source::assertion::{Assertion, SigningKey};
+        let key =
+            SigningKey::hs256(&ClientSecret::new("a-service-account-secret-of-32-bytes+")).unwrap();
+        let jwt = discovery.jwt_bearer(Assertion::new(key, "robot@example.com"), None, |b| {
+            b.scope("x")
+        });
+        assert!(jwt.fetch().await.unwrap().secret().starts_with("access-"));
+        let sent = server.request(2);
+        assert_eq!(path(&sent), "/token");
+        assert_eq!(
+            sent.get("grant_type"),
+            Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+        );
+        // The assertion's audience is the discovered token endpoint.
+        let assertion = sent.get("assertion").unwrap();
+        let claims = assertion.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["aud"], format!("{}/token", server.base));
+    }
+}

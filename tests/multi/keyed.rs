@@ -417,3 +417,53 @@ async fn the_reqwest_middleware_gives_each_api_its_own_token() {
         ErrorKind::Disallowed
     );
 }
+
+#[tokio::test]
+async fn a_rejection_rule_on_the_keyed_layer_drops_the_token_of_that_key() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    // search answers 403 + X-Token-Expired to its first token.
+    let api = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        let mut response = Response::new(auth.clone());
+        if auth == "Bearer tok-search-2" {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response
+                .headers_mut()
+                .insert("x-token-expired", "1".parse().unwrap());
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let client = BearerAuthLayer::per_origin(cache.clone(), origins)
+        .rejects_token_when(|status, headers| {
+            status == StatusCode::FORBIDDEN && headers.contains_key("x-token-expired")
+        })
+        .layer_service(api);
+    let to = |uri: &str| Request::get(uri).body(()).unwrap();
+    let billing = client
+        .clone()
+        .oneshot(to("https://billing.example.com/"))
+        .await
+        .unwrap();
+    let search = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::FORBIDDEN);
+    let search = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::OK);
+    assert_eq!(search.body(), "Bearer tok-search-3");
+    let billing_again = client
+        .clone()
+        .oneshot(to("https://billing.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(billing.body(), billing_again.body());
+    assert_eq!(server.calls(), 3);
+}
