@@ -8,6 +8,8 @@
 //! - `keyed/per_request`: `BearerAuthLayer::per_request` with a closure matching the host.
 //! - `keyed/per_origin_alternating`: requests alternating between two origins through one
 //!   service (its memo of the last destination misses every time).
+//! - `*/clone_per_request`: the service cloned for each request from a template that never
+//!   sends (`client.clone().oneshot(..)`).
 //!
 //! ```sh
 //! cargo bench --bench keyed                 # criterion
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use http::{Request, Uri};
-use support::{HTTPS, NoOp, quartiles, runtime, through_runtime, token_value};
+use support::{CloneEach, HTTPS, NoOp, quartiles, runtime, through_runtime, token_value};
 use tower::{Layer, Service};
 use tower_bearer::keyed::KeyedTokenCache;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
@@ -89,6 +91,8 @@ fn main() {
         })
         .layer(NoOp);
         let alternating = Alternate(per_origin.clone(), false);
+        let bearer_each = CloneEach(bearer.clone());
+        let per_origin_each = CloneEach(per_origin.clone());
 
         let rt = &rt;
         let rows: Vec<Row<'_>> = vec![
@@ -111,6 +115,14 @@ fn main() {
             (
                 "keyed/per_origin_alternating",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| alternating.clone())),
+            ),
+            (
+                "bearer_auth/clone_per_request",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| bearer_each.clone())),
+            ),
+            (
+                "keyed/per_origin_clone_per_request",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| per_origin_each.clone())),
             ),
         ];
         match rounds {

@@ -58,7 +58,12 @@
 //!   [`ReplayFuture`] and [`ReplayBody`] when it replays after a 401 ([`replay`]).
 //! - `BearerAuthMiddleware` (feature `reqwest-middleware`): the same cache and policy as a
 //!   `reqwest_middleware::Middleware`.
-//! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser.
+//! - [`KeyedTokenCache`] ([`keyed`]): a token per destination (audience, resource, tenant), and
+//!   [`BearerAuthLayer::per_origin`] / [`BearerAuthLayer::per_request`] to pick it per request.
+//! - [`source::Discovery`]: the token endpoint from the issuer (RFC 8414, OpenID Connect);
+//!   [`source::TokenExchange`] (RFC 8693); [`source::Revocation`] (RFC 7009).
+//! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser, and
+//!   [`RejectionRule`](challenge::RejectionRule)s of your own.
 //! - [`origin`]: where tokens may go ([`Origin`], [`OnDisallowedOrigin`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
 //!

@@ -101,22 +101,30 @@ impl<P: TokenSource> BearerAuthLayer<P> {
 /// [`KeyedTokenCache`]. Made by [`BearerAuthLayer::per_origin`] or
 /// [`BearerAuthLayer::per_request`]; configured like [`BearerAuthLayer`].
 pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly> {
+    settings: Settings<K, P>,
+    mode: PhantomData<fn() -> M>,
+}
+
+/// What a layer configures, shared by the services it makes behind one `Arc` (so cloning a
+/// service, as `client.clone().oneshot(..)` does per request, touches one reference count).
+struct Settings<K, P> {
     cache: KeyedTokenCache<K, P>,
     route: Route<K>,
     destinations: Destinations,
     on_unknown: OnDisallowedOrigin,
     rule: Option<RejectionRule>,
-    mode: PhantomData<fn() -> M>,
 }
 
 impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
     fn new(cache: KeyedTokenCache<K, P>, route: Route<K>) -> Self {
         KeyedBearerAuthLayer {
-            cache,
-            route,
-            destinations: Destinations::default(),
-            on_unknown: OnDisallowedOrigin::SendWithoutToken,
-            rule: None,
+            settings: Settings {
+                cache,
+                route,
+                destinations: Destinations::default(),
+                on_unknown: OnDisallowedOrigin::SendWithoutToken,
+                rule: None,
+            },
             mode: PhantomData,
         }
     }
@@ -125,11 +133,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
     /// same key; see [`BearerAuthLayer::replay_on_401`].
     pub fn replay_on_401(self) -> KeyedBearerAuthLayer<K, P, Replay> {
         KeyedBearerAuthLayer {
-            cache: self.cache,
-            route: self.route,
-            destinations: self.destinations,
-            on_unknown: self.on_unknown,
-            rule: self.rule,
+            settings: self.settings,
             mode: PhantomData,
         }
     }
@@ -140,21 +144,21 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
     /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
     /// ([`OnDisallowedOrigin::Fail`], an error of kind [`Disallowed`](crate::ErrorKind::Disallowed)).
     pub fn on_unknown_destination(mut self, action: OnDisallowedOrigin) -> Self {
-        self.on_unknown = action;
+        self.settings.on_unknown = action;
         self
     }
 
     /// Send tokens over plain `http://` to any host, not only loopback ones (default `false`;
     /// for tests). See [`BearerAuthLayer::allow_insecure_http`].
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.destinations.allow_insecure_http(allow);
+        self.settings.destinations.allow_insecure_http(allow);
         self
     }
 
     /// What to do with a request that has a key but may not receive its token (plain `http` to
     /// a host that is not loopback): see [`BearerAuthLayer::on_disallowed_origin`].
     pub fn on_disallowed_origin(mut self, action: OnDisallowedOrigin) -> Self {
-        self.destinations.on_disallowed = action;
+        self.settings.destinations.on_disallowed = action;
         self
     }
 
@@ -164,13 +168,13 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.rule = Some(RejectionRule::new(rule));
+        self.settings.rule = Some(RejectionRule::new(rule));
         self
     }
 
     /// The keyed cache this layer's services take tokens from.
     pub fn cache(&self) -> &KeyedTokenCache<K, P> {
-        &self.cache
+        &self.settings.cache
     }
 }
 
@@ -180,11 +184,7 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
     fn layer(&self, inner: S) -> Self::Service {
         KeyedBearerAuth {
             inner,
-            cache: self.cache.clone(),
-            route: self.route.clone(),
-            destinations: self.destinations.clone(),
-            on_unknown: self.on_unknown,
-            rule: self.rule.clone(),
+            settings: Arc::new(self.settings.clone()),
             memo: None,
         }
     }
@@ -197,24 +197,27 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
 /// [`Disallowed`](crate::ErrorKind::Disallowed).
 pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     inner: S,
-    cache: KeyedTokenCache<K, P>,
-    route: Route<K>,
-    destinations: Destinations,
-    on_unknown: OnDisallowedOrigin,
-    rule: Option<RejectionRule>,
+    settings: Arc<Settings<K, P>>,
     /// The destination served last.
     memo: Option<Memo<S, K, P, M>>,
 }
 
-/// The destination a service served last: its key, its slot, and a [`BearerAuth`] over the
-/// slot's cache that keeps the token's header for the fast path.
+/// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
+/// that keeps the token's header for the fast path (the slot, the cache's source, says
+/// whether it was evicted).
 struct Memo<S, K, P, M> {
     /// For a route by origin: the scheme and authority the key was found for.
     https: bool,
     authority: Approved,
     key: K,
-    slot: Arc<Slot<P>>,
-    service: BearerAuth<S, P, M>,
+    service: BearerAuth<S, Slot<P>, M>,
+}
+
+impl<S, K, P: TokenSource, M> Memo<S, K, P, M> {
+    #[inline]
+    fn slot(&self) -> &Slot<P> {
+        self.service.cache.source()
+    }
 }
 
 impl<S, K, P, M> Memo<S, K, P, M> {
@@ -242,7 +245,7 @@ impl<S, K, P, M> KeyedBearerAuth<S, K, P, M> {
 
     /// The keyed cache this service takes tokens from.
     pub fn cache(&self) -> &KeyedTokenCache<K, P> {
-        &self.cache
+        &self.settings.cache
     }
 }
 
@@ -250,7 +253,7 @@ impl<S, K, P, M, B> Service<Request<B>> for KeyedBearerAuth<S, K, P, M>
 where
     S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,
-    BearerAuth<S, P, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
+    BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
     K: Hash + Eq + Clone,
     P: TokenSource,
 {
@@ -268,15 +271,16 @@ where
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
         if let Some(memo) = &mut self.memo {
-            let same = if self.route.by_origin() {
+            let route = &self.settings.route;
+            let same = if route.by_origin() {
                 memo.same_origin(request.uri())
             } else {
-                let key = self.route.key(&destination(&request));
+                let key = route.key(&destination(&request));
                 let same = key.as_ref() == Some(&memo.key);
                 picked = Some(key);
                 same
             };
-            if same && memo.slot.is_live() {
+            if same && memo.slot().is_live() {
                 // The service made ready is the one called: ours goes to the memo's
                 // `BearerAuth`, and its inner service (to be made ready next) comes back.
                 std::mem::swap(&mut memo.service.inner, &mut self.inner);
@@ -289,7 +293,7 @@ where
 
 /// The future of [`KeyedBearerAuth`] over `S`.
 type KeyedFuture<S, P, M, B> = KeyedResponseFuture<
-    <BearerAuth<S, P, M> as Service<Request<B>>>::Future,
+    <BearerAuth<S, Slot<P>, M> as Service<Request<B>>>::Future,
     <S as Service<Request<B>>>::Future,
 >;
 
@@ -313,12 +317,13 @@ where
     ) -> KeyedFuture<S, P, M, B>
     where
         S: Service<Request<B>>,
-        BearerAuth<S, P, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
+        BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
     {
-        let key = picked.unwrap_or_else(|| self.route.key(&destination(&request)));
+        let settings = &*self.settings;
+        let key = picked.unwrap_or_else(|| settings.route.key(&destination(&request)));
         let Some(key) = key else {
             let error = no_key(&destination(&request));
-            return match self.on_unknown {
+            return match settings.on_unknown {
                 OnDisallowedOrigin::Fail => KeyedResponseFuture::failed(error),
                 _ => {
                     tracing::debug!(reason = %error, "request sent without a bearer token");
@@ -326,33 +331,33 @@ where
                 }
             };
         };
-        let slot = match self.cache.slot(&key) {
+        let slot = match settings.cache.slot(&key) {
             Ok(slot) => slot,
             Err(error) => return KeyedResponseFuture::failed(error),
         };
         let reuse = self
             .memo
             .as_ref()
-            .is_some_and(|memo| Arc::ptr_eq(&memo.slot, &slot));
+            .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared));
         if !reuse {
             let service = BearerAuth::with_destinations(
                 self.inner.clone(),
-                slot.cache.clone(),
-                self.destinations.clone(),
+                slot,
+                settings.destinations.clone(),
             )
-            .with_rule(self.rule.clone());
+            .with_rule(settings.rule.clone());
             self.memo = Some(Memo {
                 https: false,
                 authority: Approved::NONE,
                 key,
-                slot,
                 service,
             });
         }
+        let by_origin = settings.route.by_origin();
         let memo = self.memo.as_mut().expect("just set");
         let uri = request.uri();
         match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme @ ("https" | "http")), Some(authority)) if self.route.by_origin() => {
+            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
                 memo.https = scheme == "https";
                 memo.authority.remember(authority.as_str());
             }
@@ -444,7 +449,6 @@ impl<S: Clone, K: Clone, P, M> Clone for Memo<S, K, P, M> {
             https: self.https,
             authority: self.authority.clone(),
             key: self.key.clone(),
-            slot: Arc::clone(&self.slot),
             service: self.service.clone(),
         }
     }
@@ -454,12 +458,20 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
     fn clone(&self) -> Self {
         KeyedBearerAuth {
             inner: self.inner.clone(),
+            settings: Arc::clone(&self.settings),
+            memo: self.memo.clone(),
+        }
+    }
+}
+
+impl<K, P> Clone for Settings<K, P> {
+    fn clone(&self) -> Self {
+        Settings {
             cache: self.cache.clone(),
             route: self.route.clone(),
             destinations: self.destinations.clone(),
             on_unknown: self.on_unknown,
             rule: self.rule.clone(),
-            memo: self.memo.clone(),
         }
     }
 }
@@ -467,24 +479,28 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
 impl<K, P, M> Clone for KeyedBearerAuthLayer<K, P, M> {
     fn clone(&self) -> Self {
         KeyedBearerAuthLayer {
-            cache: self.cache.clone(),
-            route: self.route.clone(),
-            destinations: self.destinations.clone(),
-            on_unknown: self.on_unknown,
-            rule: self.rule.clone(),
+            settings: self.settings.clone(),
             mode: PhantomData,
         }
+    }
+}
+
+impl<K, P> fmt::Debug for Settings<K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("cache", &self.cache)
+            .field("route", &self.route)
+            .field("destinations", &self.destinations)
+            .field("on_unknown", &self.on_unknown)
+            .field("rule", &self.rule)
+            .finish()
     }
 }
 
 impl<K, P, M> fmt::Debug for KeyedBearerAuthLayer<K, P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBearerAuthLayer")
-            .field("cache", &self.cache)
-            .field("route", &self.route)
-            .field("destinations", &self.destinations)
-            .field("on_unknown", &self.on_unknown)
-            .field("rule", &self.rule)
+            .field("settings", &self.settings)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }
@@ -494,9 +510,7 @@ impl<S: fmt::Debug, K, P, M> fmt::Debug for KeyedBearerAuth<S, K, P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBearerAuth")
             .field("inner", &self.inner)
-            .field("cache", &self.cache)
-            .field("route", &self.route)
-            .field("on_unknown", &self.on_unknown)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }

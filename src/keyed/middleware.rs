@@ -153,7 +153,7 @@ impl<K: Key, P: TokenSource> Middleware for KeyedBearerAuthMiddleware<K, P> {
         // The single-destination middleware over this key's cache, with these rules: one
         // policy for both.
         BearerAuthMiddleware::with_parts(
-            slot.cache.clone(),
+            slot,
             self.destinations.clone(),
             self.replay_on_401,
             self.rule.clone(),

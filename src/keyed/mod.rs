@@ -78,12 +78,12 @@ pub struct KeyedTokenCache<K, P> {
 }
 
 type Factory<K, P> = dyn Fn(&K) -> Result<P, Error> + Send + Sync;
-type Configure<P> = dyn Fn(TokenCacheBuilder<P>) -> TokenCacheBuilder<P> + Send + Sync;
+type Configure<P> = dyn Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>> + Send + Sync;
 
 struct Shared<K, P> {
     /// Read without a lock by every request that is not served from a service's memo; replaced
     /// (copy on write) under `writer` when a slot comes or goes.
-    slots: ArcSwap<HashMap<K, Arc<Slot<P>>>>,
+    slots: ArcSwap<HashMap<K, SlotCache<P>>>,
     writer: Mutex<Writer>,
     factory: Box<Factory<K, P>>,
     configure: Option<Box<Configure<P>>>,
@@ -96,9 +96,11 @@ struct Writer {
     last_sweep: Coarse,
 }
 
-/// A key's cache, with what eviction needs to know about its use.
-pub(crate) struct Slot<P> {
-    pub(crate) cache: TokenCache<P>,
+/// A key's token source, with what eviction needs to know about the key's use: the source of
+/// each slot's [`TokenCache`] (so a service holding the cache reaches these with no second
+/// pointer). Fetching delegates to the source the factory made.
+pub struct Slot<P> {
+    source: P,
     /// [`USED`] once used since the last sweep, [`EVICTED`] once removed.
     flags: AtomicU8,
     /// Coarse-clock ticks of the last use seen (a lookup through the map, or the first use from
@@ -110,6 +112,16 @@ const USED: u8 = 1;
 const EVICTED: u8 = 2;
 
 impl<P> Slot<P> {
+    /// The source the factory made for this key.
+    pub fn source(&self) -> &P {
+        &self.source
+    }
+
+    /// Whether this slot has been evicted (or removed) from its keyed cache.
+    pub fn is_evicted(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) == EVICTED
+    }
+
     /// Whether a service may keep using this slot (it has not been evicted), noting the use for
     /// the idle sweep. One load of a line that is written about once per sweep.
     #[inline]
@@ -133,7 +145,28 @@ impl<P> Slot<P> {
             .flags
             .compare_exchange(0, USED, Ordering::Relaxed, Ordering::Relaxed);
     }
+
+    fn evict(&self) {
+        self.flags.store(EVICTED, Ordering::Relaxed);
+    }
 }
+
+impl<P: TokenSource> TokenSource for Slot<P> {
+    fn fetch(&self) -> impl std::future::Future<Output = Result<crate::Token, Error>> + Send {
+        self.source.fetch()
+    }
+}
+
+impl<P> fmt::Debug for Slot<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("evicted", &self.is_evicted())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot's cache.
+pub(crate) type SlotCache<P> = TokenCache<Slot<P>>;
 
 impl<K: Key, P: TokenSource> KeyedTokenCache<K, P> {
     /// A keyed cache with the default bounds, whose slots are [`TokenCache`]s with the default
@@ -170,8 +203,8 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
     /// The cache of `key`, created if need be: to use on its own, to
     /// [`insert`](TokenCache::insert) a token the program already has, or to share with a
     /// single-destination layer.
-    pub fn cache(&self, key: &K) -> Result<TokenCache<P>, Error> {
-        Ok(self.slot(key)?.cache.clone())
+    pub fn cache(&self, key: &K) -> Result<TokenCache<Slot<P>>, Error> {
+        self.slot(key)
     }
 
     /// Drop `seen` from `key`'s slot if it is still that slot's current token; see
@@ -181,7 +214,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
             .slots
             .load()
             .get(key)
-            .is_some_and(|slot| slot.cache.invalidate(seen))
+            .is_some_and(|slot| slot.invalidate(seen))
     }
 
     /// Drop `key`'s slot and its token; the next use creates a new one. Returns whether there
@@ -194,7 +227,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
         }
         let mut next = HashMap::clone(&slots);
         if let Some(slot) = next.remove(key) {
-            slot.flags.store(EVICTED, Ordering::Relaxed);
+            slot.source().evict();
         }
         self.shared.slots.store(Arc::new(next));
         true
@@ -217,54 +250,55 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
 
     /// The slot of `key`: looked up without a lock, created under the writer lock (so a key's
     /// first concurrent uses share one slot, and so one fetch).
-    pub(crate) fn slot(&self, key: &K) -> Result<Arc<Slot<P>>, Error> {
-        if let Some(slot) = self.shared.slots.load().get(key)
-            && slot.is_live()
+    pub(crate) fn slot(&self, key: &K) -> Result<SlotCache<P>, Error> {
+        if let Some(cache) = self.shared.slots.load().get(key)
+            && cache.source().is_live()
         {
             // Written at most once per coarse-clock tick: lookups from many threads do not
             // take turns owning the line.
+            let slot = cache.source();
             let now = coarse_now().as_ticks();
             if slot.last_used.load(Ordering::Relaxed) != now {
                 slot.last_used.store(now, Ordering::Relaxed);
             }
-            return Ok(Arc::clone(slot));
+            return Ok(cache.clone());
         }
         self.create(key)
     }
 
     #[cold]
-    fn create(&self, key: &K) -> Result<Arc<Slot<P>>, Error> {
+    fn create(&self, key: &K) -> Result<SlotCache<P>, Error> {
         let shared = &*self.shared;
         let mut writer = shared.lock();
         let slots = shared.slots.load_full();
-        if let Some(slot) = slots.get(key) {
-            return Ok(Arc::clone(slot));
+        if let Some(cache) = slots.get(key) {
+            return Ok(cache.clone());
         }
-        let source = (shared.factory)(key)?;
-        let builder = TokenCache::builder(source);
-        let builder = match &shared.configure {
-            Some(configure) => configure(builder),
-            None => builder,
-        };
         let now = coarse_now();
-        let slot = Arc::new(Slot {
-            cache: builder.build(),
+        let slot = Slot {
+            source: (shared.factory)(key)?,
             flags: AtomicU8::new(USED),
             last_used: AtomicU64::new(now.as_ticks()),
-        });
+        };
+        let builder = TokenCache::builder(slot);
+        let cache = match &shared.configure {
+            Some(configure) => configure(builder),
+            None => builder,
+        }
+        .build();
         let mut next = HashMap::clone(&slots);
         shared.sweep(&mut writer, &mut next, now);
         while next.len() >= shared.max_keys.max(1) {
             evict_least_recent(&mut next);
         }
-        next.insert(key.clone(), Arc::clone(&slot));
+        next.insert(key.clone(), cache.clone());
         shared.slots.store(Arc::new(next));
         tracing::debug!(keys = shared.slots.load().len(), "token slot created");
-        Ok(slot)
+        Ok(cache)
     }
 }
 
-impl<K: Hash + Eq + Clone, P> Shared<K, P> {
+impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
     fn lock(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -272,18 +306,19 @@ impl<K: Hash + Eq + Clone, P> Shared<K, P> {
     /// Once per idle timeout: drop the slots not used since the previous sweep, and start
     /// counting use afresh for the others. A slot is dropped after between one and two idle
     /// timeouts without use.
-    fn sweep(&self, writer: &mut Writer, slots: &mut HashMap<K, Arc<Slot<P>>>, now: Coarse) {
+    fn sweep(&self, writer: &mut Writer, slots: &mut HashMap<K, SlotCache<P>>, now: Coarse) {
         if now.duration_since(writer.last_sweep) < self.idle_timeout.into() {
             return;
         }
         writer.last_sweep = now;
         let before = slots.len();
-        slots.retain(|_, slot| {
+        slots.retain(|_, cache| {
+            let slot = cache.source();
             // Clear USED; a slot that did not have it was not used for a whole interval.
             let was = slot.flags.fetch_and(!USED, Ordering::Relaxed);
             let keep = was & USED != 0;
             if !keep {
-                slot.flags.store(EVICTED, Ordering::Relaxed);
+                slot.evict();
             }
             keep
         });
@@ -294,15 +329,15 @@ impl<K: Hash + Eq + Clone, P> Shared<K, P> {
 }
 
 /// Remove the slot used least recently.
-fn evict_least_recent<K: Hash + Eq + Clone, P>(slots: &mut HashMap<K, Arc<Slot<P>>>) {
+fn evict_least_recent<K: Hash + Eq + Clone, P: TokenSource>(slots: &mut HashMap<K, SlotCache<P>>) {
     let oldest = slots
         .iter()
-        .min_by_key(|(_, slot)| slot.last_used.load(Ordering::Relaxed))
+        .min_by_key(|(_, cache)| cache.source().last_used.load(Ordering::Relaxed))
         .map(|(key, _)| key.clone());
     if let Some(key) = oldest
-        && let Some(slot) = slots.remove(&key)
+        && let Some(cache) = slots.remove(&key)
     {
-        slot.flags.store(EVICTED, Ordering::Relaxed);
+        cache.source().evict();
         tracing::debug!("least recently used token slot evicted (max_keys reached)");
     }
 }
@@ -349,7 +384,10 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
     /// `configure`, called on a fresh [`TokenCacheBuilder`] each time a slot is created.
     pub fn cache(
         mut self,
-        configure: impl Fn(TokenCacheBuilder<P>) -> TokenCacheBuilder<P> + Send + Sync + 'static,
+        configure: impl Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         self.configure = Some(Box::new(configure));
         self
@@ -436,7 +474,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         cache.token(&3).await.unwrap(); // sweep: 1 unused for an interval, dropped
         assert!(!cache.contains(&1) && cache.contains(&2) && cache.contains(&3));
-        assert!(!first.is_live(), "services holding the slot see it evicted");
+        assert!(
+            first.source().is_evicted(),
+            "services holding the slot see it evicted"
+        );
         // The next use makes a new slot.
         assert_eq!(cache.token(&1).await.unwrap().secret(), "t1");
         assert!(cache.contains(&1));
