@@ -76,7 +76,10 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// [`on_unknown_destination`](KeyedBearerAuthLayer::on_unknown_destination)).
     ///
     /// `pick` runs for every request: keep it to a few comparisons. The token still goes only
-    /// over https (or to loopback), as with [`BearerAuthLayer`].
+    /// over https (or to loopback), as with [`BearerAuthLayer`]. Every new key costs a token
+    /// fetch (and, past [`max_keys`](crate::keyed::KeyedTokenCacheBuilder::max_keys), evicts
+    /// another key's token): when the key comes from input you do not control (a tenant in a
+    /// path), return `None` for values that are not known tenants.
     ///
     /// ```
     /// use tower_bearer::{BearerAuthLayer, keyed::KeyedTokenCache, source::static_token};
