@@ -46,16 +46,21 @@
 //! # Ok(()) }
 //! ```
 
+mod discovered;
+mod metadata;
+
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
-use serde::Deserialize;
 use tokio::time::Instant;
+
+pub use discovered::Discovered;
+pub use metadata::Metadata;
 
 use super::client_auth::ClientAuth;
 use super::client_credentials::{ClientCredentials, ClientCredentialsBuilder};
@@ -63,7 +68,7 @@ use super::endpoint::default_client;
 use super::refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 use crate::http_client::{HttpClient, check_token_url};
 use crate::store::RefreshTokenStore;
-use crate::{Error, ErrorKind, Token, TokenSource};
+use crate::{Error, TokenSource};
 
 /// The default [`refresh_every`](DiscoveryBuilder::refresh_every): an hour.
 pub const DEFAULT_REFRESH_EVERY: Duration = Duration::from_secs(3600);
@@ -99,79 +104,6 @@ struct Shared {
 struct Kept {
     metadata: Arc<Metadata>,
     next_check: Instant,
-}
-
-/// The parts of an authorization server's metadata (RFC 8414 §2) that token sources use.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Metadata {
-    issuer: String,
-    token_endpoint: String,
-    #[serde(default)]
-    revocation_endpoint: Option<String>,
-    #[serde(default)]
-    token_endpoint_auth_methods_supported: Option<Vec<String>>,
-    #[serde(default)]
-    revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
-    #[serde(default)]
-    grant_types_supported: Option<Vec<String>>,
-}
-
-impl Metadata {
-    /// `issuer`: equal to the configured issuer (checked).
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    /// `token_endpoint`: `https`, or `http` to loopback (checked).
-    pub fn token_endpoint(&self) -> &str {
-        &self.token_endpoint
-    }
-
-    /// `revocation_endpoint` (RFC 7009), if the server has one (`https` or loopback, checked).
-    pub fn revocation_endpoint(&self) -> Option<&str> {
-        self.revocation_endpoint.as_deref()
-    }
-
-    /// The client authentication methods the token endpoint accepts:
-    /// `token_endpoint_auth_methods_supported`, or `["client_secret_basic"]` when the document
-    /// omits it (RFC 8414 §2).
-    pub fn token_endpoint_auth_methods(&self) -> Vec<&str> {
-        match &self.token_endpoint_auth_methods_supported {
-            Some(methods) => methods.iter().map(String::as_str).collect(),
-            None => vec!["client_secret_basic"],
-        }
-    }
-
-    /// `grant_types_supported`, if listed.
-    pub fn grant_types_supported(&self) -> Option<&[String]> {
-        self.grant_types_supported.as_deref()
-    }
-
-    /// Refuse `method` if the token endpoint does not list it.
-    fn check_auth_method(&self, method: &str) -> Result<(), Error> {
-        let methods = self.token_endpoint_auth_methods();
-        if methods.contains(&method) {
-            return Ok(());
-        }
-        Err(Error::config(format!(
-            "the authorization server does not accept the `{method}` client authentication \
-             method at its token endpoint (it lists: {})",
-            shown_list(&methods)
-        )))
-    }
-
-    /// Warn when the server lists its grant types and `grant` is not among them: many servers
-    /// list them incompletely, so this is not refused.
-    fn check_grant(&self, grant: &str) {
-        if let Some(grants) = &self.grant_types_supported
-            && !grants.iter().any(|g| g == grant)
-        {
-            tracing::warn!(
-                grant,
-                "the authorization server does not list this grant type in grant_types_supported"
-            );
-        }
-    }
 }
 
 impl Discovery {
@@ -257,13 +189,7 @@ impl Discovery {
         S: TokenSource,
         F: Fn(&Metadata, Arc<dyn HttpClient>) -> Result<S, Error> + Send + Sync + 'static,
     {
-        Discovered {
-            discovery: self.clone(),
-            auth_method,
-            grant,
-            build: Box::new(build),
-            built: Mutex::new(None),
-        }
+        Discovered::new(self.clone(), auth_method, grant, Box::new(build))
     }
 
     /// The client credentials grant ([`ClientCredentials`]) at the discovered token endpoint;
@@ -439,90 +365,9 @@ impl Shared {
                 "the authorization server metadata is not JSON (wrong content type)",
             )));
         }
-        let metadata = parse(response.body(), &self.issuer).map_err(err)?;
+        let metadata = metadata::parse(response.body(), &self.issuer).map_err(err)?;
         Ok(Some(metadata))
     }
-}
-
-/// Read and check a metadata document for `issuer`.
-fn parse(body: &[u8], issuer: &str) -> Result<Metadata, Error> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        Error::invalid_response("the authorization server metadata is not valid JSON")
-    })?;
-    let object = value.as_object().ok_or_else(|| {
-        Error::invalid_response("the authorization server metadata is not a JSON object")
-    })?;
-    for field in ["issuer", "token_endpoint"] {
-        match object.get(field) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => {}
-            Some(_) => {
-                return Err(Error::invalid_response(format!(
-                    "the authorization server metadata's `{field}` is not a URL string"
-                )));
-            }
-            None => {
-                return Err(Error::invalid_response(format!(
-                    "the authorization server metadata has no `{field}`"
-                )));
-            }
-        }
-    }
-    let metadata: Metadata = serde_json::from_value(value).map_err(|_| {
-        Error::invalid_response(
-            "the authorization server metadata has a field of the wrong type (a list that is \
-             not a list of strings, an endpoint that is not a string)",
-        )
-    })?;
-    // RFC 8414 §3.3: the issuer in the document must be identical to the one configured, or a
-    // document from elsewhere could send our credentials to its token endpoint.
-    if metadata.issuer != issuer {
-        return Err(Error::invalid_response(format!(
-            "the authorization server metadata names the issuer {}, not the configured {issuer} \
-             (RFC 8414 §3.3 requires them identical, trailing slash included)",
-            shown(&metadata.issuer)
-        )));
-    }
-    check_endpoint(&metadata.token_endpoint, "token_endpoint")?;
-    if let Some(url) = &metadata.revocation_endpoint {
-        check_endpoint(url, "revocation_endpoint")?;
-    }
-    Ok(metadata)
-}
-
-/// An endpoint from the document: an absolute URL that credentials may go to.
-fn check_endpoint(url: &str, field: &str) -> Result<(), Error> {
-    let uri: Uri = url.parse().map_err(|_| {
-        Error::invalid_response(format!(
-            "the authorization server metadata's `{field}` is not a valid URL"
-        ))
-    })?;
-    check_token_url(&uri).map_err(|e| {
-        Error::invalid_response(format!(
-            "the authorization server metadata's `{field}` is not a place to send credentials: {}",
-            e.message()
-        ))
-    })
-}
-
-/// A value from the server, shown in an error: printable and short.
-fn shown(value: &str) -> String {
-    let printable = value.chars().all(|c| !c.is_control());
-    if printable && value.len() <= 200 {
-        format!("{value:?}")
-    } else {
-        "(an unprintable or overlong value)".to_owned()
-    }
-}
-
-fn shown_list(values: &[&str]) -> String {
-    if values.is_empty() {
-        return "none".to_owned();
-    }
-    values
-        .iter()
-        .map(|v| shown(v))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The well-known URLs for `issuer`: RFC 8414 §3.1 (inserted before the path), then OpenID
@@ -600,78 +445,6 @@ impl DiscoveryBuilder {
     }
 }
 
-type Build<S> = dyn Fn(&Metadata, Arc<dyn HttpClient>) -> Result<S, Error> + Send + Sync;
-
-/// A [`TokenSource`] built from discovered metadata: made by [`Discovery::client_credentials`]
-/// and its siblings.
-///
-/// Each fetch asks the [`Discovery`] for the metadata (kept, so this is a lock and a clock
-/// read), builds the source the first time and again when the `token_endpoint` changes, and
-/// fetches from it. A transport failure, a 5xx or a 404 from the token endpoint marks the
-/// metadata stale, so the next fetch (after the cache's backoff) reads it again.
-pub struct Discovered<S> {
-    discovery: Discovery,
-    auth_method: Option<&'static str>,
-    grant: &'static str,
-    build: Box<Build<S>>,
-    built: Mutex<Option<(Arc<Metadata>, Arc<S>)>>,
-}
-
-impl<S: TokenSource> Discovered<S> {
-    /// The source for the current metadata, built if need be: to call methods of its own
-    /// (such as [`RefreshTokenGrant::revoke`]).
-    pub async fn get(&self) -> Result<Arc<S>, Error> {
-        let metadata = self.discovery.metadata().await?;
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *built {
-            Some((seen, source)) if Arc::ptr_eq(seen, &metadata) => return Ok(Arc::clone(source)),
-            // A new document with the same token endpoint: keep the source (and whatever it
-            // holds, such as a rotated refresh token not saved yet).
-            Some((seen, source))
-                if seen.token_endpoint == metadata.token_endpoint
-                    && seen.token_endpoint_auth_methods_supported
-                        == metadata.token_endpoint_auth_methods_supported =>
-            {
-                *seen = metadata;
-                return Ok(Arc::clone(source));
-            }
-            _ => {}
-        }
-        if let Some(method) = self.auth_method {
-            metadata.check_auth_method(method)?;
-        }
-        metadata.check_grant(self.grant);
-        let source = Arc::new((self.build)(&metadata, self.discovery.client())?);
-        *built = Some((metadata, Arc::clone(&source)));
-        Ok(source)
-    }
-
-    /// The discovery this source reads.
-    pub fn discovery(&self) -> &Discovery {
-        &self.discovery
-    }
-}
-
-/// A token endpoint that no longer answers as one: the metadata may have moved it.
-fn stopped_answering(error: &Error) -> bool {
-    error.kind() == ErrorKind::Transient && error.status() != Some(StatusCode::TOO_MANY_REQUESTS)
-        || error.kind() == ErrorKind::Config && error.status() == Some(StatusCode::NOT_FOUND)
-}
-
-impl<S: TokenSource> TokenSource for Discovered<S> {
-    async fn fetch(&self) -> Result<Token, Error> {
-        let source = self.get().await?;
-        let result = source.fetch().await;
-        if let Err(error) = &result
-            && stopped_answering(error)
-        {
-            tracing::info!(%error, "the token endpoint stopped answering; the authorization server metadata will be fetched again");
-            self.discovery.mark_stale();
-        }
-        result
-    }
-}
-
 impl fmt::Debug for Discovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Discovery")
@@ -690,19 +463,10 @@ impl fmt::Debug for DiscoveryBuilder {
     }
 }
 
-impl<S> fmt::Debug for Discovered<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Discovered")
-            .field("issuer", &self.discovery.shared.issuer)
-            .field("auth_method", &self.auth_method)
-            .field("grant", &self.grant)
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn urls(issuer: &str) -> Vec<String> {
         well_known_urls(&issuer.parse().unwrap())
@@ -744,68 +508,5 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
         }
         assert!(Discovery::new("http://127.0.0.1:8080/realms/x").is_ok());
-    }
-
-    #[test]
-    fn documents_are_checked() {
-        let issuer = "https://auth.example.com";
-        let ok = r#"{"issuer":"https://auth.example.com","token_endpoint":"https://auth.example.com/token"}"#;
-        assert_eq!(
-            parse(ok.as_bytes(), issuer).unwrap().token_endpoint(),
-            "https://auth.example.com/token"
-        );
-        for (body, says) in [
-            ("not json", "not valid JSON"),
-            ("[1]", "not a JSON object"),
-            (r#"{"token_endpoint":"https://a/t"}"#, "no `issuer`"),
-            (
-                r#"{"issuer":"https://auth.example.com"}"#,
-                "no `token_endpoint`",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com","token_endpoint":7}"#,
-                "not a URL string",
-            ),
-            (
-                r#"{"issuer":"https://evil.example.com","token_endpoint":"https://evil.example.com/t"}"#,
-                "\"https://evil.example.com\", not the configured",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com/","token_endpoint":"https://auth.example.com/t"}"#,
-                "trailing slash",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com","token_endpoint":"http://auth.example.com/t"}"#,
-                "must use https",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com","token_endpoint":"/token"}"#,
-                "`token_endpoint`",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com","token_endpoint":"https://a/t","token_endpoint_auth_methods_supported":"client_secret_basic"}"#,
-                "wrong type",
-            ),
-            (
-                r#"{"issuer":"https://auth.example.com","token_endpoint":"https://a/t","revocation_endpoint":"http://a/r"}"#,
-                "`revocation_endpoint`",
-            ),
-        ] {
-            let err = parse(body.as_bytes(), issuer).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
-            assert!(err.to_string().contains(says), "{body}: {err}");
-        }
-    }
-
-    #[test]
-    fn auth_methods_default_to_client_secret_basic() {
-        let m: Metadata =
-            serde_json::from_str(r#"{"issuer":"https://a","token_endpoint":"https://a/t"}"#)
-                .unwrap();
-        assert!(m.check_auth_method("client_secret_basic").is_ok());
-        let err = m.check_auth_method("client_secret_post").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("`client_secret_post`"), "{err}");
-        assert!(err.to_string().contains("\"client_secret_basic\""), "{err}");
     }
 }
