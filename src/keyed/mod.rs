@@ -39,11 +39,11 @@ mod layer;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod route;
+mod slot;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ pub use layer::{KeyedBearerAuth, KeyedBearerAuthLayer, KeyedResponseFuture};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use middleware::KeyedBearerAuthMiddleware;
 pub use route::Destination;
+pub use slot::Slot;
 
 use crate::cache::{Coarse, coarse_now};
 use crate::{CachedToken, Error, TokenCache, TokenCacheBuilder, TokenSource};
@@ -94,75 +95,6 @@ struct Shared<K, P> {
 struct Writer {
     /// When the slots were last swept for idleness.
     last_sweep: Coarse,
-}
-
-/// A key's token source, with what eviction needs to know about the key's use: the source of
-/// each slot's [`TokenCache`] (so a service holding the cache reaches these with no second
-/// pointer). Fetching delegates to the source the factory made.
-pub struct Slot<P> {
-    source: P,
-    /// [`USED`] once used since the last sweep, [`EVICTED`] once removed.
-    flags: AtomicU8,
-    /// Coarse-clock ticks of the last use seen (a lookup through the map, or the first use from
-    /// a memo after a sweep): the order of least-recent use.
-    last_used: AtomicU64,
-}
-
-const USED: u8 = 1;
-const EVICTED: u8 = 2;
-
-impl<P> Slot<P> {
-    /// The source the factory made for this key.
-    pub fn source(&self) -> &P {
-        &self.source
-    }
-
-    /// Whether this slot has been evicted (or removed) from its keyed cache.
-    pub fn is_evicted(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) == EVICTED
-    }
-
-    /// Whether a service may keep using this slot (it has not been evicted), noting the use for
-    /// the idle sweep. One load of a line that is written about once per sweep.
-    #[inline]
-    pub(crate) fn is_live(&self) -> bool {
-        match self.flags.load(Ordering::Relaxed) {
-            USED => true,
-            EVICTED => false,
-            _ => {
-                self.touch();
-                true
-            }
-        }
-    }
-
-    #[cold]
-    fn touch(&self) {
-        self.last_used
-            .store(coarse_now().as_ticks(), Ordering::Relaxed);
-        // Never resurrect an evicted slot.
-        let _ = self
-            .flags
-            .compare_exchange(0, USED, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    fn evict(&self) {
-        self.flags.store(EVICTED, Ordering::Relaxed);
-    }
-}
-
-impl<P: TokenSource> TokenSource for Slot<P> {
-    fn fetch(&self) -> impl std::future::Future<Output = Result<crate::Token, Error>> + Send {
-        self.source.fetch()
-    }
-}
-
-impl<P> fmt::Debug for Slot<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slot")
-            .field("evicted", &self.is_evicted())
-            .finish_non_exhaustive()
-    }
 }
 
 /// A slot's cache.
@@ -254,13 +186,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
         if let Some(cache) = self.shared.slots.load().get(key)
             && cache.source().is_live()
         {
-            // Written at most once per coarse-clock tick: lookups from many threads do not
-            // take turns owning the line.
-            let slot = cache.source();
-            let now = coarse_now().as_ticks();
-            if slot.last_used.load(Ordering::Relaxed) != now {
-                slot.last_used.store(now, Ordering::Relaxed);
-            }
+            cache.source().note_use();
             return Ok(cache.clone());
         }
         self.create(key)
@@ -275,11 +201,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
             return Ok(cache.clone());
         }
         let now = coarse_now();
-        let slot = Slot {
-            source: (shared.factory)(key)?,
-            flags: AtomicU8::new(USED),
-            last_used: AtomicU64::new(now.as_ticks()),
-        };
+        let slot = Slot::new((shared.factory)(key)?, now);
         let builder = TokenCache::builder(slot);
         let cache = match &shared.configure {
             Some(configure) => configure(builder),
@@ -313,12 +235,10 @@ impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
         writer.last_sweep = now;
         let before = slots.len();
         slots.retain(|_, cache| {
-            let slot = cache.source();
-            // Clear USED; a slot that did not have it was not used for a whole interval.
-            let was = slot.flags.fetch_and(!USED, Ordering::Relaxed);
-            let keep = was & USED != 0;
+            // A slot not used for a whole interval goes.
+            let keep = cache.source().used_since_last_sweep();
             if !keep {
-                slot.evict();
+                cache.source().evict();
             }
             keep
         });
@@ -332,7 +252,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
 fn evict_least_recent<K: Hash + Eq + Clone, P: TokenSource>(slots: &mut HashMap<K, SlotCache<P>>) {
     let oldest = slots
         .iter()
-        .min_by_key(|(_, cache)| cache.source().last_used.load(Ordering::Relaxed))
+        .min_by_key(|(_, cache)| cache.source().last_used())
         .map(|(key, _)| key.clone());
     if let Some(key) = oldest
         && let Some(cache) = slots.remove(&key)
