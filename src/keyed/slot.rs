@@ -7,7 +7,7 @@ use crate::cache::{Coarse, coarse_now};
 use crate::{Error, Token, TokenSource};
 
 /// A key's token source, with what eviction needs to know about the key's use: the source of
-/// each slot's [`TokenCache`] (so a service holding the cache reaches these with no second
+/// each slot's [`TokenCache`](crate::TokenCache) (so a service holding the cache reaches these with no second
 /// pointer). Fetching delegates to the source the factory made.
 pub struct Slot<P> {
     source: P,
