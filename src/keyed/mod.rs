@@ -44,6 +44,7 @@ mod slot;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -86,16 +87,16 @@ struct Shared<K, P> {
     /// (copy on write) under `writer` when a slot comes or goes.
     slots: ArcSwap<HashMap<K, SlotCache<P>>>,
     writer: Mutex<Writer>,
+    /// Coarse-clock ticks from which the next idle sweep is due.
+    next_sweep: AtomicU64,
     factory: Box<Factory<K, P>>,
     configure: Option<Box<Configure<P>>>,
     max_keys: usize,
     idle_timeout: Duration,
 }
 
-struct Writer {
-    /// When the slots were last swept for idleness.
-    last_sweep: Coarse,
-}
+/// Held to change the slots.
+struct Writer;
 
 /// A slot's cache.
 pub(crate) type SlotCache<P> = TokenCache<Slot<P>>;
@@ -187,15 +188,32 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
             && cache.source().is_live()
         {
             cache.source().note_use();
-            return Ok(cache.clone());
+            let cache = cache.clone();
+            self.sweep_if_due();
+            return Ok(cache);
         }
         self.create(key)
+    }
+
+    /// Sweep the idle slots if an idle timeout has passed since the last sweep: one load and a
+    /// comparison until then.
+    fn sweep_if_due(&self) {
+        let shared = &*self.shared;
+        let now = coarse_now();
+        if now.as_ticks() < shared.next_sweep.load(Ordering::Relaxed) {
+            return;
+        }
+        let writer = shared.lock();
+        let mut next = HashMap::clone(&shared.slots.load());
+        if shared.sweep(&writer, &mut next, now) {
+            shared.slots.store(Arc::new(next));
+        }
     }
 
     #[cold]
     fn create(&self, key: &K) -> Result<SlotCache<P>, Error> {
         let shared = &*self.shared;
-        let mut writer = shared.lock();
+        let writer = shared.lock();
         let slots = shared.slots.load_full();
         if let Some(cache) = slots.get(key) {
             return Ok(cache.clone());
@@ -209,7 +227,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
         }
         .build();
         let mut next = HashMap::clone(&slots);
-        shared.sweep(&mut writer, &mut next, now);
+        shared.sweep(&writer, &mut next, now);
         while next.len() >= shared.max_keys.max(1) {
             evict_least_recent(&mut next);
         }
@@ -227,12 +245,13 @@ impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
 
     /// Once per idle timeout: drop the slots not used since the previous sweep, and start
     /// counting use afresh for the others. A slot is dropped after between one and two idle
-    /// timeouts without use.
-    fn sweep(&self, writer: &mut Writer, slots: &mut HashMap<K, SlotCache<P>>, now: Coarse) {
-        if now.duration_since(writer.last_sweep) < self.idle_timeout.into() {
-            return;
+    /// timeouts without use. Returns whether it swept (under the writer lock, `_writer`).
+    fn sweep(&self, _writer: &Writer, slots: &mut HashMap<K, SlotCache<P>>, now: Coarse) -> bool {
+        if now.as_ticks() < self.next_sweep.load(Ordering::Relaxed) {
+            return false;
         }
-        writer.last_sweep = now;
+        self.next_sweep
+            .store(sweep_after(now, self.idle_timeout), Ordering::Relaxed);
         let before = slots.len();
         slots.retain(|_, cache| {
             // A slot not used for a whole interval goes.
@@ -245,7 +264,13 @@ impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
         if slots.len() < before {
             tracing::debug!(dropped = before - slots.len(), "idle token slots dropped");
         }
+        true
     }
+}
+
+/// The coarse-clock ticks one idle timeout after `now`.
+fn sweep_after(now: Coarse, idle_timeout: Duration) -> u64 {
+    now.saturating_add(idle_timeout.into()).as_ticks()
 }
 
 /// Remove the slot used least recently.
@@ -293,8 +318,9 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
     }
 
     /// Drop a slot after between one and two of these without use (default
-    /// [`DEFAULT_IDLE_TIMEOUT`], 15 minutes). Idle slots are swept when a slot is created, so an
-    /// idle slot costs memory, never a fetch.
+    /// [`DEFAULT_IDLE_TIMEOUT`], 15 minutes). Idle slots are swept by the lookups that pass
+    /// through the map (a slot's creation, a service's first request to a destination), at most
+    /// once per timeout; an idle slot costs memory, never a fetch.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -318,9 +344,8 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
         KeyedTokenCache {
             shared: Arc::new(Shared {
                 slots: ArcSwap::from_pointee(HashMap::new()),
-                writer: Mutex::new(Writer {
-                    last_sweep: coarse_now(),
-                }),
+                writer: Mutex::new(Writer),
+                next_sweep: AtomicU64::new(sweep_after(coarse_now(), self.idle_timeout)),
                 factory: self.factory,
                 configure: self.configure,
                 max_keys: self.max_keys,
@@ -401,6 +426,22 @@ mod tests {
         // The next use makes a new slot.
         assert_eq!(cache.token(&1).await.unwrap().secret(), "t1");
         assert!(cache.contains(&1));
+    }
+
+    #[tokio::test]
+    async fn lookups_sweep_too() {
+        let cache = keyed(10, Duration::from_millis(100));
+        cache.token(&1).await.unwrap();
+        cache.token(&2).await.unwrap();
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(150));
+            cache.token(&1).await.unwrap(); // a lookup, no new slot: sweeps when due
+        }
+        assert!(cache.contains(&1));
+        assert!(
+            !cache.contains(&2),
+            "idle for two intervals, dropped by a lookup's sweep"
+        );
     }
 
     #[tokio::test]
