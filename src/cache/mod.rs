@@ -349,7 +349,9 @@ impl<P: TokenSource> TokenCache<P> {
     /// Fails, changing nothing, when the token cannot be sent (not an RFC 6750 `b64token`) or
     /// is already past its usable time (an [`InvalidResponse`](crate::ErrorKind::InvalidResponse)
     /// or [`Transient`](crate::ErrorKind::Transient) error): the first request then fetches as
-    /// usual. A refresh already in flight still replaces it when it finishes.
+    /// usual. A refresh already in flight still replaces it when it finishes. The phase timer
+    /// (and, with [`background_refresh`](TokenCacheBuilder::background_refresh), the
+    /// background refresh) starts with the token's first use.
     ///
     /// ```
     /// use std::time::Duration;
