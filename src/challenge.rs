@@ -36,6 +36,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderMap, StatusCode};
@@ -122,7 +123,7 @@ pub fn parse_headers(headers: &HeaderMap) -> Vec<Challenge> {
 /// that carried no credentials) means a new token is not what the server asks for. Any status
 /// other than 401 (a 403 above all) is never a rejection of the token.
 pub fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
-    rejects(status, headers, Challenge::is_bearer)
+    rejects_in_scheme(status, headers, Challenge::is_bearer)
 }
 
 /// [`rejects_token`] for a DPoP-bound token (RFC 9449 §7.1): the same rule, read from the
@@ -140,11 +141,15 @@ pub fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
 /// assert!(!rejects_dpop_token(StatusCode::UNAUTHORIZED, &headers));
 /// ```
 pub fn rejects_dpop_token(status: StatusCode, headers: &HeaderMap) -> bool {
-    rejects(status, headers, Challenge::is_dpop)
+    rejects_in_scheme(status, headers, Challenge::is_dpop)
 }
 
 /// A 401 rejects the token unless a challenge of the token's scheme gives another reason.
-fn rejects(status: StatusCode, headers: &HeaderMap, is_scheme: fn(&Challenge) -> bool) -> bool {
+fn rejects_in_scheme(
+    status: StatusCode,
+    headers: &HeaderMap,
+    is_scheme: fn(&Challenge) -> bool,
+) -> bool {
     if status != StatusCode::UNAUTHORIZED {
         return false;
     }
@@ -162,6 +167,72 @@ fn rejects(status: StatusCode, headers: &HeaderMap, is_scheme: fn(&Challenge) ->
         same_scheme = true;
     }
     !same_scheme
+}
+
+/// A rule of your own deciding that a response rejects the token, beside [`rejects_token`]:
+/// for servers that do not speak RFC 6750 (a 403 whose headers say the token expired, a 401
+/// with a vendor challenge).
+///
+/// A response rejects the token when [`rejects_token`] says so **or** the rule does; what
+/// follows is the same either way: the token that was sent is dropped if it is still the
+/// current one (so a storm of such responses costs one refresh), at most once per second per
+/// cache, and the request is replayed once where the layer or middleware replays. Set it with
+/// [`BearerAuthLayer::rejects_token_when`](crate::BearerAuthLayer::rejects_token_when) or
+/// `BearerAuthMiddleware::rejects_token_when` (and their per-destination counterparts).
+///
+/// The rule sees the status and headers only, not the body (which the caller is still to read).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, StatusCode};
+/// use tower_bearer::challenge::RejectionRule;
+///
+/// // This API answers 403 with `X-Error: token_expired` when the token has expired.
+/// let rule = RejectionRule::new(|status, headers| {
+///     status == StatusCode::FORBIDDEN
+///         && headers.get("x-error").is_some_and(|v| v == "token_expired")
+/// });
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-error", HeaderValue::from_static("token_expired"));
+/// assert!(rule.rejects(StatusCode::FORBIDDEN, &headers));
+/// assert!(!rule.rejects(StatusCode::FORBIDDEN, &HeaderMap::new()));
+/// // The default still applies beside the rule.
+/// assert!(rule.rejects(StatusCode::UNAUTHORIZED, &HeaderMap::new()));
+/// ```
+#[derive(Clone)]
+pub struct RejectionRule(Arc<RuleFn>);
+
+/// Boxed inside the `Arc` so a rule is one word in each response future.
+type RuleFn = Box<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
+
+impl RejectionRule {
+    /// A rule that says a response with this status and headers rejects the token.
+    pub fn new(rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static) -> Self {
+        RejectionRule(Arc::new(Box::new(rule)))
+    }
+
+    /// Whether a response with this status and headers rejects the token: by
+    /// [`rejects_token`], or by this rule.
+    pub fn rejects(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        rejects_token(status, headers) || (self.0)(status, headers)
+    }
+}
+
+impl fmt::Debug for RejectionRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RejectionRule")
+    }
+}
+
+/// [`rejects_token`], or `rule` when there is one.
+pub(crate) fn rejects(
+    rule: Option<&RejectionRule>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> bool {
+    match rule {
+        Some(rule) => rule.rejects(status, headers),
+        None => rejects_token(status, headers),
+    }
 }
 
 // ---- the parser --------------------------------------------------------------------------

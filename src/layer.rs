@@ -41,8 +41,10 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use http::{HeaderMap, StatusCode};
 use tower::Layer;
 
+use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
 use crate::service::{InvalidateOnly, Replay};
 use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
@@ -72,6 +74,7 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 pub struct BearerAuthLayer<P, M = InvalidateOnly> {
     cache: TokenCache<P>,
     destinations: Destinations,
+    rule: Option<RejectionRule>,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -95,6 +98,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
         BearerAuthLayer {
             cache,
             destinations: Destinations::default(),
+            rule: None,
             mode: PhantomData,
         }
     }
@@ -113,6 +117,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
         BearerAuthLayer {
             cache: self.cache,
             destinations: self.destinations,
+            rule: self.rule,
             mode: PhantomData,
         }
     }
@@ -151,6 +156,19 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
         self
     }
 
+    /// Also treat a response as rejecting the token when `rule` says so (a 403 with a vendor
+    /// header, say), beside the default RFC 6750 reading of a 401; see
+    /// [`RejectionRule`]. The same compare-and-invalidate, the
+    /// same one-drop-per-second throttle and (with [`replay_on_401`](BearerAuthLayer::replay_on_401))
+    /// the same single replay apply. Costs a reference-count increment per request.
+    pub fn rejects_token_when(
+        mut self,
+        rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rule = Some(RejectionRule::new(rule));
+        self
+    }
+
     /// The cache this layer's services take tokens from.
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
@@ -170,6 +188,7 @@ impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth::with_destinations(inner, self.cache.clone(), self.destinations.clone())
+            .with_rule(self.rule.clone())
     }
 }
 
@@ -178,6 +197,7 @@ impl<P, M> Clone for BearerAuthLayer<P, M> {
         BearerAuthLayer {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
+            rule: self.rule.clone(),
             mode: PhantomData,
         }
     }
@@ -188,6 +208,7 @@ impl<P, M> fmt::Debug for BearerAuthLayer<P, M> {
         f.debug_struct("BearerAuthLayer")
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
+            .field("rule", &self.rule)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

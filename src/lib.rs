@@ -58,7 +58,12 @@
 //!   [`ReplayFuture`] and [`ReplayBody`] when it replays after a 401 ([`replay`]).
 //! - `BearerAuthMiddleware` (feature `reqwest-middleware`): the same cache and policy as a
 //!   `reqwest_middleware::Middleware`.
-//! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser.
+//! - [`KeyedTokenCache`] ([`keyed`]): a token per destination (audience, resource, tenant), and
+//!   [`BearerAuthLayer::per_origin`] / [`BearerAuthLayer::per_request`] to pick it per request.
+//! - [`source::Discovery`]: the token endpoint from the issuer (RFC 8414, OpenID Connect);
+//!   [`source::TokenExchange`] (RFC 8693); [`source::Revocation`] (RFC 7009).
+//! - [`challenge`]: the one 401 decision, over a lenient `WWW-Authenticate` parser, and
+//!   [`RejectionRule`](challenge::RejectionRule)s of your own.
 //! - [`origin`]: where tokens may go ([`Origin`], [`OnDisallowedOrigin`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
 //! - `dpop` (feature `dpop`): DPoP-bound tokens (RFC 9449), with a proof per request; client
@@ -110,6 +115,7 @@ pub mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
 pub mod http_client;
+pub mod keyed;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -139,6 +145,9 @@ pub use cache::{
     Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
+#[cfg(feature = "reqwest-middleware")]
+pub use keyed::KeyedBearerAuthMiddleware;
+pub use keyed::{KeyedBearerAuthLayer, KeyedTokenCache};
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
 pub use replay::{ReplayBody, ReplayFuture};

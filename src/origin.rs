@@ -142,7 +142,7 @@ impl Origin {
 
     /// Whether a destination with these parts is this origin. `port` is the explicit port, if
     /// any.
-    fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+    pub(crate) fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
         self.scheme.eq_ignore_ascii_case(scheme)
             && port.or_else(|| default_port(scheme)) == Some(self.port)
             && self.host.eq_ignore_ascii_case(normalize_host(host))
@@ -318,12 +318,12 @@ impl Approved {
     };
 
     #[inline]
-    fn is(&self, authority: &str) -> bool {
+    pub(crate) fn is(&self, authority: &str) -> bool {
         let len = usize::from(self.len);
         len != 0 && authority.len() == len && self.bytes[..len] == *authority.as_bytes()
     }
 
-    fn remember(&mut self, authority: &str) {
+    pub(crate) fn remember(&mut self, authority: &str) {
         match self.bytes.get_mut(..authority.len()) {
             // Never keep userinfo (`user:password@host`): it would be a copy of a credential.
             Some(slot) if !authority.is_empty() && !authority.contains('@') => {

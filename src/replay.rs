@@ -48,6 +48,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::cache::handle::{ErasedCache, TokenFuture};
+use crate::challenge::RejectionRule;
 use crate::origin::Verdict;
 use crate::service::{Replay, Sent};
 use crate::{BearerAuth, BoxError, CachedToken, Error, TokenSource};
@@ -142,7 +143,7 @@ where
             Verdict::Attach => {}
             Verdict::Skip => {
                 let future = self.inner.call(request);
-                return ReplayFuture::first(future, None, None);
+                return ReplayFuture::first(future, None, None, None);
             }
             Verdict::Refuse(error) => {
                 return ReplayFuture {
@@ -154,7 +155,8 @@ where
         match self.token_now(&mut request, state) {
             Some(sent) => {
                 let retry = self.retry(&request);
-                ReplayFuture::first(self.inner.call(request), Some(sent), retry)
+                let rule = self.rule.clone();
+                ReplayFuture::first(self.inner.call(request), Some(sent), retry, rule)
             }
             None => {
                 let retry = self.retry(&request);
@@ -166,6 +168,7 @@ where
                         request: Some(request),
                         retry,
                         cache_id: self.cache_id,
+                        rule: self.rule.clone(),
                     },
                 }
             }
@@ -180,6 +183,7 @@ impl<S: Clone, P: TokenSource> BearerAuth<S, P, Replay> {
             inner: self.inner.clone(),
             request,
             cache: self.cache.erased(),
+            rule: self.rule.clone(),
         })
     }
 }
@@ -192,6 +196,7 @@ struct Retry<S, B> {
     inner: S,
     request: Request<B>,
     cache: Arc<dyn ErasedCache>,
+    rule: Option<RejectionRule>,
 }
 
 impl<S, B> Retry<S, B> {
@@ -225,6 +230,7 @@ pin_project! {
             request: Option<Request<B>>,
             retry: Option<Retry<S, B>>,
             cache_id: NonZeroU32,
+            rule: Option<RejectionRule>,
         },
         // The first attempt.
         First {
@@ -232,6 +238,7 @@ pin_project! {
             future: S::Future,
             sent: Option<Sent>,
             retry: Option<Retry<S, B>>,
+            rule: Option<RejectionRule>,
         },
         // The token was rejected: waiting for a new one.
         Refreshing {
@@ -250,6 +257,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             sent: Sent,
+            rule: Option<RejectionRule>,
         },
         Failed {
             error: Option<Error>,
@@ -261,12 +269,18 @@ impl<S, B> ReplayFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn first(future: S::Future, sent: Option<Sent>, retry: Option<Retry<S, B>>) -> Self {
+    fn first(
+        future: S::Future,
+        sent: Option<Sent>,
+        retry: Option<Retry<S, B>>,
+        rule: Option<RejectionRule>,
+    ) -> Self {
         ReplayFuture {
             state: ReplayState::First {
                 future,
                 sent,
                 retry,
+                rule,
             },
         }
     }
@@ -291,6 +305,7 @@ where
                     request,
                     retry,
                     cache_id,
+                    rule,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
                     let (Some(mut inner), Some(mut request)) = (inner.take(), request.take())
@@ -309,25 +324,28 @@ where
                             .insert(AUTHORIZATION, token.header_value().clone());
                     }
                     let future = inner.call(request);
+                    let rule = rule.take();
                     this.state.set(ReplayState::First {
                         future,
                         sent,
                         retry,
+                        rule,
                     });
                 }
                 ReplayProj::First {
                     future,
                     sent,
                     retry,
+                    rule,
                 } => {
                     let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() != StatusCode::UNAUTHORIZED {
+                    if response.status() != StatusCode::UNAUTHORIZED && rule.is_none() {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(sent) = *sent else {
                         return Poll::Ready(Ok(response));
                     };
-                    if !sent.report(&mut response) {
+                    if !sent.report(&mut response, rule.as_ref()) {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(retry) = retry.take() else {
@@ -406,6 +424,7 @@ where
                         mut inner,
                         mut request,
                         cache,
+                        rule,
                     } = retry.take().expect(POLLED_AFTER_COMPLETION);
                     let token = token.take().expect(POLLED_AFTER_COMPLETION);
                     request
@@ -417,12 +436,12 @@ where
                     );
                     let sent = Sent::new(cache.registry_id(), token.generation());
                     let future = inner.call(request);
-                    this.state.set(ReplayState::Second { future, sent });
+                    this.state.set(ReplayState::Second { future, sent, rule });
                 }
-                ReplayProj::Second { future, sent } => {
+                ReplayProj::Second { future, sent, rule } => {
                     let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() == StatusCode::UNAUTHORIZED {
-                        sent.report(&mut response);
+                    if response.status() == StatusCode::UNAUTHORIZED || rule.is_some() {
+                        sent.report(&mut response, rule.as_ref());
                     }
                     return Poll::Ready(Ok(response));
                 }

@@ -42,15 +42,17 @@
 //! `anyhow_error.downcast_ref::<tower_bearer::Error>()` gets it back.
 
 use std::fmt;
+use std::sync::Arc;
 
-use ::reqwest::header::AUTHORIZATION;
+use ::reqwest::header::{AUTHORIZATION, HeaderMap};
 use ::reqwest::{Request, Response, StatusCode};
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
+use crate::challenge::{self, RejectionRule};
 use crate::origin::{Destinations, Verdict};
 use crate::service::Sent;
-use crate::{CachedToken, OnDisallowedOrigin, Origin, TokenCache, TokenSource, challenge};
+use crate::{CachedToken, Error, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
 /// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
 /// [`TokenCache`].
@@ -62,6 +64,79 @@ pub struct BearerAuthMiddleware<P> {
     cache: TokenCache<P>,
     destinations: Destinations,
     replay_on_401: bool,
+    rule: Option<RejectionRule>,
+    body_rule: Option<BodyRule>,
+}
+
+/// The most of a response body [`BearerAuthMiddleware::rejects_token_when_body`] reads: a larger
+/// (or unsized) body is not inspected and passes through untouched.
+pub const MAX_INSPECTED_BODY: u64 = 64 * 1024;
+
+type BodyFn = dyn Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync;
+
+/// A rejection rule that reads the body of responses with one of `statuses`.
+#[derive(Clone)]
+pub(crate) struct BodyRule {
+    statuses: Arc<[StatusCode]>,
+    rule: Arc<BodyFn>,
+}
+
+impl BodyRule {
+    pub(crate) fn new(
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        BodyRule {
+            statuses: statuses.into_iter().collect(),
+            rule: Arc::new(rule),
+        }
+    }
+
+    /// Whether `response` rejects the token by this rule. A response it applies to (one of its
+    /// statuses, a declared length within [`MAX_INSPECTED_BODY`]) is read into memory and
+    /// rebuilt around the bytes read, so the caller still gets its body.
+    async fn rejects(&self, response: &mut Response) -> reqwest_middleware::Result<bool> {
+        let status = response.status();
+        if !self.statuses.contains(&status)
+            || response
+                .content_length()
+                .is_none_or(|len| len > MAX_INSPECTED_BODY)
+        {
+            return Ok(false);
+        }
+        let placeholder = Response::from(http::Response::new(::reqwest::Body::from("")));
+        let taken = std::mem::replace(response, placeholder);
+        let url = taken.url().clone();
+        let (parts, body) = http::Response::<::reqwest::Body>::from(taken).into_parts();
+        let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            body,
+            MAX_INSPECTED_BODY as usize,
+        ))
+        .await
+        .map_err(|e| {
+            reqwest_middleware::Error::middleware(
+                Error::transient(
+                    "could not read the response body to check it for a rejected token",
+                )
+                .with_source(e),
+            )
+        })?
+        .to_bytes();
+        let rejects = (self.rule)(status, &parts.headers, &bytes);
+        let mut rebuilt = ::reqwest::ResponseBuilderExt::url(
+            http::Response::builder()
+                .status(parts.status)
+                .version(parts.version),
+            url,
+        )
+        .body(::reqwest::Body::from(bytes))
+        .expect("the parts of a response make a response");
+        *rebuilt.headers_mut() = parts.headers;
+        // The url extension set above stays; the others come back.
+        rebuilt.extensions_mut().extend(parts.extensions);
+        *response = Response::from(rebuilt);
+        Ok(rejects)
+    }
 }
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -72,11 +147,64 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 
     /// A middleware using an existing cache, shared with other middlewares or tower layers.
     pub fn from_cache(cache: TokenCache<P>) -> Self {
+        Self::with_parts(cache, Destinations::default(), true, None, None)
+    }
+
+    /// A middleware over `cache` with these rules (the per-destination middleware makes one
+    /// per request).
+    pub(crate) fn with_parts(
+        cache: TokenCache<P>,
+        destinations: Destinations,
+        replay_on_401: bool,
+        rule: Option<RejectionRule>,
+        body_rule: Option<BodyRule>,
+    ) -> Self {
         BearerAuthMiddleware {
             cache,
-            destinations: Destinations::default(),
-            replay_on_401: true,
+            destinations,
+            replay_on_401,
+            rule,
+            body_rule,
         }
+    }
+
+    /// Also treat a response as rejecting the token when `rule` says so after reading its body:
+    /// for servers that say "this token expired" only in the body (a 403 with
+    /// `{"error": "token_expired"}`). Only responses with one of `statuses` and a declared
+    /// length up to [`MAX_INSPECTED_BODY`] (64 KiB) are read; the caller gets the body all the
+    /// same. The same compare-and-invalidate, throttle and single replay apply.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_bearer::{BearerAuthMiddleware, source::static_token};
+    ///
+    /// let middleware = BearerAuthMiddleware::new(static_token("abc")).rejects_token_when_body(
+    ///     [StatusCode::FORBIDDEN],
+    ///     |_status, _headers, body| {
+    ///         serde_json::from_slice::<serde_json::Value>(body)
+    ///             .is_ok_and(|json| json["error"] == "token_expired")
+    ///     },
+    /// );
+    /// # let _ = middleware;
+    /// ```
+    pub fn rejects_token_when_body(
+        mut self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.body_rule = Some(BodyRule::new(statuses, rule));
+        self
+    }
+
+    /// Also treat a response as rejecting the token when `rule` says so, beside the default
+    /// RFC 6750 reading of a 401; see [`RejectionRule`]. The same compare-and-invalidate,
+    /// throttle and single replay apply.
+    pub fn rejects_token_when(
+        mut self,
+        rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rule = Some(RejectionRule::new(rule));
+        self
     }
 
     /// After a 401 that rejects the token, send the request once more with a new token when
@@ -161,7 +289,8 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
             .headers_mut()
             .insert(AUTHORIZATION, token.header_value().clone());
         let mut response = next.clone().run(request, extensions).await?;
-        if !self.rejects(&mut response, &token) {
+        let by_body = self.body_rejects(&mut response).await?;
+        if !self.rejects(&mut response, &token, by_body) {
             return Ok(response);
         }
         let Some(mut copy) = copy else {
@@ -196,7 +325,8 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
         );
         let mut replayed = next.run(copy, extensions).await?;
         // The answer to the replay is final, but a 401 to it still tells the cache.
-        self.rejects(&mut replayed, &fresh);
+        let by_body = self.body_rejects(&mut replayed).await?;
+        self.rejects(&mut replayed, &fresh, by_body);
         Ok(replayed)
     }
 }
@@ -205,9 +335,9 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     /// Whether `response` rejects `token`, which the request carried; if so, drop it from the
     /// cache (compare-and-invalidate, throttled). A 401 marked by a middleware further in as
     /// being about another token (it replaced this one's header) is not about `token`.
-    fn rejects(&self, response: &mut Response, token: &CachedToken) -> bool {
-        if response.status() != StatusCode::UNAUTHORIZED
-            || !challenge::rejects_token(response.status(), response.headers())
+    fn rejects(&self, response: &mut Response, token: &CachedToken, by_body: bool) -> bool {
+        if !by_body
+            && !challenge::rejects(self.rule.as_ref(), response.status(), response.headers())
         {
             return false;
         }
@@ -231,12 +361,24 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     }
 }
 
+impl<P> BearerAuthMiddleware<P> {
+    /// Whether the body rule, if any, says `response` rejects the token.
+    async fn body_rejects(&self, response: &mut Response) -> reqwest_middleware::Result<bool> {
+        match &self.body_rule {
+            Some(rule) => rule.rejects(response).await,
+            None => Ok(false),
+        }
+    }
+}
+
 impl<P> Clone for BearerAuthMiddleware<P> {
     fn clone(&self) -> Self {
         BearerAuthMiddleware {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
             replay_on_401: self.replay_on_401,
+            rule: self.rule.clone(),
+            body_rule: self.body_rule.clone(),
         }
     }
 }
@@ -247,6 +389,8 @@ impl<P> fmt::Debug for BearerAuthMiddleware<P> {
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
             .field("replay_on_401", &self.replay_on_401)
+            .field("rule", &self.rule)
+            .field("body_rule", &self.body_rule.as_ref().map(|r| &r.statuses))
             .finish()
     }
 }

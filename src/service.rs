@@ -50,8 +50,9 @@ use tower::Service;
 
 use crate::cache::handle::{self, TokenFuture};
 use crate::cache::{Freshness, coarse_now};
+use crate::challenge::{self, RejectionRule};
 use crate::origin::{Approved, Destinations, Verdict};
-use crate::{BoxError, Error, TokenCache, TokenSource, challenge};
+use crate::{BoxError, Error, TokenCache, TokenSource};
 
 /// The default mode of [`BearerAuth`]: a 401 that rejects the token drops it from the cache,
 /// and the 401 is returned to the caller.
@@ -86,6 +87,8 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
     pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
+    /// A rule of the user's saying which responses reject the token, beside the default.
+    pub(crate) rule: Option<RejectionRule>,
     pub(crate) mode: PhantomData<fn() -> M>,
 }
 
@@ -112,8 +115,15 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             header: HeaderValue::from_static(""),
             approved: Approved::NONE,
             destinations,
+            rule: None,
             mode: PhantomData,
         }
+    }
+
+    /// Use `rule` beside the default to decide which responses reject the token.
+    pub(crate) fn with_rule(mut self, rule: Option<RejectionRule>) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// The inner service.
@@ -167,7 +177,7 @@ where
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
             let sent = Sent::new(self.cache_id, state >> 2);
-            return ResponseFuture::called(self.inner.call(request), Some(sent));
+            return ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone());
         }
         self.call_slow(request, state)
     }
@@ -186,11 +196,13 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             .check_uri(request.uri(), &mut self.approved)
         {
             Verdict::Attach => {}
-            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None),
+            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
         match self.token_now(&mut request, state) {
-            Some(sent) => ResponseFuture::called(self.inner.call(request), Some(sent)),
+            Some(sent) => {
+                ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone())
+            }
             None => {
                 let (token, inner) = self.wait_for_token();
                 ResponseFuture {
@@ -199,6 +211,7 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
                         // Boxed so the future stays as small as the inner one on the fast path.
                         parts: Some(Box::new((inner, request))),
                         cache_id: self.cache_id,
+                        rule: self.rule.clone(),
                     },
                 }
             }
@@ -291,8 +304,12 @@ impl Sent {
     /// is not about this one either. A cache that no longer exists (every handle dropped while
     /// the request was in flight, as with `oneshot`) has nothing to drop.
     #[cold]
-    pub(crate) fn report<RB>(self, response: &mut Response<RB>) -> bool {
-        if !challenge::rejects_token(response.status(), response.headers()) {
+    pub(crate) fn report<RB>(
+        self,
+        response: &mut Response<RB>,
+        rule: Option<&RejectionRule>,
+    ) -> bool {
+        if !challenge::rejects(rule, response.status(), response.headers()) {
             return false;
         }
         if !self.marker().claim(response.extensions_mut()) {
@@ -355,11 +372,13 @@ pin_project! {
             future: S::Future,
             // The token the request carried, if any.
             sent: Option<Sent>,
+            rule: Option<RejectionRule>,
         },
         Waiting {
             token: TokenFuture,
             parts: Option<Box<(S, Request<B>)>>,
             cache_id: NonZeroU32,
+            rule: Option<RejectionRule>,
         },
         Failed {
             error: Option<Error>,
@@ -372,9 +391,9 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(future: S::Future, sent: Option<Sent>) -> Self {
+    fn called(future: S::Future, sent: Option<Sent>, rule: Option<RejectionRule>) -> Self {
         ResponseFuture {
-            state: State::Called { future, sent },
+            state: State::Called { future, sent, rule },
         }
     }
 
@@ -399,13 +418,13 @@ where
         loop {
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
-            if let StateProj::Called { future, sent } = state.as_mut().project() {
+            if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
-                    && response.status() == StatusCode::UNAUTHORIZED
+                    && (response.status() == StatusCode::UNAUTHORIZED || rule.is_some())
                     && let Some(sent) = *sent
                 {
-                    sent.report(response);
+                    sent.report(response, rule.as_ref());
                 }
                 return poll.map_err(Into::into);
             }
@@ -435,6 +454,7 @@ where
                 token,
                 parts,
                 cache_id,
+                rule,
             } => {
                 let token = match ready!(token.as_mut().poll(cx)) {
                     Ok(token) => token,
@@ -448,7 +468,8 @@ where
                     .insert(AUTHORIZATION, token.header_value().clone());
                 let sent = Some(Sent::new(*cache_id, token.generation()));
                 let future = inner.call(request);
-                self.set(State::Called { future, sent });
+                let rule = rule.take();
+                self.set(State::Called { future, sent, rule });
                 Poll::Ready(None)
             }
             StateProj::Failed { error } => {
@@ -491,6 +512,7 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
             approved: self.approved.clone(),
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
+            rule: self.rule.clone(),
             mode: PhantomData,
         }
     }

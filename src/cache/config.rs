@@ -120,6 +120,7 @@ impl Default for Backoff {
 pub struct TokenCacheBuilder<P> {
     pub(crate) source: P,
     pub(crate) config: Config,
+    pub(crate) initial: Option<crate::Token>,
 }
 
 impl<P: TokenSource> TokenCacheBuilder<P> {
@@ -239,9 +240,23 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
         self
     }
 
+    /// Start with `token`, one the program already has, so the first request does not fetch;
+    /// see [`TokenCache::insert`]. A token that cannot be used (expired, say) is left out with
+    /// a warning, and the first request fetches.
+    pub fn initial_token(mut self, token: crate::Token) -> Self {
+        self.initial = Some(token);
+        self
+    }
+
     /// Build the cache. Does no I/O: the first token is fetched on first use.
     pub fn build(self) -> TokenCache<P> {
-        TokenCache::with_config(self.source, self.config)
+        let cache = TokenCache::with_config(self.source, self.config);
+        if let Some(token) = self.initial
+            && let Err(error) = cache.insert(token)
+        {
+            tracing::warn!(%error, "the initial token cannot be used; the first request fetches one");
+        }
+        cache
     }
 }
 

@@ -77,7 +77,7 @@ pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
 pub use event::{RefreshEvent, RefreshReason, RefreshTier};
 
-use crate::{Error, TokenSource};
+use crate::{Error, Token, TokenSource};
 pub(crate) use clock::{Coarse, coarse_now};
 use clock::{Now, PASSED};
 pub(crate) use config::Config;
@@ -215,6 +215,7 @@ impl<P: TokenSource> TokenCache<P> {
         TokenCacheBuilder {
             source,
             config: Config::default(),
+            initial: None,
         }
     }
 
@@ -355,6 +356,59 @@ impl<P: TokenSource> TokenCache<P> {
             }
         }
         true
+    }
+
+    /// Put a token the program already has (saved by an earlier run, from a login, handed over
+    /// by a sidecar) in the cache as the current one, so no request has to fetch before it is
+    /// due. Its lifetime counts from now for [`Token::with_expires_in`](crate::Token::with_expires_in),
+    /// or comes from [`with_expires_at`](crate::Token::with_expires_at) or the JWT `exp`; the
+    /// refresh window and safety margin apply as to a fetched token, so a token that is about
+    /// to expire starts a refresh on first use, or is not served at all.
+    ///
+    /// Fails, changing nothing, when the token cannot be sent (not an RFC 6750 `b64token`) or
+    /// is already past its usable time (an [`InvalidResponse`](crate::ErrorKind::InvalidResponse)
+    /// or [`Transient`](crate::ErrorKind::Transient) error): the first request then fetches as
+    /// usual. A refresh already in flight still replaces it when it finishes. The phase timer
+    /// (and, with [`background_refresh`](TokenCacheBuilder::background_refresh), the
+    /// background refresh) starts with the token's first use.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bearer::{Error, Token, TokenCache, source::from_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let cache = TokenCache::new(from_fn(|| async {
+    ///     Err::<Token, _>(Error::transient("not called: the saved token is fresh"))
+    /// }));
+    /// cache.insert(Token::new("saved-token").with_expires_in(Duration::from_secs(3600)))?;
+    /// assert_eq!(cache.token().await?.secret(), "saved-token");
+    /// # Ok(()) }
+    /// ```
+    pub fn insert(&self, token: Token) -> Result<CachedToken, Error> {
+        let now = Now::read();
+        let mut entry = Entry::new(token, now.tokio, now, &self.shared.config)?;
+        let mut control = self.shared.lock();
+        control.generation += 1;
+        entry.generation = control.generation;
+        let entry = Arc::new(entry);
+        self.shared.current.store(Some(Arc::clone(&entry)));
+        // A token that expires is marked stale, not fresh: no phase timer runs yet (there may be
+        // no runtime here). The first request takes the slow path, which reads the clocks,
+        // serves the token and arms the timer on its runtime (or starts a refresh if the token
+        // is stale). One that never expires needs no timer.
+        let phase = if entry.refresh_at.is_some() {
+            PHASE_STALE
+        } else {
+            PHASE_FRESH
+        };
+        self.shared
+            .state
+            .store(pack(entry.generation, phase), Ordering::Release);
+        if let Some(timer) = control.timer.take() {
+            timer.abort();
+        }
+        tracing::debug!(generation = entry.generation, "token inserted");
+        Ok(CachedToken(entry))
     }
 
     /// The token source this cache fetches from.

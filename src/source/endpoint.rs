@@ -187,11 +187,7 @@ impl Endpoint {
         fields: &TokenFields,
         refused: &'static str,
     ) -> Result<TokenResponse, Error> {
-        let mut headers = HeaderMap::new();
-        if let Some(auth) = auth {
-            auth.apply(&self.url, &mut form, &mut headers)
-                .map_err(|e| self.tag(e))?;
-        }
+        let headers = self.authenticate(&mut form, auth)?;
         self.exchange(
             Method::POST,
             &[],
@@ -201,6 +197,36 @@ impl Endpoint {
             refused,
         )
         .await
+    }
+
+    /// The headers carrying the client's credentials, if any (some go in `form` instead).
+    fn authenticate(&self, form: &mut Form, auth: Option<&ClientAuth>) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(auth) = auth {
+            auth.apply(&self.url, form, &mut headers)
+                .map_err(|e| self.tag(e))?;
+        }
+        Ok(headers)
+    }
+
+    /// POST a form (with the client's credentials, if any) and check the status; the body of a
+    /// success is not read (a revocation answers 200 with nothing to say).
+    pub(crate) async fn post(
+        &self,
+        mut form: Form,
+        auth: Option<&ClientAuth>,
+        refused: &'static str,
+    ) -> Result<HttpResponse, Error> {
+        let headers = self.authenticate(&mut form, auth)?;
+        let request = self.request(Method::POST, &[], headers, form.into_body())?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| self.tag(e))?;
+        tracing::debug!(host = %self.host, status = response.status().as_u16(), "endpoint answered");
+        check_status(&response, refused).map_err(|e| self.tag(e))?;
+        Ok(response)
     }
 
     /// Send one request and read the answer as a token response.

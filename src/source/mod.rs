@@ -12,6 +12,10 @@
 //! | [`RefreshTokenGrant`] | RFC 6749 §6, rotation saved through a [`RefreshTokenStore`](crate::store::RefreshTokenStore) | |
 //! | `JwtBearer` (feature `jwt`) | RFC 7523 §2.1 | `disruptive::service_account` |
 //! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
+//! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
+//!
+//! [`Discovery`] builds the OAuth 2.0 sources from an issuer URL (RFC 8414, OpenID Connect
+//! Discovery), and [`Revocation`] revokes tokens (RFC 7009).
 //!
 //! The built-in HTTP sources call their token endpoint through an
 //! [`HttpClient`](crate::http_client::HttpClient) (reqwest by default), read its answer with
@@ -61,6 +65,7 @@ pub mod api_video;
 pub mod assertion;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod discovery;
 #[cfg(feature = "__jwt")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod disruptive;
@@ -70,6 +75,8 @@ pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
+pub mod revocation;
+pub mod token_exchange;
 
 pub(crate) mod endpoint;
 mod from_fn;
@@ -83,13 +90,16 @@ use std::sync::Arc;
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
+pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
 pub use from_fn::{FromFn, from_fn};
 #[cfg(feature = "__jwt")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
+pub use revocation::{Revocation, RevocationBuilder, TokenTypeHint};
 pub use static_token::{StaticToken, static_token};
+pub use token_exchange::{TokenExchange, TokenExchangeBuilder, token_type};
 pub use token_response::TokenFields;
 
 use crate::{Error, Token};

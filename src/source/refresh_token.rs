@@ -33,9 +33,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::client_auth::ClientAuth;
 use super::endpoint::{Endpoint, Form};
+use super::revocation::{Revocation, TokenTypeHint};
 use super::rotation::{Exchange, Rotation};
 use super::token_response::{TokenFields, TokenResponse};
 use crate::http_client::HttpClient;
@@ -57,6 +59,9 @@ struct Grant {
     auth: Option<ClientAuth>,
     scope: Option<String>,
     fields: TokenFields,
+    revocation: Option<Revocation>,
+    /// Set by [`RefreshTokenGrant::revoke`]: no refresh token is spent any more.
+    revoked: AtomicBool,
 }
 
 impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
@@ -71,12 +76,43 @@ impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
             client: None,
             #[cfg(feature = "dpop")]
             dpop: None,
+            revocation_url: None,
         }
     }
 
     /// The store holding the current refresh token.
     pub fn store(&self) -> &S {
         self.rotation.store()
+    }
+
+    /// Revoke the current refresh token at the revocation endpoint (RFC 7009; set with
+    /// [`revocation_url`](RefreshTokenGrantBuilder::revocation_url), or found by
+    /// [`Discovery`](super::Discovery)), for a program that logs out or rotates its
+    /// credentials.
+    ///
+    /// Waits for a refresh under way to finish (and holds the store's lock), revokes the
+    /// newest refresh token (one not saved yet, else the stored one), and forgets what the
+    /// source kept in memory. From then on this source fetches nothing: every fetch fails with
+    /// a [`Rejected`](crate::ErrorKind::Rejected) error (the access token already in a cache
+    /// stays there until it expires or is invalidated). The store still holds the revoked
+    /// value: clear it (delete the file, the row) if the program will not use it again.
+    /// Without a refresh token, there is nothing to revoke and this only stops the source.
+    pub async fn revoke(&self) -> Result<(), Error> {
+        let grant = self.rotation.exchange();
+        let Some(revocation) = &grant.revocation else {
+            return Err(Error::config(
+                "no revocation endpoint: set one with `revocation_url` (or use Discovery)",
+            ));
+        };
+        let held = self.rotation.hold().await?;
+        if let Some(token) = held.token() {
+            revocation
+                .revoke(token.secret(), Some(TokenTypeHint::RefreshToken))
+                .await?;
+        }
+        grant.revoked.store(true, Ordering::Release);
+        held.forget();
+        Ok(())
     }
 }
 
@@ -90,9 +126,17 @@ pub struct RefreshTokenGrantBuilder<S> {
     client: Option<Arc<dyn HttpClient>>,
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::Dpop>,
+    revocation_url: Option<String>,
 }
 
 impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
+    /// The revocation endpoint (RFC 7009) for [`RefreshTokenGrant::revoke`]. Revocation
+    /// authenticates as the grant does ([`client_auth`](Self::client_auth)).
+    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_url = Some(url.into());
+        self
+    }
+
     /// How the client authenticates (RFC 6749 §6 requires it of confidential clients). Default:
     /// none.
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
@@ -131,19 +175,29 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
 
     /// Check the URL and build the source. Does no I/O.
     pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
+        let endpoint = Endpoint::new(
+            &self.token_url,
+            super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
+        )?;
+        #[cfg(feature = "dpop")]
+        let endpoint = endpoint.with_dpop(self.dpop);
+        let revocation = match self.revocation_url {
+            Some(url) => {
+                let mut builder = Revocation::builder(url).http_client(endpoint.client());
+                if let Some(auth) = &self.auth {
+                    builder = builder.client_auth(auth.clone());
+                }
+                Some(builder.build()?)
+            }
+            None => None,
+        };
         let grant = Grant {
-            endpoint: {
-                let endpoint = Endpoint::new(
-                    &self.token_url,
-                    super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
-                )?;
-                #[cfg(feature = "dpop")]
-                let endpoint = endpoint.with_dpop(self.dpop);
-                endpoint
-            },
+            endpoint,
             auth: self.auth,
             scope: self.scope,
             fields: self.fields,
+            revocation,
+            revoked: AtomicBool::new(false),
         };
         Ok(RefreshTokenGrant {
             rotation: Rotation::new(self.store, grant),
@@ -164,6 +218,11 @@ impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
 
 impl Exchange for Grant {
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, Error> {
+        if self.revoked.load(Ordering::Acquire) {
+            return Err(Error::rejected(
+                "the refresh token was revoked (RefreshTokenGrant::revoke): this source fetches no more tokens",
+            ));
+        }
         let mut form = Form::new("refresh_token");
         form.push("refresh_token", refresh_token.secret());
         if let Some(scope) = &self.scope {

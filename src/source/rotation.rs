@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use super::token_response::TokenResponse;
 use crate::secret::RefreshToken;
-use crate::store::RefreshTokenStore;
+use crate::store::{RefreshTokenStore, StoreLock};
 use crate::{Error, ErrorKind, Token};
 
 /// How many times one rotation reloads the store after a refusal before giving up.
@@ -128,6 +128,46 @@ impl<S, E> Rotation<S, E> {
 
     pub(crate) fn exchange(&self) -> &E {
         &self.shared.exchange
+    }
+}
+
+/// The current refresh token, held: no rotation (in this source, or through the store's lock,
+/// anywhere) runs until this is dropped.
+pub(crate) struct Held<'a> {
+    state: tokio::sync::MutexGuard<'a, State>,
+    _lock: StoreLock,
+    token: Option<RefreshToken>,
+}
+
+impl Held<'_> {
+    /// The newest refresh token: one not saved yet, else the stored one.
+    pub(crate) fn token(&self) -> Option<&RefreshToken> {
+        self.token.as_ref()
+    }
+
+    /// Forget what the source keeps in memory (an unsaved refresh token, an access token kept
+    /// for a dropped fetch): after a revocation, none of it is valid.
+    pub(crate) fn forget(mut self) {
+        self.state.unsaved = None;
+        self.state.orphan = None;
+    }
+}
+
+impl<S: RefreshTokenStore, E> Rotation<S, E> {
+    /// Wait for any rotation to finish, lock the store, and hold the current refresh token.
+    pub(crate) async fn hold(&self) -> Result<Held<'_>, Error> {
+        let state = self.shared.state.lock().await;
+        let lock = self.shared.store.lock().await?;
+        let stored = self.shared.store.load().await?;
+        let token = match &state.unsaved {
+            Some(unsaved) if unsaved.base == stored => Some(unsaved.token.clone()),
+            _ => stored,
+        };
+        Ok(Held {
+            state,
+            _lock: lock,
+            token,
+        })
     }
 }
 

@@ -106,6 +106,8 @@ pub(crate) struct TokenResponse {
     access_token_name: Cow<'static, str>,
     /// A DPoP-bound token was asked for: `token_type` must say `DPoP`.
     dpop: bool,
+    /// RFC 8693 §2.2.1 `issued_token_type`, for the token exchange.
+    issued_token_type: Option<String>,
 }
 
 impl TokenResponse {
@@ -147,7 +149,16 @@ impl TokenResponse {
             refresh_token,
             access_token_name: fields.access_token.clone(),
             dpop: false,
+            issued_token_type: match object.remove("issued_token_type") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
         })
+    }
+
+    /// `issued_token_type` (RFC 8693 §2.2.1), if the answer has it as a string.
+    pub(crate) fn issued_token_type(&self) -> Option<&str> {
+        self.issued_token_type.as_deref()
     }
 
     /// Require a `DPoP` token type (RFC 9449 §5) when `dpop`, refusing `Bearer` (a server

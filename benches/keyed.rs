@@ -1,0 +1,165 @@
+//! A token per destination: what a request to a known key costs on a fresh token, against the
+//! limit (tower-http's static `SetRequestHeader`) and the single-cache `BearerAuth`, at 1 and 2
+//! threads, driven as `fast_path` drives services (absolute `https` URIs, a task per thread,
+//! `ready().await` then `call(..).await`).
+//!
+//! - `keyed/per_origin`: `BearerAuthLayer::per_origin` over three origins, every request to one
+//!   of them (`https://api.example.com`).
+//! - `keyed/per_request`: `BearerAuthLayer::per_request` with a closure matching the host.
+//! - `keyed/per_origin_alternating`: requests alternating between two origins through one
+//!   service (its memo of the last destination misses every time).
+//! - `*/clone_per_request`: the service cloned for each request from a template that never
+//!   sends (`client.clone().oneshot(..)`).
+//!
+//! ```sh
+//! cargo bench --bench keyed                 # criterion
+//! ROUNDS=15 cargo bench --bench keyed       # interleaved rounds: medians of per-round ratios
+//! ```
+
+mod support;
+
+use std::hint::black_box;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion};
+use http::{Request, Uri};
+use support::{CloneEach, HTTPS, NoOp, quartiles, runtime, through_runtime, token_value};
+use tower::{Layer, Service};
+use tower_bearer::keyed::KeyedTokenCache;
+use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
+
+const REQUESTS: u64 = 200_000;
+
+fn fresh(value: &str) -> StaticToken {
+    StaticToken::new(Token::new(value.to_owned()).with_expires_in(Duration::from_secs(24 * 3600)))
+}
+
+/// A service that sends every other request to another origin, to measure the memo's miss.
+#[derive(Clone)]
+struct Alternate<S>(S, bool);
+
+impl<S: Service<Request<()>>> Service<Request<()>> for Alternate<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, mut request: Request<()>) -> Self::Future {
+        self.1 = !self.1;
+        if self.1 {
+            *request.uri_mut() = Uri::from_static("https://search.example.com/v1/items");
+        }
+        self.0.call(request)
+    }
+}
+
+type Row<'a> = (&'static str, Box<dyn Fn(u64) -> Duration + 'a>);
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let value = token_value();
+    let set_header = support::limit(&value);
+    let rounds: Option<usize> = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok());
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    for threads in [1usize, 2] {
+        let rt = runtime(threads);
+        let single = TokenCache::new(fresh(&value));
+        rt.block_on(single.token()).unwrap();
+        let value2 = value.clone();
+        let keyed = KeyedTokenCache::new(move |_: &&'static str| Ok(fresh(&value2)));
+        for key in ["api", "search", "files"] {
+            rt.block_on(keyed.token(&key)).unwrap();
+        }
+        let origins = [
+            (Origin::from_static("https://api.example.com"), "api"),
+            (Origin::from_static("https://search.example.com"), "search"),
+            (Origin::from_static("https://files.example.com"), "files"),
+        ];
+        let bearer = BearerAuthLayer::from_cache(single).layer(NoOp);
+        let per_origin = BearerAuthLayer::per_origin(keyed.clone(), origins.clone()).layer(NoOp);
+        let per_request = BearerAuthLayer::per_request(keyed.clone(), |dest| match dest.host() {
+            Some("api.example.com") => Some("api"),
+            Some("search.example.com") => Some("search"),
+            _ => None,
+        })
+        .layer(NoOp);
+        let alternating = Alternate(per_origin.clone(), false);
+        let bearer_each = CloneEach(bearer.clone());
+        let per_origin_each = CloneEach(per_origin.clone());
+
+        let rt = &rt;
+        let rows: Vec<Row<'_>> = vec![
+            (
+                "limit",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| set_header.clone())),
+            ),
+            (
+                "bearer_auth",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| bearer.clone())),
+            ),
+            (
+                "keyed/per_origin",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| per_origin.clone())),
+            ),
+            (
+                "keyed/per_request",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| per_request.clone())),
+            ),
+            (
+                "keyed/per_origin_alternating",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| alternating.clone())),
+            ),
+            (
+                "bearer_auth/clone_per_request",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| bearer_each.clone())),
+            ),
+            (
+                "keyed/per_origin_clone_per_request",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| per_origin_each.clone())),
+            ),
+        ];
+        match rounds {
+            Some(rounds) => interleaved(&rows, rounds, threads),
+            None => {
+                let mut group = criterion.benchmark_group("keyed");
+                for (name, row) in &rows {
+                    group.bench_function(BenchmarkId::new(*name, format!("{threads}t")), |b| {
+                        b.iter_custom(|iters| black_box(row(iters)))
+                    });
+                }
+                group.finish();
+            }
+        }
+    }
+    criterion.final_summary();
+}
+
+/// Every row in turn, round after round (reversed every other round); prints each row's median
+/// and the median (and middle half) of its per-round ratios to the limit.
+fn interleaved(rows: &[Row<'_>], rounds: usize, threads: usize) {
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    let per_request = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            times[i].push(per_request((rows[i].1)(REQUESTS)));
+        }
+    }
+    for (i, (name, _)) in rows.iter().enumerate() {
+        let mut ratios: Vec<f64> = (0..rounds).map(|r| times[i][r] / times[0][r]).collect();
+        let (q1, median, q3) = quartiles(&mut ratios);
+        let (_, own, _) = quartiles(&mut times[i].clone());
+        println!("| {name} | {threads} | {own:.1} ns | {median:.3}× | {q1:.3}–{q3:.3} |");
+    }
+}

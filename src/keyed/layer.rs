@@ -1,0 +1,519 @@
+//! The tower side: [`KeyedBearerAuthLayer`], made by
+//! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
+//! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
+//!
+//! Each service remembers the destination it served last with a [`BearerAuth`] over that
+//! destination's slot, so a run of requests to one destination costs what a single-cache
+//! layer costs, plus one comparison of the authority (per origin) or of the key (per request)
+//! and one load of the slot's eviction flag. A request elsewhere looks its key up without a
+//! lock and takes its slot's token the same way.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, StatusCode, Uri};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::route::{Destination, Route, no_key};
+use super::{Key, KeyedTokenCache, Slot};
+use crate::challenge::RejectionRule;
+use crate::origin::{Approved, Destinations};
+use crate::service::{InvalidateOnly, Replay};
+use crate::{
+    BearerAuth, BearerAuthLayer, BoxError, Error, OnDisallowedOrigin, Origin, TokenSource,
+};
+
+impl<P: TokenSource> BearerAuthLayer<P> {
+    /// A layer that gives each request the token of its origin's key: a request to an origin in
+    /// `origins` gets the token of the key it maps to, from that key's slot of `cache`; any
+    /// other request gets no token (or fails, see
+    /// [`on_unknown_destination`](KeyedBearerAuthLayer::on_unknown_destination)), never
+    /// another destination's.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response, header::AUTHORIZATION};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    /// use tower_bearer::{BearerAuthLayer, Origin, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let tokens = KeyedTokenCache::new(|audience: &&str| Ok(static_token(format!("for-{audience}"))));
+    /// let client = ServiceBuilder::new()
+    ///     .layer(BearerAuthLayer::per_origin(tokens, [
+    ///         (Origin::from_static("https://billing.example.com"), "billing"),
+    ///         (Origin::from_static("https://search.example.com"), "search"),
+    ///     ]))
+    ///     .service(service_fn(|req: Request<()>| async move {
+    ///         let auth = req.headers().get(AUTHORIZATION).cloned();
+    ///         Ok::<_, Infallible>(Response::new(auth))
+    ///     }));
+    ///
+    /// let to = |uri: &str| Request::get(uri).body(()).unwrap();
+    /// let billing = client.clone().oneshot(to("https://billing.example.com/invoices")).await?;
+    /// assert_eq!(billing.body().as_ref().unwrap(), "Bearer for-billing");
+    /// let search = client.clone().oneshot(to("https://search.example.com/q")).await?;
+    /// assert_eq!(search.body().as_ref().unwrap(), "Bearer for-search");
+    /// let cdn = client.clone().oneshot(to("https://cdn.example.com/logo.png")).await?;
+    /// assert!(cdn.body().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn per_origin<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        origins: impl IntoIterator<Item = (Origin, K)>,
+    ) -> KeyedBearerAuthLayer<K, P> {
+        KeyedBearerAuthLayer::new(cache, Route::origins(origins))
+    }
+
+    /// A layer that gives each request the token of the key `pick` returns for it (a tenant
+    /// from the path, an audience from a header), from that key's slot of `cache`; `None`
+    /// means no token (or a failure, see
+    /// [`on_unknown_destination`](KeyedBearerAuthLayer::on_unknown_destination)).
+    ///
+    /// `pick` runs for every request: keep it to a few comparisons. The token still goes only
+    /// over https (or to loopback), as with [`BearerAuthLayer`]. Every new key costs a token
+    /// fetch (and, past [`max_keys`](crate::keyed::KeyedTokenCacheBuilder::max_keys), evicts
+    /// another key's token): when the key comes from input you do not control (a tenant in a
+    /// path), return `None` for values that are not known tenants.
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// let tokens = KeyedTokenCache::new(|tenant: &String| Ok(static_token(format!("for-{tenant}"))));
+    /// // https://api.example.com/tenants/{tenant}/...
+    /// let layer = BearerAuthLayer::per_request(tokens, |dest| {
+    ///     let tenant = dest.path().strip_prefix("/tenants/")?.split('/').next()?;
+    ///     Some(tenant.to_owned())
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn per_request<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
+    ) -> KeyedBearerAuthLayer<K, P> {
+        KeyedBearerAuthLayer::new(cache, Route::request(pick))
+    }
+}
+
+/// A [`Layer`] that adds to each request the bearer token of its destination's key, from a
+/// [`KeyedTokenCache`]. Made by [`BearerAuthLayer::per_origin`] or
+/// [`BearerAuthLayer::per_request`]; configured like [`BearerAuthLayer`].
+pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly> {
+    settings: Settings<K, P>,
+    mode: PhantomData<fn() -> M>,
+}
+
+/// What a layer configures, shared by the services it makes behind one `Arc` (so cloning a
+/// service, as `client.clone().oneshot(..)` does per request, touches one reference count).
+struct Settings<K, P> {
+    cache: KeyedTokenCache<K, P>,
+    route: Route<K>,
+    destinations: Destinations,
+    on_unknown: OnDisallowedOrigin,
+    rule: Option<RejectionRule>,
+}
+
+impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
+    fn new(cache: KeyedTokenCache<K, P>, route: Route<K>) -> Self {
+        KeyedBearerAuthLayer {
+            settings: Settings {
+                cache,
+                route,
+                destinations: Destinations::default(),
+                on_unknown: OnDisallowedOrigin::SendWithoutToken,
+                rule: None,
+            },
+            mode: PhantomData,
+        }
+    }
+
+    /// After a 401 that rejects the token, send the request once more with a new token of the
+    /// same key; see [`BearerAuthLayer::replay_on_401`].
+    pub fn replay_on_401(self) -> KeyedBearerAuthLayer<K, P, Replay> {
+        KeyedBearerAuthLayer {
+            settings: self.settings,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
+    /// What to do with a request whose destination has no key: send it without a token
+    /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
+    /// ([`OnDisallowedOrigin::Fail`], an error of kind [`Disallowed`](crate::ErrorKind::Disallowed)).
+    pub fn on_unknown_destination(mut self, action: OnDisallowedOrigin) -> Self {
+        self.settings.on_unknown = action;
+        self
+    }
+
+    /// Send tokens over plain `http://` to any host, not only loopback ones (default `false`;
+    /// for tests). See [`BearerAuthLayer::allow_insecure_http`].
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.settings.destinations.allow_insecure_http(allow);
+        self
+    }
+
+    /// What to do with a request that has a key but may not receive its token (plain `http` to
+    /// a host that is not loopback): see [`BearerAuthLayer::on_disallowed_origin`].
+    pub fn on_disallowed_origin(mut self, action: OnDisallowedOrigin) -> Self {
+        self.settings.destinations.on_disallowed = action;
+        self
+    }
+
+    /// Also treat a response as rejecting the token when `rule` says so; see
+    /// [`BearerAuthLayer::rejects_token_when`]. The token dropped is the one of the request's key.
+    pub fn rejects_token_when(
+        mut self,
+        rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.rule = Some(RejectionRule::new(rule));
+        self
+    }
+
+    /// The keyed cache this layer's services take tokens from.
+    pub fn cache(&self) -> &KeyedTokenCache<K, P> {
+        &self.settings.cache
+    }
+}
+
+impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
+    type Service = KeyedBearerAuth<S, K, P, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedBearerAuth {
+            inner,
+            settings: Arc::new(self.settings.clone()),
+            memo: None,
+        }
+    }
+}
+
+/// The service made by [`KeyedBearerAuthLayer`]: adds the token of each request's key.
+///
+/// Errors are [`BoxError`], as [`BearerAuth`]'s are; a request failed because its destination
+/// has no key carries a [`tower_bearer::Error`](crate::Error) of kind
+/// [`Disallowed`](crate::ErrorKind::Disallowed).
+pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
+    inner: S,
+    settings: Arc<Settings<K, P>>,
+    /// The destination served last.
+    memo: Option<Memo<S, K, P, M>>,
+}
+
+/// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
+/// that keeps the token's header for the fast path (the slot, the cache's source, says
+/// whether it was evicted).
+struct Memo<S, K, P, M> {
+    /// For a route by origin: the scheme and authority the key was found for.
+    https: bool,
+    authority: Approved,
+    key: K,
+    service: BearerAuth<S, Slot<P>, M>,
+}
+
+impl<S, K, P: TokenSource, M> Memo<S, K, P, M> {
+    #[inline]
+    fn slot(&self) -> &Slot<P> {
+        self.service.cache.source()
+    }
+}
+
+impl<S, K, P, M> Memo<S, K, P, M> {
+    /// Whether `uri` goes where this memo's key was found for (route by origin).
+    #[inline]
+    fn same_origin(&self, uri: &Uri) -> bool {
+        let scheme = if self.https { "https" } else { "http" };
+        uri.scheme_str() == Some(scheme)
+            && uri
+                .authority()
+                .is_some_and(|a| self.authority.is(a.as_str()))
+    }
+}
+
+impl<S, K, P, M> KeyedBearerAuth<S, K, P, M> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The keyed cache this service takes tokens from.
+    pub fn cache(&self) -> &KeyedTokenCache<K, P> {
+        &self.settings.cache
+    }
+}
+
+impl<S, K, P, M, B> Service<Request<B>> for KeyedBearerAuth<S, K, P, M>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+    BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
+    K: Hash + Eq + Clone,
+    P: TokenSource,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = KeyedFuture<S, P, M, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Fast path: the destination served last, whose slot is still in the cache.
+        let mut picked = None;
+        if let Some(memo) = &mut self.memo {
+            let route = &self.settings.route;
+            let same = if route.by_origin() {
+                memo.same_origin(request.uri())
+            } else {
+                let key = route.key(&destination(&request));
+                let same = key.as_ref() == Some(&memo.key);
+                picked = Some(key);
+                same
+            };
+            if same && memo.slot().is_live() {
+                // The service made ready is the one called: ours goes to the memo's
+                // `BearerAuth`, and its inner service (to be made ready next) comes back.
+                std::mem::swap(&mut memo.service.inner, &mut self.inner);
+                return KeyedResponseFuture::authed(memo.service.call(request));
+            }
+        }
+        self.call_slow(request, picked)
+    }
+}
+
+/// The future of [`KeyedBearerAuth`] over `S`.
+type KeyedFuture<S, P, M, B> = KeyedResponseFuture<
+    <BearerAuth<S, Slot<P>, M> as Service<Request<B>>>::Future,
+    <S as Service<Request<B>>>::Future,
+>;
+
+fn destination<B>(request: &Request<B>) -> Destination<'_> {
+    Destination::from_uri(request.method(), request.uri(), request.headers())
+}
+
+impl<S, K, P, M> KeyedBearerAuth<S, K, P, M>
+where
+    S: Clone,
+    K: Hash + Eq + Clone,
+    P: TokenSource,
+{
+    /// Another destination than the last (or the first request): find its key and slot.
+    #[cold]
+    #[inline(never)]
+    fn call_slow<B>(
+        &mut self,
+        request: Request<B>,
+        picked: Option<Option<K>>,
+    ) -> KeyedFuture<S, P, M, B>
+    where
+        S: Service<Request<B>>,
+        BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
+    {
+        let settings = &*self.settings;
+        let key = picked.unwrap_or_else(|| settings.route.key(&destination(&request)));
+        let Some(key) = key else {
+            let error = no_key(&destination(&request));
+            return match settings.on_unknown {
+                OnDisallowedOrigin::Fail => KeyedResponseFuture::failed(error),
+                _ => {
+                    tracing::debug!(reason = %error, "request sent without a bearer token");
+                    KeyedResponseFuture::plain(self.inner.call(request))
+                }
+            };
+        };
+        let slot = match settings.cache.slot(&key) {
+            Ok(slot) => slot,
+            Err(error) => return KeyedResponseFuture::failed(error),
+        };
+        let reuse = self
+            .memo
+            .as_ref()
+            .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared));
+        if !reuse {
+            let service = BearerAuth::with_destinations(
+                self.inner.clone(),
+                slot,
+                settings.destinations.clone(),
+            )
+            .with_rule(settings.rule.clone());
+            self.memo = Some(Memo {
+                https: false,
+                authority: Approved::NONE,
+                key,
+                service,
+            });
+        }
+        let by_origin = settings.route.by_origin();
+        let memo = self.memo.as_mut().expect("just set");
+        let uri = request.uri();
+        match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
+                memo.https = scheme == "https";
+                memo.authority.remember(authority.as_str());
+            }
+            _ => memo.authority = Approved::NONE,
+        }
+        std::mem::swap(&mut memo.service.inner, &mut self.inner);
+        KeyedResponseFuture::authed(memo.service.call(request))
+    }
+}
+
+pin_project! {
+    /// The response future of [`KeyedBearerAuth`]: [`BearerAuth`]'s future for a request with
+    /// a key, the inner service's for one sent without a token.
+    pub struct KeyedResponseFuture<A, F> {
+        #[pin]
+        state: KeyedState<A, F>,
+    }
+}
+
+pin_project! {
+    #[project = KeyedProj]
+    enum KeyedState<A, F> {
+        Authed { #[pin] future: A },
+        Plain { #[pin] future: F },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<A, F> KeyedResponseFuture<A, F> {
+    #[inline]
+    fn authed(future: A) -> Self {
+        KeyedResponseFuture {
+            state: KeyedState::Authed { future },
+        }
+    }
+
+    fn plain(future: F) -> Self {
+        KeyedResponseFuture {
+            state: KeyedState::Plain { future },
+        }
+    }
+
+    fn failed(error: Error) -> Self {
+        KeyedResponseFuture {
+            state: KeyedState::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<A, F, R, E> Future for KeyedResponseFuture<A, F>
+where
+    A: Future<Output = Result<R, BoxError>>,
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            KeyedProj::Authed { future } => future.poll(cx),
+            KeyedProj::Plain { future } => future.poll(cx).map_err(Into::into),
+            KeyedProj::Failed { error } => {
+                let error = error
+                    .take()
+                    .expect("KeyedResponseFuture polled after completion");
+                Poll::Ready(Err(error.into()))
+            }
+        }
+    }
+}
+
+impl<A, F> fmt::Debug for KeyedResponseFuture<A, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            KeyedState::Authed { .. } => "with token",
+            KeyedState::Plain { .. } => "without token",
+            KeyedState::Failed { .. } => "failed",
+        };
+        f.debug_struct("KeyedResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<S: Clone, K: Clone, P, M> Clone for Memo<S, K, P, M> {
+    fn clone(&self) -> Self {
+        Memo {
+            https: self.https,
+            authority: self.authority.clone(),
+            key: self.key.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
+    fn clone(&self) -> Self {
+        KeyedBearerAuth {
+            inner: self.inner.clone(),
+            settings: Arc::clone(&self.settings),
+            memo: self.memo.clone(),
+        }
+    }
+}
+
+impl<K, P> Clone for Settings<K, P> {
+    fn clone(&self) -> Self {
+        Settings {
+            cache: self.cache.clone(),
+            route: self.route.clone(),
+            destinations: self.destinations.clone(),
+            on_unknown: self.on_unknown,
+            rule: self.rule.clone(),
+        }
+    }
+}
+
+impl<K, P, M> Clone for KeyedBearerAuthLayer<K, P, M> {
+    fn clone(&self) -> Self {
+        KeyedBearerAuthLayer {
+            settings: self.settings.clone(),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K, P> fmt::Debug for Settings<K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("cache", &self.cache)
+            .field("route", &self.route)
+            .field("destinations", &self.destinations)
+            .field("on_unknown", &self.on_unknown)
+            .field("rule", &self.rule)
+            .finish()
+    }
+}
+
+impl<K, P, M> fmt::Debug for KeyedBearerAuthLayer<K, P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBearerAuthLayer")
+            .field("settings", &self.settings)
+            .field("mode", &std::any::type_name::<M>())
+            .finish()
+    }
+}
+
+impl<S: fmt::Debug, K, P, M> fmt::Debug for KeyedBearerAuth<S, K, P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBearerAuth")
+            .field("inner", &self.inner)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,478 @@
+//! A token per destination: [`KeyedTokenCache`], one single-flight [`TokenCache`] per key, and
+//! the layer and middleware that pick the key for each request ([`KeyedBearerAuthLayer`],
+//! `KeyedBearerAuthMiddleware`).
+//!
+//! A key is whatever makes tokens differ: an audience, a resource, a scope set, a tenant. Each
+//! key gets its own slot, a whole [`TokenCache`] (serve-stale, backoff, compare-and-invalidate,
+//! everything it guarantees), created on first use from a source factory, so concurrent
+//! requests for one key cause one fetch and a request for one key never gets another key's
+//! token. Slots are bounded in number ([`max_keys`](KeyedTokenCacheBuilder::max_keys), 1,000 by
+//! default, the least recently used evicted past it) and dropped when idle
+//! ([`idle_timeout`](KeyedTokenCacheBuilder::idle_timeout), 15 minutes by default).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_bearer::{Error, Token, keyed::KeyedTokenCache, source::from_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! // One source per audience; a real program builds a `ClientCredentials` with `.audience(..)`.
+//! let cache = KeyedTokenCache::new(|audience: &&'static str| {
+//!     let audience = *audience;
+//!     Ok(from_fn(move || async move {
+//!         Ok::<_, Error>(Token::new(format!("token-for-{audience}")).with_expires_in(Duration::from_secs(3600)))
+//!     }))
+//! });
+//! assert_eq!(cache.token(&"billing").await?.secret(), "token-for-billing");
+//! assert_eq!(cache.token(&"search").await?.secret(), "token-for-search");
+//! assert_eq!(cache.len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! In a client stack, [`BearerAuthLayer::per_origin`](crate::BearerAuthLayer::per_origin) maps
+//! each request's origin to a key (`https://billing.example.com` → `"billing"`) and
+//! [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request) asks a closure; a
+//! request whose destination has no key is sent without a token, or fails, as
+//! [`on_unknown_destination`](KeyedBearerAuthLayer::on_unknown_destination) says, and never
+//! carries another destination's token.
+
+mod layer;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
+mod route;
+mod slot;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use layer::{KeyedBearerAuth, KeyedBearerAuthLayer, KeyedResponseFuture};
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use middleware::KeyedBearerAuthMiddleware;
+pub use route::Destination;
+pub use slot::Slot;
+
+use crate::cache::{Coarse, coarse_now};
+use crate::{CachedToken, Error, TokenCache, TokenCacheBuilder, TokenSource};
+
+/// What a key must be: hashed and compared to find its slot, cloned into it.
+pub trait Key: Hash + Eq + Clone + Send + Sync + 'static {}
+
+impl<T: Hash + Eq + Clone + Send + Sync + 'static> Key for T {}
+
+/// The default [`max_keys`](KeyedTokenCacheBuilder::max_keys).
+pub const DEFAULT_MAX_KEYS: usize = 1_000;
+
+/// The default [`idle_timeout`](KeyedTokenCacheBuilder::idle_timeout).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// One [`TokenCache`] per key, each created on first use from a source factory; see the
+/// [module docs](self).
+///
+/// Cheap to clone: clones share the slots.
+pub struct KeyedTokenCache<K, P> {
+    shared: Arc<Shared<K, P>>,
+}
+
+type Factory<K, P> = dyn Fn(&K) -> Result<P, Error> + Send + Sync;
+type Configure<P> = dyn Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>> + Send + Sync;
+
+struct Shared<K, P> {
+    /// Read without a lock by every request that is not served from a service's memo; replaced
+    /// (copy on write) under `writer` when a slot comes or goes.
+    slots: ArcSwap<HashMap<K, SlotCache<P>>>,
+    writer: Mutex<Writer>,
+    /// Coarse-clock ticks from which the next idle sweep is due.
+    next_sweep: AtomicU64,
+    factory: Box<Factory<K, P>>,
+    configure: Option<Box<Configure<P>>>,
+    max_keys: usize,
+    idle_timeout: Duration,
+}
+
+/// Held to change the slots.
+struct Writer;
+
+/// A slot's cache.
+pub(crate) type SlotCache<P> = TokenCache<Slot<P>>;
+
+impl<K: Key, P: TokenSource> KeyedTokenCache<K, P> {
+    /// A keyed cache with the default bounds, whose slots are [`TokenCache`]s with the default
+    /// settings over the sources `factory` makes, one per key, on the key's first use.
+    ///
+    /// A factory error is returned to that request (and the next one for the key tries the
+    /// factory again): it is configuration, cheap to repeat.
+    pub fn new(factory: impl Fn(&K) -> Result<P, Error> + Send + Sync + 'static) -> Self {
+        Self::builder(factory).build()
+    }
+
+    /// A builder to set the bounds and each slot's cache settings.
+    pub fn builder(
+        factory: impl Fn(&K) -> Result<P, Error> + Send + Sync + 'static,
+    ) -> KeyedTokenCacheBuilder<K, P> {
+        KeyedTokenCacheBuilder {
+            factory: Box::new(factory),
+            configure: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The operations need no `'static` on the key type (only its constructors do): a future that
+/// holds a service over `&'static str` keys stays `Send` where the compiler cannot see the
+/// lifetime.
+impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
+    /// A usable token for `key`, from its slot (created if need be): see [`TokenCache::token`].
+    pub async fn token(&self, key: &K) -> Result<CachedToken, Error> {
+        self.cache(key)?.token().await
+    }
+
+    /// The cache of `key`, created if need be: to use on its own, to
+    /// [`insert`](TokenCache::insert) a token the program already has, or to share with a
+    /// single-destination layer.
+    pub fn cache(&self, key: &K) -> Result<TokenCache<Slot<P>>, Error> {
+        self.slot(key)
+    }
+
+    /// Drop `seen` from `key`'s slot if it is still that slot's current token; see
+    /// [`TokenCache::invalidate`]. `false` when there is no slot for `key`.
+    pub fn invalidate(&self, key: &K, seen: &CachedToken) -> bool {
+        self.shared
+            .slots
+            .load()
+            .get(key)
+            .is_some_and(|slot| slot.invalidate(seen))
+    }
+
+    /// Drop `key`'s slot and its token; the next use creates a new one. Returns whether there
+    /// was one.
+    pub fn remove(&self, key: &K) -> bool {
+        let _writer = self.shared.lock();
+        let slots = self.shared.slots.load();
+        if !slots.contains_key(key) {
+            return false;
+        }
+        let mut next = HashMap::clone(&slots);
+        if let Some(slot) = next.remove(key) {
+            slot.source().evict();
+        }
+        self.shared.slots.store(Arc::new(next));
+        true
+    }
+
+    /// Whether `key` has a slot now.
+    pub fn contains(&self, key: &K) -> bool {
+        self.shared.slots.load().contains_key(key)
+    }
+
+    /// How many keys have a slot now.
+    pub fn len(&self) -> usize {
+        self.shared.slots.load().len()
+    }
+
+    /// Whether no key has a slot.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slot of `key`: looked up without a lock, created under the writer lock (so a key's
+    /// first concurrent uses share one slot, and so one fetch).
+    pub(crate) fn slot(&self, key: &K) -> Result<SlotCache<P>, Error> {
+        if let Some(cache) = self.shared.slots.load().get(key)
+            && cache.source().is_live()
+        {
+            cache.source().note_use();
+            let cache = cache.clone();
+            self.sweep_if_due();
+            return Ok(cache);
+        }
+        self.create(key)
+    }
+
+    /// Sweep the idle slots if an idle timeout has passed since the last sweep: one load and a
+    /// comparison until then.
+    fn sweep_if_due(&self) {
+        let shared = &*self.shared;
+        let now = coarse_now();
+        if now.as_ticks() < shared.next_sweep.load(Ordering::Relaxed) {
+            return;
+        }
+        let writer = shared.lock();
+        let mut next = HashMap::clone(&shared.slots.load());
+        if shared.sweep(&writer, &mut next, now) {
+            shared.slots.store(Arc::new(next));
+        }
+    }
+
+    #[cold]
+    fn create(&self, key: &K) -> Result<SlotCache<P>, Error> {
+        let shared = &*self.shared;
+        let writer = shared.lock();
+        let slots = shared.slots.load_full();
+        if let Some(cache) = slots.get(key) {
+            return Ok(cache.clone());
+        }
+        let now = coarse_now();
+        let slot = Slot::new((shared.factory)(key)?, now);
+        let builder = TokenCache::builder(slot);
+        let cache = match &shared.configure {
+            Some(configure) => configure(builder),
+            None => builder,
+        }
+        .build();
+        let mut next = HashMap::clone(&slots);
+        shared.sweep(&writer, &mut next, now);
+        while next.len() >= shared.max_keys.max(1) {
+            evict_least_recent(&mut next);
+        }
+        next.insert(key.clone(), cache.clone());
+        shared.slots.store(Arc::new(next));
+        tracing::debug!(keys = shared.slots.load().len(), "token slot created");
+        Ok(cache)
+    }
+}
+
+impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Once per idle timeout: drop the slots not used since the previous sweep, and start
+    /// counting use afresh for the others. A slot is dropped after between one and two idle
+    /// timeouts without use. Returns whether it swept (under the writer lock, `_writer`).
+    fn sweep(&self, _writer: &Writer, slots: &mut HashMap<K, SlotCache<P>>, now: Coarse) -> bool {
+        if now.as_ticks() < self.next_sweep.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.next_sweep
+            .store(sweep_after(now, self.idle_timeout), Ordering::Relaxed);
+        let before = slots.len();
+        slots.retain(|_, cache| {
+            // A slot not used for a whole interval goes.
+            let keep = cache.source().used_since_last_sweep();
+            if !keep {
+                cache.source().evict();
+            }
+            keep
+        });
+        if slots.len() < before {
+            tracing::debug!(dropped = before - slots.len(), "idle token slots dropped");
+        }
+        true
+    }
+}
+
+/// The coarse-clock ticks one idle timeout after `now`.
+fn sweep_after(now: Coarse, idle_timeout: Duration) -> u64 {
+    now.saturating_add(idle_timeout.into()).as_ticks()
+}
+
+/// Remove the slot used least recently.
+fn evict_least_recent<K: Hash + Eq + Clone, P: TokenSource>(slots: &mut HashMap<K, SlotCache<P>>) {
+    let oldest = slots
+        .iter()
+        .min_by_key(|(_, cache)| cache.source().last_used())
+        .map(|(key, _)| key.clone());
+    if let Some(key) = oldest
+        && let Some(cache) = slots.remove(&key)
+    {
+        cache.source().evict();
+        tracing::debug!("least recently used token slot evicted (max_keys reached)");
+    }
+}
+
+/// Builds a [`KeyedTokenCache`]; see [`KeyedTokenCache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::keyed::KeyedTokenCache;
+/// use tower_bearer::source::static_token;
+///
+/// let cache = KeyedTokenCache::builder(|tenant: &String| Ok(static_token(format!("token-{tenant}"))))
+///     .max_keys(100)
+///     .idle_timeout(Duration::from_secs(600))
+///     .cache(|slot| slot.refresh_window(Duration::from_secs(120)))
+///     .build();
+/// # let _ = cache;
+/// ```
+pub struct KeyedTokenCacheBuilder<K, P> {
+    factory: Box<Factory<K, P>>,
+    configure: Option<Box<Configure<P>>>,
+    max_keys: usize,
+    idle_timeout: Duration,
+}
+
+impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
+    /// At most this many keys have a slot at once (default [`DEFAULT_MAX_KEYS`], 1,000; at least
+    /// 1). Creating one more evicts the slot used least recently (to within an idle sweep), and
+    /// its token with it.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max.max(1);
+        self
+    }
+
+    /// Drop a slot after between one and two of these without use (default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 15 minutes). Idle slots are swept by the lookups that pass
+    /// through the map (a slot's creation, a service's first request to a destination), at most
+    /// once per timeout; an idle slot costs memory, never a fetch.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set up each slot's [`TokenCache`] (refresh window, backoff, background refresh, ...) with
+    /// `configure`, called on a fresh [`TokenCacheBuilder`] each time a slot is created.
+    pub fn cache(
+        mut self,
+        configure: impl Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.configure = Some(Box::new(configure));
+        self
+    }
+
+    /// Build the keyed cache. Does no I/O and creates no slot.
+    pub fn build(self) -> KeyedTokenCache<K, P> {
+        KeyedTokenCache {
+            shared: Arc::new(Shared {
+                slots: ArcSwap::from_pointee(HashMap::new()),
+                writer: Mutex::new(Writer),
+                next_sweep: AtomicU64::new(sweep_after(coarse_now(), self.idle_timeout)),
+                factory: self.factory,
+                configure: self.configure,
+                max_keys: self.max_keys,
+                idle_timeout: self.idle_timeout,
+            }),
+        }
+    }
+}
+
+impl<K, P> Clone for KeyedTokenCache<K, P> {
+    fn clone(&self) -> Self {
+        KeyedTokenCache {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, P> fmt::Debug for KeyedTokenCache<K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedTokenCache")
+            .field("keys", &self.shared.slots.load().len())
+            .field("max_keys", &self.shared.max_keys)
+            .field("idle_timeout", &self.shared.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, P> fmt::Debug for KeyedTokenCacheBuilder<K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedTokenCacheBuilder")
+            .field("max_keys", &self.max_keys)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Token;
+    use crate::source::{StaticToken, static_token};
+
+    fn keyed(max: usize, idle: Duration) -> KeyedTokenCache<u32, StaticToken> {
+        KeyedTokenCache::builder(|k: &u32| Ok(static_token(format!("t{k}"))))
+            .max_keys(max)
+            .idle_timeout(idle)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn past_max_keys_the_least_recently_used_slot_goes() {
+        let cache = keyed(2, Duration::from_secs(3600));
+        cache.token(&1).await.unwrap();
+        std::thread::sleep(Duration::from_millis(30)); // coarse clock ticks apart
+        cache.token(&2).await.unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        cache.token(&1).await.unwrap(); // 1 is now the most recent
+        std::thread::sleep(Duration::from_millis(30));
+        cache.token(&3).await.unwrap();
+        assert_eq!(cache.len(), 2);
+        assert!(cache.contains(&1) && cache.contains(&3) && !cache.contains(&2));
+    }
+
+    #[tokio::test]
+    async fn idle_slots_are_dropped_at_a_sweep() {
+        let cache = keyed(10, Duration::from_millis(100));
+        let first = cache.slot(&1).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        cache.token(&2).await.unwrap(); // sweep: 1 was used since the last one, kept, flag cleared
+        assert!(cache.contains(&1));
+        std::thread::sleep(Duration::from_millis(150));
+        cache.token(&3).await.unwrap(); // sweep: 1 unused for an interval, dropped
+        assert!(!cache.contains(&1) && cache.contains(&2) && cache.contains(&3));
+        assert!(
+            first.source().is_evicted(),
+            "services holding the slot see it evicted"
+        );
+        // The next use makes a new slot.
+        assert_eq!(cache.token(&1).await.unwrap().secret(), "t1");
+        assert!(cache.contains(&1));
+    }
+
+    #[tokio::test]
+    async fn lookups_sweep_too() {
+        let cache = keyed(10, Duration::from_millis(100));
+        cache.token(&1).await.unwrap();
+        cache.token(&2).await.unwrap();
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(150));
+            cache.token(&1).await.unwrap(); // a lookup, no new slot: sweeps when due
+        }
+        assert!(cache.contains(&1));
+        assert!(
+            !cache.contains(&2),
+            "idle for two intervals, dropped by a lookup's sweep"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_factory_error_reaches_the_caller_and_is_not_kept() {
+        let cache = KeyedTokenCache::new(|k: &u32| {
+            if *k == 0 {
+                Err(Error::config("no audience 0"))
+            } else {
+                Ok(StaticToken::new(Token::new("ok")))
+            }
+        });
+        assert_eq!(
+            cache.token(&0).await.unwrap_err().kind(),
+            crate::ErrorKind::Config
+        );
+        assert!(cache.is_empty());
+        assert!(cache.token(&1).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn remove_and_invalidate_act_on_one_key() {
+        let cache = keyed(10, Duration::from_secs(3600));
+        let one = cache.token(&1).await.unwrap();
+        cache.token(&2).await.unwrap();
+        assert!(
+            !cache.invalidate(&2, &one),
+            "a token of key 1 is not key 2's"
+        );
+        assert!(cache.invalidate(&1, &one));
+        assert!(cache.remove(&2));
+        assert!(!cache.remove(&2));
+        assert!(!cache.contains(&2));
+    }
+}

@@ -1,0 +1,206 @@
+//! Picking a request's key: by its origin through a map, or by a closure over the request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::{Error, Origin};
+
+/// Where a request goes, as the key closure of
+/// [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request) sees it: the same
+/// view for tower requests and reqwest requests.
+///
+/// ```
+/// use http::Method;
+/// use tower_bearer::keyed::Destination;
+///
+/// let uri: http::Uri = "https://api.example.com/tenants/acme/orders".parse().unwrap();
+/// let headers = http::HeaderMap::new();
+/// let dest = Destination::from_uri(&Method::GET, &uri, &headers);
+/// assert_eq!(dest.host(), Some("api.example.com"));
+/// assert_eq!(dest.path().split('/').nth(2), Some("acme"));
+/// assert!(dest.is(&tower_bearer::Origin::from_static("https://api.example.com")));
+/// ```
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    method: &'a Method,
+    target: Target<'a>,
+    headers: &'a HeaderMap,
+}
+
+/// The request's URI, read only as far as the key closure asks.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Uri(&'a Uri),
+    #[cfg(feature = "reqwest-middleware")]
+    Url(&'a ::reqwest::Url),
+}
+
+impl<'a> Destination<'a> {
+    /// The destination of a request with this method, URI and headers.
+    pub fn from_uri(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Destination {
+            method,
+            target: Target::Uri(uri),
+            headers,
+        }
+    }
+
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn from_reqwest(request: &'a ::reqwest::Request) -> Self {
+        Destination {
+            method: request.method(),
+            target: Target::Url(request.url()),
+            headers: request.headers(),
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The scheme (`https`), `None` for a relative URI.
+    pub fn scheme(&self) -> Option<&'a str> {
+        match self.target {
+            Target::Uri(uri) => uri.scheme_str(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => Some(url.scheme()),
+        }
+    }
+
+    /// The host, as written in the URI (IPv6 addresses in brackets); `None` for a relative URI.
+    pub fn host(&self) -> Option<&'a str> {
+        match self.target {
+            Target::Uri(uri) => uri.host(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.host_str(),
+        }
+    }
+
+    /// The port written in the URI, if any (not the scheme's default).
+    pub fn port(&self) -> Option<u16> {
+        match self.target {
+            Target::Uri(uri) => uri.port_u16(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.port(),
+        }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &'a str {
+        match self.target {
+            Target::Uri(uri) => uri.path(),
+            #[cfg(feature = "reqwest-middleware")]
+            Target::Url(url) => url.path(),
+        }
+    }
+
+    /// The request headers (as the caller set them; `Authorization` is not yet ours).
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// Whether the request goes to `origin` (scheme, host and port, default ports filled in).
+    pub fn is(&self, origin: &Origin) -> bool {
+        match (self.scheme(), self.host()) {
+            (Some(scheme), Some(host)) => origin.matches(scheme, host, self.port()),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Destination<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No headers: they may carry credentials.
+        f.debug_struct("Destination")
+            .field("method", self.method)
+            .field("scheme", &self.scheme())
+            .field("host", &self.host())
+            .field("port", &self.port())
+            .field("path", &self.path())
+            .finish_non_exhaustive()
+    }
+}
+
+type KeyFn<K> = dyn Fn(&Destination<'_>) -> Option<K> + Send + Sync;
+
+/// How a layer or middleware picks the key of a request.
+pub(crate) enum Route<K> {
+    /// By origin: the first entry whose origin is the request's.
+    Origins(Arc<[(Origin, K)]>),
+    /// By a closure over the request.
+    Request(Arc<KeyFn<K>>),
+}
+
+impl<K: Clone> Route<K> {
+    pub(crate) fn origins(map: impl IntoIterator<Item = (Origin, K)>) -> Self {
+        let mut list: Vec<(Origin, K)> = Vec::new();
+        for (origin, key) in map {
+            // A later entry for an origin already mapped would never be reached: the first one
+            // stands, as in a `match`.
+            if !list.iter().any(|(o, _)| *o == origin) {
+                list.push((origin, key));
+            }
+        }
+        Route::Origins(list.into())
+    }
+
+    pub(crate) fn request(
+        pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
+    ) -> Self {
+        Route::Request(Arc::new(pick))
+    }
+
+    /// The key of a request going to `destination`, if it has one.
+    pub(crate) fn key(&self, destination: &Destination<'_>) -> Option<K> {
+        match self {
+            Route::Origins(list) => list
+                .iter()
+                .find(|(origin, _)| destination.is(origin))
+                .map(|(_, key)| key.clone()),
+            Route::Request(pick) => pick(destination),
+        }
+    }
+
+    /// Whether the key depends on the origin alone (so a service may remember it per
+    /// authority).
+    pub(crate) fn by_origin(&self) -> bool {
+        matches!(self, Route::Origins(_))
+    }
+}
+
+/// The error (or the debug line) for a request whose destination has no key.
+pub(crate) fn no_key(destination: &Destination<'_>) -> Error {
+    let port = destination
+        .port()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    Error::disallowed(format!(
+        "no token is configured for {}://{}{port}: the destination has no key",
+        destination.scheme().unwrap_or("(relative)"),
+        destination.host().unwrap_or(""),
+    ))
+}
+
+impl<K> Clone for Route<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Route::Origins(list) => Route::Origins(Arc::clone(list)),
+            Route::Request(pick) => Route::Request(Arc::clone(pick)),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Route<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Origins(list) => f
+                .debug_list()
+                .entries(list.iter().map(|(origin, _)| origin))
+                .finish(),
+            Route::Request(_) => f.write_str("Route::Request"),
+        }
+    }
+}

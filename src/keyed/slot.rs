@@ -1,0 +1,103 @@
+//! [`Slot`]: a key's token source, with the state its eviction needs.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use crate::cache::{Coarse, coarse_now};
+use crate::{Error, Token, TokenSource};
+
+/// A key's token source, with what eviction needs to know about the key's use: the source of
+/// each slot's [`TokenCache`](crate::TokenCache) (so a service holding the cache reaches these with no second
+/// pointer). Fetching delegates to the source the factory made.
+pub struct Slot<P> {
+    source: P,
+    /// [`USED`] once used since the last sweep, [`EVICTED`] once removed.
+    flags: AtomicU8,
+    /// Coarse-clock ticks of the last use seen (a lookup through the map, or the first use from
+    /// a memo after a sweep): the order of least-recent use.
+    last_used: AtomicU64,
+}
+
+pub(super) const USED: u8 = 1;
+const EVICTED: u8 = 2;
+
+impl<P> Slot<P> {
+    pub(super) fn new(source: P, now: Coarse) -> Self {
+        Slot {
+            source,
+            flags: AtomicU8::new(USED),
+            last_used: AtomicU64::new(now.as_ticks()),
+        }
+    }
+
+    /// The source the factory made for this key.
+    pub fn source(&self) -> &P {
+        &self.source
+    }
+
+    /// Whether this slot has been evicted (or removed) from its keyed cache.
+    pub fn is_evicted(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) == EVICTED
+    }
+
+    /// Whether a service may keep using this slot (it has not been evicted), noting the use for
+    /// the idle sweep. One load of a line that is written about once per sweep.
+    #[inline]
+    pub(crate) fn is_live(&self) -> bool {
+        match self.flags.load(Ordering::Relaxed) {
+            USED => true,
+            EVICTED => false,
+            _ => {
+                self.touch();
+                true
+            }
+        }
+    }
+
+    #[cold]
+    fn touch(&self) {
+        self.last_used
+            .store(coarse_now().as_ticks(), Ordering::Relaxed);
+        // Never resurrect an evicted slot.
+        let _ = self
+            .flags
+            .compare_exchange(0, USED, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Note a use through the map, written at most once per coarse-clock tick: lookups from
+    /// many threads do not take turns owning the line.
+    pub(super) fn note_use(&self) {
+        let now = coarse_now().as_ticks();
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The coarse-clock ticks of the last use seen.
+    pub(super) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Start a new sweep interval: whether the slot was used in the one ending.
+    pub(super) fn used_since_last_sweep(&self) -> bool {
+        self.flags.fetch_and(!USED, Ordering::Relaxed) & USED != 0
+    }
+
+    pub(super) fn evict(&self) {
+        self.flags.store(EVICTED, Ordering::Relaxed);
+    }
+}
+
+impl<P: TokenSource> TokenSource for Slot<P> {
+    fn fetch(&self) -> impl std::future::Future<Output = Result<Token, Error>> + Send {
+        self.source.fetch()
+    }
+}
+
+impl<P> fmt::Debug for Slot<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("evicted", &self.is_evicted())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,470 @@
+//! A token per destination: one slot per key, one fetch per key, and never a token of one
+//! destination on a request to another.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_bearer::keyed::KeyedTokenCache;
+use tower_bearer::secret::ClientSecret;
+use tower_bearer::source::{ClientAuth, ClientCredentials};
+use tower_bearer::{BearerAuthLayer, Error, ErrorKind, OnDisallowedOrigin, Origin};
+
+use crate::common::{TokenServer, json};
+
+const DESTINATIONS: [(&str, &str); 3] = [
+    ("https://billing.example.com", "billing"),
+    ("https://search.example.com", "search"),
+    ("https://files.example.com", "files"),
+];
+
+/// A token endpoint that issues `tok-{audience}-{n}`, slowly enough for concurrent requests
+/// to pile up on the first fetch of each audience.
+async fn audience_server() -> TokenServer {
+    TokenServer::start("/token", |recorded, n| {
+        std::thread::sleep(Duration::from_millis(50));
+        let audience = recorded.get("audience").unwrap_or("none").to_owned();
+        json(serde_json::json!({
+            "access_token": format!("tok-{audience}-{n}"),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+    })
+    .await
+}
+
+fn keyed_cache(server: &TokenServer) -> KeyedTokenCache<&'static str, ClientCredentials> {
+    let url = server.url.clone();
+    KeyedTokenCache::new(move |audience: &&'static str| {
+        ClientCredentials::builder(
+            url.clone(),
+            ClientAuth::client_secret_post("client", ClientSecret::new("secret")),
+        )
+        .audience(*audience)
+        .build()
+    })
+}
+
+/// An API stand-in that checks, for every request, that the token is the one of the host's
+/// audience, and counts the mistakes.
+fn checking_api(
+    mistakes: Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future: Send>
++ Clone
++ Send {
+    service_fn(move |req: Request<()>| {
+        let mistakes = mistakes.clone();
+        async move {
+            let host = req.uri().host().unwrap_or_default().to_owned();
+            let audience = host.split('.').next().unwrap_or_default().to_owned();
+            let auth = req
+                .headers()
+                .get(AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            if !auth.starts_with(&format!("Bearer tok-{audience}-")) {
+                mistakes.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, Infallible>(Response::new(auth))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_destinations_times_a_thousand_requests_cost_three_fetches() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let mistakes = Arc::new(AtomicUsize::new(0));
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    let client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::per_origin(cache.clone(), origins))
+        .service(checking_api(mistakes.clone()));
+
+    let mut tasks = Vec::new();
+    for i in 0..3000 {
+        let (origin, _) = DESTINATIONS[i % 3];
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(format!("{origin}/v1/items/{i}"))
+                .body(())
+                .unwrap();
+            client.oneshot(req).await.unwrap().into_body()
+        }));
+    }
+    let mut per_audience = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let auth = task.await.unwrap();
+        let audience = auth.split('-').nth(1).unwrap().to_owned();
+        *per_audience.entry(audience).or_default() += 1;
+    }
+
+    assert_eq!(server.calls(), 3, "one fetch per destination");
+    let mut audiences: Vec<_> = (0..3)
+        .map(|i| server.request(i).get("audience").unwrap().to_owned())
+        .collect();
+    audiences.sort();
+    assert_eq!(audiences, ["billing", "files", "search"]);
+    assert_eq!(
+        mistakes.load(Ordering::SeqCst),
+        0,
+        "a request carried another destination's token"
+    );
+    assert_eq!(per_audience.len(), 3);
+    assert!(
+        per_audience.values().all(|&n| n == 1000),
+        "{per_audience:?}"
+    );
+    assert_eq!(cache.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_switching_between_destinations_never_mixes_tokens() {
+    let server = audience_server().await;
+    let mistakes = Arc::new(AtomicUsize::new(0));
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    // One service, called in turn for each destination: its memo of the last destination must
+    // never serve the next one.
+    let mut client = BearerAuthLayer::per_origin(keyed_cache(&server), origins)
+        .layer_service(checking_api(mistakes.clone()));
+    // Runs of one destination (served from the memo) and switches (not), in a mixed order.
+    for i in 0..300 {
+        let (origin, _) = DESTINATIONS[(i / 2 + i / 7) % 3];
+        let req = Request::get(format!("{origin}/x")).body(()).unwrap();
+        client.ready().await.unwrap().call(req).await.unwrap();
+    }
+    assert_eq!(mistakes.load(Ordering::SeqCst), 0);
+    assert_eq!(server.calls(), 3);
+}
+
+trait LayerService<S> {
+    type Service;
+    fn layer_service(self, inner: S) -> Self::Service;
+}
+
+impl<S, L: tower::Layer<S>> LayerService<S> for L {
+    type Service = L::Service;
+    fn layer_service(self, inner: S) -> L::Service {
+        self.layer(inner)
+    }
+}
+
+#[tokio::test]
+async fn a_destination_without_a_key_gets_no_token_or_an_error() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let origins = [(
+        Origin::from_static("https://billing.example.com"),
+        "billing",
+    )];
+    let echo = service_fn(|req: Request<()>| async move {
+        Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
+    });
+    let lenient = BearerAuthLayer::per_origin(cache.clone(), origins.clone()).layer_service(echo);
+    let to = |uri: &str| Request::get(uri).body(()).unwrap();
+
+    let billing = lenient
+        .clone()
+        .oneshot(to("https://billing.example.com/a"))
+        .await
+        .unwrap();
+    assert!(billing.body().is_some());
+    // Another host, another port, another scheme, a relative URI: no key, no token.
+    for uri in [
+        "https://cdn.example.com/a",
+        "https://billing.example.com:8443/a",
+        "http://billing.example.com/a",
+        "/relative",
+    ] {
+        let response = lenient.clone().oneshot(to(uri)).await.unwrap();
+        assert!(response.body().is_none(), "{uri} got a token");
+    }
+    // The caller's own Authorization on such a request is left as it is.
+    let mut own = to("https://cdn.example.com/a");
+    own.headers_mut()
+        .insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+    let response = lenient.clone().oneshot(own).await.unwrap();
+    assert_eq!(response.body().as_ref().unwrap(), "Basic abc");
+
+    let strict = BearerAuthLayer::per_origin(cache, origins)
+        .on_unknown_destination(OnDisallowedOrigin::Fail)
+        .layer_service(echo);
+    let err = strict
+        .oneshot(to("https://cdn.example.com/a"))
+        .await
+        .unwrap_err();
+    let err = err.downcast_ref::<Error>().expect("a tower_bearer::Error");
+    assert_eq!(err.kind(), ErrorKind::Disallowed);
+    assert!(err.to_string().contains("cdn.example.com"), "{err}");
+    assert_eq!(server.calls(), 1, "only billing's token was fetched");
+}
+
+#[tokio::test]
+async fn a_key_from_a_closure_over_the_request() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let layer = BearerAuthLayer::per_request(cache, |dest| {
+        match dest.headers().get("x-api").map(|v| v.as_bytes()) {
+            Some(b"billing") => Some("billing"),
+            Some(b"search") => Some("search"),
+            _ => None,
+        }
+    });
+    let client = layer.layer_service(service_fn(|req: Request<()>| async move {
+        Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
+    }));
+    let to = |api: Option<&str>| {
+        let mut req = Request::get("https://gateway.example.com/v1")
+            .body(())
+            .unwrap();
+        if let Some(api) = api {
+            req.headers_mut().insert("x-api", api.parse().unwrap());
+        }
+        req
+    };
+    let mut svc = client.clone();
+    for (api, expected) in [
+        (Some("billing"), Some("billing")),
+        (Some("billing"), Some("billing")),
+        (Some("search"), Some("search")),
+        (None, None),
+        (Some("billing"), Some("billing")),
+    ] {
+        let response = svc.ready().await.unwrap().call(to(api)).await.unwrap();
+        match expected {
+            Some(audience) => {
+                let auth = response
+                    .body()
+                    .as_ref()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(
+                    auth.starts_with(&format!("Bearer tok-{audience}-")),
+                    "{auth}"
+                );
+            }
+            None => assert!(response.body().is_none()),
+        }
+    }
+    assert_eq!(server.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_401_drops_only_the_token_of_its_key() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    // billing rejects its first token (the second fetch: search is first); the others accept
+    // everything.
+    let api = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        let status = if auth == "Bearer tok-billing-2" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        let mut response = Response::new(auth);
+        *response.status_mut() = status;
+        Ok::<_, Infallible>(response)
+    });
+    let client = BearerAuthLayer::per_origin(cache.clone(), origins)
+        .replay_on_401()
+        .layer_service(api);
+    let to = |uri: &str| Request::get(uri).body(()).unwrap();
+    let search = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    let billing = client
+        .clone()
+        .oneshot(to("https://billing.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        billing.status(),
+        StatusCode::OK,
+        "replayed with a new billing token"
+    );
+    assert!(
+        billing.body().starts_with("Bearer tok-billing-"),
+        "{}",
+        billing.body()
+    );
+    let search_again = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(search.body(), search_again.body(), "search kept its token");
+    assert_eq!(server.calls(), 3, "search, billing, billing again");
+}
+
+#[tokio::test]
+async fn an_evicted_slot_is_not_used_by_a_service_that_remembers_it() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let cache = KeyedTokenCache::new(move |key: &&'static str| {
+        let counter = counter.clone();
+        let key = *key;
+        Ok(tower_bearer::source::from_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, Error>(
+                    tower_bearer::Token::new(format!("{key}-{n}"))
+                        .with_expires_in(Duration::from_secs(3600)),
+                )
+            }
+        }))
+    });
+    let origins = [(Origin::from_static("https://a.example.com"), "a")];
+    let mut svc = BearerAuthLayer::per_origin(cache.clone(), origins).layer_service(service_fn(
+        |req: Request<()>| async move {
+            Ok::<_, Infallible>(Response::new(req.headers()[AUTHORIZATION].clone()))
+        },
+    ));
+    let to = || Request::get("https://a.example.com/").body(()).unwrap();
+    let first = svc.ready().await.unwrap().call(to()).await.unwrap();
+    assert_eq!(first.body(), "Bearer a-0");
+    assert!(cache.remove(&"a"));
+    let second = svc.ready().await.unwrap().call(to()).await.unwrap();
+    assert_eq!(second.body(), "Bearer a-1", "a new slot, a new token");
+    assert!(cache.contains(&"a"));
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reqwest_middleware_gives_each_api_its_own_token() {
+    use tower_bearer::BearerAuthMiddleware;
+
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    // Three APIs on loopback (three origins: their ports differ), and one with no key.
+    let mut apis = Vec::new();
+    for _ in 0..4 {
+        let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+            headers
+                .get(AUTHORIZATION)
+                .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned())
+        });
+        apis.push(crate::common::serve(app).await);
+    }
+    let names = ["billing", "search", "files"];
+    let origins: Vec<_> = (0..3)
+        .map(|i| {
+            (
+                Origin::parse(&format!("http://{}", apis[i])).unwrap(),
+                names[i],
+            )
+        })
+        .collect();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::per_origin(cache.clone(), origins))
+        .build();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (client, api) = (client.clone(), apis[i % 4]);
+        tasks.push(tokio::spawn(async move {
+            let auth = client
+                .get(format!("http://{api}/v1"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (i % 4, auth)
+        }));
+    }
+    for task in tasks {
+        let (api, auth) = task.await.unwrap();
+        match names.get(api) {
+            Some(name) => assert!(
+                auth.starts_with(&format!("Bearer tok-{name}-")),
+                "{api}: {auth}"
+            ),
+            None => assert_eq!(auth, "none"),
+        }
+    }
+    assert_eq!(server.calls(), 3);
+
+    let strict = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            BearerAuthMiddleware::per_origin(
+                cache,
+                [(
+                    Origin::parse(&format!("http://{}", apis[0])).unwrap(),
+                    "billing",
+                )],
+            )
+            .on_unknown_destination(OnDisallowedOrigin::Fail),
+        )
+        .build();
+    let err = strict
+        .get(format!("http://{}/v1", apis[3]))
+        .send()
+        .await
+        .unwrap_err();
+    let reqwest_middleware::Error::Middleware(err) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        err.downcast_ref::<Error>().unwrap().kind(),
+        ErrorKind::Disallowed
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_rule_on_the_keyed_layer_drops_the_token_of_that_key() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    // search answers 403 + X-Token-Expired to its first token.
+    let api = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        let mut response = Response::new(auth.clone());
+        if auth == "Bearer tok-search-2" {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response
+                .headers_mut()
+                .insert("x-token-expired", "1".parse().unwrap());
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let client = BearerAuthLayer::per_origin(cache.clone(), origins)
+        .rejects_token_when(|status, headers| {
+            status == StatusCode::FORBIDDEN && headers.contains_key("x-token-expired")
+        })
+        .layer_service(api);
+    let to = |uri: &str| Request::get(uri).body(()).unwrap();
+    let billing = client
+        .clone()
+        .oneshot(to("https://billing.example.com/"))
+        .await
+        .unwrap();
+    let search = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::FORBIDDEN);
+    let search = client
+        .clone()
+        .oneshot(to("https://search.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::OK);
+    assert_eq!(search.body(), "Bearer tok-search-3");
+    let billing_again = client
+        .clone()
+        .oneshot(to("https://billing.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(billing.body(), billing_again.body());
+    assert_eq!(server.calls(), 3);
+}
