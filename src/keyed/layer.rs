@@ -189,6 +189,7 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
             inner,
             settings: Arc::new(self.settings.clone()),
             memo: None,
+            previous: None,
         }
     }
 }
@@ -203,6 +204,10 @@ pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     settings: Arc<Settings<K, P>>,
     /// The destination served last.
     memo: Option<Memo<S, K, P, M>>,
+    /// The one served before it, so a service taking turns between two destinations finds
+    /// both without a lookup in the keyed cache. Not handed on to clones (a clone per request
+    /// would pay for copying it).
+    previous: Option<Memo<S, K, P, M>>,
 }
 
 /// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
@@ -224,6 +229,17 @@ impl<S, K, P: TokenSource, M> Memo<S, K, P, M> {
 }
 
 impl<S, K, P, M> Memo<S, K, P, M> {
+    /// Remember `uri`'s scheme and authority as this memo's, for a route by origin.
+    fn remember(&mut self, uri: &Uri, by_origin: bool) {
+        match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
+                self.https = scheme == "https";
+                self.authority.remember(authority.as_str());
+            }
+            _ => self.authority = Approved::NONE,
+        }
+    }
+
     /// Whether `uri` goes where this memo's key was found for (route by origin).
     #[inline]
     fn same_origin(&self, uri: &Uri) -> bool {
@@ -334,6 +350,18 @@ where
                 }
             };
         };
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|previous| previous.key == key && previous.slot().is_live())
+        {
+            // The destination before the last: it becomes the last.
+            std::mem::swap(&mut self.memo, &mut self.previous);
+            let memo = self.memo.as_mut().expect("just swapped in");
+            memo.remember(request.uri(), settings.route.by_origin());
+            std::mem::swap(&mut memo.service.inner, &mut self.inner);
+            return KeyedResponseFuture::authed(memo.service.call(request));
+        }
         let slot = match settings.cache.slot(&key) {
             Ok(slot) => slot,
             Err(error) => return KeyedResponseFuture::failed(error),
@@ -343,6 +371,7 @@ where
             .as_ref()
             .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared));
         if !reuse {
+            self.previous = self.memo.take();
             let service = BearerAuth::with_destinations(
                 self.inner.clone(),
                 slot,
@@ -356,16 +385,8 @@ where
                 service,
             });
         }
-        let by_origin = settings.route.by_origin();
         let memo = self.memo.as_mut().expect("just set");
-        let uri = request.uri();
-        match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
-                memo.https = scheme == "https";
-                memo.authority.remember(authority.as_str());
-            }
-            _ => memo.authority = Approved::NONE,
-        }
+        memo.remember(request.uri(), settings.route.by_origin());
         std::mem::swap(&mut memo.service.inner, &mut self.inner);
         KeyedResponseFuture::authed(memo.service.call(request))
     }
@@ -463,6 +484,7 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
             memo: self.memo.clone(),
+            previous: None,
         }
     }
 }
