@@ -406,7 +406,9 @@ pin_project! {
     enum KeyedState<A, F> {
         Authed { #[pin] future: A },
         Plain { #[pin] future: F },
-        Failed { error: Option<Error> },
+        // Boxed: an `Error` is larger than the common future, and the size is paid by every
+        // request.
+        Failed { error: Option<Box<Error>> },
     }
 }
 
@@ -424,9 +426,12 @@ impl<A, F> KeyedResponseFuture<A, F> {
         }
     }
 
+    #[cold]
     fn failed(error: Error) -> Self {
         KeyedResponseFuture {
-            state: KeyedState::Failed { error: Some(error) },
+            state: KeyedState::Failed {
+                error: Some(Box::new(error)),
+            },
         }
     }
 }
@@ -448,7 +453,7 @@ where
                 let error = error
                     .take()
                     .expect("KeyedResponseFuture polled after completion");
-                Poll::Ready(Err(error.into()))
+                Poll::Ready(Err(error as BoxError))
             }
         }
     }
