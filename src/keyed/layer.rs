@@ -188,8 +188,8 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
         KeyedBearerAuth {
             inner,
             settings: Arc::new(self.settings.clone()),
-            memo: None,
-            previous: None,
+            memos: [None, None],
+            last: 0,
         }
     }
 }
@@ -202,12 +202,11 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
 pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     inner: S,
     settings: Arc<Settings<K, P>>,
-    /// The destination served last.
-    memo: Option<Memo<S, K, P, M>>,
-    /// The one served before it, so a service taking turns between two destinations finds
-    /// both without a lookup in the keyed cache. Not handed on to clones (a clone per request
-    /// would pay for copying it).
-    previous: Option<Memo<S, K, P, M>>,
+    /// The destination served last (`memos[last]`) and the one before it, so a service taking
+    /// turns between two destinations finds both without a lookup in the keyed cache. Only the
+    /// last is handed on to clones (a clone per request would pay for copying both).
+    memos: [Option<Memo<S, K, P, M>>; 2],
+    last: usize,
 }
 
 /// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
@@ -229,6 +228,25 @@ impl<S, K, P: TokenSource, M> Memo<S, K, P, M> {
 }
 
 impl<S, K, P, M> Memo<S, K, P, M> {
+    /// Whether `request` goes to this memo's destination: the same scheme and authority for a
+    /// route by origin, else the same key (picked once per request, kept in `picked`).
+    #[inline]
+    fn matches<B>(
+        &self,
+        request: &Request<B>,
+        route: &Route<K>,
+        picked: &mut Option<Option<K>>,
+    ) -> bool
+    where
+        K: Eq + Clone,
+    {
+        if route.by_origin() {
+            return self.same_origin(request.uri());
+        }
+        let key = picked.get_or_insert_with(|| route.key(&destination(request)));
+        key.as_ref() == Some(&self.key)
+    }
+
     /// Remember `uri`'s scheme and authority as this memo's, for a route by origin.
     fn remember(&mut self, uri: &Uri, by_origin: bool) {
         match (uri.scheme_str(), uri.authority()) {
@@ -289,22 +307,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
-        if let Some(memo) = &mut self.memo {
-            let route = &self.settings.route;
-            let same = if route.by_origin() {
-                memo.same_origin(request.uri())
-            } else {
-                let key = route.key(&destination(&request));
-                let same = key.as_ref() == Some(&memo.key);
-                picked = Some(key);
-                same
-            };
-            if same && memo.slot().is_live() {
-                // The service made ready is the one called: ours goes to the memo's
-                // `BearerAuth`, and its inner service (to be made ready next) comes back.
-                std::mem::swap(&mut memo.service.inner, &mut self.inner);
-                return KeyedResponseFuture::authed(memo.service.call(request));
-            }
+        if let Some(memo) = &mut self.memos[self.last]
+            && memo.matches(&request, &self.settings.route, &mut picked)
+            && memo.slot().is_live()
+        {
+            // The service made ready is the one called: ours goes to the memo's
+            // `BearerAuth`, and its inner service (to be made ready next) comes back.
+            std::mem::swap(&mut memo.service.inner, &mut self.inner);
+            return KeyedResponseFuture::authed(memo.service.call(request));
         }
         self.call_slow(request, picked)
     }
@@ -332,62 +342,74 @@ where
     fn call_slow<B>(
         &mut self,
         request: Request<B>,
-        picked: Option<Option<K>>,
+        mut picked: Option<Option<K>>,
     ) -> KeyedFuture<S, P, M, B>
     where
         S: Service<Request<B>>,
         BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
     {
-        let settings = &*self.settings;
-        let key = picked.unwrap_or_else(|| settings.route.key(&destination(&request)));
+        let KeyedBearerAuth {
+            inner,
+            settings,
+            memos,
+            last,
+        } = self;
+        let settings = &**settings;
+        let route = &settings.route;
+        let other = 1 - *last;
+        // The destination before the last: it becomes the last.
+        if let Some(memo) = &mut memos[other]
+            && memo.matches(&request, route, &mut picked)
+            && memo.slot().is_live()
+        {
+            *last = other;
+            std::mem::swap(&mut memo.service.inner, inner);
+            return KeyedResponseFuture::authed(memo.service.call(request));
+        }
+        let key = picked.unwrap_or_else(|| route.key(&destination(&request)));
         let Some(key) = key else {
             let error = no_key(&destination(&request));
             return match settings.on_unknown {
                 OnDisallowedOrigin::Fail => KeyedResponseFuture::failed(error),
                 _ => {
                     tracing::debug!(reason = %error, "request sent without a bearer token");
-                    KeyedResponseFuture::plain(self.inner.call(request))
+                    KeyedResponseFuture::plain(inner.call(request))
                 }
             };
         };
-        if self
-            .previous
-            .as_ref()
-            .is_some_and(|previous| previous.key == key && previous.slot().is_live())
-        {
-            // The destination before the last: it becomes the last.
-            std::mem::swap(&mut self.memo, &mut self.previous);
-            let memo = self.memo.as_mut().expect("just swapped in");
-            memo.remember(request.uri(), settings.route.by_origin());
-            std::mem::swap(&mut memo.service.inner, &mut self.inner);
-            return KeyedResponseFuture::authed(memo.service.call(request));
-        }
         let slot = match settings.cache.slot(&key) {
             Ok(slot) => slot,
             Err(error) => return KeyedResponseFuture::failed(error),
         };
-        let reuse = self
-            .memo
-            .as_ref()
-            .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared));
-        if !reuse {
-            self.previous = self.memo.take();
-            let service = BearerAuth::with_destinations(
-                self.inner.clone(),
-                slot,
-                settings.destinations.clone(),
-            )
-            .with_rule(settings.rule.clone());
-            self.memo = Some(Memo {
-                https: false,
-                authority: Approved::NONE,
-                key,
-                service,
-            });
-        }
-        let memo = self.memo.as_mut().expect("just set");
-        memo.remember(request.uri(), settings.route.by_origin());
-        std::mem::swap(&mut memo.service.inner, &mut self.inner);
+        // The same slot reached another way (another origin mapped to the same key): reuse its
+        // memo. Else a new one replaces the older.
+        let reuse = [*last, other].into_iter().find(|&i| {
+            memos[i]
+                .as_ref()
+                .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared))
+        });
+        let at = match reuse {
+            Some(i) => i,
+            None => {
+                let service = BearerAuth::with_destinations(
+                    inner.clone(),
+                    slot,
+                    settings.destinations.clone(),
+                )
+                .with_rule(settings.rule.clone());
+                memos[other] = Some(Memo {
+                    https: false,
+                    authority: Approved::NONE,
+                    key,
+                    service,
+                });
+                other
+            }
+        };
+        *last = at;
+        let memo = memos[at].as_mut().expect("just set");
+        memo.remember(request.uri(), route.by_origin());
+        std::mem::swap(&mut memo.service.inner, inner);
         KeyedResponseFuture::authed(memo.service.call(request))
     }
 }
@@ -488,8 +510,8 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
         KeyedBearerAuth {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
-            memo: self.memo.clone(),
-            previous: None,
+            memos: [self.memos[self.last].clone(), None],
+            last: 0,
         }
     }
 }
