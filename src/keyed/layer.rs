@@ -190,6 +190,7 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
             settings: Arc::new(self.settings.clone()),
             memos: [None, None],
             last: 0,
+            by_origin: self.settings.route.by_origin(),
         }
     }
 }
@@ -206,7 +207,11 @@ pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     /// turns between two destinations finds both without a lookup in the keyed cache. Only the
     /// last is handed on to clones (a clone per request would pay for copying both).
     memos: [Option<Memo<S, K, P, M>>; 2],
+    /// 0 or 1.
     last: usize,
+    /// Whether the route is by origin, kept here so the fast path does not read the settings
+    /// for it.
+    by_origin: bool,
 }
 
 /// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
@@ -234,13 +239,14 @@ impl<S, K, P, M> Memo<S, K, P, M> {
     fn matches<B>(
         &self,
         request: &Request<B>,
+        by_origin: bool,
         route: &Route<K>,
         picked: &mut Option<Option<K>>,
     ) -> bool
     where
         K: Eq + Clone,
     {
-        if route.by_origin() {
+        if by_origin {
             return self.same_origin(request.uri());
         }
         let key = picked.get_or_insert_with(|| route.key(&destination(request)));
@@ -307,8 +313,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
-        if let Some(memo) = &mut self.memos[self.last]
-            && memo.matches(&request, &self.settings.route, &mut picked)
+        // `& 1`: an index the compiler can see is in bounds.
+        if let Some(memo) = &mut self.memos[self.last & 1]
+            && memo.matches(&request, self.by_origin, &self.settings.route, &mut picked)
             && memo.slot().is_live()
         {
             // The service made ready is the one called: ours goes to the memo's
@@ -353,13 +360,15 @@ where
             settings,
             memos,
             last,
+            by_origin,
         } = self;
+        let by_origin = *by_origin;
         let settings = &**settings;
         let route = &settings.route;
-        let other = 1 - *last;
+        let other = 1 - (*last & 1);
         // The destination before the last: it becomes the last.
         if let Some(memo) = &mut memos[other]
-            && memo.matches(&request, route, &mut picked)
+            && memo.matches(&request, by_origin, route, &mut picked)
             && memo.slot().is_live()
         {
             *last = other;
@@ -383,7 +392,7 @@ where
         };
         // The same slot reached another way (another origin mapped to the same key): reuse its
         // memo. Else a new one replaces the older.
-        let reuse = [*last, other].into_iter().find(|&i| {
+        let reuse = [1 - other, other].into_iter().find(|&i| {
             memos[i]
                 .as_ref()
                 .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared))
@@ -408,7 +417,7 @@ where
         };
         *last = at;
         let memo = memos[at].as_mut().expect("just set");
-        memo.remember(request.uri(), route.by_origin());
+        memo.remember(request.uri(), by_origin);
         std::mem::swap(&mut memo.service.inner, inner);
         KeyedResponseFuture::authed(memo.service.call(request))
     }
@@ -510,8 +519,9 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
         KeyedBearerAuth {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
-            memos: [self.memos[self.last].clone(), None],
+            memos: [self.memos[self.last & 1].clone(), None],
             last: 0,
+            by_origin: self.by_origin,
         }
     }
 }
