@@ -2,11 +2,11 @@
 //! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
 //! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
 //!
-//! Each service remembers the destination it served last with a [`BearerAuth`] over that
-//! destination's slot, so a run of requests to one destination costs what a single-cache
+//! Each service remembers the last two destinations it served, each with a [`BearerAuth`] over
+//! that destination's slot, so a run of requests to one destination costs what a single-cache
 //! layer costs, plus one comparison of the authority (per origin) or of the key (per request)
-//! and one load of the slot's eviction flag. A request elsewhere looks its key up without a
-//! lock and takes its slot's token the same way.
+//! and one load of the slot's eviction flag, and taking turns between two costs little more. A
+//! request elsewhere looks its key up without a lock and takes its slot's token the same way.
 
 use std::fmt;
 use std::future::Future;
