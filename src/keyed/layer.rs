@@ -2,11 +2,11 @@
 //! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
 //! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
 //!
-//! Each service remembers the destination it served last with a [`BearerAuth`] over that
-//! destination's slot, so a run of requests to one destination costs what a single-cache
+//! Each service remembers the last two destinations it served, each with a [`BearerAuth`] over
+//! that destination's slot, so a run of requests to one destination costs what a single-cache
 //! layer costs, plus one comparison of the authority (per origin) or of the key (per request)
-//! and one load of the slot's eviction flag. A request elsewhere looks its key up without a
-//! lock and takes its slot's token the same way.
+//! and one load of the slot's eviction flag, and taking turns between two costs little more. A
+//! request elsewhere looks its key up without a lock and takes its slot's token the same way.
 
 use std::fmt;
 use std::future::Future;
@@ -188,7 +188,9 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
         KeyedBearerAuth {
             inner,
             settings: Arc::new(self.settings.clone()),
-            memo: None,
+            memos: [None, None],
+            last: 0,
+            by_origin: self.settings.route.by_origin(),
         }
     }
 }
@@ -201,8 +203,15 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
 pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     inner: S,
     settings: Arc<Settings<K, P>>,
-    /// The destination served last.
-    memo: Option<Memo<S, K, P, M>>,
+    /// The destination served last (`memos[last]`) and the one before it, so a service taking
+    /// turns between two destinations finds both without a lookup in the keyed cache. Only the
+    /// last is handed on to clones (a clone per request would pay for copying both).
+    memos: [Option<Memo<S, K, P, M>>; 2],
+    /// 0 or 1.
+    last: usize,
+    /// Whether the route is by origin, kept here so the fast path does not read the settings
+    /// for it.
+    by_origin: bool,
 }
 
 /// The destination a service served last: its key, and a [`BearerAuth`] over the key's slot
@@ -224,6 +233,37 @@ impl<S, K, P: TokenSource, M> Memo<S, K, P, M> {
 }
 
 impl<S, K, P, M> Memo<S, K, P, M> {
+    /// Whether `request` goes to this memo's destination: the same scheme and authority for a
+    /// route by origin, else the same key (picked once per request, kept in `picked`).
+    #[inline]
+    fn matches<B>(
+        &self,
+        request: &Request<B>,
+        by_origin: bool,
+        route: &Route<K>,
+        picked: &mut Option<Option<K>>,
+    ) -> bool
+    where
+        K: Eq + Clone,
+    {
+        if by_origin {
+            return self.same_origin(request.uri());
+        }
+        let key = picked.get_or_insert_with(|| route.key(&destination(request)));
+        key.as_ref() == Some(&self.key)
+    }
+
+    /// Remember `uri`'s scheme and authority as this memo's, for a route by origin.
+    fn remember(&mut self, uri: &Uri, by_origin: bool) {
+        match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
+                self.https = scheme == "https";
+                self.authority.remember(authority.as_str());
+            }
+            _ => self.authority = Approved::NONE,
+        }
+    }
+
     /// Whether `uri` goes where this memo's key was found for (route by origin).
     #[inline]
     fn same_origin(&self, uri: &Uri) -> bool {
@@ -273,22 +313,15 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
-        if let Some(memo) = &mut self.memo {
-            let route = &self.settings.route;
-            let same = if route.by_origin() {
-                memo.same_origin(request.uri())
-            } else {
-                let key = route.key(&destination(&request));
-                let same = key.as_ref() == Some(&memo.key);
-                picked = Some(key);
-                same
-            };
-            if same && memo.slot().is_live() {
-                // The service made ready is the one called: ours goes to the memo's
-                // `BearerAuth`, and its inner service (to be made ready next) comes back.
-                std::mem::swap(&mut memo.service.inner, &mut self.inner);
-                return KeyedResponseFuture::authed(memo.service.call(request));
-            }
+        // `& 1`: an index the compiler can see is in bounds.
+        if let Some(memo) = &mut self.memos[self.last & 1]
+            && memo.matches(&request, self.by_origin, &self.settings.route, &mut picked)
+            && memo.slot().is_live()
+        {
+            // The service made ready is the one called: ours goes to the memo's
+            // `BearerAuth`, and its inner service (to be made ready next) comes back.
+            std::mem::swap(&mut memo.service.inner, &mut self.inner);
+            return KeyedResponseFuture::authed(memo.service.call(request));
         }
         self.call_slow(request, picked)
     }
@@ -316,21 +349,40 @@ where
     fn call_slow<B>(
         &mut self,
         request: Request<B>,
-        picked: Option<Option<K>>,
+        mut picked: Option<Option<K>>,
     ) -> KeyedFuture<S, P, M, B>
     where
         S: Service<Request<B>>,
         BearerAuth<S, Slot<P>, M>: Service<Request<B>, Response = S::Response, Error = BoxError>,
     {
-        let settings = &*self.settings;
-        let key = picked.unwrap_or_else(|| settings.route.key(&destination(&request)));
+        let KeyedBearerAuth {
+            inner,
+            settings,
+            memos,
+            last,
+            by_origin,
+        } = self;
+        let by_origin = *by_origin;
+        let settings = &**settings;
+        let route = &settings.route;
+        let other = 1 - (*last & 1);
+        // The destination before the last: it becomes the last.
+        if let Some(memo) = &mut memos[other]
+            && memo.matches(&request, by_origin, route, &mut picked)
+            && memo.slot().is_live()
+        {
+            *last = other;
+            std::mem::swap(&mut memo.service.inner, inner);
+            return KeyedResponseFuture::authed(memo.service.call(request));
+        }
+        let key = picked.unwrap_or_else(|| route.key(&destination(&request)));
         let Some(key) = key else {
             let error = no_key(&destination(&request));
             return match settings.on_unknown {
                 OnDisallowedOrigin::Fail => KeyedResponseFuture::failed(error),
                 _ => {
                     tracing::debug!(reason = %error, "request sent without a bearer token");
-                    KeyedResponseFuture::plain(self.inner.call(request))
+                    KeyedResponseFuture::plain(inner.call(request))
                 }
             };
         };
@@ -338,35 +390,35 @@ where
             Ok(slot) => slot,
             Err(error) => return KeyedResponseFuture::failed(error),
         };
-        let reuse = self
-            .memo
-            .as_ref()
-            .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared));
-        if !reuse {
-            let service = BearerAuth::with_destinations(
-                self.inner.clone(),
-                slot,
-                settings.destinations.clone(),
-            )
-            .with_rule(settings.rule.clone());
-            self.memo = Some(Memo {
-                https: false,
-                authority: Approved::NONE,
-                key,
-                service,
-            });
-        }
-        let by_origin = settings.route.by_origin();
-        let memo = self.memo.as_mut().expect("just set");
-        let uri = request.uri();
-        match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
-                memo.https = scheme == "https";
-                memo.authority.remember(authority.as_str());
+        // The same slot reached another way (another origin mapped to the same key): reuse its
+        // memo. Else a new one replaces the older.
+        let reuse = [1 - other, other].into_iter().find(|&i| {
+            memos[i]
+                .as_ref()
+                .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared))
+        });
+        let at = match reuse {
+            Some(i) => i,
+            None => {
+                let service = BearerAuth::with_destinations(
+                    inner.clone(),
+                    slot,
+                    settings.destinations.clone(),
+                )
+                .with_rule(settings.rule.clone());
+                memos[other] = Some(Memo {
+                    https: false,
+                    authority: Approved::NONE,
+                    key,
+                    service,
+                });
+                other
             }
-            _ => memo.authority = Approved::NONE,
-        }
-        std::mem::swap(&mut memo.service.inner, &mut self.inner);
+        };
+        *last = at;
+        let memo = memos[at].as_mut().expect("just set");
+        memo.remember(request.uri(), by_origin);
+        std::mem::swap(&mut memo.service.inner, inner);
         KeyedResponseFuture::authed(memo.service.call(request))
     }
 }
@@ -385,7 +437,9 @@ pin_project! {
     enum KeyedState<A, F> {
         Authed { #[pin] future: A },
         Plain { #[pin] future: F },
-        Failed { error: Option<Error> },
+        // Boxed: an `Error` is larger than the common future, and the size is paid by every
+        // request.
+        Failed { error: Option<Box<Error>> },
     }
 }
 
@@ -403,9 +457,12 @@ impl<A, F> KeyedResponseFuture<A, F> {
         }
     }
 
+    #[cold]
     fn failed(error: Error) -> Self {
         KeyedResponseFuture {
-            state: KeyedState::Failed { error: Some(error) },
+            state: KeyedState::Failed {
+                error: Some(Box::new(error)),
+            },
         }
     }
 }
@@ -427,7 +484,7 @@ where
                 let error = error
                     .take()
                     .expect("KeyedResponseFuture polled after completion");
-                Poll::Ready(Err(error.into()))
+                Poll::Ready(Err(error as BoxError))
             }
         }
     }
@@ -462,7 +519,9 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
         KeyedBearerAuth {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
-            memo: self.memo.clone(),
+            memos: [self.memos[self.last & 1].clone(), None],
+            last: 0,
+            by_origin: self.by_origin,
         }
     }
 }

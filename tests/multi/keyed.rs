@@ -468,3 +468,48 @@ async fn a_rejection_rule_on_the_keyed_layer_drops_the_token_of_that_key() {
     assert_eq!(billing.body(), billing_again.body());
     assert_eq!(server.calls(), 3);
 }
+
+#[tokio::test]
+async fn two_destinations_in_turn_are_both_remembered_and_eviction_still_counts() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let cache = KeyedTokenCache::new(move |key: &&'static str| {
+        let counter = counter.clone();
+        let key = *key;
+        Ok(tower_bearer::source::from_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, Error>(
+                    tower_bearer::Token::new(format!("{key}-{n}"))
+                        .with_expires_in(Duration::from_secs(3600)),
+                )
+            }
+        }))
+    });
+    let origins = [
+        (Origin::from_static("https://a.example.com"), "a"),
+        (Origin::from_static("https://b.example.com"), "b"),
+    ];
+    let mut svc = BearerAuthLayer::per_origin(cache.clone(), origins).layer_service(service_fn(
+        |req: Request<()>| async move {
+            Ok::<_, Infallible>(Response::new(req.headers()[AUTHORIZATION].clone()))
+        },
+    ));
+    let mut send = async |host: &str| {
+        let req = Request::get(format!("https://{host}.example.com/"))
+            .body(())
+            .unwrap();
+        let response = svc.ready().await.unwrap().call(req).await.unwrap();
+        response.into_body().to_str().unwrap().to_owned()
+    };
+    for _ in 0..5 {
+        assert!(send("a").await.starts_with("Bearer a-"));
+        assert!(send("b").await.starts_with("Bearer b-"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    // `a` is the destination before the last; once removed, it is not served from memory.
+    assert!(cache.remove(&"a"));
+    assert_eq!(send("a").await, "Bearer a-2");
+    assert!(send("b").await.starts_with("Bearer b-"));
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+}
