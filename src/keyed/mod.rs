@@ -80,7 +80,8 @@ pub struct KeyedTokenCache<K, P> {
 }
 
 type Factory<K, P> = dyn Fn(&K) -> Result<P, Error> + Send + Sync;
-type Configure<P> = dyn Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>> + Send + Sync;
+type Configure<K, P> =
+    dyn Fn(&K, TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>> + Send + Sync;
 
 struct Shared<K, P> {
     /// Read without a lock by every request that is not served from a service's memo; replaced
@@ -90,7 +91,7 @@ struct Shared<K, P> {
     /// Coarse-clock ticks from which the next idle sweep is due.
     next_sweep: AtomicU64,
     factory: Box<Factory<K, P>>,
-    configure: Option<Box<Configure<P>>>,
+    configure: Option<Box<Configure<K, P>>>,
     max_keys: usize,
     idle_timeout: Duration,
 }
@@ -222,7 +223,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
         let slot = Slot::new((shared.factory)(key)?, now);
         let builder = TokenCache::builder(slot);
         let cache = match &shared.configure {
-            Some(configure) => configure(builder),
+            Some(configure) => configure(key, builder),
             None => builder,
         }
         .build();
@@ -297,13 +298,13 @@ fn evict_least_recent<K: Hash + Eq + Clone, P: TokenSource>(slots: &mut HashMap<
 /// let cache = KeyedTokenCache::builder(|tenant: &String| Ok(static_token(format!("token-{tenant}"))))
 ///     .max_keys(100)
 ///     .idle_timeout(Duration::from_secs(600))
-///     .cache(|slot| slot.refresh_window(Duration::from_secs(120)))
+///     .cache(|_tenant, slot| slot.refresh_window(Duration::from_secs(120)))
 ///     .build();
 /// # let _ = cache;
 /// ```
 pub struct KeyedTokenCacheBuilder<K, P> {
     factory: Box<Factory<K, P>>,
-    configure: Option<Box<Configure<P>>>,
+    configure: Option<Box<Configure<K, P>>>,
     max_keys: usize,
     idle_timeout: Duration,
 }
@@ -327,10 +328,16 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
     }
 
     /// Set up each slot's [`TokenCache`] (refresh window, backoff, background refresh, ...) with
-    /// `configure`, called on a fresh [`TokenCacheBuilder`] each time a slot is created.
+    /// `configure`, called with the slot's key on a fresh [`TokenCacheBuilder`] each time a
+    /// slot is created.
+    ///
+    /// Settings that name a credential must name the key's own: with the fleet tier (feature
+    /// `redis`), give each key its own identity,
+    /// `.cache(move |audience, slot| slot.fleet(fleet.credential(format!("orders {audience}"))))`,
+    /// or the keys would share one token through Redis.
     pub fn cache(
         mut self,
-        configure: impl Fn(TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>>
+        configure: impl Fn(&K, TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>>
         + Send
         + Sync
         + 'static,

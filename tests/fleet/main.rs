@@ -678,3 +678,46 @@ async fn no_token_password_or_secret_in_any_log_line_of_a_fleet_lifecycle() {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_cache_with_a_fleet_identity_per_key_shares_per_key_only() {
+    use tower_bearer::keyed::KeyedTokenCache;
+    use tower_bearer::source::from_fn;
+    use tower_bearer::{Error, Token};
+
+    let redis = RedisServer::start();
+    let fetches = Arc::new(AtomicU32::new(0));
+    let replica = || {
+        let fetches = fetches.clone();
+        let fleet = fleet(&redis.url()).build().unwrap();
+        KeyedTokenCache::builder(move |audience: &&'static str| {
+            let (fetches, audience) = (fetches.clone(), *audience);
+            Ok(from_fn(move || {
+                let n = fetches.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok::<_, Error>(
+                        Token::new(format!("{audience}-{n}"))
+                            .with_expires_in(Duration::from_secs(3600)),
+                    )
+                }
+            }))
+        })
+        .cache(move |audience, slot| slot.fleet(fleet.credential(format!("orders {audience}"))))
+        .build()
+    };
+    let (one, two) = (replica(), replica());
+    let billing = one.token(&"billing").await.unwrap();
+    let search = one.token(&"search").await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    // The other replica takes each key's token from Redis, and only that key's.
+    assert_eq!(
+        two.token(&"billing").await.unwrap().secret(),
+        billing.secret()
+    );
+    assert_eq!(
+        two.token(&"search").await.unwrap().secret(),
+        search.secret()
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert!(billing.secret().starts_with("billing-") && search.secret().starts_with("search-"));
+}
