@@ -266,43 +266,70 @@ async fn after_a_401_the_rejected_shared_token_is_not_taken_back() {
     );
 }
 
-/// Counts the warnings that announce an outage, on the current thread.
-fn count_outage_warnings() -> (Arc<AtomicU32>, tracing::subscriber::DefaultGuard) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    struct Count(Arc<AtomicU32>);
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
-        fn on_event(
-            &self,
-            event: &tracing::Event<'_>,
-            _: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            struct Message(bool);
-            impl tracing::field::Visit for Message {
-                fn record_debug(
-                    &mut self,
-                    field: &tracing::field::Field,
-                    value: &dyn std::fmt::Debug,
-                ) {
-                    if field.name() == "message" {
-                        self.0 |= format!("{value:?}").contains("fleet tier is unavailable");
-                    }
-                }
-            }
-            let mut message = Message(false);
-            event.record(&mut message);
-            if message.0 {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
+/// Every log line of this test binary, at every level, with the thread that wrote it: one
+/// global subscriber (a thread-local one, beside the other tests' threads, trips tracing's
+/// per-callsite interest cache and loses events). Tests on a current-thread runtime find their
+/// own lines (and those of every task they spawn) by thread.
+fn logs() -> &'static Mutex<Vec<(std::thread::ThreadId, String)>> {
+    static LOGS: std::sync::OnceLock<&'static Mutex<Vec<(std::thread::ThreadId, String)>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<_> = Box::leak(Box::default());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Line(logs, Vec::new()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
+/// One event's text, kept with its thread when the formatter drops it.
+struct Line(
+    &'static Mutex<Vec<(std::thread::ThreadId, String)>>,
+    Vec<u8>,
+);
+
+impl std::io::Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
     }
-    let count = Arc::new(AtomicU32::new(0));
-    let subscriber = tracing_subscriber::registry().with(Count(count.clone()));
-    (count, tracing::subscriber::set_default(subscriber))
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.1).into_owned();
+        self.0
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), text));
+    }
+}
+
+/// What this thread logged so far.
+fn logs_of_this_thread() -> String {
+    let me = std::thread::current().id();
+    let logs = logs().lock().unwrap();
+    logs.iter()
+        .filter(|(t, _)| *t == me)
+        .map(|(_, l)| l.as_str())
+        .collect()
+}
+
+fn outage_warnings() -> usize {
+    logs_of_this_thread()
+        .matches("fleet tier is unavailable")
+        .count()
 }
 
 #[tokio::test]
 async fn redis_stopped_mid_test_requests_still_succeed_and_the_fleet_converges_after() {
-    let (warnings, _guard) = count_outage_warnings();
+    logs();
     let mut redis = RedisServer::start();
     let issuer = Issuer::start(Duration::from_secs(3600)).await;
     let tiers = Tiers::default();
@@ -327,11 +354,7 @@ async fn redis_stopped_mid_test_requests_still_succeed_and_the_fleet_converges_a
     );
     assert_eq!(issuer.issued(), 5);
     assert_eq!(tiers.count(RefreshTier::Fallback), 4, "{:?}", tiers.all());
-    assert_eq!(
-        warnings.load(Ordering::SeqCst),
-        1,
-        "an outage is logged once"
-    );
+    assert_eq!(outage_warnings(), 1, "an outage is logged once");
 
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await; // past `outage_retry`
@@ -353,7 +376,7 @@ async fn redis_stopped_mid_test_requests_still_succeed_and_the_fleet_converges_a
         secrets.iter().all(|s| *s == secrets[0]),
         "every replica holds the same token"
     );
-    assert_eq!(warnings.load(Ordering::SeqCst), 1);
+    assert_eq!(outage_warnings(), 1);
 }
 
 /// A listener that accepts connections and answers each with `reply` (or nothing).
@@ -611,29 +634,9 @@ fn nothing_secret_in_debug_or_errors() {
     assert_eq!(err.kind(), ErrorKind::Config);
 }
 
-/// Everything written to a `tracing` fmt subscriber, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_token_password_or_secret_in_any_log_line_of_a_fleet_lifecycle() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    logs();
 
     let mut redis = RedisServer::with_password("s3cret-pw");
     let issuer = Issuer::start(Duration::from_secs(3600)).await;
@@ -667,9 +670,17 @@ async fn no_token_password_or_secret_in_any_log_line_of_a_fleet_lifecycle() {
     secrets.push(a.token().await.unwrap().secret().to_owned());
     assert_eq!(tiers.all().last(), Some(&RefreshTier::Fallback));
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("fleet tier is unavailable"), "{logs}");
-    assert!(logs.contains("unreadable"), "{logs}");
+    let mine = logs_of_this_thread();
+    assert!(mine.contains("fleet tier is unavailable"), "{mine}");
+    assert!(mine.contains("unreadable"), "{mine}");
+    assert!(mine.contains("token refreshed"), "{mine}");
+    // Every line of every test of this binary so far.
+    let logs: String = logs()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect();
     for secret in secrets
         .iter()
         .map(String::as_str)
