@@ -8,6 +8,8 @@
 
 #[path = "../sources/family.rs"]
 mod family;
+#[path = "../support/logs.rs"]
+mod logs;
 #[path = "../support/mtls_server.rs"]
 mod mtls_server;
 mod processes;
@@ -25,6 +27,7 @@ use tower_bearer::secret::ClientSecret;
 use tower_bearer::source::{ClientAuth, ClientCredentials};
 use tower_bearer::{BearerAuthLayer, ErrorKind, RefreshTier, TokenCache};
 
+use logs::{all_logs, logs, logs_of_this_thread};
 use support::{Issuer, RedisCluster, RedisServer, api_client};
 
 pub(crate) const IDENTITY: &str = "client_credentials test-client http://127.0.0.1/token";
@@ -264,61 +267,6 @@ async fn after_a_401_the_rejected_shared_token_is_not_taken_back() {
             RefreshTier::Shared
         ]
     );
-}
-
-/// Every log line of this test binary, at every level, with the thread that wrote it: one
-/// global subscriber (a thread-local one, beside the other tests' threads, trips tracing's
-/// per-callsite interest cache and loses events). Tests on a current-thread runtime find their
-/// own lines (and those of every task they spawn) by thread.
-fn logs() -> &'static Mutex<Vec<(std::thread::ThreadId, String)>> {
-    static LOGS: std::sync::OnceLock<&'static Mutex<Vec<(std::thread::ThreadId, String)>>> =
-        std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Mutex<_> = Box::leak(Box::default());
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Line(logs, Vec::new()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        logs
-    })
-}
-
-/// One event's text, kept with its thread when the formatter drops it.
-struct Line(
-    &'static Mutex<Vec<(std::thread::ThreadId, String)>>,
-    Vec<u8>,
-);
-
-impl std::io::Write for Line {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.1).into_owned();
-        self.0
-            .lock()
-            .unwrap()
-            .push((std::thread::current().id(), text));
-    }
-}
-
-/// What this thread logged so far.
-fn logs_of_this_thread() -> String {
-    let me = std::thread::current().id();
-    let logs = logs().lock().unwrap();
-    logs.iter()
-        .filter(|(t, _)| *t == me)
-        .map(|(_, l)| l.as_str())
-        .collect()
 }
 
 fn outage_warnings() -> usize {
@@ -675,12 +623,7 @@ async fn no_token_password_or_secret_in_any_log_line_of_a_fleet_lifecycle() {
     assert!(mine.contains("unreadable"), "{mine}");
     assert!(mine.contains("token refreshed"), "{mine}");
     // Every line of every test of this binary so far.
-    let logs: String = logs()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, l)| l.as_str())
-        .collect();
+    let logs = all_logs();
     for secret in secrets
         .iter()
         .map(String::as_str)
