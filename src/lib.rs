@@ -105,6 +105,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body_rule;
 pub mod cache;
 pub mod challenge;
 #[cfg(feature = "dpop")]

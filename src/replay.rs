@@ -339,7 +339,10 @@ where
                     rule,
                 } => {
                     let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() != StatusCode::UNAUTHORIZED && rule.is_none() {
+                    if response.status() != StatusCode::UNAUTHORIZED
+                        && rule.is_none()
+                        && response.extensions().is_empty()
+                    {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(sent) = *sent else {
@@ -440,7 +443,10 @@ where
                 }
                 ReplayProj::Second { future, sent, rule } => {
                     let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() == StatusCode::UNAUTHORIZED || rule.is_some() {
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        || rule.is_some()
+                        || !response.extensions().is_empty()
+                    {
                         sent.report(&mut response, rule.as_ref());
                     }
                     return Poll::Ready(Ok(response));

@@ -309,7 +309,12 @@ impl Sent {
         response: &mut Response<RB>,
         rule: Option<&RejectionRule>,
     ) -> bool {
-        if !challenge::rejects(rule, response.status(), response.headers()) {
+        if !challenge::rejects(rule, response.status(), response.headers())
+            && response
+                .extensions()
+                .get::<challenge::RejectedToken>()
+                .is_none()
+        {
             return false;
         }
         if !self.marker().claim(response.extensions_mut()) {
@@ -421,7 +426,9 @@ where
             if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
-                    && (response.status() == StatusCode::UNAUTHORIZED || rule.is_some())
+                    && (response.status() == StatusCode::UNAUTHORIZED
+                        || rule.is_some()
+                        || !response.extensions().is_empty())
                     && let Some(sent) = *sent
                 {
                     sent.report(response, rule.as_ref());
