@@ -45,14 +45,18 @@ pub(crate) fn coarse_now() -> Coarse {
         target_os = "dragonfly",
         windows
     ));
+    #[cfg(loom)]
+    let shifted = |now: Coarse| now.saturating_add(super::sync::model::offset().into());
+    #[cfg(not(loom))]
+    let shifted = |now: Coarse| now;
     if MONOTONIC {
         // Not `Instant::now()`: that also stores the reading in a process-wide cache, a write
         // to a line every thread would share.
-        coarsetime::Instant::now_without_cache_update()
+        shifted(coarsetime::Instant::now_without_cache_update())
     } else {
         static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
-        Coarse::from_ticks(0).saturating_add(elapsed.into())
+        shifted(Coarse::from_ticks(0).saturating_add(elapsed.into()))
     }
 }
 
@@ -76,7 +80,7 @@ impl Now {
         // (safe), never late.
         let coarse = coarse_now();
         Now {
-            tokio: Instant::now(),
+            tokio: super::sync::now(),
             coarse,
         }
     }

@@ -59,17 +59,18 @@ mod config;
 mod entry;
 mod event;
 pub(crate) mod handle;
+#[cfg(all(test, loom))]
+mod model_check;
 mod refresh;
+mod sync;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 pub use config::{Backoff, TokenCacheBuilder};
@@ -83,6 +84,8 @@ pub(crate) use config::Config;
 pub(crate) use entry::random_up_to;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;
+use refresh::NewRefresh;
+use sync::{AbortHandle, ArcSwapOption, AtomicU64, Mutex, MutexGuard};
 
 /// The shared, single-flight token cache. Cheap to clone: clones share one token.
 ///
@@ -168,6 +171,18 @@ impl Deadline {
 }
 
 type Outcome = Result<CachedToken, Error>;
+
+/// What [`TokenCache::join_or_start`] found.
+enum Join<P: TokenSource> {
+    /// A usable token.
+    Ready(CachedToken),
+    /// A refresh to wait for, and whether this caller started it (then it spawns it).
+    Wait {
+        outcome: watch::Receiver<Option<Outcome>>,
+        abandoned_at: Deadline,
+        started: Option<NewRefresh<P>>,
+    },
+}
 
 /// A value alone on its cache line (128 bytes: two 64-byte lines, as adjacent-line prefetchers
 /// fetch them in pairs).
@@ -257,34 +272,13 @@ impl<P: TokenSource> TokenCache<P> {
         let limit = self.shared.config.fetch_timeout;
         let give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
         loop {
-            let (mut outcome, abandoned_at, started) = {
-                let mut control = self.shared.lock();
-                let now = Now::read();
-                if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
-                    return Ok(CachedToken(entry));
-                }
-                match &control.inflight {
-                    Some(inflight) if !inflight.abandoned_at.passed(now) => {
-                        (inflight.outcome.clone(), inflight.abandoned_at, None)
-                    }
-                    _ => {
-                        if let Some(err) = control.blocked(now.tokio) {
-                            return Err(err);
-                        }
-                        let reason = if self.shared.current.load().is_some() {
-                            Reason::Expired
-                        } else {
-                            Reason::NoToken
-                        };
-                        let refresh = self.start_refresh(&mut control, now, reason)?;
-                        let inflight = control.inflight.as_ref().expect("just started");
-                        (
-                            inflight.outcome.clone(),
-                            inflight.abandoned_at,
-                            Some(refresh),
-                        )
-                    }
-                }
+            let (mut outcome, abandoned_at, started) = match self.join_or_start()? {
+                Join::Ready(token) => return Ok(token),
+                Join::Wait {
+                    outcome,
+                    abandoned_at,
+                    started,
+                } => (outcome, abandoned_at, started),
             };
             let own = started.is_some();
             if let Some(refresh) = started {
@@ -311,6 +305,37 @@ impl<P: TokenSource> TokenCache<P> {
             }
             // The refresh we waited for was dropped or abandoned: look again, take over if need be.
         }
+    }
+
+    /// The single-flight step of [`wait_for_refresh`](Self::wait_for_refresh), under the lock:
+    /// the current token if it is usable, else the refresh in flight to wait for, else a new
+    /// one (taking over one past its abandon deadline), to spawn once the lock is released.
+    fn join_or_start(&self) -> Result<Join<P>, Error> {
+        let mut control = self.shared.lock();
+        let now = Now::read();
+        if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
+            return Ok(Join::Ready(CachedToken(entry)));
+        }
+        let started = match &control.inflight {
+            Some(inflight) if !inflight.abandoned_at.passed(now) => None,
+            _ => {
+                if let Some(err) = control.blocked(now.tokio) {
+                    return Err(err);
+                }
+                let reason = if self.shared.current.load().is_some() {
+                    Reason::Expired
+                } else {
+                    Reason::NoToken
+                };
+                Some(self.start_refresh(&mut control, now, reason)?)
+            }
+        };
+        let inflight = control.inflight.as_ref().expect("in flight or just started");
+        Ok(Join::Wait {
+            outcome: inflight.outcome.clone(),
+            abandoned_at: inflight.abandoned_at,
+            started,
+        })
     }
 
     /// Drop `seen` if it is still the current token, typically after the server answered 401 to
@@ -418,7 +443,11 @@ impl<P: TokenSource> TokenCache<P> {
             return None;
         }
         if entry.is_stale(now) {
-            self.refresh_in_background(now, Reason::Stale, |_| true);
+            // Only for this token: one that another refresh replaced (or a 401 dropped) since
+            // the load above needs no second refresh (found by the model checks).
+            self.refresh_in_background(now, Reason::Stale, |current| {
+                current.is_some_and(|current| current.is(&entry))
+            });
             return Some((CachedToken(entry), Freshness::NONE));
         }
         let fresh = pack(entry.generation, PHASE_FRESH);
@@ -443,7 +472,7 @@ impl<P: TokenSource> TokenCache<P> {
     /// current token and still marked stale. Outside a runtime nothing changes.
     #[cold]
     fn rearm(&self, entry: &Arc<Entry>) {
-        let (Ok(_), Some(refresh_at)) = (tokio::runtime::Handle::try_current(), entry.refresh_at)
+        let (Ok(_), Some(refresh_at)) = (sync::Runtime::try_current(), entry.refresh_at)
         else {
             return;
         };
