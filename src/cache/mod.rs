@@ -330,7 +330,10 @@ impl<P: TokenSource> TokenCache<P> {
                 Some(self.start_refresh(&mut control, now, reason)?)
             }
         };
-        let inflight = control.inflight.as_ref().expect("in flight or just started");
+        let inflight = control
+            .inflight
+            .as_ref()
+            .expect("in flight or just started");
         Ok(Join::Wait {
             outcome: inflight.outcome.clone(),
             abandoned_at: inflight.abandoned_at,
@@ -472,8 +475,7 @@ impl<P: TokenSource> TokenCache<P> {
     /// current token and still marked stale. Outside a runtime nothing changes.
     #[cold]
     fn rearm(&self, entry: &Arc<Entry>) {
-        let (Ok(_), Some(refresh_at)) = (sync::Runtime::try_current(), entry.refresh_at)
-        else {
+        let (Ok(_), Some(refresh_at)) = (sync::Runtime::try_current(), entry.refresh_at) else {
             return;
         };
         let mut control = self.shared.lock();

@@ -190,7 +190,11 @@ fn assert_state_names_current<P>(cache: &TokenCache<P>) {
     let state = cache.state();
     match &*cache.shared.current.load() {
         Some(entry) => {
-            assert_eq!(state >> 2, entry.generation, "the word names the current token");
+            assert_eq!(
+                state >> 2,
+                entry.generation,
+                "the word names the current token"
+            );
             assert_ne!(state & 3, PHASE_NONE);
         }
         None => assert_eq!(state, PHASE_NONE),
@@ -368,7 +372,10 @@ fn an_abandoned_refresh_never_replaces_a_newer_token() {
         let control = cache.shared.lock();
         let newest = control.next_refresh;
         assert!(control.inflight.is_none());
-        assert_eq!(control.installed_by, newest, "the newest refresh's token is current");
+        assert_eq!(
+            control.installed_by, newest,
+            "the newest refresh's token is current"
+        );
         drop(control);
         if newest == 2 {
             TAKEOVERS.fetch_add(1, Ordering::Relaxed);
@@ -485,7 +492,10 @@ fn a_refresh_dropped_unrun_never_wedges_the_cache() {
         shutdown.join().unwrap();
         let second = second.join().unwrap();
         model::run_all();
-        assert!(cache.shared.lock().inflight.is_none(), "no marker left behind");
+        assert!(
+            cache.shared.lock().inflight.is_none(),
+            "no marker left behind"
+        );
         // The second caller got a token, or saw its refresh's task dropped (the real caller
         // then looks again); either way the next caller is not stuck.
         if let Got::Waiting(outcome) = &second
@@ -506,4 +516,3 @@ fn a_refresh_dropped_unrun_never_wedges_the_cache() {
         "some interleaving dropped the refresh a caller waited for"
     );
 }
-

@@ -51,9 +51,9 @@ pub(crate) mod model {
     use std::collections::VecDeque;
     use std::future::Future;
     use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering};
+    use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
     use loom::sync::Mutex;
