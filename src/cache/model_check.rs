@@ -21,7 +21,7 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool as StdAtomicBool, AtomicUsize as StdAtomicUsize};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use loom::sync::atomic::AtomicBool;
 use loom::thread;
 use tower::Service as _;
@@ -137,9 +137,11 @@ fn call_token(cache: &TokenCache<Counter>) -> Got {
 /// The secret of the header an inner service received.
 type Seen = Arc<StdMutex<Vec<String>>>;
 
-/// A real `BearerAuth` over an inner service that records the `Authorization` it receives.
+/// A real `BearerAuth` over an inner service that records the `Authorization` it receives and
+/// answers `status`.
 fn service(
     cache: &TokenCache<Counter>,
+    status: StatusCode,
 ) -> (
     BearerAuth<
         impl tower::Service<
@@ -160,13 +162,16 @@ fn service(
             let secret = value.to_str().unwrap().trim_start_matches("Bearer ");
             record.lock().unwrap().push(secret.to_owned());
         }
-        std::future::ready(Ok::<_, Infallible>(Response::new(())))
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        std::future::ready(Ok::<_, Infallible>(response))
     });
     (BearerAuth::new(inner, cache.clone()), seen)
 }
 
 /// One request through the service: the secret it carried, or `None` if it is waiting for a
-/// token (its future, never polled here, would wait for the refresh).
+/// token (its future, never polled here, would wait for the refresh). A request that was sent
+/// has its response future run to the end, 401 handling included.
 fn send(
     service: &mut BearerAuth<
         impl tower::Service<
@@ -180,7 +185,12 @@ fn send(
     seen: &Seen,
 ) -> Option<String> {
     let before = seen.lock().unwrap().len();
-    drop(service.call(Request::new(())));
+    let mut response = std::pin::pin!(service.call(Request::new(())));
+    let sent = seen.lock().unwrap().len() > before;
+    if sent {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(response.as_mut().poll(&mut cx).is_ready());
+    }
     let seen = seen.lock().unwrap();
     (seen.len() > before).then(|| seen[before].clone())
 }
@@ -312,7 +322,7 @@ fn no_request_carries_a_token_after_its_invalidation() {
         let (cache, _) = cache();
         let first = install_first(&cache);
         let invalidated = Arc::new(AtomicBool::new(false));
-        let (mut service, seen) = service(&cache);
+        let (mut service, seen) = service(&cache, StatusCode::OK);
         // Warm: the service remembers the token and the word it is fresh under.
         assert_eq!(send(&mut service, &seen).as_deref(), Some("t0"));
         let caller = {
@@ -418,7 +428,7 @@ fn a_timer_never_marks_a_newer_token_stale() {
         let caller = {
             let cache = cache.clone();
             thread::spawn(move || {
-                let (mut service, seen) = service(&cache);
+                let (mut service, seen) = service(&cache, StatusCode::OK);
                 send(&mut service, &seen);
                 send(&mut service, &seen);
                 model::run_all();
@@ -514,5 +524,63 @@ fn a_refresh_dropped_unrun_never_wedges_the_cache() {
     assert!(
         WEDGE_CHECKS.load(Ordering::Relaxed),
         "some interleaving dropped the refresh a caller waited for"
+    );
+}
+
+/// A 401 drops the token the request carried, if it is still current, and never another: the
+/// generation a request remembers is the one of the header it carried, whether the fast path,
+/// the lock-free path or the slow path chose it, while an invalidation and its refresh replace
+/// the token.
+#[test]
+fn a_401_drops_only_the_token_the_request_carried() {
+    static CARRIED: [StdAtomicUsize; 2] = [StdAtomicUsize::new(0), StdAtomicUsize::new(0)];
+    check(|| {
+        let (cache, _) = cache();
+        let first = install_first(&cache);
+        // Warm, with an inner service that answers 200; then it answers 401.
+        let (mut rejected, warm) = service(&cache, StatusCode::OK);
+        assert_eq!(send(&mut rejected, &warm).as_deref(), Some("t0"));
+        let (rejecting, seen) = service(&cache, StatusCode::UNAUTHORIZED);
+        rejected.inner = rejecting.into_inner();
+        let caller = thread::spawn(move || {
+            let carried = send(&mut rejected, &seen);
+            model::run_all();
+            carried
+        });
+        let invalidator = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                cache.invalidate(&first);
+                model::run_all();
+            })
+        };
+        let carried = caller.join().unwrap();
+        invalidator.join().unwrap();
+        model::run_all();
+        let current = cache.current().expect("a token");
+        match carried.as_deref() {
+            // Its 401 arrived before or after the invalidation: either way t0 went, once, and
+            // the refresh's t1 stays.
+            Some("t0") => {
+                CARRIED[0].fetch_add(1, Ordering::Relaxed);
+                assert_eq!(current.secret(), "t1");
+                assert_eq!(fetches(&cache), 2);
+            }
+            // It carried the new token: its 401 dropped that one, and a refresh replaced it.
+            Some("t1") => {
+                CARRIED[1].fetch_add(1, Ordering::Relaxed);
+                assert_eq!(current.secret(), "t2");
+                assert_eq!(fetches(&cache), 3);
+            }
+            // It waited for the refresh (its future is not run here).
+            None => assert_eq!(current.secret(), "t1"),
+            Some(other) => panic!("carried {other}"),
+        }
+        assert_state_names_current(&cache);
+    });
+    let carried = CARRIED.each_ref().map(|n| n.load(Ordering::Relaxed));
+    assert!(
+        carried.iter().all(|&n| n > 0),
+        "both tokens were carried: {carried:?}"
     );
 }
