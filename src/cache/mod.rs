@@ -27,6 +27,10 @@
 //! (A source may still serialise its own fetches: the rotating sources wait for an abandoned
 //! rotation to release their store rather than spend a refresh token twice.)
 //!
+//! The state machine is model-checked with loom: `model_check` runs this code under every
+//! interleaving of a few callers, a refresh, a phase timer and an invalidation, with the
+//! primitives of `sync` swapped for loom's (`RUSTFLAGS="--cfg loom"`; see `.ci/run`).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
