@@ -52,7 +52,8 @@ pub(crate) mod model {
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering};
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering;
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
@@ -211,22 +212,26 @@ pub(crate) mod model {
         drop(jobs);
     }
 
-    /// How far the model's clock is ahead of the real one, in nanoseconds. Time is not a
-    /// synchronisation channel (every thread reads one physical clock), so this is a plain
-    /// atomic, reset by [`reset_clock`] at the start of each execution.
-    static OFFSET: StdAtomicU64 = StdAtomicU64::new(0);
+    std::thread_local! {
+        /// How far the model's clock is ahead of the real one. Time is not a synchronisation
+        /// channel (every thread reads one physical clock), so this is not a loom object; and
+        /// loom runs all the threads of a model on the thread of its test, so a thread-local
+        /// is one clock per model, apart from those of tests running beside it. Reset by
+        /// [`reset_clock`] at the start of each execution.
+        static OFFSET: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
 
     pub(crate) fn reset_clock() {
-        OFFSET.store(0, Ordering::SeqCst);
+        OFFSET.set(Duration::ZERO);
     }
 
     /// Move the model's clock forward.
     pub(crate) fn advance(by: Duration) {
-        OFFSET.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+        OFFSET.set(OFFSET.get() + by);
     }
 
     pub(crate) fn offset() -> Duration {
-        Duration::from_nanos(OFFSET.load(Ordering::SeqCst))
+        OFFSET.get()
     }
 
     pub(crate) fn now() -> Instant {
