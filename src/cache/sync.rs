@@ -48,11 +48,11 @@ pub(crate) use imp::*;
 /// The stand-ins used under `--cfg loom`, and what the model checks drive them with.
 #[cfg(loom)]
 pub(crate) mod model {
+    use std::cell::Cell;
     use std::collections::VecDeque;
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
-    use std::cell::Cell;
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
