@@ -85,6 +85,7 @@ use crate::{Error, TokenSource};
 pub(crate) use clock::{Coarse, coarse_now};
 use clock::{Now, PASSED};
 pub(crate) use config::Config;
+#[cfg(feature = "redis")]
 pub(crate) use entry::random_up_to;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool as StdAtomicBool, AtomicUsize as StdAtomicUsize};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -30,15 +31,20 @@ use super::sync::model;
 use super::*;
 use crate::{BearerAuth, Token};
 
-/// A source that counts its fetches and names each token after its number: `t0`, `t1`, ...
+/// A source that counts its fetches and names each token after its number: `t0`, `t1`, ...;
+/// while `failing`, it fails (transient) instead.
 struct Counter {
     fetches: StdAtomicUsize,
     lifetime: Duration,
+    failing: StdAtomicBool,
 }
 
 impl TokenSource for Counter {
     async fn fetch(&self) -> Result<Token, Error> {
         let n = self.fetches.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::transient("the model's token endpoint is down"));
+        }
         Ok(Token::new(format!("t{n}")).with_expires_in(self.lifetime))
     }
 }
@@ -57,6 +63,7 @@ fn cache_with(lifetime: Duration) -> (TokenCache<Counter>, Installed) {
     let cache = TokenCache::builder(Counter {
         fetches: StdAtomicUsize::new(0),
         lifetime,
+        failing: StdAtomicBool::new(false),
     })
     .jitter(Duration::ZERO)
     .fetch_timeout(FETCH_TIMEOUT)
@@ -134,56 +141,53 @@ fn call_token(cache: &TokenCache<Counter>) -> Got {
     }
 }
 
-/// The secret of the header an inner service received.
+/// The secrets of the headers an inner service received.
 type Seen = Arc<StdMutex<Vec<String>>>;
 
-/// A real `BearerAuth` over an inner service that records the `Authorization` it receives and
-/// answers `status`.
+/// An inner service that records the `Authorization` it receives and answers `status`.
+#[derive(Clone)]
+struct Recorder {
+    seen: Seen,
+    status: StatusCode,
+}
+
+impl tower::Service<Request<()>> for Recorder {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+            let secret = value.to_str().unwrap().trim_start_matches("Bearer ");
+            self.seen.lock().unwrap().push(secret.to_owned());
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = self.status;
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A real `BearerAuth` over a [`Recorder`], and what it records.
 fn service(
     cache: &TokenCache<Counter>,
     status: StatusCode,
-) -> (
-    BearerAuth<
-        impl tower::Service<
-            Request<()>,
-            Response = Response<()>,
-            Error = Infallible,
-            Future = std::future::Ready<Result<Response<()>, Infallible>>,
-        > + Clone
-        + use<>,
-        Counter,
-    >,
-    Seen,
-) {
+) -> (BearerAuth<Recorder, Counter>, Seen) {
     let seen = Seen::default();
-    let record = Arc::clone(&seen);
-    let inner = tower::service_fn(move |request: Request<()>| {
-        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
-            let secret = value.to_str().unwrap().trim_start_matches("Bearer ");
-            record.lock().unwrap().push(secret.to_owned());
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        std::future::ready(Ok::<_, Infallible>(response))
-    });
+    let inner = Recorder {
+        seen: Arc::clone(&seen),
+        status,
+    };
     (BearerAuth::new(inner, cache.clone()), seen)
 }
 
 /// One request through the service: the secret it carried, or `None` if it is waiting for a
 /// token (its future, never polled here, would wait for the refresh). A request that was sent
 /// has its response future run to the end, 401 handling included.
-fn send(
-    service: &mut BearerAuth<
-        impl tower::Service<
-            Request<()>,
-            Response = Response<()>,
-            Error = Infallible,
-            Future = std::future::Ready<Result<Response<()>, Infallible>>,
-        > + Clone,
-        Counter,
-    >,
-    seen: &Seen,
-) -> Option<String> {
+fn send(service: &mut BearerAuth<Recorder, Counter>, seen: &Seen) -> Option<String> {
     let before = seen.lock().unwrap().len();
     let mut response = std::pin::pin!(service.call(Request::new(())));
     let sent = seen.lock().unwrap().len() > before;
@@ -583,4 +587,40 @@ fn a_401_drops_only_the_token_the_request_carried() {
         carried.iter().all(|&n| n > 0),
         "both tokens were carried: {carried:?}"
     );
+}
+
+/// Serve-stale through failures: the one background refresh fails; the callers keep getting
+/// the stale token, and none starts another fetch before the backoff has passed.
+#[test]
+fn a_failed_refresh_is_backed_off_while_the_stale_token_is_served() {
+    check(|| {
+        let (cache, _) = cache_with(Duration::from_secs(100));
+        let first = install_first(&cache);
+        cache.source().failing.store(true, Ordering::SeqCst);
+        model::advance(Duration::from_secs(60));
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let cache = cache.clone();
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        let (token, _) = cache.usable().expect("served without waiting");
+                        assert_eq!(token.secret(), "t0");
+                        model::run_all();
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap();
+        }
+        model::run_all();
+        assert_eq!(fetches(&cache), 2, "one failed refresh, then the backoff");
+        let control = cache.shared.lock();
+        assert_eq!(control.failures, 1);
+        assert!(control.inflight.is_none());
+        assert!(control.blocked(Now::read().tokio).is_some(), "backing off");
+        drop(control);
+        assert!(cache.current().unwrap().0.is(&first.0));
+        assert_state_names_current(&cache);
+    });
 }

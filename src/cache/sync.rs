@@ -47,6 +47,8 @@ pub(crate) use imp::*;
 
 /// The stand-ins used under `--cfg loom`, and what the model checks drive them with.
 #[cfg(loom)]
+// What drives the model (running tasks, moving the clock) is used by the model checks only.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod model {
     use std::cell::Cell;
     use std::collections::VecDeque;
