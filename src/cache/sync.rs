@@ -7,7 +7,8 @@
 //!
 //! Under `RUSTFLAGS="--cfg loom"` they are [loom](https://docs.rs/loom)'s, so that loom can
 //! explore every interleaving of the cache's own code (tests in `model_check`):
-//! - the mutex and the atomics are loom's;
+//! - the mutex and the atomics are loom's (an atomic store is modelled as a swap, to step
+//!   around a loom bug: see `model::AtomicU64`);
 //! - `ArcSwapOption` (arc-swap does not support loom) is a loom mutex around an
 //!   `Option<Arc<T>>` with the same interface: one linearizable load or store, as arc-swap's are;
 //! - the runtime queues spawned tasks for the model, which runs each at a moment of loom's
