@@ -37,6 +37,7 @@ pub(crate) const TICK_SLACK: Duration = Duration::from_millis(50);
 /// monotonic `std::time::Instant` instead.
 #[inline]
 pub(crate) fn coarse_now() -> Coarse {
+    #[cfg_attr(loom, allow(dead_code))] // the model's clock stands in for every platform's
     const MONOTONIC: bool = cfg!(any(
         target_os = "linux",
         target_os = "android",
@@ -46,17 +47,16 @@ pub(crate) fn coarse_now() -> Coarse {
         windows
     ));
     #[cfg(loom)]
-    let shifted = |now: Coarse| now.saturating_add(super::sync::model::offset().into());
+    return super::sync::model::coarse_now();
     #[cfg(not(loom))]
-    let shifted = |now: Coarse| now;
     if MONOTONIC {
         // Not `Instant::now()`: that also stores the reading in a process-wide cache, a write
         // to a line every thread would share.
-        shifted(coarsetime::Instant::now_without_cache_update())
+        coarsetime::Instant::now_without_cache_update()
     } else {
         static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
-        shifted(Coarse::from_ticks(0).saturating_add(elapsed.into()))
+        Coarse::from_ticks(0).saturating_add(elapsed.into())
     }
 }
 

@@ -242,7 +242,7 @@ impl<P: TokenSource> TokenCache<P> {
                 state: Padded(AtomicU64::new(PHASE_NONE)),
                 current: ArcSwapOption::empty(),
                 quiet_until: AtomicU64::new(0),
-                epoch: Instant::now(),
+                epoch: sync::now(),
                 control: Mutex::new(Control::default()),
                 config,
                 source,

@@ -14,9 +14,8 @@
 //! - the runtime queues spawned tasks for the model, which runs each at a moment of loom's
 //!   choosing (a refresh task; a phase timer, once the clock has passed its deadline; a task
 //!   aborted before it runs is dropped unpolled, as tokio drops it);
-//! - the clock is the real one plus a model offset that a test moves forward ([`model::advance`]);
-//!   a fetch never times out (the abandon deadline, kept on the clock, is what the model passes
-//!   instead).
+//! - the clock stands still unless a test moves it forward ([`model::advance`]); a fetch never
+//!   times out (the abandon deadline, kept on the clock, is what the model passes instead).
 //!
 //! `Arc` and `Weak` stay `std`'s in both builds: loom's `Arc` has no `Weak`, and the cache's
 //! correctness does not rest on reference counts but on the words modelled here.
@@ -216,29 +215,51 @@ pub(crate) mod model {
     }
 
     std::thread_local! {
-        /// How far the model's clock is ahead of the real one. Time is not a synchronisation
-        /// channel (every thread reads one physical clock), so this is not a loom object; and
-        /// loom runs all the threads of a model on the thread of its test, so a thread-local
-        /// is one clock per model, apart from those of tests running beside it. Reset by
-        /// [`reset_clock`] at the start of each execution.
-        static OFFSET: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+        /// The model's clock: where it started, on tokio's clock and on the coarse one, and
+        /// how far it has been moved since. It moves only when a test moves it: real time
+        /// passing (a loaded machine stalling an execution) must not pass a deadline in one
+        /// execution and not in the next. Time is not a synchronisation channel (every thread
+        /// reads one physical clock), so this is not a loom object; and loom runs all the
+        /// threads of a model on the thread of its test, so a thread-local is one clock per
+        /// model, apart from those of tests running beside it. Reset by [`reset_clock`] at the
+        /// start of each execution.
+        static CLOCK: Cell<Option<(Instant, coarsetime::Instant, Duration)>> = const { Cell::new(None) };
     }
 
+    fn clock() -> (Instant, coarsetime::Instant, Duration) {
+        CLOCK.get().unwrap_or_else(|| {
+            let start = (
+                Instant::now(),
+                coarsetime::Instant::now_without_cache_update(),
+                Duration::ZERO,
+            );
+            CLOCK.set(Some(start));
+            start
+        })
+    }
+
+    /// Start the model's clock again, from the real time.
     pub(crate) fn reset_clock() {
-        OFFSET.set(Duration::ZERO);
+        CLOCK.set(None);
+        clock();
     }
 
     /// Move the model's clock forward.
     pub(crate) fn advance(by: Duration) {
-        OFFSET.set(OFFSET.get() + by);
+        let (tokio, coarse, offset) = clock();
+        CLOCK.set(Some((tokio, coarse, offset + by)));
     }
 
-    pub(crate) fn offset() -> Duration {
-        OFFSET.get()
-    }
-
+    /// Now, on the model's clock: tokio's.
     pub(crate) fn now() -> Instant {
-        Instant::now() + offset()
+        let (tokio, _, offset) = clock();
+        tokio + offset
+    }
+
+    /// Now, on the model's clock: the coarse one.
+    pub(crate) fn coarse_now() -> coarsetime::Instant {
+        let (_, coarse, offset) = clock();
+        coarse.saturating_add(offset.into())
     }
 
     /// A fetch never times out in the model.
