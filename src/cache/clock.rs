@@ -37,6 +37,7 @@ pub(crate) const TICK_SLACK: Duration = Duration::from_millis(50);
 /// monotonic `std::time::Instant` instead.
 #[inline]
 pub(crate) fn coarse_now() -> Coarse {
+    #[cfg_attr(loom, allow(dead_code))] // the model's clock stands in for every platform's
     const MONOTONIC: bool = cfg!(any(
         target_os = "linux",
         target_os = "android",
@@ -45,6 +46,9 @@ pub(crate) fn coarse_now() -> Coarse {
         target_os = "dragonfly",
         windows
     ));
+    #[cfg(loom)]
+    return super::sync::model::coarse_now();
+    #[cfg(not(loom))]
     if MONOTONIC {
         // Not `Instant::now()`: that also stores the reading in a process-wide cache, a write
         // to a line every thread would share.
@@ -76,7 +80,7 @@ impl Now {
         // (safe), never late.
         let coarse = coarse_now();
         Now {
-            tokio: Instant::now(),
+            tokio: super::sync::now(),
             coarse,
         }
     }

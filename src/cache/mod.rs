@@ -27,6 +27,10 @@
 //! (A source may still serialise its own fetches: the rotating sources wait for an abandoned
 //! rotation to release their store rather than spend a refresh token twice.)
 //!
+//! The state machine is model-checked with loom: `model_check` runs this code under every
+//! interleaving of a few callers, a refresh, a phase timer and an invalidation, with the
+//! primitives of `sync` swapped for loom's (`RUSTFLAGS="--cfg loom"`; see `.ci/run`).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,17 +64,18 @@ mod entry;
 mod event;
 pub(crate) mod handle;
 mod metrics;
+#[cfg(all(test, loom))]
+mod model_check;
 mod refresh;
+mod sync;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 pub use config::{Backoff, TokenCacheBuilder};
@@ -85,6 +90,8 @@ pub(crate) use config::Config;
 pub(crate) use entry::random_up_to;
 use entry::{Entry, PHASE_FRESH, PHASE_NONE, PHASE_STALE, pack};
 use event::RefreshReason as Reason;
+use refresh::NewRefresh;
+use sync::{AbortHandle, ArcSwapOption, AtomicU64, Mutex, MutexGuard};
 
 /// The shared, single-flight token cache. Cheap to clone: clones share one token.
 ///
@@ -171,6 +178,18 @@ impl Deadline {
 
 type Outcome = Result<CachedToken, Error>;
 
+/// What [`TokenCache::join_or_start`] found.
+enum Join<P: TokenSource> {
+    /// A usable token.
+    Ready(CachedToken),
+    /// A refresh to wait for, and whether this caller started it (then it spawns it).
+    Wait {
+        outcome: watch::Receiver<Option<Outcome>>,
+        abandoned_at: Deadline,
+        started: Option<NewRefresh<P>>,
+    },
+}
+
 /// A value alone on its cache line (128 bytes: two 64-byte lines, as adjacent-line prefetchers
 /// fetch them in pairs).
 #[repr(align(128))]
@@ -225,7 +244,7 @@ impl<P: TokenSource> TokenCache<P> {
                 state: Padded(AtomicU64::new(PHASE_NONE)),
                 current: ArcSwapOption::empty(),
                 quiet_until: AtomicU64::new(0),
-                epoch: Instant::now(),
+                epoch: sync::now(),
                 control: Mutex::new(Control::default()),
                 config,
                 source,
@@ -261,34 +280,13 @@ impl<P: TokenSource> TokenCache<P> {
         let give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
         let mut counted = false;
         loop {
-            let (mut outcome, abandoned_at, started) = {
-                let mut control = self.shared.lock();
-                let now = Now::read();
-                if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
-                    return Ok(CachedToken(entry));
-                }
-                match &control.inflight {
-                    Some(inflight) if !inflight.abandoned_at.passed(now) => {
-                        (inflight.outcome.clone(), inflight.abandoned_at, None)
-                    }
-                    _ => {
-                        if let Some(err) = control.blocked(now.tokio) {
-                            return Err(err);
-                        }
-                        let reason = if self.shared.current.load().is_some() {
-                            Reason::Expired
-                        } else {
-                            Reason::NoToken
-                        };
-                        let refresh = self.start_refresh(&mut control, now, reason)?;
-                        let inflight = control.inflight.as_ref().expect("just started");
-                        (
-                            inflight.outcome.clone(),
-                            inflight.abandoned_at,
-                            Some(refresh),
-                        )
-                    }
-                }
+            let (mut outcome, abandoned_at, started) = match self.join_or_start()? {
+                Join::Ready(token) => return Ok(token),
+                Join::Wait {
+                    outcome,
+                    abandoned_at,
+                    started,
+                } => (outcome, abandoned_at, started),
             };
             let own = started.is_some();
             if let Some(refresh) = started {
@@ -318,6 +316,40 @@ impl<P: TokenSource> TokenCache<P> {
             }
             // The refresh we waited for was dropped or abandoned: look again, take over if need be.
         }
+    }
+
+    /// The single-flight step of [`wait_for_refresh`](Self::wait_for_refresh), under the lock:
+    /// the current token if it is usable, else the refresh in flight to wait for, else a new
+    /// one (taking over one past its abandon deadline), to spawn once the lock is released.
+    fn join_or_start(&self) -> Result<Join<P>, Error> {
+        let mut control = self.shared.lock();
+        let now = Now::read();
+        if let Some(entry) = self.shared.current.load_full().filter(|e| e.is_usable(now)) {
+            return Ok(Join::Ready(CachedToken(entry)));
+        }
+        let started = match &control.inflight {
+            Some(inflight) if !inflight.abandoned_at.passed(now) => None,
+            _ => {
+                if let Some(err) = control.blocked(now.tokio) {
+                    return Err(err);
+                }
+                let reason = if self.shared.current.load().is_some() {
+                    Reason::Expired
+                } else {
+                    Reason::NoToken
+                };
+                Some(self.start_refresh(&mut control, now, reason)?)
+            }
+        };
+        let inflight = control
+            .inflight
+            .as_ref()
+            .expect("in flight or just started");
+        Ok(Join::Wait {
+            outcome: inflight.outcome.clone(),
+            abandoned_at: inflight.abandoned_at,
+            started,
+        })
     }
 
     /// Drop `seen` if it is still the current token, typically after the server answered 401 to
@@ -505,8 +537,7 @@ impl<P: TokenSource> TokenCache<P> {
     /// current token and still marked stale. Outside a runtime nothing changes.
     #[cold]
     fn rearm(&self, entry: &Arc<Entry>) {
-        let (Ok(_), Some(refresh_at)) = (tokio::runtime::Handle::try_current(), entry.refresh_at)
-        else {
+        let (Ok(_), Some(refresh_at)) = (sync::Runtime::try_current(), entry.refresh_at) else {
             return;
         };
         let mut control = self.shared.lock();

@@ -15,6 +15,7 @@ use super::clock::Now;
 use super::entry::{Entry, PHASE_FRESH, PHASE_STALE, pack, random_up_to};
 use super::event::RefreshReason as Reason;
 use super::metrics;
+use super::sync::{self, Runtime};
 use super::{
     CachedToken, Control, Deadline, Fetched, InFlight, Outcome, RefreshEvent, Shared,
     TAKEOVER_GRACE, TokenCache, far_as_possible,
@@ -23,13 +24,13 @@ use crate::{Error, ErrorKind, MAX_RETRY_AFTER, TokenSource};
 
 /// The current tokio runtime, checked to have what the cache needs: fetch timeouts, waits and
 /// timers need its time driver. A configuration error rather than a panic later.
-pub(super) fn runtime() -> Result<tokio::runtime::Handle, Error> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+pub(super) fn runtime() -> Result<Runtime, Error> {
+    let runtime = Runtime::try_current().map_err(|_| {
         Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
     })?;
     // tokio offers no way to ask; building a timer (not polling it) on such a runtime panics
     // at once, with nothing held.
-    match std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))) {
+    match std::panic::catch_unwind(|| drop(sync::sleep(Duration::ZERO))) {
         Ok(()) => Ok(runtime),
         Err(_) => Err(Error::config(
             "tower-bearer needs tokio's time driver: build the runtime with `enable_time()` \
@@ -98,7 +99,7 @@ impl<P: TokenSource> TokenCache<P> {
 /// A refresh marked in flight, to spawn once the control lock is released: a runtime that has
 /// shut down drops the task inside `spawn`, and the guard's cleanup then takes the lock.
 pub(super) struct NewRefresh<P: TokenSource> {
-    runtime: tokio::runtime::Handle,
+    runtime: Runtime,
     guard: RefreshGuard<P>,
     reason: Reason,
 }
@@ -136,14 +137,14 @@ impl<P: TokenSource> RefreshGuard<P> {
         // poll it must not make a healthy refresh look abandoned. (A task never polled keeps the
         // deadline set at spawn.)
         shared.running(self.id);
-        let started = Instant::now();
+        let started = sync::now();
         tracing::debug!(reason = reason.as_str(), "token refresh started");
         let timeout = shared.config.fetch_timeout;
         let previous = self.previous.as_deref();
         // `fetch()` is called inside the caught future: a source can panic before it returns
         // its future as well as while it runs.
         let fetched =
-            AssertUnwindSafe(async { tokio::time::timeout(timeout, shared.fetch(previous)).await })
+            AssertUnwindSafe(async { sync::timeout(timeout, shared.fetch(previous)).await })
                 .catch_unwind()
                 .await;
         let result = match fetched {
@@ -156,7 +157,7 @@ impl<P: TokenSource> RefreshGuard<P> {
         };
         let tier = result.as_ref().ok().map(|fetched| fetched.tier);
         let outcome = shared.complete(self.id, started, result);
-        let took = Instant::now().saturating_duration_since(started);
+        let took = sync::now().saturating_duration_since(started);
         let tier = tier.filter(|_| outcome.is_ok());
         metrics::refreshed(&shared.config, reason, &outcome, tier, took);
         metrics::expiry(&shared.config, shared.current.load().as_deref());
@@ -194,7 +195,7 @@ impl<P: TokenSource> Shared<P> {
             return fleet.fetch(&self.source, previous, &self.config).await;
         }
         let _ = previous;
-        let sent_at = Instant::now();
+        let sent_at = sync::now();
         let token = self.source.fetch().await?;
         Ok(Fetched {
             token,
@@ -358,11 +359,11 @@ impl<P: TokenSource> Shared<P> {
             shared: Arc::downgrade(self),
             generation,
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Ok(runtime) = Runtime::try_current() else {
             return; // `stale_on_drop` hands the token to the clock-reading slow path now
         };
         let task = runtime.spawn(async move {
-            tokio::time::sleep_until(at).await;
+            sync::sleep_until(at).await;
             let shared = stale_on_drop.shared.clone();
             drop(stale_on_drop);
             let Some(shared) = shared.upgrade() else {
