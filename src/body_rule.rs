@@ -1,7 +1,7 @@
 //! [`BodyRuleLayer`]: for servers that say "your token is no good" in the body of a response
 //! (a 403 whose JSON says the token expired), a layer **below** the bearer layer that reads
 //! the body of responses with the statuses you list, asks your rule, and marks a rejection for
-//! the bearer layer above ([`RejectedToken`](crate::challenge::RejectedToken)). The bearer layer
+//! the bearer layer above ([`RejectedToken`]). The bearer layer
 //! then treats the response as it treats a 401 that rejects the token: the token that was sent
 //! is dropped if it is still the current one (a storm of such responses costs one refresh), at
 //! most once per second per cache, and the request is replayed once where the layer replays.
