@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::http_client::check_token_url;
+use crate::origin::is_loopback_host;
 
 /// The parts of an authorization server's metadata (RFC 8414 §2) that token sources use.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -126,26 +127,54 @@ pub(super) fn parse(body: &[u8], issuer: &str) -> Result<Metadata, Error> {
             shown(&metadata.issuer)
         )));
     }
-    check_endpoint(&metadata.token_endpoint, "token_endpoint")?;
+    let local_issuer = issuer
+        .parse::<Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(on_this_host))
+        .unwrap_or(false);
+    check_endpoint(&metadata.token_endpoint, "token_endpoint", local_issuer)?;
     if let Some(url) = &metadata.revocation_endpoint {
-        check_endpoint(url, "revocation_endpoint")?;
+        check_endpoint(url, "revocation_endpoint", local_issuer)?;
     }
     Ok(metadata)
 }
 
-/// An endpoint from the document: an absolute URL that credentials may go to.
-fn check_endpoint(url: &str, field: &str) -> Result<(), Error> {
+/// An endpoint from the document: an absolute URL that credentials may go to. Only an issuer
+/// on this host may name an endpoint on this host: from a remote issuer, a loopback endpoint
+/// would post the client's secret (in clear, over `http`) to whatever local process holds the
+/// port, and let a remote document aim requests into the loopback interface.
+fn check_endpoint(url: &str, field: &str, local_issuer: bool) -> Result<(), Error> {
+    let refused = |why: &str| {
+        Error::invalid_response(format!(
+            "the authorization server metadata's `{field}` is not a place to send credentials: {why}"
+        ))
+    };
     let uri: Uri = url.parse().map_err(|_| {
         Error::invalid_response(format!(
             "the authorization server metadata's `{field}` is not a valid URL"
         ))
     })?;
-    check_token_url(&uri).map_err(|e| {
-        Error::invalid_response(format!(
-            "the authorization server metadata's `{field}` is not a place to send credentials: {}",
-            e.message()
-        ))
-    })
+    check_token_url(&uri).map_err(|e| refused(e.message()))?;
+    if !local_issuer && uri.host().is_some_and(on_this_host) {
+        return Err(refused(
+            "it points at this host (loopback) while the issuer is remote; only a loopback \
+             issuer may name loopback endpoints",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request to `host` stays on this machine: loopback by the crate's rule, and also
+/// the names and addresses that reach it without being loopback by that rule (`*.localhost`,
+/// which many resolvers map to loopback, and the unspecified addresses `0.0.0.0` and `[::]`).
+fn on_this_host(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    is_loopback_host(host)
+        || name.ends_with(".localhost")
+        || matches!(
+            name.as_str(),
+            "0.0.0.0" | "[::]" | "[::0]" | "[0:0:0:0:0:0:0:0]"
+        )
 }
 
 /// A value from the server, shown in an error: printable and short.
@@ -223,6 +252,49 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
             assert!(err.to_string().contains(says), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_remote_issuer_never_names_a_loopback_endpoint() {
+        let doc = |issuer: &str, field: &str, url: &str| {
+            let mut doc = serde_json::json!({
+                "issuer": issuer,
+                "token_endpoint": format!("{issuer}/token"),
+            });
+            doc[field] = url.into();
+            doc.to_string()
+        };
+        let remote = "https://auth.example.com";
+        for field in ["token_endpoint", "revocation_endpoint"] {
+            for url in [
+                "http://127.0.0.1:8080/token",
+                "http://localhost/token",
+                "https://127.0.0.1/token",
+                "https://[::1]:9/token",
+                "https://api.localhost/token",
+                "https://0.0.0.0/token",
+                "http://[::ffff:127.0.0.1]/token",
+            ] {
+                let err = parse(doc(remote, field, url).as_bytes(), remote).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{field} {url}");
+                assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+                assert!(err.to_string().contains("loopback"), "{err}");
+            }
+        }
+        // A loopback issuer may name loopback endpoints (local test servers, sidecars).
+        let local = "http://127.0.0.1:8080";
+        let m = parse(
+            doc(local, "revocation_endpoint", "http://localhost:9/revoke").as_bytes(),
+            local,
+        )
+        .unwrap();
+        assert_eq!(m.token_endpoint(), "http://127.0.0.1:8080/token");
+        // A remote issuer may name other remote endpoints.
+        parse(
+            doc(remote, "token_endpoint", "https://login.example.net/token").as_bytes(),
+            remote,
+        )
+        .unwrap();
     }
 
     #[test]

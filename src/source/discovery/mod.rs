@@ -6,7 +6,7 @@
 //! well-known segment goes *between* the host and the path), then, if that is not found, from
 //! `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery §4). The document must
 //! name the configured issuer exactly (RFC 8414 §3.3) and give a `token_endpoint` that is
-//! `https` (or loopback); a source whose client authentication method the server does not list
+//! `https` (or loopback, from a loopback issuer only); a source whose client authentication method the server does not list
 //! in `token_endpoint_auth_methods_supported` (default `client_secret_basic`, RFC 8414 §2) is
 //! refused. The document is fetched on first use, kept, and fetched again on a schedule
 //! ([`refresh_every`](DiscoveryBuilder::refresh_every), an hour by default) and after the token
