@@ -287,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn rsa_keys_under_2048_bits_are_refused() {
+        let weak = std::fs::read(format!("{}rsa_1024_pkcs8.pem", keys())).unwrap();
+        for err in [
+            DpopKey::rs256_pem(&weak).unwrap_err(),
+            DpopKey::ps256_pem(&weak).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            assert!(err.to_string().contains("2048 bits"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_thumbprint_follows_rfc_7638() {
         // RFC 7638 §3.1's example: the hash and encoding of the canonical JWK.
         let example = "{\"e\":\"AQAB\",\"kty\":\"RSA\",\"n\":\"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw\"}";

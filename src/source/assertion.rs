@@ -64,6 +64,9 @@ static BACKEND: &CryptoProvider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PR
 /// The shortest HS256 key accepted: 32 bytes, the size of the hash output (RFC 7518 §3.2).
 pub const MIN_HS256_KEY_BYTES: usize = 32;
 
+/// The shortest RSA key accepted for RS256 and PS256: 2048 bits (RFC 7518 §3.3).
+pub const MIN_RSA_KEY_BITS: usize = 2048;
+
 /// A key that signs assertions, with its algorithm and optional key id (`kid` header).
 ///
 /// `Debug` shows the algorithm and key id, never the key. The key material is zeroized on drop.
@@ -76,12 +79,13 @@ pub struct SigningKey {
 
 impl SigningKey {
     /// An RSA private key in PEM (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`, as
-    /// `openssl genrsa` writes), signing with RS256.
+    /// `openssl genrsa` writes), signing with RS256. Keys under [`MIN_RSA_KEY_BITS`] are a
+    /// [`Config`](crate::ErrorKind::Config) error, whichever backend signs.
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, Error> {
         Self::rsa(pem, Algorithm::RS256)
     }
 
-    /// An RSA private key in PEM, signing with PS256 (RSASSA-PSS).
+    /// An RSA private key in PEM (2048 bits or more), signing with PS256 (RSASSA-PSS).
     pub fn ps256_pem(pem: &[u8]) -> Result<Self, Error> {
         Self::rsa(pem, Algorithm::PS256)
     }
@@ -130,15 +134,33 @@ impl SigningKey {
         Self::checked(algorithm, key)
     }
 
-    /// Sign once now, so that a key that parses but cannot sign fails at configuration time.
+    /// Sign once now, so that a key that parses but cannot sign fails at configuration time,
+    /// and an RSA key under [`MIN_RSA_KEY_BITS`] too (whatever the backend would accept): an
+    /// RSA signature is as long as the key's modulus, the one measure both backends give.
     fn checked(algorithm: Algorithm, key: EncodingKey) -> Result<Self, Error> {
         let key = SigningKey {
             algorithm,
             key,
             key_id: None,
         };
-        key.sign(&serde_json::json!({}))
-            .map_err(|_| Error::config("the private key cannot sign with this algorithm"))?;
+        let rsa = matches!(algorithm, Algorithm::RS256 | Algorithm::PS256);
+        let jwt = key.sign(&serde_json::json!({})).map_err(|_| {
+            Error::config(if rsa {
+                "the RSA private key cannot sign (keys under 2048 bits are refused)"
+            } else {
+                "the private key cannot sign with this algorithm"
+            })
+        })?;
+        let signature_bits = jwt
+            .rsplit_once('.')
+            .and_then(|(_, signature)| URL_SAFE_NO_PAD.decode(signature).ok())
+            .map_or(0, |signature| signature.len() * 8);
+        if rsa && signature_bits < MIN_RSA_KEY_BITS {
+            return Err(Error::config(format!(
+                "the RSA private key is {signature_bits} bits long: keys under \
+                 {MIN_RSA_KEY_BITS} bits are refused (NIST SP 800-131A, RFC 7518 §3.3)"
+            )));
+        }
         Ok(key)
     }
 
@@ -392,6 +414,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Config);
         assert!(SigningKey::rs256_pem(&read("ec_pkcs8.pem")).is_err());
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_refused() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
+        let weak = std::fs::read(format!("{keys}rsa_1024_pkcs8.pem")).unwrap();
+        for err in [
+            SigningKey::rs256_pem(&weak).unwrap_err(),
+            SigningKey::ps256_pem(&weak).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            assert!(err.to_string().contains("2048 bits"), "{err}");
+        }
     }
 
     #[test]
