@@ -115,6 +115,12 @@ impl ClientIdentity {
         self.inner.key.clone_key()
     }
 
+    /// The leaf certificate's DER: what `x5t#S256` (RFC 8705 §3.1) hashes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn leaf_der(&self) -> &[u8] {
+        &self.inner.certs[0]
+    }
+
     /// The identity for `reqwest::ClientBuilder::identity`, to present it on API calls.
     pub fn reqwest_identity(&self) -> Result<reqwest::Identity, Error> {
         reqwest::Identity::from_pem(&self.inner.pem).map_err(|e| {

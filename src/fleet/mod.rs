@@ -34,6 +34,15 @@
 //! Redis Cluster every key of a credential lives in one slot. Two caches with the same
 //! identity share tokens: give different credentials different identities.
 //!
+//! A token is shared only between processes that would fetch the same kind of token: the
+//! record carries the token's type and binding, the JWK thumbprint (`jkt`, RFC 7638) of the
+//! source's [DPoP key](crate::dpop) and, when the fleet is
+//! [`certificate_bound`](RedisFleetBuilder::certificate_bound), the client certificate's
+//! `x5t#S256` (RFC 8705). Each binding has its own token, lease and channel keys (a plain
+//! Bearer token keeps `…:token`; a bound one is `…:token:<hash of the binding>`), so processes
+//! bound otherwise never wait for, adopt or overwrite each other's tokens, and a record whose
+//! binding differs from this process's is never adopted, wherever it is found.
+//!
 //! Tokens at rest can be encrypted with a key you supply
 //! ([`encryption_key`](RedisFleetBuilder::encryption_key), AES-256-GCM). Redis AUTH and TLS
 //! work as the `redis` crate supports them in the URL (`redis://user:password@host:6379/0`,
@@ -86,7 +95,7 @@ use crate::cache::{Config, Fetched, RefreshTier};
 use crate::{Error, Token, TokenSource};
 use lease::millis;
 use link::{LinkSettings, Target, Unavailable};
-use record::{SharedToken, wall_ms};
+use record::{Binding, SharedToken, Slot, TokenType, wall_ms};
 
 /// A credential's place in the fleet tier: the Redis it shares, its keys, and how long to
 /// lease and wait. Give it to [`TokenCacheBuilder::fleet`](crate::TokenCacheBuilder::fleet);
@@ -99,6 +108,8 @@ pub struct RedisFleet {
     pub(crate) keys: Arc<Keys>,
     prefix: Arc<str>,
     pub(crate) cipher: Option<EncryptionKey>,
+    /// The `x5t#S256` of the client certificate tokens are bound to, if they are.
+    certificate: Option<String>,
     settings: Settings,
 }
 
@@ -183,7 +194,8 @@ impl RedisFleet {
     ) -> Result<Fetched, Error> {
         let wait = self.settings.wait_timeout.min(config.fetch_timeout / 2);
         let deadline = Instant::now() + wait;
-        let mut seen = match self.read().await {
+        let slot = &self.keys.slot(self.expected_binding(source));
+        let mut seen = match self.read(slot).await {
             Ok(seen) => seen,
             Err(_) => return local(source, RefreshTier::Fallback).await,
         };
@@ -191,12 +203,16 @@ impl RedisFleet {
             if let Some(shared) = seen.filter(|s| takes(s, previous, config)) {
                 return Ok(self.adopt(shared));
             }
-            match Lease::try_acquire(&self.link, &self.keys.lease, self.settings.lease_ttl).await {
-                Ok(Some(lease)) => return self.fetch_leased(source, lease, previous, config).await,
+            match Lease::try_acquire(&self.link, &slot.lease, self.settings.lease_ttl).await {
+                Ok(Some(lease)) => {
+                    return self
+                        .fetch_leased(source, slot, lease, previous, config)
+                        .await;
+                }
                 Ok(None) => {}
                 Err(_) => return local(source, RefreshTier::Fallback).await,
             }
-            match self.wait(deadline, previous, config).await {
+            match self.wait(slot, deadline, previous, config).await {
                 Waited::Token(shared) => return Ok(self.adopt(shared)),
                 // Its holder finished without publishing (it failed) or its lease expired (it
                 // crashed): look again, take the lease.
@@ -218,12 +234,13 @@ impl RedisFleet {
     async fn fetch_leased<P: TokenSource>(
         &self,
         source: &P,
+        slot: &Slot,
         lease: Lease,
         previous: Option<&str>,
         config: &Config,
     ) -> Result<Fetched, Error> {
         // Someone may have published and released between our read and our lease.
-        if let Ok(Some(shared)) = self.read().await
+        if let Ok(Some(shared)) = self.read(slot).await
             && takes(&shared, previous, config)
         {
             lease.release().await;
@@ -233,7 +250,7 @@ impl RedisFleet {
         let sent_wall = SystemTime::now();
         let result = source.fetch().await;
         if let Ok(token) = &result {
-            self.publish(token, sent_at, sent_wall).await;
+            self.publish(slot, token, sent_at, sent_wall).await;
         }
         // After the publication: a waiter never sees the lease gone without the token.
         lease.release().await;
@@ -245,21 +262,41 @@ impl RedisFleet {
         })
     }
 
-    /// The shared token, if there is a readable one.
-    async fn read(&self) -> Result<Option<SharedToken>, Unavailable> {
-        let key = &self.keys.token;
+    /// What `source`'s tokens are bound to: the one place the fleet asks, so that tokens
+    /// bound otherwise (another token type, DPoP key or certificate) are never adopted.
+    fn expected_binding<P: TokenSource>(&self, source: &P) -> Binding {
+        let x5t_s256 = self.certificate.clone();
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = source.dpop() {
+            return Binding {
+                token_type: TokenType::Dpop,
+                jkt: Some(dpop.key().thumbprint().to_owned()),
+                x5t_s256,
+            };
+        }
+        let _ = source;
+        Binding {
+            token_type: TokenType::Bearer,
+            jkt: None,
+            x5t_s256,
+        }
+    }
+
+    /// The shared token of `slot`, if there is a readable one bound as `slot` says.
+    async fn read(&self, slot: &Slot) -> Result<Option<SharedToken>, Unavailable> {
+        let key = &slot.token;
         let value: Option<String> = self
             .link
             .run("read", |mut conn: Conn| async move {
                 redis::cmd("GET").arg(key).query_async(&mut conn).await
             })
             .await?;
-        Ok(self.decode(value))
+        Ok(self.decode(slot, value))
     }
 
     /// The shared token and whether the lease is held, in one round trip.
-    async fn poll(&self) -> Result<(Option<SharedToken>, bool), Unavailable> {
-        let (token, lease) = (&self.keys.token, &self.keys.lease);
+    async fn poll(&self, slot: &Slot) -> Result<(Option<SharedToken>, bool), Unavailable> {
+        let (token, lease) = (&slot.token, &slot.lease);
         let (value, leased): (Option<String>, bool) = self
             .link
             .run("poll", |mut conn: Conn| async move {
@@ -272,12 +309,12 @@ impl RedisFleet {
                     .await
             })
             .await?;
-        Ok((self.decode(value), leased))
+        Ok((self.decode(slot, value), leased))
     }
 
-    fn decode(&self, value: Option<String>) -> Option<SharedToken> {
+    fn decode(&self, slot: &Slot, value: Option<String>) -> Option<SharedToken> {
         let value = zeroize::Zeroizing::new(value?);
-        match SharedToken::decode(self.cipher.as_ref(), &self.keys.token, &value) {
+        match SharedToken::decode(self.cipher.as_ref(), slot, &value) {
             Ok(shared) => Some(shared),
             Err(why) => {
                 tracing::warn!(
@@ -291,7 +328,7 @@ impl RedisFleet {
     }
 
     /// Publish `token`, fetched from `sent_at` (`sent_wall` on the wall clock), for the fleet.
-    async fn publish(&self, token: &Token, sent_at: Instant, sent_wall: SystemTime) {
+    async fn publish(&self, slot: &Slot, token: &Token, sent_at: Instant, sent_wall: SystemTime) {
         let now = Instant::now();
         let now_wall = SystemTime::now();
         let expires_in = token
@@ -306,9 +343,10 @@ impl RedisFleet {
             secret: zeroize::Zeroizing::new(token.secret().to_owned()),
             sent_at_ms: wall_ms(sent_wall).min(now_ms),
             expires_at_ms: expires_in.map(|left| now_ms.saturating_add(millis(left))),
+            binding: slot.binding.clone(),
         };
-        let value = shared.encode(self.cipher.as_ref(), &self.keys.token);
-        let (key, channel, id) = (&self.keys.token, &self.keys.channel, shared.id.as_str());
+        let value = shared.encode(self.cipher.as_ref(), &slot.token);
+        let (key, channel, id) = (&slot.token, &slot.channel, shared.id.as_str());
         let value: &str = &value;
         let published: Result<(), _> = self
             .link
@@ -332,11 +370,17 @@ impl RedisFleet {
     }
 
     /// Wait for the lease holder's publication, or for the lease to go.
-    async fn wait(&self, deadline: Instant, previous: Option<&str>, config: &Config) -> Waited {
-        let mut pubsub = self.subscribe().await;
+    async fn wait(
+        &self,
+        slot: &Slot,
+        deadline: Instant,
+        previous: Option<&str>,
+        config: &Config,
+    ) -> Waited {
+        let mut pubsub = self.subscribe(slot).await;
         loop {
             // After subscribing: a publication from now on wakes us, one before is read here.
-            let (seen, leased) = match self.poll().await {
+            let (seen, leased) = match self.poll(slot).await {
                 Ok(state) => state,
                 Err(_) => return Waited::Unavailable,
             };
@@ -366,10 +410,10 @@ impl RedisFleet {
         }
     }
 
-    async fn subscribe(&self) -> Option<redis::aio::PubSub> {
+    async fn subscribe(&self, slot: &Slot) -> Option<redis::aio::PubSub> {
         let mut conn = self.link.pubsub().await?;
         let timeout = self.link.settings.command_timeout;
-        match tokio::time::timeout(timeout, conn.subscribe(&self.keys.channel)).await {
+        match tokio::time::timeout(timeout, conn.subscribe(&slot.channel)).await {
             Ok(Ok(())) => Some(conn),
             _ => None,
         }
@@ -435,6 +479,7 @@ impl fmt::Debug for RedisFleet {
             .field("keys", &self.keys.base)
             .field("cluster", &self.link.is_cluster())
             .field("encrypted", &self.cipher.is_some())
+            .field("certificate_bound", &self.certificate.is_some())
             .field("lease_ttl", &self.settings.lease_ttl)
             .field("wait_timeout", &self.settings.wait_timeout)
             .field("poll_interval", &self.settings.poll_interval)
@@ -465,6 +510,7 @@ pub struct RedisFleetBuilder {
     identity: String,
     prefix: String,
     cipher: Option<EncryptionKey>,
+    certificate: Option<String>,
     settings: Settings,
     link: LinkSettings,
 }
@@ -476,6 +522,7 @@ impl RedisFleetBuilder {
             identity: identity.to_owned(),
             prefix: "tower-bearer".to_owned(),
             cipher: None,
+            certificate: None,
             settings: Settings {
                 lease_ttl: Duration::from_secs(5),
                 wait_timeout: Duration::from_secs(15),
@@ -535,6 +582,20 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// The tokens are bound to this client certificate (RFC 8705 §3: the token endpoint is
+    /// called with it and puts its thumbprint in the token's `cnf.x5t#S256`). Processes
+    /// share a token only when they name the same certificate (and the same DPoP key, if
+    /// their source has one), so a process never adopts a token that would be refused with
+    /// its own certificate; a process presenting another certificate fetches its own.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn certificate_bound(mut self, identity: &crate::http_client::ClientIdentity) -> Self {
+        use base64::Engine as _;
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.leaf_der());
+        self.certificate = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash));
+        self
+    }
+
     /// Build the fleet. Does no I/O: Redis is connected to on first use.
     pub fn build(self) -> Result<RedisFleet, Error> {
         let target = self.target?;
@@ -543,6 +604,7 @@ impl RedisFleetBuilder {
             keys: Arc::new(Keys::new(&self.prefix, &self.identity)),
             prefix: self.prefix.into(),
             cipher: self.cipher,
+            certificate: self.certificate,
             settings: self.settings,
         })
     }

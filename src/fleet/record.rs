@@ -39,7 +39,79 @@ pub(crate) struct Keys {
     pub(crate) refresh_lock: String,
 }
 
+/// What a token is bound to: its type and the key or certificate it was issued for. Processes
+/// share a token only when their bindings are equal: a DPoP cache never takes a plain Bearer
+/// token (the downgrade its source refuses), and a process never takes a token bound to a key
+/// or certificate it does not hold (every request with it would be refused).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Binding {
+    /// `Bearer` or `DPoP` (RFC 9449).
+    pub(crate) token_type: TokenType,
+    /// The DPoP key's JWK thumbprint (RFC 7638), the token's `cnf.jkt`.
+    pub(crate) jkt: Option<String>,
+    /// The client certificate's SHA-256 thumbprint (RFC 8705 §3.1), the token's `cnf.x5t#S256`.
+    pub(crate) x5t_s256: Option<String>,
+}
+
+/// The `token_type` a binding gives: RFC 6750's `Bearer`, or RFC 9449's `DPoP`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TokenType {
+    #[default]
+    Bearer,
+    #[serde(rename = "DPoP")]
+    Dpop,
+}
+
+impl Binding {
+    /// A plain Bearer token, bound to nothing: what a record without a binding holds.
+    fn is_unbound(&self) -> bool {
+        *self == Binding::default()
+    }
+
+    /// A short tag naming this binding in key names (a hash: thumbprints are public, but
+    /// long).
+    fn tag(&self) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"tower-bearer binding v1\0");
+        let token_type: &[u8] = match self.token_type {
+            TokenType::Bearer => b"Bearer",
+            TokenType::Dpop => b"DPoP",
+        };
+        ctx.update(token_type);
+        for part in [&self.jkt, &self.x5t_s256] {
+            ctx.update(&[0]);
+            ctx.update(part.as_deref().unwrap_or("-").as_bytes());
+        }
+        hex(&ctx.finish().as_ref()[..8])
+    }
+}
+
+/// The keys of one binding of a credential: the shared token, its lease and its publication
+/// channel. Each binding has its own, so processes bound differently never wait for, adopt
+/// or overwrite each other's tokens; all are under the credential's hash tag.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub(crate) binding: Binding,
+    pub(crate) token: String,
+    pub(crate) lease: String,
+    pub(crate) channel: String,
+}
+
 impl Keys {
+    /// The keys of `binding`'s tokens. A plain Bearer token keeps the credential's own keys.
+    pub(crate) fn slot(&self, binding: Binding) -> Slot {
+        let suffix = match binding.is_unbound() {
+            true => String::new(),
+            false => format!(":{}", binding.tag()),
+        };
+        Slot {
+            token: format!("{}{suffix}", self.token),
+            lease: format!("{}{suffix}", self.lease),
+            channel: format!("{}{suffix}", self.channel),
+            binding,
+        }
+    }
+
     /// The keys of the credential `identity` under `prefix`: the identity is hashed
     /// (SHA-256), so neither it nor anything secret in it is ever stored.
     pub(crate) fn new(prefix: &str, identity: &str) -> Keys {
@@ -251,6 +323,7 @@ pub(crate) enum Unreadable {
     Decrypt,
     Plain,
     NoKey,
+    Binding,
 }
 
 impl Unreadable {
@@ -264,6 +337,10 @@ impl Unreadable {
                 "it is stored in clear while this process has an encryption key (refused)"
             }
             Unreadable::NoKey => "it is encrypted and this process has no encryption key",
+            Unreadable::Binding => {
+                "its token is bound otherwise than this process's (another token type, DPoP key \
+                 or client certificate): never adopted"
+            }
         }
     }
 }
@@ -276,6 +353,8 @@ pub(crate) struct SharedToken {
     pub(crate) secret: Zeroizing<String>,
     pub(crate) sent_at_ms: u64,
     pub(crate) expires_at_ms: Option<u64>,
+    /// What the token is bound to, as the process that fetched it was.
+    pub(crate) binding: Binding,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -286,6 +365,13 @@ struct Payload<'a> {
     sent_at_ms: u64,
     #[serde(rename = "e")]
     expires_at_ms: Option<u64>,
+    /// The binding; absent (a record of a version before bindings) means a plain Bearer token.
+    #[serde(rename = "y", default)]
+    token_type: TokenType,
+    #[serde(rename = "j", default, skip_serializing_if = "Option::is_none", borrow)]
+    jkt: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none", borrow)]
+    x5t_s256: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl SharedToken {
@@ -296,26 +382,38 @@ impl SharedToken {
                 token: std::borrow::Cow::Borrowed(&self.secret),
                 sent_at_ms: self.sent_at_ms,
                 expires_at_ms: self.expires_at_ms,
+                token_type: self.binding.token_type,
+                jkt: self.binding.jkt.as_deref().map(Into::into),
+                x5t_s256: self.binding.x5t_s256.as_deref().map(Into::into),
             })
             .expect("serialising a string and numbers cannot fail"),
         );
         encode(cipher, key, &self.id, &json)
     }
 
-    /// The record stored under `key`.
+    /// The record stored under `slot`'s key, if its token has `slot`'s binding.
     pub(crate) fn decode(
         cipher: Option<&EncryptionKey>,
-        key: &str,
+        slot: &Slot,
         value: &str,
     ) -> Result<SharedToken, Unreadable> {
-        let (id, plain) = decode(cipher, key, value)?;
+        let (id, plain) = decode(cipher, &slot.token, value)?;
         let payload: Payload<'_> =
             serde_json::from_slice(&plain).map_err(|_| Unreadable::Format)?;
+        let binding = Binding {
+            token_type: payload.token_type,
+            jkt: payload.jkt.map(std::borrow::Cow::into_owned),
+            x5t_s256: payload.x5t_s256.map(std::borrow::Cow::into_owned),
+        };
+        if binding != slot.binding {
+            return Err(Unreadable::Binding);
+        }
         Ok(SharedToken {
             id: id.to_owned(),
             secret: Zeroizing::new(payload.token.into_owned()),
             sent_at_ms: payload.sent_at_ms,
             expires_at_ms: payload.expires_at_ms,
+            binding,
         })
     }
 
@@ -379,6 +477,17 @@ mod tests {
             secret: Zeroizing::new("secret-token".into()),
             sent_at_ms: 1_000,
             expires_at_ms: Some(61_000),
+            binding: Binding::default(),
+        }
+    }
+
+    /// The slot of a plain Bearer token stored under `key`.
+    fn slot(key: &str) -> Slot {
+        Slot {
+            binding: Binding::default(),
+            token: key.to_owned(),
+            lease: format!("{key}:lease"),
+            channel: format!("{key}:published"),
         }
     }
 
@@ -406,7 +515,7 @@ mod tests {
         let key = EncryptionKey::generate();
         for cipher in [None, Some(&key)] {
             let value = shared().encode(cipher, "k");
-            let back = SharedToken::decode(cipher, "k", &value).unwrap();
+            let back = SharedToken::decode(cipher, &slot("k"), &value).unwrap();
             assert_eq!(&*back.secret, "secret-token");
             assert_eq!((back.sent_at_ms, back.expires_at_ms), (1_000, Some(61_000)));
             assert_eq!(back.lifetime(), Some(Duration::from_secs(60)));
@@ -428,7 +537,8 @@ mod tests {
         let other = EncryptionKey::generate();
         let sealed = shared().encode(Some(&key), "k");
         let clear = shared().encode(None, "k");
-        let read = |cipher, key: &str, value: &str| SharedToken::decode(cipher, key, value).err();
+        let read =
+            |cipher, key: &str, value: &str| SharedToken::decode(cipher, &slot(key), value).err();
         assert_eq!(read(Some(&other), "k", &sealed), Some(Unreadable::Decrypt));
         // Moved to another key: the key name is associated data.
         assert_eq!(read(Some(&key), "k2", &sealed), Some(Unreadable::Decrypt));
@@ -449,6 +559,63 @@ mod tests {
         ] {
             assert!(read(None, "k", garbage).is_some(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn a_record_bound_otherwise_is_never_adopted() {
+        let keys = Keys::new("tb", "client");
+        let dpop = |jkt: &str| Binding {
+            token_type: TokenType::Dpop,
+            jkt: Some(jkt.to_owned()),
+            x5t_s256: None,
+        };
+        let cert = Binding {
+            x5t_s256: Some("cert-a".into()),
+            ..Binding::default()
+        };
+        let bindings = [Binding::default(), dpop("key-a"), dpop("key-b"), cert];
+        let slots: Vec<Slot> = bindings.iter().map(|b| keys.slot(b.clone())).collect();
+        // Each binding has its own keys, in the credential's hash slot; plain Bearer keeps
+        // the credential's own.
+        assert_eq!(slots[0].token, keys.token);
+        for (i, a) in slots.iter().enumerate() {
+            assert!(a.token.starts_with(&keys.base) && a.lease.starts_with(&keys.base));
+            for b in &slots[i + 1..] {
+                assert!(a.token != b.token && a.lease != b.lease && a.channel != b.channel);
+            }
+        }
+        // A record read under another binding's key (planted, or copied by hand) is refused,
+        // in clear and encrypted alike (without the key name moving, as AAD would catch).
+        let cipher = EncryptionKey::generate();
+        for cipher in [None, Some(&cipher)] {
+            for written in &slots {
+                let mut token = shared();
+                token.binding = written.binding.clone();
+                for read in &slots {
+                    let moved = Slot {
+                        token: written.token.clone(),
+                        ..read.clone()
+                    };
+                    let value = token.encode(cipher, &written.token);
+                    let back = SharedToken::decode(cipher, &moved, &value);
+                    match written.binding == read.binding {
+                        true => assert_eq!(back.unwrap().binding, read.binding),
+                        false => assert_eq!(back.err(), Some(Unreadable::Binding)),
+                    }
+                }
+            }
+        }
+        // A record of a version before bindings is a plain Bearer token.
+        let old = encode(None, "k", "id", br#"{"t":"tok","s":1,"e":null}"#);
+        assert!(SharedToken::decode(None, &slot("k"), &old).is_ok());
+        let as_dpop = Slot {
+            token: "k".into(),
+            ..keys.slot(dpop("key-a"))
+        };
+        assert_eq!(
+            SharedToken::decode(None, &as_dpop, &old).err(),
+            Some(Unreadable::Binding)
+        );
     }
 
     #[test]

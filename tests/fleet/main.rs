@@ -6,6 +6,8 @@
 //! Needs `redis-server` and `redis-cli` on the PATH (`.ci/run` installs them); without them the
 //! tests fail and say how to install them.
 
+#[cfg(feature = "dpop")]
+mod binding;
 #[path = "../sources/family.rs"]
 mod family;
 #[path = "../support/logs.rs"]
