@@ -29,12 +29,13 @@ impl Metadata {
         &self.issuer
     }
 
-    /// `token_endpoint`: `https`, or `http` to loopback (checked).
+    /// `token_endpoint`: `https`, or `http` to loopback, and on this host only when the issuer
+    /// is (checked).
     pub fn token_endpoint(&self) -> &str {
         &self.token_endpoint
     }
 
-    /// `revocation_endpoint` (RFC 7009), if the server has one (`https` or loopback, checked).
+    /// `revocation_endpoint` (RFC 7009), if the server has one (checked as `token_endpoint`).
     pub fn revocation_endpoint(&self) -> Option<&str> {
         self.revocation_endpoint.as_deref()
     }
