@@ -44,7 +44,11 @@
 //! binding differs from this process's is never adopted, wherever it is found.
 //!
 //! Tokens at rest can be encrypted with a key you supply
-//! ([`encryption_key`](RedisFleetBuilder::encryption_key), AES-256-GCM). Redis AUTH and TLS
+//! ([`encryption_key`](RedisFleetBuilder::encryption_key), AES-256-GCM; the encryption and
+//! fingerprint keys are derived from it apart, with HKDF), and the key rotated without a
+//! flag day: every value names the key id it was sealed under, and
+//! [`previous_encryption_key`](RedisFleetBuilder::previous_encryption_key)s are still read.
+//! Redis AUTH and TLS
 //! work as the `redis` crate supports them in the URL (`redis://user:password@host:6379/0`,
 //! `rediss://…` over rustls); the URL never appears in logs, errors or `Debug`.
 //!
@@ -80,6 +84,7 @@ mod record;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
@@ -89,13 +94,13 @@ pub use record::EncryptionKey;
 
 pub(crate) use lease::Lease;
 pub(crate) use link::{Conn, Link};
-pub(crate) use record::{Keys, decode_refresh, encode_refresh, fingerprint};
+pub(crate) use record::{Keys, decode_refresh, encode_refresh, fingerprint, fingerprints};
 
 use crate::cache::{Config, Fetched, RefreshTier};
 use crate::{Error, Token, TokenSource};
 use lease::millis;
 use link::{LinkSettings, Target, Unavailable};
-use record::{Binding, SharedToken, Slot, TokenType, wall_ms};
+use record::{Binding, Keyring, SharedToken, Slot, TokenType, Unreadable, wall_ms};
 
 /// A credential's place in the fleet tier: the Redis it shares, its keys, and how long to
 /// lease and wait. Give it to [`TokenCacheBuilder::fleet`](crate::TokenCacheBuilder::fleet);
@@ -107,7 +112,10 @@ pub struct RedisFleet {
     pub(crate) link: Arc<Link>,
     pub(crate) keys: Arc<Keys>,
     prefix: Arc<str>,
-    pub(crate) cipher: Option<EncryptionKey>,
+    pub(crate) cipher: Option<Keyring>,
+    /// Whether an unreadable shared token was already reported at `warn` (later ones go to
+    /// `debug`: during a key rotation every refresh would find one).
+    unreadable_reported: Arc<std::sync::atomic::AtomicBool>,
     /// The `x5t#S256` of the client certificate tokens are bound to, if they are.
     certificate: Option<String>,
     settings: Settings,
@@ -317,11 +325,20 @@ impl RedisFleet {
         match SharedToken::decode(self.cipher.as_ref(), slot, &value) {
             Ok(shared) => Some(shared),
             Err(why) => {
-                tracing::warn!(
-                    keys = %self.keys.base,
-                    why = why.as_str(),
-                    "the fleet's shared token is unreadable; treating it as absent"
-                );
+                let first = !self.unreadable_reported.swap(true, Ordering::Relaxed);
+                if first || !matches!(why, Unreadable::UnknownKey | Unreadable::Binding) {
+                    tracing::warn!(
+                        keys = %self.keys.base,
+                        why = why.as_str(),
+                        "the fleet's shared token is unreadable; treating it as absent"
+                    );
+                } else {
+                    tracing::debug!(
+                        keys = %self.keys.base,
+                        why = why.as_str(),
+                        "the fleet's shared token is unreadable; treating it as absent"
+                    );
+                }
                 None
             }
         }
@@ -510,6 +527,7 @@ pub struct RedisFleetBuilder {
     identity: String,
     prefix: String,
     cipher: Option<EncryptionKey>,
+    previous_keys: Vec<EncryptionKey>,
     certificate: Option<String>,
     settings: Settings,
     link: LinkSettings,
@@ -522,6 +540,7 @@ impl RedisFleetBuilder {
             identity: identity.to_owned(),
             prefix: "tower-bearer".to_owned(),
             cipher: None,
+            previous_keys: Vec::new(),
             certificate: None,
             settings: Settings {
                 lease_ttl: Duration::from_secs(5),
@@ -577,8 +596,21 @@ impl RedisFleetBuilder {
     }
 
     /// Encrypt tokens at rest (AES-256-GCM). Every process of the fleet needs the same key.
+    /// Values are written under this key; see
+    /// [`previous_encryption_key`](Self::previous_encryption_key) to rotate it.
     pub fn encryption_key(mut self, key: EncryptionKey) -> Self {
         self.cipher = Some(key);
+        self
+    }
+
+    /// A key values may still be encrypted under, read but no longer written (call once per
+    /// key). To rotate: give every process the new key as
+    /// [`encryption_key`](Self::encryption_key) and the old one here; once the values written
+    /// under the old key are gone (the shared token's next refresh, the refresh token's next
+    /// rotation), drop it. A value under a key the fleet does not hold is never an error
+    /// storm: the shared token is fetched anew (reported once at `warn`, then at `debug`).
+    pub fn previous_encryption_key(mut self, key: EncryptionKey) -> Self {
+        self.previous_keys.push(key);
         self
     }
 
@@ -599,11 +631,22 @@ impl RedisFleetBuilder {
     /// Build the fleet. Does no I/O: Redis is connected to on first use.
     pub fn build(self) -> Result<RedisFleet, Error> {
         let target = self.target?;
+        let cipher = match (self.cipher, self.previous_keys.is_empty()) {
+            (Some(current), _) => Some(Keyring::new(current, self.previous_keys)),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Error::config(
+                    "the fleet has previous encryption keys but no current one: give it the \
+                     key to write with as encryption_key",
+                ));
+            }
+        };
         Ok(RedisFleet {
             link: Arc::new(Link::new(target, self.link)),
             keys: Arc::new(Keys::new(&self.prefix, &self.identity)),
             prefix: self.prefix.into(),
-            cipher: self.cipher,
+            cipher,
+            unreadable_reported: Arc::default(),
             certificate: self.certificate,
             settings: self.settings,
         })

@@ -9,16 +9,17 @@
 //! - refresh token, under `…:refresh`: `v1.<mode>.<fingerprint>.<payload>`, the fingerprint a
 //!   keyed hash of the token (what compare-and-swap compares).
 //!
-//! `mode` is `p` (the payload is the plain bytes, base64url) or `e` (nonce ‖ AES-256-GCM
-//! ciphertext ‖ tag, base64url, with the Redis key name and the head as associated data, so a
-//! value cannot be moved to another key or credential).
+//! `mode` is `p` (the payload is the plain bytes, base64url) or `e` (key id ‖ nonce ‖
+//! AES-256-GCM ciphertext ‖ tag, base64url, with the Redis key name and the head as associated
+//! data, so a value cannot be moved to another key or credential; the key id names which of
+//! the fleet's keys sealed it, so keys can rotate).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::{digest, hmac, rand};
+use aws_lc_rs::{digest, hkdf, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -133,10 +134,18 @@ impl Keys {
 
 /// A 256-bit key that encrypts tokens at rest in Redis (AES-256-GCM, from aws-lc-rs).
 ///
-/// Every process of the fleet needs the same key. A value that does not decrypt with it (a
-/// process with another key, a value written in clear while a key is set, a tampered value) is
-/// treated as absent for the shared token, and as an error for a stored refresh token. Keep
-/// the key out of Redis: an environment variable, a secrets manager, a file.
+/// Every process of the fleet needs the same key. From your 32 bytes, HKDF-SHA256 (RFC 5869)
+/// derives three independent values under distinct labels: the AES-256-GCM key, the HMAC-SHA256
+/// key of the refresh tokens' fingerprints, and a public key id that every encrypted value
+/// carries, so that keys can rotate: give the fleet the new key as its
+/// [`encryption_key`](crate::fleet::RedisFleetBuilder::encryption_key) and the old one as a
+/// [`previous_encryption_key`](crate::fleet::RedisFleetBuilder::previous_encryption_key), and
+/// values written under either are read while new ones are written under the new key.
+///
+/// A value that does not decrypt (written under a key this process does not hold, written in
+/// clear while a key is set, tampered with) is treated as absent for the shared token, and as
+/// an error for a stored refresh token. Keep the key out of Redis: an environment variable, a
+/// secrets manager, a file.
 ///
 /// `Debug` never shows the key.
 ///
@@ -145,18 +154,38 @@ impl Keys {
 ///
 /// // 32 random bytes, base64 (standard or URL-safe alphabet), e.g. `openssl rand -base64 32`.
 /// let key = EncryptionKey::from_base64("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")?;
-/// # let _ = key;
+/// assert_eq!(key.id().len(), 8); // names the key in Redis, reveals nothing of it
 /// # Ok::<_, tower_bearer::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct EncryptionKey {
+    /// Derived from the key: every process holding it agrees on it.
+    id: [u8; KEY_ID_LEN],
     aead: Arc<LessSafeKey>,
     /// Keys the refresh tokens' fingerprints, so a fingerprint in Redis reveals nothing.
     mac: Arc<hmac::Key>,
 }
 
+/// The length of a key id, in bytes, at the start of every encrypted payload.
+const KEY_ID_LEN: usize = 4;
+
+/// The HKDF salt of fleet keys, and the labels of what is derived from them.
+const HKDF_SALT: &[u8] = b"tower-bearer fleet encryption key v1";
+const INFO_AEAD: &[u8] = b"tower-bearer fleet: AES-256-GCM key";
+const INFO_MAC: &[u8] = b"tower-bearer fleet: HMAC-SHA256 fingerprint key";
+const INFO_ID: &[u8] = b"tower-bearer fleet: key id";
+
+/// HKDF output of `n` bytes (the key id's).
+struct Bytes(usize);
+
+impl hkdf::KeyType for Bytes {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
 impl EncryptionKey {
-    /// A key from 32 bytes.
+    /// A key from 32 bytes of key material (random: `openssl rand 32`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 32 {
             return Err(Error::config(format!(
@@ -164,11 +193,21 @@ impl EncryptionKey {
                 bytes.len()
             )));
         }
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| Error::config("the fleet encryption key was refused by aws-lc-rs"))?;
+        let refused = |_| Error::config("the fleet encryption key was refused by aws-lc-rs");
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(bytes);
+        let aead = UnboundKey::from(prk.expand(&[INFO_AEAD], &AES_256_GCM).map_err(refused)?);
+        let mac = hmac::Key::from(
+            prk.expand(&[INFO_MAC], hmac::HMAC_SHA256)
+                .map_err(refused)?,
+        );
+        let mut id = [0u8; KEY_ID_LEN];
+        prk.expand(&[INFO_ID], Bytes(KEY_ID_LEN))
+            .and_then(|okm| okm.fill(&mut id))
+            .map_err(refused)?;
         Ok(EncryptionKey {
-            aead: Arc::new(LessSafeKey::new(unbound)),
-            mac: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, bytes)),
+            id,
+            aead: Arc::new(LessSafeKey::new(aead)),
+            mac: Arc::new(mac),
         })
     }
 
@@ -195,13 +234,18 @@ impl EncryptionKey {
         Self::from_bytes(&bytes[..]).expect("32 bytes")
     }
 
+    /// The key's id (8 hex digits), derived from it: what encrypted values in Redis name it
+    /// by, and what logs show. It reveals nothing of the key.
+    pub fn id(&self) -> String {
+        hex(&self.id)
+    }
+
+    /// `id ‖ nonce ‖ AES-256-GCM(plain) ‖ tag`.
     fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         random(&mut nonce);
-        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let mut body = out.split_off(NONCE_LEN);
+        let mut body = Vec::with_capacity(plain.len() + AES_256_GCM.tag_len());
+        body.extend_from_slice(plain);
         self.aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -209,10 +253,14 @@ impl EncryptionKey {
                 &mut body,
             )
             .expect("AES-GCM sealing cannot fail for inputs this small");
+        let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + body.len());
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         out
     }
 
+    /// The plain bytes of `nonce ‖ ciphertext ‖ tag` (after the key id), if they open.
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < NONCE_LEN {
             return None;
@@ -233,6 +281,35 @@ impl EncryptionKey {
 impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("EncryptionKey([redacted])")
+    }
+}
+
+/// A fleet's keys: one to write with, and the ones it still reads (the current one, then the
+/// previous ones, during a rotation).
+#[derive(Clone, Debug)]
+pub(crate) struct Keyring {
+    current: EncryptionKey,
+    previous: Arc<[EncryptionKey]>,
+}
+
+impl Keyring {
+    pub(crate) fn new(current: EncryptionKey, previous: Vec<EncryptionKey>) -> Keyring {
+        let previous = previous
+            .into_iter()
+            .filter(|k| k.id != current.id)
+            .collect();
+        Keyring { current, previous }
+    }
+
+    fn find(&self, id: &[u8]) -> Option<&EncryptionKey> {
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .find(|key| key.id == id)
+    }
+
+    /// Every key this fleet reads, the current one first.
+    fn all(&self) -> impl Iterator<Item = &EncryptionKey> {
+        std::iter::once(&self.current).chain(self.previous.iter())
     }
 }
 
@@ -260,12 +337,12 @@ pub(crate) fn wall_ms(at: SystemTime) -> u64 {
 
 /// Seals or encodes `plain` under `key` and `head`: `<head>.<payload>`, where `head` is
 /// `v1.<mode>.<tag>` and is bound to the payload as associated data.
-fn encode(cipher: Option<&EncryptionKey>, key: &str, tag: &str, plain: &[u8]) -> Zeroizing<String> {
+fn encode(cipher: Option<&Keyring>, key: &str, tag: &str, plain: &[u8]) -> Zeroizing<String> {
     let mode = if cipher.is_some() { "e" } else { "p" };
     let head = format!("v1.{mode}.{tag}");
     let payload = match cipher {
-        Some(cipher) => {
-            Zeroizing::new(URL_SAFE_NO_PAD.encode(cipher.seal(&aad(key, &head), plain)))
+        Some(keys) => {
+            Zeroizing::new(URL_SAFE_NO_PAD.encode(keys.current.seal(&aad(key, &head), plain)))
         }
         None => Zeroizing::new(URL_SAFE_NO_PAD.encode(plain)),
     };
@@ -278,7 +355,7 @@ fn encode(cipher: Option<&EncryptionKey>, key: &str, tag: &str, plain: &[u8]) ->
 
 /// The tag and plain bytes of a value written by [`encode`] under `key`, or why not.
 fn decode<'v>(
-    cipher: Option<&EncryptionKey>,
+    cipher: Option<&Keyring>,
     key: &str,
     value: &'v str,
 ) -> Result<(&'v str, Zeroizing<Vec<u8>>), Unreadable> {
@@ -295,10 +372,14 @@ fn decode<'v>(
     );
     let plain = match (mode, cipher) {
         ("p", None) => bytes,
-        ("e", Some(cipher)) => {
+        ("e", Some(keys)) => {
             let head = &value[..value.len() - payload.len() - 1];
-            cipher
-                .open(&aad(key, head), &bytes)
+            let (id, sealed) = bytes
+                .split_at_checked(KEY_ID_LEN)
+                .ok_or(Unreadable::Format)?;
+            keys.find(id)
+                .ok_or(Unreadable::UnknownKey)?
+                .open(&aad(key, head), sealed)
                 .ok_or(Unreadable::Decrypt)?
         }
         ("p", Some(_)) => return Err(Unreadable::Plain),
@@ -321,6 +402,7 @@ fn aad(key: &str, head: &str) -> Vec<u8> {
 pub(crate) enum Unreadable {
     Format,
     Decrypt,
+    UnknownKey,
     Plain,
     NoKey,
     Binding,
@@ -331,7 +413,11 @@ impl Unreadable {
         match self {
             Unreadable::Format => "it is not in tower-bearer's format",
             Unreadable::Decrypt => {
-                "it does not decrypt with this process's encryption key (another key, or tampered)"
+                "it does not decrypt with the encryption key it names (tampered with, refused)"
+            }
+            Unreadable::UnknownKey => {
+                "it is encrypted under a key this process does not hold (another key id: give \
+                 the fleet that key as a previous_encryption_key during a rotation)"
             }
             Unreadable::Plain => {
                 "it is stored in clear while this process has an encryption key (refused)"
@@ -376,7 +462,7 @@ struct Payload<'a> {
 
 impl SharedToken {
     /// The value to store under `key`.
-    pub(crate) fn encode(&self, cipher: Option<&EncryptionKey>, key: &str) -> Zeroizing<String> {
+    pub(crate) fn encode(&self, cipher: Option<&Keyring>, key: &str) -> Zeroizing<String> {
         let json = Zeroizing::new(
             serde_json::to_vec(&Payload {
                 token: std::borrow::Cow::Borrowed(&self.secret),
@@ -393,7 +479,7 @@ impl SharedToken {
 
     /// The record stored under `slot`'s key, if its token has `slot`'s binding.
     pub(crate) fn decode(
-        cipher: Option<&EncryptionKey>,
+        cipher: Option<&Keyring>,
         slot: &Slot,
         value: &str,
     ) -> Result<SharedToken, Unreadable> {
@@ -426,7 +512,7 @@ impl SharedToken {
 
 /// A refresh token as stored under `key`: `v1.<mode>.<fingerprint>.<payload>`.
 pub(crate) fn encode_refresh(
-    cipher: Option<&EncryptionKey>,
+    cipher: Option<&Keyring>,
     key: &str,
     token: &str,
 ) -> Zeroizing<String> {
@@ -440,7 +526,7 @@ pub(crate) fn encode_refresh(
 
 /// The refresh token stored under `key`.
 pub(crate) fn decode_refresh(
-    cipher: Option<&EncryptionKey>,
+    cipher: Option<&Keyring>,
     key: &str,
     value: &str,
 ) -> Result<Zeroizing<String>, Unreadable> {
@@ -449,9 +535,27 @@ pub(crate) fn decode_refresh(
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// What compare-and-swap compares: a keyed hash of the token (HMAC-SHA256 under the encryption
-/// key when there is one), never the token.
-pub(crate) fn fingerprint(cipher: Option<&EncryptionKey>, key: &str, token: &str) -> String {
+/// What compare-and-swap compares: a keyed hash of the token (HMAC-SHA256 under the current
+/// encryption key's fingerprint key when there is one), never the token.
+pub(crate) fn fingerprint(cipher: Option<&Keyring>, key: &str, token: &str) -> String {
+    keyed_fingerprint(cipher.map(|keys| &keys.current), key, token)
+}
+
+/// The fingerprints `token` may be stored under: one per key this fleet reads (the current
+/// key's first), space-separated, so that compare-and-swap still matches a token written
+/// under a previous key after a rotation.
+pub(crate) fn fingerprints(cipher: Option<&Keyring>, key: &str, token: &str) -> String {
+    match cipher {
+        Some(keys) => keys
+            .all()
+            .map(|k| keyed_fingerprint(Some(k), key, token))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => keyed_fingerprint(None, key, token),
+    }
+}
+
+fn keyed_fingerprint(cipher: Option<&EncryptionKey>, key: &str, token: &str) -> String {
     let unkeyed;
     let mac_key = match cipher {
         Some(cipher) => &*cipher.mac,
@@ -479,6 +583,10 @@ mod tests {
             expires_at_ms: Some(61_000),
             binding: Binding::default(),
         }
+    }
+
+    fn ring() -> Keyring {
+        Keyring::new(EncryptionKey::generate(), Vec::new())
     }
 
     /// The slot of a plain Bearer token stored under `key`.
@@ -512,7 +620,7 @@ mod tests {
 
     #[test]
     fn shared_tokens_round_trip_in_clear_and_encrypted() {
-        let key = EncryptionKey::generate();
+        let key = ring();
         for cipher in [None, Some(&key)] {
             let value = shared().encode(cipher, "k");
             let back = SharedToken::decode(cipher, &slot("k"), &value).unwrap();
@@ -533,13 +641,16 @@ mod tests {
 
     #[test]
     fn values_that_do_not_belong_are_unreadable() {
-        let key = EncryptionKey::generate();
-        let other = EncryptionKey::generate();
+        let key = ring();
+        let other = ring();
         let sealed = shared().encode(Some(&key), "k");
         let clear = shared().encode(None, "k");
         let read =
             |cipher, key: &str, value: &str| SharedToken::decode(cipher, &slot(key), value).err();
-        assert_eq!(read(Some(&other), "k", &sealed), Some(Unreadable::Decrypt));
+        assert_eq!(
+            read(Some(&other), "k", &sealed),
+            Some(Unreadable::UnknownKey)
+        );
         // Moved to another key: the key name is associated data.
         assert_eq!(read(Some(&key), "k2", &sealed), Some(Unreadable::Decrypt));
         assert_eq!(read(Some(&key), "k", &clear), Some(Unreadable::Plain));
@@ -586,7 +697,7 @@ mod tests {
         }
         // A record read under another binding's key (planted, or copied by hand) is refused,
         // in clear and encrypted alike (without the key name moving, as AAD would catch).
-        let cipher = EncryptionKey::generate();
+        let cipher = ring();
         for cipher in [None, Some(&cipher)] {
             for written in &slots {
                 let mut token = shared();
@@ -619,8 +730,78 @@ mod tests {
     }
 
     #[test]
+    fn keys_derive_distinct_aead_mac_and_id_with_hkdf() {
+        let material = [7u8; 32];
+        let key = EncryptionKey::from_bytes(&material).unwrap();
+        // The same material gives the same key everywhere: the same id, fingerprints that match.
+        let again = EncryptionKey::from_bytes(&material).unwrap();
+        assert_eq!(key.id(), again.id());
+        assert_eq!(key.id().len(), 8);
+        let one = |k: &EncryptionKey| keyed_fingerprint(Some(k), "k", "r1");
+        assert_eq!(one(&key), one(&again));
+        // The MAC key is not the material itself, nor the AES key: an HMAC under the raw
+        // material differs, and a value sealed under one key id opens only under it.
+        let raw = hmac::Key::new(hmac::HMAC_SHA256, &material);
+        let mut ctx = hmac::Context::with_key(&raw);
+        ctx.update(b"k\0r1");
+        assert_ne!(hex(&ctx.sign().as_ref()[..16]), one(&key));
+        let other = EncryptionKey::from_bytes(&[8u8; 32]).unwrap();
+        assert_ne!(key.id(), other.id());
+        assert_ne!(one(&key), one(&other));
+    }
+
+    #[test]
+    fn after_a_rotation_values_under_the_previous_key_are_read_and_new_ones_use_the_new_key() {
+        let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
+        let before = Keyring::new(old.clone(), Vec::new());
+        let after = Keyring::new(new.clone(), vec![old.clone()]);
+        let sealed = shared().encode(Some(&before), "k");
+        let back = SharedToken::decode(Some(&after), &slot("k"), &sealed).unwrap();
+        assert_eq!(&*back.secret, "secret-token");
+        let refresh = encode_refresh(Some(&before), "k", "r1");
+        assert_eq!(&*decode_refresh(Some(&after), "k", &refresh).unwrap(), "r1");
+        // Compare-and-swap still recognises the old value's fingerprint.
+        let stored_fp = refresh.split('.').nth(2).unwrap();
+        assert!(
+            fingerprints(Some(&after), "k", "r1")
+                .split(' ')
+                .any(|fp| fp == stored_fp)
+        );
+        assert_ne!(fingerprint(Some(&after), "k", "r1"), stored_fp);
+        // Written after the rotation: under the new key, which a process with only the old
+        // one does not hold (an unknown key id: ignored, not an error).
+        let resealed = shared().encode(Some(&after), "k");
+        assert!(
+            SharedToken::decode(Some(&Keyring::new(new, Vec::new())), &slot("k"), &resealed)
+                .is_ok()
+        );
+        assert_eq!(
+            SharedToken::decode(Some(&before), &slot("k"), &resealed).err(),
+            Some(Unreadable::UnknownKey)
+        );
+        // Tampered (a flipped bit in the ciphertext, or in the key id to name the other key):
+        // refused.
+        let (head, payload) = resealed.rsplit_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = format!("{head}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(
+            SharedToken::decode(Some(&after), &slot("k"), &tampered).err(),
+            Some(Unreadable::Decrypt)
+        );
+        let mut renamed = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        renamed[..KEY_ID_LEN].copy_from_slice(&old.id);
+        let renamed = format!("{head}.{}", URL_SAFE_NO_PAD.encode(&renamed));
+        assert_eq!(
+            SharedToken::decode(Some(&after), &slot("k"), &renamed).err(),
+            Some(Unreadable::Decrypt)
+        );
+    }
+
+    #[test]
     fn refresh_tokens_round_trip_and_fingerprints_hide_them() {
-        let key = EncryptionKey::generate();
+        let key = ring();
         for cipher in [None, Some(&key)] {
             let value = encode_refresh(cipher, "k", "r1");
             assert_eq!(&*decode_refresh(cipher, "k", &value).unwrap(), "r1");
@@ -642,6 +823,10 @@ mod tests {
         let b64 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
         let key = EncryptionKey::from_base64(b64).unwrap();
         assert_eq!(format!("{key:?}"), "EncryptionKey([redacted])");
+        assert_eq!(
+            format!("{:?}", Keyring::new(key.clone(), Vec::new())),
+            "Keyring { current: EncryptionKey([redacted]), previous: [] }"
+        );
         EncryptionKey::from_base64(b64.trim_end_matches('=')).unwrap();
         assert!(EncryptionKey::from_base64("c2hvcnQ=").is_err());
         assert!(EncryptionKey::from_base64("not base64 at all!").is_err());

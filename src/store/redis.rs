@@ -7,17 +7,20 @@ use tokio::time::Instant;
 
 use super::{RefreshTokenStore, StoreLock};
 use crate::Error;
-use crate::fleet::{Conn, Lease, RedisFleet, decode_refresh, encode_refresh, fingerprint};
+use crate::fleet::{
+    Conn, Lease, RedisFleet, decode_refresh, encode_refresh, fingerprint, fingerprints,
+};
 use crate::secret::RefreshToken;
 
-/// Compare-and-swap: `SET KEYS[1] ARGV[3]` only if the stored token's fingerprint is
-/// `ARGV[1]` (`''`: no token). A missing key holds the initial token, fingerprint `ARGV[2]`.
+/// Compare-and-swap: `SET KEYS[1] ARGV[3]` only if the stored token's fingerprint is one of
+/// `ARGV[1]`'s (space-separated, one per encryption key the fleet reads; `''`: no token). A
+/// missing key holds the initial token, fingerprint `ARGV[2]`.
 static SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local cur = redis.call('GET', KEYS[1]) \
          local fp = ARGV[2] \
          if cur then fp = string.match(cur, '^v1%.[pe]%.([^.]+)%.') or '?' end \
-         if fp ~= ARGV[1] then return 0 end \
+         if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. fp .. ' ', 1, true) then return 0 end \
          redis.call('SET', KEYS[1], ARGV[3]) \
          return 1",
     )
@@ -140,7 +143,10 @@ impl RefreshTokenStore for RedisStore {
     /// Compare-and-swap in one script; see the [type docs](RedisStore).
     async fn save(&self, old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
         let key = self.key();
-        let expected = self.fingerprint(old);
+        // Every fingerprint `old` may be stored under: it may be under a previous key.
+        let expected = old.map_or_else(String::new, |old| {
+            fingerprints(self.fleet.cipher.as_ref(), key, old.secret())
+        });
         let initial = self.fingerprint(self.initial.as_ref());
         let value = encode_refresh(self.fleet.cipher.as_ref(), key, new.secret());
         let (expected, initial, value): (&str, &str, &str) = (&expected, &initial, &value);

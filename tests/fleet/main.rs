@@ -494,6 +494,71 @@ async fn keys_are_namespaced_by_prefix_and_a_hash_and_tokens_at_rest_can_be_encr
     assert_eq!(issuer.issued(), 4);
 }
 
+#[tokio::test]
+async fn a_shared_token_under_the_previous_key_is_adopted_after_a_key_rotation() {
+    logs();
+    let redis = RedisServer::start();
+    let issuer = Issuer::start(Duration::from_secs(3600)).await;
+    let tiers = Tiers::default();
+    let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
+    let rotated = || {
+        fleet(&redis.url())
+            .encryption_key(new.clone())
+            .previous_encryption_key(old.clone())
+            .build()
+            .unwrap()
+    };
+    let before = fleet(&redis.url()).encryption_key(old.clone());
+    let token = cache(&issuer, before.build().unwrap(), &tiers)
+        .token()
+        .await
+        .unwrap();
+    // Rotated: the new key writes, the old one still reads.
+    let adopted = cache(&issuer, rotated(), &tiers).token().await.unwrap();
+    assert_eq!(adopted.secret(), token.secret());
+    assert_eq!(issuer.issued(), 1);
+
+    // A process without the key a record names ignores it (fetches, publishes under its own
+    // key), and says so once at `warn`, not at every refresh.
+    let record = format!("{}:token", rotated().key_base());
+    let stranger = fleet(&redis.url())
+        .encryption_key(EncryptionKey::generate())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        redis.cli(&["DEL", &record]);
+        cache(&issuer, rotated(), &tiers).token().await.unwrap();
+        cache(&issuer, stranger.clone(), &tiers)
+            .token()
+            .await
+            .unwrap();
+    }
+    assert_eq!(issuer.issued(), 7, "{:?}", tiers.all());
+    let logs = logs_of_this_thread();
+    let unknown: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("does not hold"))
+        .collect();
+    // Each of the three refreshes reads it (twice: before and under the lease).
+    assert!(unknown.len() >= 3, "{logs}");
+    assert_eq!(
+        unknown.iter().filter(|l| l.contains("WARN")).count(),
+        1,
+        "{unknown:#?}"
+    );
+
+    // Tampered with (one character of the ciphertext changed): refused, fetched anew.
+    redis.cli(&["DEL", &record]);
+    cache(&issuer, rotated(), &tiers).token().await.unwrap();
+    let mut value: Vec<char> = redis.cli(&["GET", &record]).trim_end().chars().collect();
+    let at = value.len() - 10;
+    value[at] = if value[at] == 'A' { 'B' } else { 'A' };
+    redis.cli(&["SET", &record, &value.into_iter().collect::<String>()]);
+    cache(&issuer, rotated(), &tiers).token().await.unwrap();
+    assert_eq!(issuer.issued(), 9);
+    assert!(logs_of_this_thread().contains("tampered"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_auth_in_the_url_works_and_a_wrong_password_only_costs_the_sharing() {
     let redis = RedisServer::with_password("s3cret-pw");

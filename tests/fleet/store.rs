@@ -156,3 +156,42 @@ async fn an_unreachable_store_is_a_transient_error() {
         assert!(!err.to_string().contains("pw-secret"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_refresh_token_saved_under_the_previous_key_is_rotated_after_a_key_rotation() {
+    let redis = RedisServer::start();
+    let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
+    let before = fleet(&redis.url())
+        .encryption_key(old.clone())
+        .build()
+        .unwrap();
+    let store = RedisStore::new(&before).with_initial(token("r0"));
+    store.save(Some(&token("r0")), &token("r1")).await.unwrap();
+
+    let after = fleet(&redis.url())
+        .encryption_key(new)
+        .previous_encryption_key(old)
+        .build()
+        .unwrap();
+    let rotated = RedisStore::new(&after);
+    assert_eq!(rotated.load().await.unwrap(), Some(token("r1")));
+    // The compare-and-swap recognises r1 although its fingerprint is under the old key: a
+    // rotation of the encryption key never turns the next save into a lost refresh token.
+    rotated
+        .save(Some(&token("r1")), &token("r2"))
+        .await
+        .unwrap();
+    // And still refuses a token that is not the stored one.
+    let err = rotated
+        .save(Some(&token("r1")), &token("r3"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(rotated.load().await.unwrap(), Some(token("r2")));
+    // Written under the new key: a process that only has the old one cannot read it.
+    assert_eq!(
+        store.load().await.unwrap_err().kind(),
+        ErrorKind::Config,
+        "an unknown key id is a clear error for the refresh token"
+    );
+}
