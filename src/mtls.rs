@@ -49,7 +49,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
@@ -58,7 +58,18 @@ use crate::Error;
 /// A TLS client identity: a certificate chain (leaf first) and its private key, from PEM.
 ///
 /// Cheap to clone (an `Arc` inside). `Debug` shows how many certificates there are, never the
-/// key; the key's DER is zeroized on drop.
+/// key.
+///
+/// # Secrets in memory
+///
+/// The identity holds the key's DER and the PEM it was read from in buffers wiped on drop,
+/// and the PEM parser decodes the DER straight into one of them. Not wiped, because they are
+/// not this crate's: the PEM text you pass in (yours), the PEM parser's buffer of the key's
+/// base64 text (inside `rustls-pki-types`, freed as parsing ends), each
+/// [`private_key`](Self::private_key) copy (a `rustls_pki_types::PrivateKeyDer`, which does
+/// not wipe itself: rustls keeps it for as long as its `ClientConfig` lives), and the copies
+/// `reqwest` and rustls make from [`reqwest_identity`](Self::reqwest_identity) (the built-in
+/// client's too).
 ///
 /// ```
 /// use tower_bearer::http_client::ClientIdentity;
@@ -73,7 +84,9 @@ pub struct ClientIdentity {
 
 struct Inner {
     certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    /// The key's DER, wiped on drop, and its form (PKCS#8, PKCS#1 or SEC1).
+    key: Zeroizing<Vec<u8>>,
+    key_kind: SectionKind,
     /// The key, then the chain, in PEM: what `reqwest::Identity::from_pem` reads.
     pem: Zeroizing<Vec<u8>>,
 }
@@ -91,7 +104,7 @@ impl ClientIdentity {
                 "the client certificate chain has no CERTIFICATE in PEM",
             ));
         }
-        let key = PrivateKeyDer::from_pem_slice(private_key_pem).map_err(|_| {
+        let (key_kind, key) = private_key_der(private_key_pem).ok_or_else(|| {
             Error::config("the client certificate's private key is not a PEM private key")
         })?;
         let mut pem = Zeroizing::new(Vec::with_capacity(
@@ -101,7 +114,12 @@ impl ClientIdentity {
         pem.push(b'\n');
         pem.extend_from_slice(cert_chain_pem);
         Ok(ClientIdentity {
-            inner: Arc::new(Inner { certs, key, pem }),
+            inner: Arc::new(Inner {
+                certs,
+                key,
+                key_kind,
+                pem,
+            }),
         })
     }
 
@@ -110,9 +128,15 @@ impl ClientIdentity {
         self.inner.certs.clone()
     }
 
-    /// A copy of the private key, for `rustls::ClientConfig::with_client_auth_cert`.
+    /// A copy of the private key, for `rustls::ClientConfig::with_client_auth_cert`. The
+    /// copy is rustls' type, which is not wiped when dropped (see the type docs).
     pub fn private_key(&self) -> PrivateKeyDer<'static> {
-        self.inner.key.clone_key()
+        let der = self.inner.key.to_vec();
+        match self.inner.key_kind {
+            SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(der.into()),
+            SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(der.into()),
+            _ => PrivateKeyDer::Pkcs8(der.into()),
+        }
     }
 
     /// The leaf certificate's DER: what `x5t#S256` (RFC 8705 §3.1) hashes.
@@ -137,6 +161,21 @@ impl fmt::Debug for ClientIdentity {
             .field("private_key", &"[redacted]")
             .finish()
     }
+}
+
+/// The first private key (PKCS#8 `PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY` or SEC1 `EC PRIVATE
+/// KEY`) in `pem`, decoded straight into a buffer wiped on drop; every other section's DER is
+/// wiped too as it is skipped.
+pub(crate) fn private_key_der(pem: &[u8]) -> Option<(SectionKind, Zeroizing<Vec<u8>>)> {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
+        .map_while(Result::ok)
+        .map(|(kind, der)| (kind, Zeroizing::new(der)))
+        .find(|(kind, _)| {
+            matches!(
+                kind,
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+            )
+        })
 }
 
 /// A clear error for a TLS failure somewhere in `err`'s chain: the server refused our

@@ -11,8 +11,8 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use zeroize::Zeroizing;
 
 use crate::Error;
 
@@ -25,7 +25,10 @@ use crate::Error;
 /// bound to the key is useless without it).
 ///
 /// Cheap to clone (an `Arc` inside). `Debug` shows the algorithm and the JWK thumbprint, never
-/// the private key; the key lives in aws-lc-rs, which wipes it when it is freed.
+/// the private key. The key lives in aws-lc-rs, which wipes it when it is freed; the DER read
+/// from your PEM is decoded into a buffer wiped as soon as aws-lc-rs has parsed it. Not wiped:
+/// the PEM text you pass in (yours) and the PEM parser's buffer of its base64 text (inside
+/// `rustls-pki-types`).
 ///
 /// ```
 /// use tower_bearer::dpop::DpopKey;
@@ -70,15 +73,14 @@ impl DpopKey {
     /// with ES256.
     pub fn es256_pem(pem: &[u8]) -> Result<Self, Error> {
         let invalid = || Error::config("the DPoP key is not a P-256 private key in PEM");
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| invalid())?;
-        let pair = match &der {
-            PrivateKeyDer::Pkcs8(der) => {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der())
+        let (kind, der) = private_key_der(pem).ok_or_else(invalid)?;
+        let pair = match kind {
+            SectionKind::PrivateKey => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             }
-            PrivateKeyDer::Sec1(der) => EcdsaKeyPair::from_private_key_der(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                der.secret_sec1_der(),
-            ),
+            SectionKind::EcPrivateKey => {
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            }
             _ => return Err(invalid()),
         }
         .map_err(|_| invalid())?;
@@ -138,10 +140,10 @@ impl DpopKey {
                 "the DPoP key is not an RSA private key of 2048 bits or more in PEM (PKCS#1 or PKCS#8)",
             )
         };
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| invalid())?;
-        let pair = match &der {
-            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
-            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+        let (kind, der) = private_key_der(pem).ok_or_else(invalid)?;
+        let pair = match kind {
+            SectionKind::PrivateKey => RsaKeyPair::from_pkcs8(&der),
+            SectionKind::RsaPrivateKey => RsaKeyPair::from_der(&der),
             _ => return Err(invalid()),
         }
         .map_err(|_| invalid())?;
@@ -220,6 +222,20 @@ impl fmt::Debug for DpopKey {
             .field("private_key", &"[redacted]")
             .finish()
     }
+}
+
+/// The first private key section of `pem` and its form, decoded straight into a buffer wiped
+/// on drop (as every other section's DER is, as it is skipped).
+fn private_key_der(pem: &[u8]) -> Option<(SectionKind, Zeroizing<Vec<u8>>)> {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
+        .map_while(Result::ok)
+        .map(|(kind, der)| (kind, Zeroizing::new(der)))
+        .find(|(kind, _)| {
+            matches!(
+                kind,
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+            )
+        })
 }
 
 /// `base64url(SHA-256(value))`: the `ath` of an access token.
