@@ -107,7 +107,8 @@ fn no_copy_of_a_client_identity_key_is_left_in_freed_memory() {
 
 #[test]
 fn no_copy_of_a_dpop_key_is_left_in_freed_memory() {
-    let cases: [(&str, fn(&[u8]) -> DpopKey); 3] = [
+    type Load = fn(&[u8]) -> DpopKey;
+    let cases: [(&str, Load); 3] = [
         ("ec_pkcs8.pem", |pem| DpopKey::es256_pem(pem).unwrap()),
         ("rsa_pkcs8.pem", |pem| DpopKey::rs256_pem(pem).unwrap()),
         ("rsa_pkcs1.pem", |pem| DpopKey::ps256_pem(pem).unwrap()),
