@@ -122,6 +122,7 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod mtls;
 pub mod origin;
+pub mod redirect;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest;

@@ -42,9 +42,10 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::Uri;
+use http::{Request, Uri};
 
 use crate::Error;
+use crate::redirect::left_home;
 
 /// A web origin: scheme, host and port (RFC 6454), the unit of the allow-list.
 ///
@@ -467,11 +468,39 @@ impl Destinations {
         self.allow_insecure_http = allow;
     }
 
+    /// Whether a tower request may get the token by the cheap rules alone: not a hop of a
+    /// redirect chain that left its first origin ([`crate::redirect`]), and
+    /// [`quick_uri`](Self::quick_uri). `false` means "ask
+    /// [`check_request`](Self::check_request)", not "no".
+    #[inline]
+    pub(crate) fn quick_attach<B>(&self, request: &Request<B>, approved: &Approved) -> bool {
+        !left_home(request.extensions()) && self.quick_uri(request.uri(), approved)
+    }
+
+    /// The verdict for a tower request: none of the token for a hop of a redirect chain that
+    /// left its first origin (marked by [`crate::redirect`]'s policy, `FollowRedirect` above
+    /// the layer), else [`check_uri`](Self::check_uri).
+    #[inline]
+    pub(crate) fn check_request<B>(
+        &self,
+        request: &Request<B>,
+        approved: &mut Approved,
+    ) -> Verdict {
+        if left_home(request.extensions()) {
+            return self.refuse(|| {
+                "refusing to send the bearer token on a redirect: the chain has left the origin \
+                 of its first request"
+                    .to_string()
+            });
+        }
+        self.check_uri(request.uri(), approved)
+    }
+
     /// Whether `uri` may get the token by the cheap rules alone: a relative URI, `https` with
     /// no allow-list, or `https` to the authority this service last let through. `false` means
     /// "ask [`check_uri`](Self::check_uri)", not "no".
     #[inline]
-    pub(crate) fn quick_attach(&self, uri: &Uri, approved: &Approved) -> bool {
+    pub(crate) fn quick_uri(&self, uri: &Uri, approved: &Approved) -> bool {
         // `scheme_str` and a `str` compare inline; `Scheme`'s `PartialEq` is an out-of-line
         // call into the http crate on every request.
         match uri.scheme_str() {
@@ -489,7 +518,7 @@ impl Destinations {
     /// approved `https` authority is remembered in `approved`.
     #[inline]
     pub(crate) fn check_uri(&self, uri: &Uri, approved: &mut Approved) -> Verdict {
-        if self.quick_attach(uri, approved) {
+        if self.quick_uri(uri, approved) {
             return Verdict::Attach;
         }
         let verdict = self.check(Place::of_uri(uri));
@@ -765,9 +794,9 @@ mod tests {
         let d = list(&["https://api.example.com"]);
         let mut approved = Approved::NONE;
         let api = uri("https://api.example.com/v1");
-        assert!(!d.quick_attach(&api, &approved));
+        assert!(!d.quick_uri(&api, &approved));
         assert!(matches!(d.check_uri(&api, &mut approved), Verdict::Attach));
-        assert!(d.quick_attach(&uri("https://api.example.com/v2?x=1"), &approved));
+        assert!(d.quick_uri(&uri("https://api.example.com/v2?x=1"), &approved));
         // Anything else still goes through the full rules.
         for other in [
             "https://api.example.com.evil.example/",
@@ -775,7 +804,7 @@ mod tests {
             "https://api.example.com:444/",
             "http://api.example.com/",
         ] {
-            assert!(!d.quick_attach(&uri(other), &approved), "{other}");
+            assert!(!d.quick_uri(&uri(other), &approved), "{other}");
             let mut scratch = approved.clone();
             assert!(
                 matches!(d.check_uri(&uri(other), &mut scratch), Verdict::Skip),
@@ -785,7 +814,7 @@ mod tests {
         // A refused authority is never remembered.
         let mut approved = Approved::NONE;
         let _ = d.check_uri(&uri("https://evil.example/"), &mut approved);
-        assert!(!d.quick_attach(&uri("https://evil.example/"), &approved));
+        assert!(!d.quick_uri(&uri("https://evil.example/"), &approved));
         // Userinfo is a credential: allowed by the full check, never copied into the memo.
         let mut approved = Approved::NONE;
         let with_userinfo = uri("https://user:pw@api.example.com/");
@@ -793,7 +822,7 @@ mod tests {
             d.check_uri(&with_userinfo, &mut approved),
             Verdict::Attach
         ));
-        assert!(!d.quick_attach(&with_userinfo, &approved));
+        assert!(!d.quick_uri(&with_userinfo, &approved));
         // One longer than the inline buffer is checked in full every time, and still allowed.
         let long = format!("{}.example.com", "a".repeat(70));
         let d = list(&[Box::leak(format!("https://{long}").into_boxed_str())]);
@@ -803,7 +832,7 @@ mod tests {
             d.check_uri(&long_uri, &mut approved),
             Verdict::Attach
         ));
-        assert!(!d.quick_attach(&long_uri, &approved));
+        assert!(!d.quick_uri(&long_uri, &approved));
     }
 
     /// Found by the `origin` fuzz target: `wss://.` parsed as an origin with an empty host,
