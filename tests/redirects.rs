@@ -188,6 +188,42 @@ async fn tower_above_the_layer_a_chain_back_home_stays_bare() {
 }
 
 #[tokio::test]
+async fn tower_above_a_keyed_layer_the_other_origin_gets_not_even_its_own_token() {
+    // Both origins have a key: the hops to storage were chosen by api's redirect, and go bare
+    // as they would with FollowRedirect below the layer.
+    let (api, storage) = api_and_storage(true).await;
+    let cache = tower_bearer::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key)));
+    let origins = [
+        (tower_bearer::Origin::parse(&api.url("")).unwrap(), "api"),
+        (
+            tower_bearer::Origin::parse(&storage.url("")).unwrap(),
+            "storage",
+        ),
+    ];
+    let client = ServiceBuilder::new()
+        .layer(FollowRedirectLayer::with_policy(TokensStayHome::new()))
+        .layer(BearerAuthLayer::per_origin(cache, origins))
+        .service(hyper_client());
+    client.oneshot(get(api.url("/start"))).await.unwrap();
+    let tokens = |s: &Server| -> Vec<_> { s.hits().into_iter().map(|h| h.authorization).collect() };
+    assert_eq!(tokens(&api), vec![Some("Bearer api".into()), None]);
+    assert_eq!(tokens(&storage), vec![None, None]);
+    // Sent on its own, storage gets its token.
+    let direct = ServiceBuilder::new()
+        .layer(FollowRedirectLayer::with_policy(TokensStayHome::new()))
+        .layer(BearerAuthLayer::per_origin(
+            tower_bearer::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key))),
+            [(
+                tower_bearer::Origin::parse(&storage.url("")).unwrap(),
+                "storage",
+            )],
+        ))
+        .service(hyper_client());
+    direct.oneshot(get(storage.url("/b"))).await.unwrap();
+    assert_eq!(tokens(&storage)[2], Some("Bearer storage".into()));
+}
+
+#[tokio::test]
 async fn tower_above_the_layer_in_fail_mode_fails_the_hop_that_left() {
     let (api, storage) = api_and_storage(false).await;
     let client = ServiceBuilder::new()
