@@ -9,7 +9,15 @@
 //!   (`localhost`, `127.0.0.0/8`, `[::1]`), unless
 //!   [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http) (for tests);
 //! - when an allow-list is set, only requests to one of its origins (scheme, host and port,
-//!   with default ports filled in) get the token.
+//!   with default ports filled in) get the token;
+//! - a URI whose authority parsers read two ways (`https://api.example.com:443.other.example`,
+//!   which `http::Uri` reads as host `api.example.com` and no port) never gets it;
+//! - a hop of a redirect chain that has left the origin of its first request (marked by
+//!   [`redirect::TokensStayHome`](crate::redirect), with `FollowRedirect` above the layer) never
+//!   gets it either.
+//!
+//! Keys by origin ([`per_origin`](crate::BearerAuthLayer::per_origin)) read a destination by
+//! the same rules.
 //!
 //! Any other request goes out without the token, or fails with an [`Error`] of kind
 //! [`Disallowed`](crate::ErrorKind::Disallowed), as [`OnDisallowedOrigin`] says. An
