@@ -85,13 +85,18 @@
 //!
 //! # Redirects
 //!
-//! Nothing in this crate follows redirects. With tower-http's `FollowRedirect`, put it
-//! **below** the bearer layer (`.layer(BearerAuthLayer::..).layer(FollowRedirectLayer::new())`):
-//! the token is attached once, and tower-http's default policy (`FilterCredentials`) removes it
-//! when a redirect leaves the origin. Above the bearer layer, every hop is a new request to the
-//! layer, which attaches the token wherever the redirect points, unless an
-//! [allow-list](BearerAuthLayer::allow_origin) stops it. reqwest's own redirect handling
-//! removes `Authorization` when the origin (scheme, host or port) changes.
+//! Nothing in this crate follows redirects, and the clients that do carry credentials too far:
+//! tower-http's `FollowRedirect` and reqwest rebuild every hop from the first request's headers
+//! and compare only the last two hops (`api → storage/a → storage/b` puts `Authorization` back
+//! on `/b`), and reqwest never removes a `DPoP` proof. Use the crate's policies ([`redirect`]):
+//!
+//! - tower: `FollowRedirectLayer::with_policy(redirect::TokensStayHome::new())` (feature
+//!   `tower-http`), below the bearer layer or above it. Once a chain leaves the origin of its
+//!   first request, no later hop carries `Authorization`, `DPoP` or cookies, even one that
+//!   comes back to that origin.
+//! - reqwest: `reqwest::Client::builder().redirect(redirect::reqwest_policy())` under the
+//!   middleware. It follows redirects within the origin and returns the 3xx of one that
+//!   leaves it: follow that `Location` with a client without the token.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(
@@ -122,6 +127,7 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod mtls;
 pub mod origin;
+pub mod redirect;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest;

@@ -9,7 +9,15 @@
 //!   (`localhost`, `127.0.0.0/8`, `[::1]`), unless
 //!   [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http) (for tests);
 //! - when an allow-list is set, only requests to one of its origins (scheme, host and port,
-//!   with default ports filled in) get the token.
+//!   with default ports filled in) get the token;
+//! - a URI whose authority parsers read two ways (`https://api.example.com:443.other.example`,
+//!   which `http::Uri` reads as host `api.example.com` and no port) never gets it;
+//! - a hop of a redirect chain that has left the origin of its first request (marked by
+//!   [`redirect::TokensStayHome`](crate::redirect), with `FollowRedirect` above the layer) never
+//!   gets it either.
+//!
+//! Keys by origin ([`per_origin`](crate::BearerAuthLayer::per_origin)) read a destination by
+//! the same rules.
 //!
 //! Any other request goes out without the token, or fails with an [`Error`] of kind
 //! [`Disallowed`](crate::ErrorKind::Disallowed), as [`OnDisallowedOrigin`] says. An
@@ -42,9 +50,10 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::Uri;
+use http::{Request, Uri};
 
 use crate::Error;
+use crate::redirect::left_home;
 
 /// A web origin: scheme, host and port (RFC 6454), the unit of the allow-list.
 ///
@@ -79,9 +88,12 @@ impl Origin {
             ))
         };
         let uri: Uri = origin.parse().map_err(|_| invalid("not a URI"))?;
-        let scheme = uri.scheme_str().ok_or_else(|| invalid("no scheme"))?;
-        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-        if authority.as_str().contains('@') {
+        let site = match Place::of_uri(&uri) {
+            Place::Site(site) => site,
+            Place::Relative => return Err(invalid("no scheme and no host")),
+            Place::Unclear(why) => return Err(invalid(why)),
+        };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             return Err(invalid("user info is not part of an origin"));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() || origin.contains('#') {
@@ -91,23 +103,22 @@ impl Origin {
         }
         // Empty once normalized, too: `https://.` is no host at all, and `https://..` is not
         // `https://.` written fully qualified.
-        let host = normalize_host(authority.host());
+        let host = normalize_host(site.host);
         if host.is_empty() || host.ends_with('.') {
             return Err(invalid("empty host"));
         }
-        if !is_host(host) {
-            return Err(invalid("the host is neither a name nor an IP address"));
-        }
-        if !port_is_valid(authority) {
-            return Err(invalid("the port is not a number"));
-        }
-        let port = authority
-            .port_u16()
-            .or_else(|| default_port(scheme))
+        let port = site
+            .port()
             .ok_or_else(|| invalid("no port, and the scheme has no default one"))?;
+        // An IPv6 literal in its canonical form (`[::1]`, not `[0:0::1]`), as `url::Url` and
+        // so reqwest write it.
+        let host = match ipv6(host) {
+            Some(ip) => format!("[{ip}]"),
+            None => host.to_ascii_lowercase(),
+        };
         Ok(Origin {
-            scheme: scheme.to_ascii_lowercase().into(),
-            host: host.to_ascii_lowercase().into(),
+            scheme: site.scheme.to_ascii_lowercase().into(),
+            host: host.into(),
             port,
         })
     }
@@ -140,12 +151,14 @@ impl Origin {
         self.port
     }
 
-    /// Whether a destination with these parts is this origin. `port` is the explicit port, if
-    /// any.
-    pub(crate) fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        self.scheme.eq_ignore_ascii_case(scheme)
-            && port.or_else(|| default_port(scheme)) == Some(self.port)
-            && self.host.eq_ignore_ascii_case(normalize_host(host))
+    /// Whether `site` is this origin.
+    pub(crate) fn matches(&self, site: &Site<'_>) -> bool {
+        let this = Site {
+            scheme: &self.scheme,
+            host: &self.host,
+            explicit_port: Some(self.port),
+        };
+        this.same_origin(site)
     }
 }
 
@@ -206,9 +219,7 @@ fn is_secure(scheme: &str) -> bool {
 /// is `h[`, which is neither.
 fn is_host(host: &str) -> bool {
     match host.strip_prefix('[') {
-        Some(literal) => literal
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        Some(_) => ipv6(host).is_some(),
         None => host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)),
@@ -233,6 +244,113 @@ fn port_is_valid(authority: &http::uri::Authority) -> bool {
 
 fn normalize_host(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
+}
+
+/// The address of a bracketed IPv6 literal.
+fn ipv6(host: &str) -> Option<Ipv6Addr> {
+    host.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// Whether two hosts as written in URIs name the same host: the same name in any case, with or
+/// without one trailing dot, or the same IPv6 address however it is written.
+fn same_host(a: &str, b: &str) -> bool {
+    let (a, b) = (normalize_host(a), normalize_host(b));
+    a.eq_ignore_ascii_case(b) || ipv6(a).is_some_and(|ip| ipv6(b) == Some(ip))
+}
+
+/// Where a request goes, as every origin rule of the crate reads it: the allow-list, the
+/// plain-http rule, [`per_origin`](crate::BearerAuthLayer::per_origin) and the redirect
+/// policies ([`crate::redirect`]) all start from [`Place::of_uri`] or [`Place::of_url`], so
+/// that no two of them can read one destination two ways.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Place<'a> {
+    /// A relative URI: no scheme, no authority.
+    Relative,
+    /// An absolute URI with a scheme, a host and a port that means one thing.
+    Site(Site<'a>),
+    /// Anything else, with the reason: a scheme without a host or a host without a scheme, or
+    /// a port that is not a number (`http::Uri` reads `host:443.other.example` as the host
+    /// `host` with no port, which would match by the default port: what a client or proxy
+    /// makes of such an authority is anyone's guess).
+    Unclear(&'static str),
+}
+
+/// An absolute destination: scheme, host and port as written (user info left out).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Site<'a> {
+    pub(crate) scheme: &'a str,
+    /// As written: any case, IPv6 literals in brackets, a trailing dot kept.
+    pub(crate) host: &'a str,
+    /// The explicit port, if any.
+    pub(crate) explicit_port: Option<u16>,
+}
+
+impl<'a> Place<'a> {
+    /// The place of a tower request.
+    pub(crate) fn of_uri(uri: &'a Uri) -> Place<'a> {
+        match (uri.scheme_str(), uri.authority()) {
+            (None, None) => Place::Relative,
+            (Some(_), Some(authority)) if !is_host(normalize_host(authority.host())) => {
+                Place::Unclear("the host is neither a name nor an IP address")
+            }
+            (Some(_), Some(authority)) if !port_is_valid(authority) => {
+                Place::Unclear("the port after the host is not a number")
+            }
+            (Some(scheme), Some(authority)) => Place::Site(Site {
+                scheme,
+                host: authority.host(),
+                explicit_port: authority.port_u16(),
+            }),
+            _ => Place::Unclear("a destination needs both scheme and host"),
+        }
+    }
+
+    /// The place of a reqwest request (`url::Url` has checked the port already).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn of_url(url: &'a ::reqwest::Url) -> Place<'a> {
+        // `Url` always has a scheme; a host is missing only for `file:`-like URLs.
+        match url.host_str() {
+            Some(host) => Place::Site(Site {
+                scheme: url.scheme(),
+                host,
+                explicit_port: url.port(),
+            }),
+            None => Place::Unclear("a destination needs both scheme and host"),
+        }
+    }
+
+    /// The site, if this is one.
+    pub(crate) fn site(self) -> Option<Site<'a>> {
+        match self {
+            Place::Site(site) => Some(site),
+            _ => None,
+        }
+    }
+}
+
+impl Site<'_> {
+    /// The port, with the scheme's default filled in; `None` for a scheme without one.
+    pub(crate) fn port(&self) -> Option<u16> {
+        self.explicit_port.or_else(|| default_port(self.scheme))
+    }
+
+    /// Whether `other` is the same origin: scheme, host and port, by the rules of [`Origin`].
+    pub(crate) fn same_origin(&self, other: &Site<'_>) -> bool {
+        self.scheme.eq_ignore_ascii_case(other.scheme)
+            && self.port().is_some()
+            && self.port() == other.port()
+            && same_host(self.host, other.host)
+    }
+}
+
+impl fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if let Some(port) = self.explicit_port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether `host` is a loopback host: the one rule the crate uses wherever it matters (plain
@@ -358,11 +476,39 @@ impl Destinations {
         self.allow_insecure_http = allow;
     }
 
+    /// Whether a tower request may get the token by the cheap rules alone: not a hop of a
+    /// redirect chain that left its first origin ([`crate::redirect`]), and
+    /// [`quick_uri`](Self::quick_uri). `false` means "ask
+    /// [`check_request`](Self::check_request)", not "no".
+    #[inline]
+    pub(crate) fn quick_attach<B>(&self, request: &Request<B>, approved: &Approved) -> bool {
+        !left_home(request.extensions()) && self.quick_uri(request.uri(), approved)
+    }
+
+    /// The verdict for a tower request: none of the token for a hop of a redirect chain that
+    /// left its first origin (marked by [`crate::redirect`]'s policy, `FollowRedirect` above
+    /// the layer), else [`check_uri`](Self::check_uri).
+    #[inline]
+    pub(crate) fn check_request<B>(
+        &self,
+        request: &Request<B>,
+        approved: &mut Approved,
+    ) -> Verdict {
+        if left_home(request.extensions()) {
+            return self.refuse(|| {
+                "refusing to send the bearer token on a redirect: the chain has left the origin \
+                 of its first request"
+                    .to_string()
+            });
+        }
+        self.check_uri(request.uri(), approved)
+    }
+
     /// Whether `uri` may get the token by the cheap rules alone: a relative URI, `https` with
     /// no allow-list, or `https` to the authority this service last let through. `false` means
     /// "ask [`check_uri`](Self::check_uri)", not "no".
     #[inline]
-    pub(crate) fn quick_attach(&self, uri: &Uri, approved: &Approved) -> bool {
+    pub(crate) fn quick_uri(&self, uri: &Uri, approved: &Approved) -> bool {
         // `scheme_str` and a `str` compare inline; `Scheme`'s `PartialEq` is an out-of-line
         // call into the http crate on every request.
         match uri.scheme_str() {
@@ -380,22 +526,10 @@ impl Destinations {
     /// approved `https` authority is remembered in `approved`.
     #[inline]
     pub(crate) fn check_uri(&self, uri: &Uri, approved: &mut Approved) -> Verdict {
-        if self.quick_attach(uri, approved) {
+        if self.quick_uri(uri, approved) {
             return Verdict::Attach;
         }
-        if uri.authority().is_some_and(|a| !port_is_valid(a)) {
-            // `http::Uri` keeps `host:443.evil.example` as an authority with host `host` and no
-            // port: matching would take the default port. What a client or proxy makes of such
-            // an authority is anyone's guess, so it never gets the token.
-            return self.refuse(|| {
-                format!(
-                    "refusing to send the bearer token to {}: the port after the host is not a \
-                     number",
-                    uri.host().unwrap_or_default()
-                )
-            });
-        }
-        let verdict = self.check(uri.scheme_str(), uri.host(), uri.port_u16());
+        let verdict = self.check(Place::of_uri(uri));
         if let (Verdict::Attach, Some("https"), Some(authority)) =
             (&verdict, uri.scheme_str(), uri.authority())
         {
@@ -407,21 +541,20 @@ impl Destinations {
     /// The verdict for a reqwest request.
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn check_url(&self, url: &::reqwest::Url) -> Verdict {
-        // `Url` always has a scheme; a host is missing only for `file:`-like URLs.
-        self.check(Some(url.scheme()), url.host_str(), url.port())
+        self.check(Place::of_url(url))
     }
 
     #[cold]
-    fn check(&self, scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> Verdict {
-        let (Some(scheme), Some(host)) = (scheme, host) else {
-            if scheme.is_none() && host.is_none() {
-                return Verdict::Attach;
+    fn check(&self, place: Place<'_>) -> Verdict {
+        let site = match place {
+            Place::Relative => return Verdict::Attach,
+            Place::Site(site) => site,
+            Place::Unclear(why) => {
+                return self
+                    .refuse(|| format!("refusing to send the bearer token to this URI: {why}"));
             }
-            return self.refuse(|| {
-                "refusing to send the bearer token to a destination without both scheme and host"
-                    .to_string()
-            });
         };
+        let Site { scheme, host, .. } = site;
         if !is_secure(scheme) && !self.allow_insecure_http && !is_loopback_host(host) {
             return self.refuse(|| {
                 format!(
@@ -431,14 +564,10 @@ impl Destinations {
             });
         }
         if let Some(allow) = &self.allow
-            && !allow.iter().any(|o| o.matches(scheme, host, port))
+            && !allow.iter().any(|o| o.matches(&site))
         {
             return self.refuse(|| {
-                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
-                format!(
-                    "refusing to send the bearer token to {scheme}://{host}{port}: not in the \
-                         allowed origins"
-                )
+                format!("refusing to send the bearer token to {site}: not in the allowed origins")
             });
         }
         Verdict::Attach
@@ -673,9 +802,9 @@ mod tests {
         let d = list(&["https://api.example.com"]);
         let mut approved = Approved::NONE;
         let api = uri("https://api.example.com/v1");
-        assert!(!d.quick_attach(&api, &approved));
+        assert!(!d.quick_uri(&api, &approved));
         assert!(matches!(d.check_uri(&api, &mut approved), Verdict::Attach));
-        assert!(d.quick_attach(&uri("https://api.example.com/v2?x=1"), &approved));
+        assert!(d.quick_uri(&uri("https://api.example.com/v2?x=1"), &approved));
         // Anything else still goes through the full rules.
         for other in [
             "https://api.example.com.evil.example/",
@@ -683,7 +812,7 @@ mod tests {
             "https://api.example.com:444/",
             "http://api.example.com/",
         ] {
-            assert!(!d.quick_attach(&uri(other), &approved), "{other}");
+            assert!(!d.quick_uri(&uri(other), &approved), "{other}");
             let mut scratch = approved.clone();
             assert!(
                 matches!(d.check_uri(&uri(other), &mut scratch), Verdict::Skip),
@@ -693,7 +822,7 @@ mod tests {
         // A refused authority is never remembered.
         let mut approved = Approved::NONE;
         let _ = d.check_uri(&uri("https://evil.example/"), &mut approved);
-        assert!(!d.quick_attach(&uri("https://evil.example/"), &approved));
+        assert!(!d.quick_uri(&uri("https://evil.example/"), &approved));
         // Userinfo is a credential: allowed by the full check, never copied into the memo.
         let mut approved = Approved::NONE;
         let with_userinfo = uri("https://user:pw@api.example.com/");
@@ -701,7 +830,7 @@ mod tests {
             d.check_uri(&with_userinfo, &mut approved),
             Verdict::Attach
         ));
-        assert!(!d.quick_attach(&with_userinfo, &approved));
+        assert!(!d.quick_uri(&with_userinfo, &approved));
         // One longer than the inline buffer is checked in full every time, and still allowed.
         let long = format!("{}.example.com", "a".repeat(70));
         let d = list(&[Box::leak(format!("https://{long}").into_boxed_str())]);
@@ -711,7 +840,7 @@ mod tests {
             d.check_uri(&long_uri, &mut approved),
             Verdict::Attach
         ));
-        assert!(!d.quick_attach(&long_uri, &approved));
+        assert!(!d.quick_uri(&long_uri, &approved));
     }
 
     /// Found by the `origin` fuzz target: `wss://.` parsed as an origin with an empty host,

@@ -138,7 +138,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match self
             .destinations
-            .check_uri(request.uri(), &mut self.approved)
+            .check_request(&request, &mut self.approved)
         {
             Verdict::Attach => {}
             Verdict::Skip => {

@@ -168,11 +168,7 @@ where
         // stale, the coarse clock says it is still fresh (whether or not a timer ran), and the
         // request goes to a relative URI or over https to a destination already approved.
         let state = self.cache.state();
-        if self.is_fresh(state)
-            && self
-                .destinations
-                .quick_attach(request.uri(), &self.approved)
-        {
+        if self.is_fresh(state) && self.destinations.quick_attach(&request, &self.approved) {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
@@ -193,7 +189,7 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     {
         match self
             .destinations
-            .check_uri(request.uri(), &mut self.approved)
+            .check_request(&request, &mut self.approved)
         {
             Verdict::Attach => {}
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),

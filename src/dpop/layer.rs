@@ -170,7 +170,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         match self
             .destinations
-            .check_uri(request.uri(), &mut self.approved)
+            .check_request(&request, &mut self.approved)
         {
             Verdict::Attach => {}
             Verdict::Skip => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
 
+use crate::origin::{Place, Site};
 use crate::{Error, Origin};
 
 /// Where a request goes, as the key closure of
@@ -70,22 +71,29 @@ impl<'a> Destination<'a> {
         }
     }
 
-    /// The host, as written in the URI (IPv6 addresses in brackets); `None` for a relative URI.
+    /// The host, as written in the URI (IPv6 addresses in brackets). `None` for a relative
+    /// URI, and for one the crate's origin rules do not read as a host and a port: with
+    /// `https://api.example.com:443.other.example/`, `http::Uri` says the host is
+    /// `api.example.com`, and where the request goes is anyone's guess.
     pub fn host(&self) -> Option<&'a str> {
-        match self.target {
-            Target::Uri(uri) => uri.host(),
-            #[cfg(feature = "reqwest-middleware")]
-            Target::Url(url) => url.host_str(),
-        }
+        self.site().map(|site| site.host)
     }
 
-    /// The port written in the URI, if any (not the scheme's default).
+    /// The port written in the URI, if any (not the scheme's default); `None` too where
+    /// [`host`](Self::host) is.
     pub fn port(&self) -> Option<u16> {
+        self.site().and_then(|site| site.explicit_port)
+    }
+
+    /// The destination as the origin rules read it: the allow-list's reading, so that a key
+    /// by origin and an allow-list never disagree on where a request goes.
+    fn site(&self) -> Option<Site<'a>> {
         match self.target {
-            Target::Uri(uri) => uri.port_u16(),
+            Target::Uri(uri) => Place::of_uri(uri),
             #[cfg(feature = "reqwest-middleware")]
-            Target::Url(url) => url.port(),
+            Target::Url(url) => Place::of_url(url),
         }
+        .site()
     }
 
     /// The path.
@@ -103,11 +111,12 @@ impl<'a> Destination<'a> {
     }
 
     /// Whether the request goes to `origin` (scheme, host and port, default ports filled in).
+    ///
+    /// By the allow-list's rules ([`Origin`]): scheme and host in any case, a trailing dot on
+    /// the host ignored, IPv6 addresses however written, and never a URI whose port is not a
+    /// number.
     pub fn is(&self, origin: &Origin) -> bool {
-        match (self.scheme(), self.host()) {
-            (Some(scheme), Some(host)) => origin.matches(scheme, host, self.port()),
-            _ => false,
-        }
+        self.site().is_some_and(|site| origin.matches(&site))
     }
 }
 
@@ -156,10 +165,12 @@ impl<K: Clone> Route<K> {
     /// The key of a request going to `destination`, if it has one.
     pub(crate) fn key(&self, destination: &Destination<'_>) -> Option<K> {
         match self {
-            Route::Origins(list) => list
-                .iter()
-                .find(|(origin, _)| destination.is(origin))
-                .map(|(_, key)| key.clone()),
+            Route::Origins(list) => {
+                let site = destination.site()?;
+                list.iter()
+                    .find(|(origin, _)| origin.matches(&site))
+                    .map(|(_, key)| key.clone())
+            }
             Route::Request(pick) => pick(destination),
         }
     }
