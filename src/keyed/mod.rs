@@ -222,11 +222,13 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
         let now = coarse_now();
         let slot = Slot::new((shared.factory)(key)?, now);
         let builder = TokenCache::builder(slot);
-        let cache = match &shared.configure {
+        let mut builder = match &shared.configure {
             Some(configure) => configure(key, builder),
             None => builder,
-        }
-        .build();
+        };
+        // In background mode too, an evicted or idle slot never fetches.
+        builder.config.background_gate = Some(Slot::<P>::background_gate);
+        let cache = builder.build();
         let mut next = HashMap::clone(&slots);
         shared.sweep(&writer, &mut next, now);
         while next.len() >= shared.max_keys.max(1) {
@@ -321,7 +323,10 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
     /// Drop a slot after between one and two of these without use (default
     /// [`DEFAULT_IDLE_TIMEOUT`], 15 minutes). Idle slots are swept by the lookups that pass
     /// through the map (a slot's creation, a service's first request to a destination), at most
-    /// once per timeout; an idle slot costs memory, never a fetch.
+    /// once per timeout; an idle slot costs memory, never a fetch. With
+    /// [`background_refresh`](TokenCacheBuilder::background_refresh), a slot's timer refreshes
+    /// its token ahead of time only if the slot was used since the previous background refresh
+    /// (the request that created it aside), and never once it has been evicted.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -448,6 +453,54 @@ mod tests {
         assert!(
             !cache.contains(&2),
             "idle for two intervals, dropped by a lookup's sweep"
+        );
+    }
+
+    /// Background mode, `max_keys(1)`: key 1 used once and held (as a service's memo holds it)
+    /// after key 2 evicted it, key 2 used once. Neither fetches again, however long; a slot in
+    /// use is still kept fresh by its timer.
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_or_idle_slot_never_fetches_in_background_mode() {
+        use std::sync::atomic::AtomicUsize;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let cache = KeyedTokenCache::builder(move |k: &u32| {
+            let (k, counter) = (*k, counter.clone());
+            Ok(crate::source::from_fn(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok::<_, Error>(
+                        Token::new(format!("t{k}")).with_expires_in(Duration::from_secs(3)),
+                    )
+                }
+            }))
+        })
+        .max_keys(1)
+        .cache(|_, slot| slot.background_refresh(true).jitter(Duration::ZERO))
+        .build();
+        let memo = cache.slot(&1).unwrap();
+        memo.token().await.unwrap();
+        cache.token(&2).await.unwrap();
+        assert!(memo.source().is_evicted());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "no fetch without a request"
+        );
+
+        // Key 2 in use, served from a memo (`is_live` on each request, `current` never
+        // fetches): its timer keeps it fresh.
+        let used = cache.slot(&2).unwrap();
+        used.token().await.unwrap();
+        for _ in 0..9 {
+            assert!(used.source().is_live());
+            assert!(used.current().is_some(), "kept usable by the timer");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(
+            fetches.load(Ordering::SeqCst) >= 5,
+            "refreshed in the background"
         );
     }
 
