@@ -24,6 +24,8 @@ use http::{Request, Uri};
 use support::{CloneEach, HTTPS, NoOp, runtime, through_runtime, token_value};
 use tower::{Layer, Service, ServiceExt};
 
+use tower_bearer::keyed::KeyedTokenCache;
+use tower_bearer::source::from_fn;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 
 /// Counts allocations and live bytes, then defers to the system allocator.
@@ -121,6 +123,8 @@ fn count(c: &mut Criterion) {
         std::mem::size_of_val(&bearer)
     );
 
+    keyed_slot_bytes(&rt);
+
     let limit = support::limit(&value);
     let rows: [(&str, f64); 5] = [
         ("no header (NoOp alone)", allocations_per_request(&rt, NoOp)),
@@ -159,6 +163,36 @@ fn count(c: &mut Criterion) {
         b.iter_custom(|iters| through_runtime(&rt, 1, iters, HTTPS, &|| bearer.clone()))
     });
     group.finish();
+}
+
+/// Bytes per keyed slot holding a 1 KiB token: 1,000 slots filled after a first one (the map's
+/// own growth is amortised in), each source sharing one copy of the token's text, so what is
+/// counted is the slot, its cache and its token.
+fn keyed_slot_bytes(rt: &tokio::runtime::Runtime) {
+    const SLOTS: u32 = 1_000;
+    let text: std::sync::Arc<str> = "k".repeat(1024).into();
+    let shared = text.clone();
+    let keyed = KeyedTokenCache::builder(move |_: &u32| {
+        let text = shared.clone();
+        Ok(from_fn(move || {
+            let token = Token::new(text.to_string()).with_expires_in(Duration::from_secs(3600));
+            async move { Ok::<_, tower_bearer::Error>(token) }
+        }))
+    })
+    .max_keys(2 * SLOTS as usize)
+    .build();
+    rt.block_on(keyed.token(&SLOTS)).unwrap();
+    let (bytes, ()) = bytes_of(|| {
+        for key in 0..SLOTS {
+            rt.block_on(keyed.token(&key)).unwrap();
+        }
+    });
+    println!(
+        "bytes: a keyed slot with a {}-byte token: {} ({:.1}× the token)",
+        text.len(),
+        bytes / SLOTS as usize,
+        bytes as f64 / SLOTS as f64 / text.len() as f64
+    );
 }
 
 criterion_group!(benches, count);

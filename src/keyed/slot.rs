@@ -82,8 +82,9 @@ impl<P> Slot<P> {
 
     /// Note a use through the map, written at most once per coarse-clock tick: lookups from
     /// many threads do not take turns owning the line.
-    pub(super) fn note_use(&self) {
-        let now = coarse_now().as_ticks();
+    #[inline]
+    pub(super) fn note_use(&self, now: Coarse) {
+        let now = now.as_ticks();
         if self.last_used.load(Ordering::Relaxed) != now {
             self.last_used.store(now, Ordering::Relaxed);
         }
