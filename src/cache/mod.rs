@@ -210,6 +210,25 @@ const TAKEOVER_GRACE: Duration = Duration::from_secs(1);
 /// [`TokenCache::token`]) before it gives up with an error rather than wait again.
 const LATE_OUTCOMES: u32 = 3;
 
+/// What a waiter does with the outcome of the refresh it waited for: hand it out, or (`None`)
+/// look again because, polled late (a blocked thread, a starved runtime), it finds the token
+/// already inside its safety margin. `late` counts those in a row, up to [`LATE_OUTCOMES`].
+fn settle(outcome: Outcome, late: &mut u32) -> Option<Outcome> {
+    match outcome {
+        Ok(token) if !token.is_usable_now() => {
+            *late += 1;
+            (*late >= LATE_OUTCOMES).then(|| {
+                Err(Error::transient(format!(
+                    "{late} token refreshes in a row finished with a token that was inside its \
+                     safety margin by the time this caller ran: the runtime is starved, or the \
+                     source's tokens are too short-lived"
+                )))
+            })
+        }
+        outcome => Some(outcome),
+    }
+}
+
 /// What a caller keeps to use a fresh token again without asking the cache: the state word it
 /// was fresh under, and when it stops being fresh on the coarse clock.
 #[derive(Clone, Copy, Debug)]
@@ -309,24 +328,18 @@ impl<P: TokenSource> TokenCache<P> {
             let waited =
                 tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
             match waited {
-                Ok(Ok(outcome)) => match outcome.clone().expect("waited for Some") {
-                    // Polled late (a blocked thread, a starved runtime), this caller finds the
-                    // refresh's token already inside its safety margin: never hand it out.
-                    // Look again, with a new deadline: the current token may be newer, else
-                    // a new refresh starts.
-                    Ok(token) if !token.is_usable_now() => {
-                        late += 1;
-                        if late >= LATE_OUTCOMES {
-                            return Err(Error::transient(format!(
-                                "{late} token refreshes in a row finished with a token that was                                  inside its safety margin by the time this caller ran: the                                  runtime is starved, or the source's tokens are too short-lived"
-                            )));
+                Ok(Ok(outcome)) => {
+                    match settle(outcome.clone().expect("waited for Some"), &mut late) {
+                        Some(outcome) => return outcome,
+                        // Look again, with a new deadline: the current token may be newer,
+                        // else a new refresh starts.
+                        None => {
+                            give_up =
+                                Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
+                            continue;
                         }
-                        give_up =
-                            Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
-                        continue;
                     }
-                    outcome => return outcome,
-                },
+                }
                 // Its task was dropped: the runtime it ran on is shutting down.
                 Ok(Err(_)) if own => {
                     return Err(Error::transient(

@@ -174,8 +174,8 @@ impl<P: TokenSource> RefreshGuard<P> {
             // installed and the waiters get it.
             if std::panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&event))).is_err() {
                 tracing::error!(
-                    "the on_refresh hook panicked; the refresh's outcome stands (the panic \
-                     message is not shown)"
+                    "the on_refresh hook panicked (its message went to the panic hook); the \
+                     refresh's outcome stands"
                 );
             }
         }
