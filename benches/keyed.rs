@@ -11,7 +11,7 @@
 //! - `*/clone_per_request`: the service cloned for each request from a template that never
 //!   sends (`client.clone().oneshot(..)`).
 //! - `keyed/fill_10000`: 10,000 keys used once each (a slot created, its token fetched), printed
-//!   first in milliseconds.
+//!   first in milliseconds; `keyed/fill_10000_slots_only`: the slots alone (`cache(&key)`).
 //!
 //! ```sh
 //! cargo bench --bench keyed                 # criterion
@@ -145,27 +145,38 @@ fn main() {
 }
 
 /// Filling a keyed cache: 10,000 keys, each used once (a slot created, its token fetched), on
-/// a current-thread runtime; the median of 5 fills, each into a new cache.
+/// a current-thread runtime; and the same keys' slots only (`cache(&key)`: no fetch). The
+/// median of 5 fills, each into a new cache.
 fn fill(value: &str) {
     const KEYS: u32 = 10_000;
     let rt = runtime(1);
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let value = value.to_owned();
-            let keyed = KeyedTokenCache::builder(move |_: &u32| Ok(fresh(&value)))
-                .max_keys(KEYS as usize)
-                .build();
-            let start = std::time::Instant::now();
-            rt.block_on(async {
-                for key in 0..KEYS {
-                    keyed.token(&key).await.unwrap();
-                }
-            });
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    let (_, median, _) = quartiles(&mut times);
-    println!("| keyed/fill_10000 | 1 | {median:.1} ms (median of 5) |");
+    for fetch in [true, false] {
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let value = value.to_owned();
+                let keyed = KeyedTokenCache::builder(move |_: &u32| Ok(fresh(&value)))
+                    .max_keys(KEYS as usize)
+                    .build();
+                let start = std::time::Instant::now();
+                rt.block_on(async {
+                    for key in 0..KEYS {
+                        match fetch {
+                            true => drop(keyed.token(&key).await.unwrap()),
+                            false => drop(keyed.cache(&key).unwrap()),
+                        }
+                    }
+                });
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (_, median, _) = quartiles(&mut times);
+        let row = if fetch {
+            "fill_10000"
+        } else {
+            "fill_10000_slots_only"
+        };
+        println!("| keyed/{row} | 1 | {median:.1} ms (median of 5) |");
+    }
 }
 
 /// Every row in turn, round after round (reversed every other round); prints each row's median

@@ -666,7 +666,11 @@ fn a_waiter_woken_late_never_returns_an_unusable_token() {
             let cache = cache.clone();
             thread::spawn(move || {
                 let token = wait_for_token(&cache);
-                assert!(token.is_usable_now(), "{} handed out unusable", token.secret());
+                assert!(
+                    token.is_usable_now(),
+                    "{} handed out unusable",
+                    token.secret()
+                );
             })
         };
         let clock = thread::spawn(|| {
@@ -706,7 +710,11 @@ fn a_background_timer_and_the_stale_path_share_one_refresh() {
         timer.join().unwrap();
         caller.join().unwrap();
         model::run_all();
-        assert_eq!(fetches(&cache), 2, "one refresh, by the timer or the stale path");
+        assert_eq!(
+            fetches(&cache),
+            2,
+            "one refresh, by the timer or the stale path"
+        );
         assert_eq!(cache.current().unwrap().secret(), "t1");
         assert_state_names_current(&cache);
     });
