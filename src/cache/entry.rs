@@ -131,18 +131,19 @@ impl Entry {
         }
     }
 
-    /// Make the copy of slot `slot`, on its first thread's first use.
+    /// Make the copy of slot `slot`, on its first thread's first use: built as the first one
+    /// was, so it is zeroized when its last clone is dropped.
     #[cold]
     fn copy_header(&self, slot: usize) -> &HeaderValue {
         self.headers[slot].get_or_init(|| {
-            let home = self.headers[self.home]
-                .get()
-                .expect("the home copy is made up front");
-            // Validated when the home copy was built: cannot fail; if it did, share that copy.
-            let mut copy =
-                HeaderValue::from_bytes(home.as_bytes()).unwrap_or_else(|_| home.clone());
-            copy.set_sensitive(true);
-            copy
+            // The token was validated when the first copy was built: this cannot fail; if it
+            // did, the thread would share the first copy.
+            self.token.header_value().unwrap_or_else(|_| {
+                self.headers[self.home]
+                    .get()
+                    .expect("the home copy is made up front")
+                    .clone()
+            })
         })
     }
 
