@@ -3,7 +3,6 @@
 #![cfg(feature = "reqwest")]
 
 #[path = "sources/common.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;
