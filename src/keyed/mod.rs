@@ -213,7 +213,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
     #[inline]
     pub(crate) fn with_slot<R>(&self, key: &K, f: impl FnOnce(&SlotCache<P>) -> R) -> Option<R> {
         let hash = self.shared.hash(key);
-        let found = {
+        let (found, now) = {
             let shard = self.shared.shard(hash).load();
             let (_, _, cache) = shard.find(hash, |(_, k, _)| k == key)?;
             if !cache.source().is_live() {
@@ -223,7 +223,7 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
             cache.source().note_use(now);
             (f(cache), now)
         };
-        let (found, now) = found;
+        // The shard's guard released: a sweep replaces shards.
         self.sweep_if_due(now);
         Some(found)
     }
