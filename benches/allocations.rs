@@ -24,6 +24,8 @@ use http::{Request, Uri};
 use support::{CloneEach, HTTPS, NoOp, runtime, through_runtime, token_value};
 use tower::{Layer, Service, ServiceExt};
 
+use tower_bearer::keyed::KeyedTokenCache;
+use tower_bearer::source::from_fn;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 
 /// Counts allocations and live bytes, then defers to the system allocator.
@@ -121,6 +123,8 @@ fn count(c: &mut Criterion) {
         std::mem::size_of_val(&bearer)
     );
 
+    keyed_slot_bytes(&rt);
+
     let limit = support::limit(&value);
     let rows: [(&str, f64); 5] = [
         ("no header (NoOp alone)", allocations_per_request(&rt, NoOp)),
@@ -159,6 +163,41 @@ fn count(c: &mut Criterion) {
         b.iter_custom(|iters| through_runtime(&rt, 1, iters, HTTPS, &|| bearer.clone()))
     });
     group.finish();
+}
+
+/// Bytes per keyed slot holding a 1 KiB token, and a 4 KiB one (the difference over the
+/// difference in size: what each byte of token costs): 1,000 slots filled after a first one
+/// (the map's own growth is amortised in), each source sharing one copy of the token's text,
+/// so what is counted is the slot, its cache and its token, used from one thread.
+fn keyed_slot_bytes(rt: &tokio::runtime::Runtime) {
+    const SLOTS: u32 = 1_000;
+    let per_slot = |size: usize| {
+        let text: std::sync::Arc<str> = "k".repeat(size).into();
+        let keyed = KeyedTokenCache::builder(move |_: &u32| {
+            let text = text.clone();
+            Ok(from_fn(move || {
+                let token = Token::new(text.to_string()).with_expires_in(Duration::from_secs(3600));
+                async move { Ok::<_, tower_bearer::Error>(token) }
+            }))
+        })
+        .max_keys(2 * SLOTS as usize)
+        .build();
+        rt.block_on(keyed.token(&SLOTS)).unwrap();
+        let (bytes, ()) = bytes_of(|| {
+            for key in 0..SLOTS {
+                rt.block_on(keyed.token(&key)).unwrap();
+            }
+        });
+        bytes as f64 / f64::from(SLOTS)
+    };
+    let (small, large) = (per_slot(1024), per_slot(4096));
+    let per_token_byte = (large - small) / 3072.0;
+    println!(
+        "bytes: a keyed slot: {small:.0} with a 1024-byte token ({:.1}× the token), {large:.0} \
+         with a 4096-byte one: {per_token_byte:.2} bytes per token byte + {:.0}",
+        small / 1024.0,
+        small - per_token_byte * 1024.0
+    );
 }
 
 criterion_group!(benches, count);

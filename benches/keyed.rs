@@ -10,6 +10,8 @@
 //!   service (its memo of the last destination misses every time).
 //! - `*/clone_per_request`: the service cloned for each request from a template that never
 //!   sends (`client.clone().oneshot(..)`).
+//! - `keyed/fill_10000`: 10,000 keys used once each (a slot created, its token fetched), printed
+//!   first in milliseconds; `keyed/fill_10000_slots_only`: the slots alone (`cache(&key)`).
 //!
 //! ```sh
 //! cargo bench --bench keyed                 # criterion
@@ -64,6 +66,7 @@ fn main() {
     let value = token_value();
     let set_header = support::limit(&value);
     let rounds: Option<usize> = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok());
+    fill(&value);
     let mut criterion = Criterion::default()
         .configure_from_args()
         .measurement_time(Duration::from_secs(4))
@@ -139,6 +142,41 @@ fn main() {
         }
     }
     criterion.final_summary();
+}
+
+/// Filling a keyed cache: 10,000 keys, each used once (a slot created, its token fetched), on
+/// a current-thread runtime; and the same keys' slots only (`cache(&key)`: no fetch). The
+/// median of 5 fills, each into a new cache.
+fn fill(value: &str) {
+    const KEYS: u32 = 10_000;
+    let rt = runtime(1);
+    for fetch in [true, false] {
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let value = value.to_owned();
+                let keyed = KeyedTokenCache::builder(move |_: &u32| Ok(fresh(&value)))
+                    .max_keys(KEYS as usize)
+                    .build();
+                let start = std::time::Instant::now();
+                rt.block_on(async {
+                    for key in 0..KEYS {
+                        match fetch {
+                            true => drop(keyed.token(&key).await.unwrap()),
+                            false => drop(keyed.cache(&key).unwrap()),
+                        }
+                    }
+                });
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (_, median, _) = quartiles(&mut times);
+        let row = if fetch {
+            "fill_10000"
+        } else {
+            "fill_10000_slots_only"
+        };
+        println!("| keyed/{row} | 1 | {median:.1} ms (median of 5) |");
+    }
 }
 
 /// Every row in turn, round after round (reversed every other round); prints each row's median

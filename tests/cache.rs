@@ -824,3 +824,146 @@ async fn a_zero_refresh_window_keeps_the_safety_margin() {
     );
     assert_eq!(cache.token().await.unwrap().secret(), "token-1");
 }
+
+/// A waiter whose task runs only after the refresh's token entered its safety margin (here:
+/// virtual time moves on between the refresh's end and the waiter's next poll) never gets
+/// that token: it waits for another.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_polled_late_never_gets_a_token_inside_its_safety_margin() {
+    let (calls, source) = counting(Duration::from_secs(100), Duration::ZERO);
+    let cache = no_jitter(source); // margin: min(10 s, 100 s / 4)
+    let mut waiter = Box::pin(cache.token());
+    assert!(
+        futures::poll!(waiter.as_mut()).is_pending(),
+        "started a refresh"
+    );
+    while cache.current().is_none() {
+        tokio::task::yield_now().await; // the refresh task runs and wakes the waiter...
+    }
+    advance(Duration::from_secs(95)).await; // ...which is polled 95 s later: 5 s left
+    let token = waiter.await.unwrap();
+    assert_eq!(
+        token.secret(),
+        "token-1",
+        "the late token was not handed out"
+    );
+    assert!(token.expires_in().unwrap() > Duration::from_secs(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The same on a real clock: a current-thread runtime whose one thread is blocked by CPU work
+/// (another task, started just as the token arrives) between the refresh's end and the
+/// waiter's turn.
+#[test]
+fn a_waiter_on_a_blocked_current_thread_runtime_gets_a_usable_token() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::builder(from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                // Queued before the waiter is woken: 1.7 s of the token's 2 s go by before
+                // the waiter runs, 300 ms are left then, inside the 500 ms margin.
+                tokio::spawn(async {
+                    let busy = std::time::Instant::now();
+                    while busy.elapsed() < Duration::from_millis(1700) {
+                        std::hint::black_box(busy.elapsed());
+                    }
+                });
+            }
+            Ok::<_, Error>(Token::new(format!("t{n}")).with_expires_in(Duration::from_secs(2)))
+        }
+    }))
+    .jitter(Duration::ZERO)
+    .safety_margin(Duration::from_millis(500))
+    .build();
+    let token = runtime.block_on(async {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.token().await })
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(token.secret(), "t1");
+    assert!(token.expires_in().unwrap() > Duration::from_millis(500));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A source whose every token is unusable by the time the waiter runs (the `on_refresh` hook
+/// blocks past the margin, on the real clock the fast path's guard reads): three refreshes,
+/// then a clear error instead of waiting forever.
+#[tokio::test]
+async fn a_waiter_that_keeps_finding_unusable_tokens_gives_up_with_an_error() {
+    let (calls, source) = counting(Duration::from_millis(400), Duration::ZERO);
+    let cache = TokenCache::builder(source)
+        .jitter(Duration::ZERO)
+        .safety_margin(Duration::from_millis(100))
+        .on_refresh(|_| std::thread::sleep(Duration::from_millis(350)))
+        .build();
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("safety margin"), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_on_refresh_hook_leaves_the_token_installed() {
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let cache = TokenCache::builder(source)
+        .on_refresh(|_| panic!("a bug in the hook"))
+        .build();
+    let token = cache
+        .token()
+        .await
+        .expect("the hook's panic is not the refresh's failure");
+    assert_eq!(token.secret(), "token-0");
+    assert_eq!(cache.current().unwrap().secret(), "token-0");
+    assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Every duration setting at `Duration::MAX` (and a token that lives that long, and a server
+/// asking to retry after that long): no `Instant` arithmetic overflows.
+#[tokio::test(start_paused = true)]
+async fn duration_max_settings_never_panic() {
+    fn huge<P: TokenSource>(source: P) -> TokenCache<P> {
+        TokenCache::builder(source)
+            .refresh_window(Duration::MAX)
+            .jitter(Duration::MAX)
+            .safety_margin(Duration::MAX)
+            .backoff(Backoff::new(Duration::MAX, Duration::MAX))
+            .rejected_cooldown(Duration::MAX)
+            .fetch_timeout(Duration::MAX)
+            .background_refresh(true)
+            .build()
+    }
+    // The last one fits in an `Instant` but not in a `SystemTime` (the metrics' expiry gauge).
+    let past_system_time = Duration::from_secs(i64::MAX as u64 - 1_000_000_000);
+    for lifetime in [HOUR, Duration::MAX, past_system_time] {
+        let (calls, source) = counting(lifetime, Duration::ZERO);
+        let cache = huge(source);
+        let token = cache.token().await.unwrap();
+        assert!(cache.invalidate(&token));
+        cache.token().await.unwrap();
+        advance(HOUR).await;
+        cache.token().await.unwrap();
+        assert!(calls.load(Ordering::SeqCst) >= 2);
+    }
+    let (calls, source) = rate_limited(Duration::MAX);
+    let cache = huge(source);
+    assert_eq!(
+        cache.token().await.unwrap_err().kind(),
+        ErrorKind::Transient
+    );
+    advance(HOUR).await;
+    assert!(cache.token().await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a Retry-After of Duration::MAX holds"
+    );
+}

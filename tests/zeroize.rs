@@ -59,6 +59,12 @@ async fn no_copy_of_the_token_is_left_in_freed_memory() {
             assert!(*response.unwrap().body());
         }
         let token = cache.token().await.unwrap();
+        // Other threads send it too: each gets its own copy of the header, zeroized as well.
+        std::thread::scope(|threads| {
+            for _ in 0..3 {
+                threads.spawn(|| assert!(token.header_value().as_bytes().ends_with(SECRET)));
+            }
+        });
         assert!(cache.invalidate(&token)); // a second token replaces the first
         let response = client.ready().await.unwrap().call(Request::new(())).await;
         assert!(*response.unwrap().body());

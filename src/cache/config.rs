@@ -17,6 +17,9 @@ pub(crate) struct Config {
     pub(crate) fetch_timeout: Duration,
     pub(crate) background_refresh: bool,
     pub(crate) on_refresh: Option<RefreshHook>,
+    /// Asked, with the cache's source, before each background refresh: `false` skips it (a
+    /// keyed slot that was evicted or has been idle). `None`: always refresh.
+    pub(crate) background_gate: Option<fn(&dyn std::any::Any) -> bool>,
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::RedisFleet>,
     #[cfg(feature = "metrics")]
@@ -44,6 +47,7 @@ impl Default for Config {
             fetch_timeout: Duration::from_secs(60),
             background_refresh: false,
             on_refresh: None,
+            background_gate: None,
             #[cfg(feature = "redis")]
             fleet: None,
             #[cfg(feature = "metrics")]
@@ -190,7 +194,8 @@ impl<P: TokenSource> TokenCacheBuilder<P> {
 
     /// Call `hook` after every refresh, successful or not, from the refresh task: the place to
     /// count refreshes and failures and record their latency in your metrics. Keep it quick;
-    /// it never sees the token.
+    /// it never sees the token. A panic in the hook is logged as such (an `error` event) and
+    /// changes nothing else: the refresh's token is installed and handed to its waiters.
     pub fn on_refresh(mut self, hook: impl Fn(&RefreshEvent<'_>) + Send + Sync + 'static) -> Self {
         self.config.on_refresh = Some(RefreshHook(Arc::new(hook)));
         self

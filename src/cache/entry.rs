@@ -1,7 +1,7 @@
 //! One cached token: its prebuilt header and the instants that bound its phases.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -27,7 +27,7 @@ const HEADER_COPIES: usize = 8;
 
 pub(crate) struct Entry {
     pub(crate) generation: u64,
-    /// The prebuilt `Authorization` value, in [`HEADER_COPIES`] separate allocations.
+    /// The prebuilt `Authorization` value, in up to [`HEADER_COPIES`] separate allocations.
     ///
     /// Every request clones the value it carries, an atomic increment (and later decrement) of
     /// the value's reference count. With one value, every thread sending requests increments
@@ -35,7 +35,13 @@ pub(crate) struct Entry {
     /// the dominant cost of "add one header" at two threads and more (tower-http's static
     /// `SetRequestHeader` pays it too). Each thread uses its own copy instead
     /// ([`thread_slot`]), so threads contend only when more than [`HEADER_COPIES`] of them send.
-    headers: [HeaderValue; HEADER_COPIES],
+    ///
+    /// Only the copy of the thread that built the entry is made up front (on a current-thread
+    /// runtime, the only one ever used); another thread's is made on its first use, so a token
+    /// costs one copy per thread that sends it, not [`HEADER_COPIES`].
+    headers: [OnceLock<HeaderValue>; HEADER_COPIES],
+    /// The slot of the copy made up front.
+    home: usize,
     pub(crate) token: Token,
     pub(crate) expires_at: Option<Instant>,
     /// From here on the token is stale: still served, but a refresh should run.
@@ -65,11 +71,12 @@ impl Entry {
         now: Now,
         config: &Config,
     ) -> Result<Entry, Error> {
-        let first = token.header_value()?;
-        let mut headers = [(); HEADER_COPIES].map(|()| first.clone());
-        for copy in &mut headers[1..] {
-            *copy = token.header_value()?;
-        }
+        let home = thread_slot();
+        let mut first = Some(token.header_value()?);
+        let headers = std::array::from_fn(|slot| match slot == home {
+            true => OnceLock::from(first.take().expect("one home slot")),
+            false => OnceLock::new(),
+        });
         let expires_at = token.expires_at(sent_at, now.tokio);
         let (refresh_at, usable_until) = match expires_at {
             None => (None, None),
@@ -104,6 +111,7 @@ impl Entry {
         Ok(Entry {
             generation: 0,
             headers,
+            home,
             token,
             expires_at,
             refresh_at,
@@ -116,7 +124,27 @@ impl Entry {
     /// This thread's copy of the `Authorization` value.
     #[inline]
     pub(crate) fn header(&self) -> &HeaderValue {
-        &self.headers[thread_slot()]
+        let slot = thread_slot();
+        match self.headers[slot].get() {
+            Some(header) => header,
+            None => self.copy_header(slot),
+        }
+    }
+
+    /// Make the copy of slot `slot`, on its first thread's first use: built as the first one
+    /// was, so it is zeroized when its last clone is dropped.
+    #[cold]
+    fn copy_header(&self, slot: usize) -> &HeaderValue {
+        self.headers[slot].get_or_init(|| {
+            // The token was validated when the first copy was built: this cannot fail; if it
+            // did, the thread would share the first copy.
+            self.token.header_value().unwrap_or_else(|_| {
+                self.headers[self.home]
+                    .get()
+                    .expect("the home copy is made up front")
+                    .clone()
+            })
+        })
     }
 
     /// Still usable by both clocks.
@@ -202,5 +230,47 @@ impl fmt::Debug for CachedToken {
             .field("secret", &"[redacted]")
             .field("expires_in", &self.expires_in())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copies(entry: &Entry) -> usize {
+        entry.headers.iter().filter(|h| h.get().is_some()).count()
+    }
+
+    /// A 1 KiB token used from one thread costs one header, not one per possible thread; each
+    /// other thread that sends it adds its own copy on first use.
+    #[tokio::test]
+    async fn header_copies_are_made_per_thread_on_first_use() {
+        let entry = Entry::new(
+            Token::new("k".repeat(1024)),
+            Instant::now(),
+            Now::read(),
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(copies(&entry), 1);
+        assert_eq!(entry.header().as_bytes().len(), "Bearer ".len() + 1024);
+        assert_eq!(
+            copies(&entry),
+            1,
+            "the building thread uses the copy made up front"
+        );
+        let entry = Arc::new(entry);
+        let other = Arc::clone(&entry);
+        let (ptr, sensitive) = std::thread::spawn(move || {
+            let header = other.header();
+            (header.as_bytes().as_ptr() as usize, header.is_sensitive())
+        })
+        .join()
+        .unwrap();
+        assert!(sensitive);
+        // Another slot (threads take slots in turn; two may share one when 8 are in use).
+        if ptr != entry.header().as_bytes().as_ptr() as usize {
+            assert_eq!(copies(&entry), 2);
+        }
     }
 }

@@ -97,8 +97,11 @@ pub(crate) fn expiry(config: &Config, entry: Option<&Entry>) {
         };
         metrics::gauge!("tower_bearer_token_expires_in_seconds", "cache" => cache.clone())
             .set(left.map_or(f64::INFINITY, |left| left.as_secs_f64()));
-        if let Some(left) = left.filter(|_| entry.is_some()) {
-            let at = std::time::SystemTime::now() + left;
+        // A lifetime past what `SystemTime` holds has no timestamp: the gauge is left as it is.
+        if let Some(at) = left
+            .filter(|_| entry.is_some())
+            .and_then(|left| std::time::SystemTime::now().checked_add(left))
+        {
             let unix = at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());

@@ -206,6 +206,29 @@ impl<T> std::ops::Deref for Padded<T> {
 /// at the same instant on its own runtime, should win when that runtime is driven.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(1);
 
+/// How many refreshes in a row a waiter may find already unusable when it runs (see
+/// [`TokenCache::token`]) before it gives up with an error rather than wait again.
+const LATE_OUTCOMES: u32 = 3;
+
+/// What a waiter does with the outcome of the refresh it waited for: hand it out, or (`None`)
+/// look again because, polled late (a blocked thread, a starved runtime), it finds the token
+/// already inside its safety margin. `late` counts those in a row, up to [`LATE_OUTCOMES`].
+fn settle(outcome: Outcome, late: &mut u32) -> Option<Outcome> {
+    match outcome {
+        Ok(token) if !token.is_usable_now() => {
+            *late += 1;
+            (*late >= LATE_OUTCOMES).then(|| {
+                Err(Error::transient(format!(
+                    "{late} token refreshes in a row finished with a token that was inside its \
+                     safety margin by the time this caller ran: the runtime is starved, or the \
+                     source's tokens are too short-lived"
+                )))
+            })
+        }
+        outcome => Some(outcome),
+    }
+}
+
 /// What a caller keeps to use a fresh token again without asking the cache: the state word it
 /// was fresh under, and when it stops being fresh on the coarse clock.
 #[derive(Clone, Copy, Debug)]
@@ -261,10 +284,15 @@ impl<P: TokenSource> TokenCache<P> {
     /// waits at most the fetch timeout (plus a second of grace) on its own runtime's clock; a
     /// refresh that has not finished by then is taken over by a new one.
     ///
+    /// Never returns a token past its usable time: a caller that runs late (its thread blocked,
+    /// its runtime starved) and finds the refresh's token already inside its safety margin waits
+    /// for another, up to three times in a row.
+    ///
     /// # Errors
     ///
     /// The refresh's error (see [`Error::kind`]); [`ErrorKind::Transient`](crate::ErrorKind)
-    /// when no refresh finished in time; [`ErrorKind::Config`](crate::ErrorKind) outside a
+    /// when no refresh finished in time, or three in a row finished with a token this caller
+    /// found unusable; [`ErrorKind::Config`](crate::ErrorKind) outside a
     /// tokio runtime or on one built without its time driver.
     pub async fn token(&self) -> Result<CachedToken, Error> {
         if let Some((token, _)) = self.usable() {
@@ -277,8 +305,9 @@ impl<P: TokenSource> TokenCache<P> {
     async fn wait_for_refresh(&self) -> Result<CachedToken, Error> {
         refresh::runtime()?;
         let limit = self.shared.config.fetch_timeout;
-        let give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
+        let mut give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
         let mut counted = false;
+        let mut late = 0;
         loop {
             let (mut outcome, abandoned_at, started) = match self.join_or_start()? {
                 Join::Ready(token) => return Ok(token),
@@ -299,7 +328,18 @@ impl<P: TokenSource> TokenCache<P> {
             let waited =
                 tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
             match waited {
-                Ok(Ok(outcome)) => return outcome.clone().expect("waited for Some"),
+                Ok(Ok(outcome)) => {
+                    match settle(outcome.clone().expect("waited for Some"), &mut late) {
+                        Some(outcome) => return outcome,
+                        // Look again, with a new deadline: the current token may be newer,
+                        // else a new refresh starts.
+                        None => {
+                            give_up =
+                                Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
+                            continue;
+                        }
+                    }
+                }
                 // Its task was dropped: the runtime it ran on is shutting down.
                 Ok(Err(_)) if own => {
                     return Err(Error::transient(

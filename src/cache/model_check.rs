@@ -3,10 +3,11 @@
 //! refresh, a phase timer, an invalidation and a clock that passes the abandon deadline.
 //!
 //! The code under test is the cache's own: `join_or_start` (the single-flight step of
-//! [`TokenCache::token`]), `usable` and `fresh_header` (the slow and the lock-free paths),
-//! [`TokenCache::invalidate`], the refresh task (`RefreshGuard::run`: `running`, the fetch,
-//! `complete`, the hook, the wake-up), the phase timer (`schedule`, `MarkStaleOnDrop`) and the
-//! real [`BearerAuth`](crate::BearerAuth) fast path. Only the primitives beneath them are
+//! [`TokenCache::token`]) and `settle` (what its waiters do with the outcome they wake to),
+//! `usable` and `fresh_header` (the slow and the lock-free paths), [`TokenCache::invalidate`],
+//! the refresh task (`RefreshGuard::run`: `running`, the fetch, `complete`, the hook, the
+//! wake-up), the phase timer (`schedule`, `MarkStaleOnDrop`; in background mode, its refresh
+//! and the retry of a failed one) and the real [`BearerAuth`](crate::BearerAuth) fast path. Only the primitives beneath them are
 //! loom's (see `sync`): spawned tasks wait in the model's queue until a thread runs them
 //! (`model::run_one`, `run_all`), and `model::advance` moves the clock.
 //!
@@ -58,9 +59,17 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const ABANDON: Duration = Duration::from_secs(5 + 1 + 1);
 
 fn cache_with(lifetime: Duration) -> (TokenCache<Counter>, Installed) {
+    configured(lifetime, |builder| builder)
+}
+
+/// [`cache_with`], with more settings.
+fn configured(
+    lifetime: Duration,
+    configure: impl FnOnce(TokenCacheBuilder<Counter>) -> TokenCacheBuilder<Counter>,
+) -> (TokenCache<Counter>, Installed) {
     let installed = Installed::default();
     let record = Arc::clone(&installed);
-    let cache = TokenCache::builder(Counter {
+    let builder = TokenCache::builder(Counter {
         fetches: StdAtomicUsize::new(0),
         lifetime,
         failing: StdAtomicBool::new(false),
@@ -75,9 +84,8 @@ fn cache_with(lifetime: Duration) -> (TokenCache<Counter>, Installed) {
                 .or_insert_with(|| token.secret().to_owned());
             assert_eq!(secret, token.secret(), "one generation, one token");
         }
-    })
-    .build();
-    (cache, installed)
+    });
+    (configure(builder).build(), installed)
 }
 
 /// A token that stays fresh for the whole model run.
@@ -621,6 +629,130 @@ fn a_failed_refresh_is_backed_off_while_the_stale_token_is_served() {
         assert!(control.blocked(Now::read().tokio).is_some(), "backing off");
         drop(control);
         assert!(cache.current().unwrap().0.is(&first.0));
+        assert_state_names_current(&cache);
+    });
+}
+
+/// `token()`'s waiting path as its loop runs it: the single-flight step, then (once the tasks
+/// have run) the outcome it woke to, settled the way `wait_for_refresh` settles it.
+fn wait_for_token(cache: &TokenCache<Counter>) -> CachedToken {
+    let mut late = 0;
+    loop {
+        let outcome = match call_token(cache) {
+            Got::Ready(token) => return token,
+            Got::Waiting(outcome) => outcome,
+        };
+        model::run_all();
+        // Another thread may be running the refresh this caller waits for.
+        let Some(outcome) = outcome.borrow().clone() else {
+            thread::yield_now();
+            continue;
+        };
+        if let Some(outcome) = settle(outcome, &mut late) {
+            return outcome.expect("no failure in the model");
+        }
+    }
+}
+
+/// A waiter woken by the refresh it waited for reads the outcome at any moment around a clock
+/// that passes that token's usable time (a thread blocked, a runtime starved): what it returns
+/// is usable when it returns it, and the late token costs at most one more fetch.
+#[test]
+fn a_waiter_woken_late_never_returns_an_unusable_token() {
+    check(|| {
+        // 100 s tokens: usable for 90 s.
+        let (cache, _) = cache_with(Duration::from_secs(100));
+        let waiter = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let token = wait_for_token(&cache);
+                assert!(
+                    token.is_usable_now(),
+                    "{} handed out unusable",
+                    token.secret()
+                );
+            })
+        };
+        let clock = thread::spawn(|| {
+            model::advance(Duration::from_secs(95));
+            model::run_all();
+        });
+        waiter.join().unwrap();
+        clock.join().unwrap();
+        model::run_all();
+        assert!(fetches(&cache) <= 2, "{} fetches", fetches(&cache));
+        assert_state_names_current(&cache);
+    });
+}
+
+/// Background mode: the phase timer fires into the refresh window (and refreshes) while a
+/// caller on the same stale token is served and may start the refresh itself, and a waiter
+/// needs a token after an invalidation: single flight throughout, and every token that was
+/// replaced by the timer's refresh is the one the timer was set for.
+#[test]
+fn a_background_timer_and_the_stale_path_share_one_refresh() {
+    check(|| {
+        // 100 s tokens: refresh window 50 s.
+        let (cache, _) = configured(Duration::from_secs(100), |b| b.background_refresh(true));
+        install_first(&cache);
+        let timer = thread::spawn(|| {
+            model::advance(Duration::from_secs(60));
+            model::run_all();
+        });
+        let caller = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let (token, _) = cache.usable().expect("served without waiting");
+                assert!(token.secret() == "t0" || token.secret() == "t1");
+                model::run_all();
+            })
+        };
+        timer.join().unwrap();
+        caller.join().unwrap();
+        model::run_all();
+        assert_eq!(
+            fetches(&cache),
+            2,
+            "one refresh, by the timer or the stale path"
+        );
+        assert_eq!(cache.current().unwrap().secret(), "t1");
+        assert_state_names_current(&cache);
+    });
+}
+
+/// Background mode with the token endpoint down: the timer's refresh fails and schedules its
+/// retry, a caller on the stale token keeps being served meanwhile; once the endpoint is back
+/// and the backoff has passed, the retry installs a token, once.
+#[test]
+fn a_failed_background_refresh_is_retried_by_its_timer_once() {
+    check(|| {
+        let (cache, _) = configured(Duration::from_secs(100), |b| b.background_refresh(true));
+        install_first(&cache);
+        cache.source().failing.store(true, Ordering::SeqCst);
+        model::advance(Duration::from_secs(60));
+        model::run_all(); // the timer's refresh fails; its retry is queued
+        assert_eq!(fetches(&cache), 2);
+        let caller = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let (token, _) = cache.usable().expect("the stale token is still served");
+                assert!(token.secret() == "t0" || token.secret() == "t2");
+                model::run_all();
+            })
+        };
+        let retry = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                cache.source().failing.store(false, Ordering::SeqCst);
+                model::advance(Duration::from_secs(5)); // past the first backoff (1 s at most)
+                model::run_all();
+            })
+        };
+        caller.join().unwrap();
+        retry.join().unwrap();
+        model::run_all();
+        assert_eq!(fetches(&cache), 3, "one retry");
+        assert_eq!(cache.current().unwrap().secret(), "t2");
         assert_state_names_current(&cache);
     });
 }

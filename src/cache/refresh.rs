@@ -170,7 +170,14 @@ impl<P: TokenSource> RefreshGuard<P> {
                 took,
                 tier,
             };
-            (hook.0)(&event);
+            // A panicking hook is the hook's failure, not the refresh's: the token stays
+            // installed and the waiters get it.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&event))).is_err() {
+                tracing::error!(
+                    "the on_refresh hook panicked (its message went to the panic hook); the \
+                     refresh's outcome stands"
+                );
+            }
         }
         let _ = self.tx.send(Some(outcome));
     }
@@ -370,6 +377,12 @@ impl<P: TokenSource> Shared<P> {
                 return;
             };
             if !shared.config.background_refresh {
+                return;
+            }
+            if let Some(gate) = shared.config.background_gate
+                && !gate(&shared.source)
+            {
+                tracing::debug!("no background refresh: the cache's owner says it is idle");
                 return;
             }
             // Only for the token this timer was set for, once it is stale (or for no token: the

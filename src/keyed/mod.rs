@@ -41,14 +41,14 @@ mod middleware;
 mod route;
 mod slot;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hashbrown::HashTable;
 
 pub use layer::{KeyedBearerAuth, KeyedBearerAuthLayer, KeyedResponseFuture};
 #[cfg(feature = "reqwest-middleware")]
@@ -84,9 +84,14 @@ type Configure<K, P> =
     dyn Fn(&K, TokenCacheBuilder<Slot<P>>) -> TokenCacheBuilder<Slot<P>> + Send + Sync;
 
 struct Shared<K, P> {
-    /// Read without a lock by every request that is not served from a service's memo; replaced
-    /// (copy on write) under `writer` when a slot comes or goes.
-    slots: ArcSwap<HashMap<K, SlotCache<P>>>,
+    /// The slots, in shards picked by the key's hash. Read without a lock by every request
+    /// that is not served from a service's memo; a shard is replaced (copy on write) under
+    /// `writer` when one of its slots comes or goes, so a new key copies one shard of a few
+    /// slots, never the whole map.
+    shards: Box<[ArcSwap<Table<K, P>>]>,
+    hasher: RandomState,
+    /// How many slots the shards hold; written under `writer`.
+    len: AtomicUsize,
     writer: Mutex<Writer>,
     /// Coarse-clock ticks from which the next idle sweep is due.
     next_sweep: AtomicU64,
@@ -96,11 +101,20 @@ struct Shared<K, P> {
     idle_timeout: Duration,
 }
 
+/// One shard: each slot with its key's hash (so a shard grows without hashing its keys again).
+type Table<K, P> = HashTable<(u64, K, SlotCache<P>)>;
+
 /// Held to change the slots.
 struct Writer;
 
 /// A slot's cache.
 pub(crate) type SlotCache<P> = TokenCache<Slot<P>>;
+
+/// How many shards for `max_keys` slots: about 8 slots each when full, a power of two, at most
+/// 1,024 (a shard costs a pointer while empty).
+fn shard_count(max_keys: usize) -> usize {
+    (max_keys / 8).clamp(1, 1024).next_power_of_two()
+}
 
 impl<K: Key, P: TokenSource> KeyedTokenCache<K, P> {
     /// A keyed cache with the default bounds, whose slots are [`TokenCache`]s with the default
@@ -137,6 +151,9 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
     /// The cache of `key`, created if need be: to use on its own, to
     /// [`insert`](TokenCache::insert) a token the program already has, or to share with a
     /// single-destination layer.
+    ///
+    /// For a key that has a slot: one hash, a lock-free read of its shard and a reference
+    /// count; nothing is built.
     pub fn cache(&self, key: &K) -> Result<TokenCache<Slot<P>>, Error> {
         self.slot(key)
     }
@@ -144,37 +161,35 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
     /// Drop `seen` from `key`'s slot if it is still that slot's current token; see
     /// [`TokenCache::invalidate`]. `false` when there is no slot for `key`.
     pub fn invalidate(&self, key: &K, seen: &CachedToken) -> bool {
+        let hash = self.shared.hash(key);
         self.shared
-            .slots
+            .shard(hash)
             .load()
-            .get(key)
-            .is_some_and(|slot| slot.invalidate(seen))
+            .find(hash, |(_, k, _)| k == key)
+            .is_some_and(|(_, _, slot)| slot.invalidate(seen))
     }
 
     /// Drop `key`'s slot and its token; the next use creates a new one. Returns whether there
     /// was one.
     pub fn remove(&self, key: &K) -> bool {
-        let _writer = self.shared.lock();
-        let slots = self.shared.slots.load();
-        if !slots.contains_key(key) {
-            return false;
-        }
-        let mut next = HashMap::clone(&slots);
-        if let Some(slot) = next.remove(key) {
-            slot.source().evict();
-        }
-        self.shared.slots.store(Arc::new(next));
-        true
+        let writer = self.shared.lock();
+        let hash = self.shared.hash(key);
+        self.shared.remove(&writer, hash, key)
     }
 
     /// Whether `key` has a slot now.
     pub fn contains(&self, key: &K) -> bool {
-        self.shared.slots.load().contains_key(key)
+        let hash = self.shared.hash(key);
+        self.shared
+            .shard(hash)
+            .load()
+            .find(hash, |(_, k, _)| k == key)
+            .is_some()
     }
 
     /// How many keys have a slot now.
     pub fn len(&self) -> usize {
-        self.shared.slots.load().len()
+        self.shared.len.load(Ordering::Relaxed)
     }
 
     /// Whether no key has a slot.
@@ -185,56 +200,75 @@ impl<K: Hash + Eq + Clone, P: TokenSource> KeyedTokenCache<K, P> {
     /// The slot of `key`: looked up without a lock, created under the writer lock (so a key's
     /// first concurrent uses share one slot, and so one fetch).
     pub(crate) fn slot(&self, key: &K) -> Result<SlotCache<P>, Error> {
-        if let Some(cache) = self.shared.slots.load().get(key)
-            && cache.source().is_live()
-        {
-            cache.source().note_use();
-            let cache = cache.clone();
-            self.sweep_if_due();
-            return Ok(cache);
+        match self.with_slot(key, SlotCache::clone) {
+            Some(cache) => Ok(cache),
+            None => self.create(key),
         }
-        self.create(key)
+    }
+
+    /// `f` applied to `key`'s slot cache, if the key has a live slot: one hash and a lock-free
+    /// read of its shard, no reference count, nothing built (`None` for a key without one:
+    /// [`slot`](Self::slot) creates it). Notes the use for eviction and sweeps the idle slots
+    /// when a sweep is due.
+    #[inline]
+    pub(crate) fn with_slot<R>(&self, key: &K, f: impl FnOnce(&SlotCache<P>) -> R) -> Option<R> {
+        let hash = self.shared.hash(key);
+        let (found, now) = {
+            let shard = self.shared.shard(hash).load();
+            let (_, _, cache) = shard.find(hash, |(_, k, _)| k == key)?;
+            if !cache.source().is_live() {
+                return None;
+            }
+            let now = coarse_now();
+            cache.source().note_use(now);
+            (f(cache), now)
+        };
+        // The shard's guard released: a sweep replaces shards.
+        self.sweep_if_due(now);
+        Some(found)
     }
 
     /// Sweep the idle slots if an idle timeout has passed since the last sweep: one load and a
     /// comparison until then.
-    fn sweep_if_due(&self) {
+    fn sweep_if_due(&self, now: Coarse) {
         let shared = &*self.shared;
-        let now = coarse_now();
         if now.as_ticks() < shared.next_sweep.load(Ordering::Relaxed) {
             return;
         }
         let writer = shared.lock();
-        let mut next = HashMap::clone(&shared.slots.load());
-        if shared.sweep(&writer, &mut next, now) {
-            shared.slots.store(Arc::new(next));
-        }
+        shared.sweep(&writer, now);
     }
 
     #[cold]
     fn create(&self, key: &K) -> Result<SlotCache<P>, Error> {
         let shared = &*self.shared;
         let writer = shared.lock();
-        let slots = shared.slots.load_full();
-        if let Some(cache) = slots.get(key) {
+        let hash = shared.hash(key);
+        if let Some((_, _, cache)) = shared.shard(hash).load().find(hash, |(_, k, _)| k == key) {
             return Ok(cache.clone());
         }
         let now = coarse_now();
         let slot = Slot::new((shared.factory)(key)?, now);
         let builder = TokenCache::builder(slot);
-        let cache = match &shared.configure {
+        let mut builder = match &shared.configure {
             Some(configure) => configure(key, builder),
             None => builder,
+        };
+        // In background mode too, an evicted or idle slot never fetches.
+        builder.config.background_gate = Some(Slot::<P>::background_gate);
+        let cache = builder.build();
+        shared.sweep(&writer, now);
+        while shared.len.load(Ordering::Relaxed) >= shared.max_keys.max(1) {
+            if !shared.evict_least_recent(&writer) {
+                break;
+            }
         }
-        .build();
-        let mut next = HashMap::clone(&slots);
-        shared.sweep(&writer, &mut next, now);
-        while next.len() >= shared.max_keys.max(1) {
-            evict_least_recent(&mut next);
-        }
-        next.insert(key.clone(), cache.clone());
-        shared.slots.store(Arc::new(next));
-        tracing::debug!(keys = shared.slots.load().len(), "token slot created");
+        let shard = shared.shard(hash);
+        let mut table = Table::clone(&shard.load());
+        table.insert_unique(hash, (hash, key.clone(), cache.clone()), |(h, _, _)| *h);
+        shard.store(Arc::new(table));
+        let keys = shared.len.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(keys, "token slot created");
         Ok(cache)
     }
 }
@@ -244,48 +278,83 @@ impl<K: Hash + Eq + Clone, P: TokenSource> Shared<K, P> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[inline]
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of a key with hash `hash`: picked by bits the tables use for neither the
+    /// bucket (the low bits) nor the tag (the top seven).
+    #[inline]
+    fn shard(&self, hash: u64) -> &ArcSwap<Table<K, P>> {
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+    }
+
+    /// Remove the slot of `key` (hash `hash`), evicting it; whether there was one.
+    fn remove(&self, _writer: &Writer, hash: u64, key: &K) -> bool {
+        let shard = self.shard(hash);
+        let mut table = Table::clone(&shard.load());
+        let Ok(entry) = table.find_entry(hash, |(_, k, _)| k == key) else {
+            return false;
+        };
+        let ((_, _, cache), _) = entry.remove();
+        cache.source().evict();
+        shard.store(Arc::new(table));
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
     /// Once per idle timeout: drop the slots not used since the previous sweep, and start
     /// counting use afresh for the others. A slot is dropped after between one and two idle
-    /// timeouts without use. Returns whether it swept (under the writer lock, `_writer`).
-    fn sweep(&self, _writer: &Writer, slots: &mut HashMap<K, SlotCache<P>>, now: Coarse) -> bool {
+    /// timeouts without use. Only the shards that lose a slot are copied.
+    fn sweep(&self, writer: &Writer, now: Coarse) {
         if now.as_ticks() < self.next_sweep.load(Ordering::Relaxed) {
-            return false;
+            return;
         }
         self.next_sweep
             .store(sweep_after(now, self.idle_timeout), Ordering::Relaxed);
-        let before = slots.len();
-        slots.retain(|_, cache| {
+        let mut dropped = 0;
+        for shard in &*self.shards {
             // A slot not used for a whole interval goes.
-            let keep = cache.source().used_since_last_sweep();
-            if !keep {
-                cache.source().evict();
+            let idle: Vec<(u64, K)> = shard
+                .load()
+                .iter()
+                .filter(|(_, _, cache)| !cache.source().used_since_last_sweep())
+                .map(|(hash, key, _)| (*hash, key.clone()))
+                .collect();
+            for (hash, key) in idle {
+                dropped += usize::from(self.remove(writer, hash, &key));
             }
-            keep
-        });
-        if slots.len() < before {
-            tracing::debug!(dropped = before - slots.len(), "idle token slots dropped");
         }
-        true
+        if dropped > 0 {
+            tracing::debug!(dropped, "idle token slots dropped");
+        }
+    }
+
+    /// Remove the slot used least recently; whether there was one.
+    fn evict_least_recent(&self, writer: &Writer) -> bool {
+        let oldest = self
+            .shards
+            .iter()
+            .filter_map(|shard| {
+                shard
+                    .load()
+                    .iter()
+                    .min_by_key(|(_, _, cache)| cache.source().last_used())
+                    .map(|(hash, key, cache)| (cache.source().last_used(), *hash, key.clone()))
+            })
+            .min_by_key(|(last_used, _, _)| *last_used);
+        let Some((_, hash, key)) = oldest else {
+            return false;
+        };
+        tracing::debug!("least recently used token slot evicted (max_keys reached)");
+        self.remove(writer, hash, &key)
     }
 }
 
 /// The coarse-clock ticks one idle timeout after `now`.
 fn sweep_after(now: Coarse, idle_timeout: Duration) -> u64 {
     now.saturating_add(idle_timeout.into()).as_ticks()
-}
-
-/// Remove the slot used least recently.
-fn evict_least_recent<K: Hash + Eq + Clone, P: TokenSource>(slots: &mut HashMap<K, SlotCache<P>>) {
-    let oldest = slots
-        .iter()
-        .min_by_key(|(_, cache)| cache.source().last_used())
-        .map(|(key, _)| key.clone());
-    if let Some(key) = oldest
-        && let Some(cache) = slots.remove(&key)
-    {
-        cache.source().evict();
-        tracing::debug!("least recently used token slot evicted (max_keys reached)");
-    }
 }
 
 /// Builds a [`KeyedTokenCache`]; see [`KeyedTokenCache::builder`].
@@ -321,7 +390,10 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
     /// Drop a slot after between one and two of these without use (default
     /// [`DEFAULT_IDLE_TIMEOUT`], 15 minutes). Idle slots are swept by the lookups that pass
     /// through the map (a slot's creation, a service's first request to a destination), at most
-    /// once per timeout; an idle slot costs memory, never a fetch.
+    /// once per timeout; an idle slot costs memory, never a fetch. With
+    /// [`background_refresh`](TokenCacheBuilder::background_refresh), a slot's timer refreshes
+    /// its token ahead of time only if the slot was used since the previous background refresh
+    /// (the request that created it aside), and never once it has been evicted.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -348,9 +420,15 @@ impl<K: Key, P: TokenSource> KeyedTokenCacheBuilder<K, P> {
 
     /// Build the keyed cache. Does no I/O and creates no slot.
     pub fn build(self) -> KeyedTokenCache<K, P> {
+        let empty = Arc::new(Table::new());
+        let shards = (0..shard_count(self.max_keys))
+            .map(|_| ArcSwap::new(Arc::clone(&empty)))
+            .collect();
         KeyedTokenCache {
             shared: Arc::new(Shared {
-                slots: ArcSwap::from_pointee(HashMap::new()),
+                shards,
+                hasher: RandomState::new(),
+                len: AtomicUsize::new(0),
                 writer: Mutex::new(Writer),
                 next_sweep: AtomicU64::new(sweep_after(coarse_now(), self.idle_timeout)),
                 factory: self.factory,
@@ -373,7 +451,7 @@ impl<K, P> Clone for KeyedTokenCache<K, P> {
 impl<K, P> fmt::Debug for KeyedTokenCache<K, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedTokenCache")
-            .field("keys", &self.shared.slots.load().len())
+            .field("keys", &self.shared.len.load(Ordering::Relaxed))
             .field("max_keys", &self.shared.max_keys)
             .field("idle_timeout", &self.shared.idle_timeout)
             .finish_non_exhaustive()
@@ -449,6 +527,76 @@ mod tests {
             !cache.contains(&2),
             "idle for two intervals, dropped by a lookup's sweep"
         );
+    }
+
+    /// Background mode, `max_keys(1)`: key 1 used once and held (as a service's memo holds it)
+    /// after key 2 evicted it, key 2 used once. Neither fetches again, however long; a slot in
+    /// use is still kept fresh by its timer.
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_or_idle_slot_never_fetches_in_background_mode() {
+        use std::sync::atomic::AtomicUsize;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let cache = KeyedTokenCache::builder(move |k: &u32| {
+            let (k, counter) = (*k, counter.clone());
+            Ok(crate::source::from_fn(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok::<_, Error>(
+                        Token::new(format!("t{k}")).with_expires_in(Duration::from_secs(3)),
+                    )
+                }
+            }))
+        })
+        .max_keys(1)
+        .cache(|_, slot| slot.background_refresh(true).jitter(Duration::ZERO))
+        .build();
+        let memo = cache.slot(&1).unwrap();
+        memo.token().await.unwrap();
+        cache.token(&2).await.unwrap();
+        assert!(memo.source().is_evicted());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "no fetch without a request"
+        );
+
+        // Key 2 in use, served from a memo (`is_live` on each request, `current` never
+        // fetches): its timer keeps it fresh.
+        let used = cache.slot(&2).unwrap();
+        used.token().await.unwrap();
+        for _ in 0..9 {
+            assert!(used.source().is_live());
+            assert!(used.current().is_some(), "kept usable by the timer");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(
+            fetches.load(Ordering::SeqCst) >= 5,
+            "refreshed in the background"
+        );
+    }
+
+    /// Many keys across the shards: each found again, `len` exact, `max_keys` held as slots
+    /// are created past it, `remove` and eviction keep the count.
+    #[tokio::test]
+    async fn many_keys_across_the_shards() {
+        let cache = keyed(1_000, Duration::from_secs(3600));
+        for key in 0..1_000 {
+            cache.cache(&key).unwrap();
+        }
+        assert_eq!(cache.len(), 1_000);
+        assert!((0..1_000).all(|key| cache.contains(&key)));
+        for key in 1_000..1_500 {
+            cache.cache(&key).unwrap();
+            assert!(cache.contains(&key));
+        }
+        assert_eq!(cache.len(), 1_000, "one evicted per slot past max_keys");
+        let present = (0..1_500).filter(|key| cache.contains(key)).count();
+        assert_eq!(present, 1_000);
+        assert!(cache.remove(&1_499));
+        assert_eq!(cache.len(), 999);
+        assert_eq!(cache.token(&7).await.unwrap().secret(), "t7");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! [`Slot`]: a key's token source, with the state its eviction needs.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -11,7 +12,8 @@ use crate::{Error, Token, TokenSource};
 /// pointer). Fetching delegates to the source the factory made.
 pub struct Slot<P> {
     source: P,
-    /// [`USED`] once used since the last sweep, [`EVICTED`] once removed.
+    /// [`USED`] once used since the last sweep, [`ACTIVE`] once used since the last background
+    /// refresh, [`EVICTED`] once removed (for good).
     flags: AtomicU8,
     /// Coarse-clock ticks of the last use seen (a lookup through the map, or the first use from
     /// a memo after a sweep): the order of least-recent use.
@@ -20,8 +22,12 @@ pub struct Slot<P> {
 
 pub(super) const USED: u8 = 1;
 const EVICTED: u8 = 2;
+const ACTIVE: u8 = 4;
 
 impl<P> Slot<P> {
+    /// A new slot, used once (by the request creating it) as far as the idle sweep is
+    /// concerned, but not yet worth a background refresh: a key used by one request only costs
+    /// one fetch.
     pub(super) fn new(source: P, now: Coarse) -> Self {
         Slot {
             source,
@@ -37,37 +43,48 @@ impl<P> Slot<P> {
 
     /// Whether this slot has been evicted (or removed) from its keyed cache.
     pub fn is_evicted(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) == EVICTED
+        self.flags.load(Ordering::Relaxed) & EVICTED != 0
     }
 
     /// Whether a service may keep using this slot (it has not been evicted), noting the use for
-    /// the idle sweep. One load of a line that is written about once per sweep.
+    /// the idle sweep and the background refresh. One load of a line that is written about once
+    /// per sweep or token lifetime.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
         match self.flags.load(Ordering::Relaxed) {
-            USED => true,
-            EVICTED => false,
-            _ => {
-                self.touch();
-                true
-            }
+            flags if flags == USED | ACTIVE => true,
+            flags if flags & EVICTED != 0 => false,
+            _ => self.touch(),
         }
     }
 
+    /// Note a use the flags do not show yet; whether the slot is still live.
     #[cold]
-    fn touch(&self) {
+    fn touch(&self) -> bool {
         self.last_used
             .store(coarse_now().as_ticks(), Ordering::Relaxed);
         // Never resurrect an evicted slot.
-        let _ = self
-            .flags
-            .compare_exchange(0, USED, Ordering::Relaxed, Ordering::Relaxed);
+        self.flags
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |flags| {
+                (flags & EVICTED == 0).then_some(flags | USED | ACTIVE)
+            })
+            .is_ok()
+    }
+
+    /// Whether the slot's timer may refresh its token ahead of time (background mode): only if
+    /// the slot is still in its keyed cache and was used since the last time this was asked.
+    /// An evicted slot, or one nobody used for a token's lifetime, costs no fetch; its next
+    /// use (if any) refreshes on demand.
+    fn wants_background_refresh(&self) -> bool {
+        let flags = self.flags.fetch_and(!ACTIVE, Ordering::Relaxed);
+        flags & EVICTED == 0 && flags & ACTIVE != 0
     }
 
     /// Note a use through the map, written at most once per coarse-clock tick: lookups from
     /// many threads do not take turns owning the line.
-    pub(super) fn note_use(&self) {
-        let now = coarse_now().as_ticks();
+    #[inline]
+    pub(super) fn note_use(&self, now: Coarse) {
+        let now = now.as_ticks();
         if self.last_used.load(Ordering::Relaxed) != now {
             self.last_used.store(now, Ordering::Relaxed);
         }
@@ -85,6 +102,15 @@ impl<P> Slot<P> {
 
     pub(super) fn evict(&self) {
         self.flags.store(EVICTED, Ordering::Relaxed);
+    }
+}
+
+impl<P: 'static> Slot<P> {
+    /// The background gate of a slot's cache (see `TokenCacheBuilder::background_gate`).
+    pub(super) fn background_gate(source: &dyn Any) -> bool {
+        source
+            .downcast_ref::<Slot<P>>()
+            .is_some_and(Slot::wants_background_refresh)
     }
 }
 
