@@ -2,23 +2,27 @@
 //! API-key exchange share. A source says how to spend a refresh token (and what to do without
 //! one) by implementing [`Exchange`]; [`Rotation`] does the rest.
 //!
-//! - **Transactions.** One rotation at a time per source (a mutex), and per store
-//!   ([`RefreshTokenStore::lock`], across processes for a shared store): lock, load, spend,
-//!   compare-and-swap save, unlock. Two users of one store never spend the same token.
-//! - **Detached.** Each rotation runs in a task of its own that the fetch awaits. A fetch that
-//!   is dropped (the cache's `fetch_timeout`, a cancelled caller) does not cut the rotation
-//!   between the token endpoint's answer and the save; the access token it produced is kept
-//!   for the next fetch while it is young.
+//! - **One protocol for every store.** One rotation at a time per source (a mutex), and per
+//!   store ([`RefreshTokenStore::lock`], across processes for a shared store): lock, confirm
+//!   the lock ([`RefreshTokenStore::renew`]), load, spend (renewing the lock while the answer
+//!   is awaited), compare-and-swap save (retried under the lock), unlock. Two users of one
+//!   store never spend the same token, and a lost lock is noticed before anything is spent.
+//! - **Detached.** Each rotation runs on a thread of the source's own (a current-thread
+//!   runtime, started at the first fetch, ended when the source is dropped) and the fetch awaits
+//!   its result. A fetch that is dropped (the cache's `fetch_timeout`, a cancelled caller, the
+//!   caller's runtime shut down) does not cut the rotation between the token endpoint's answer
+//!   and the save; the access token it produced is kept for the next fetch while it is young.
 //! - **Never lost.** A new refresh token is kept in memory before it is saved, and dropped from
-//!   memory only once the store has it. If the save fails, the next rotation spends it and
-//!   saves again after the exchange, whether or not the server rotates again (a server that
-//!   answers with the same refresh token, or none, leaves the unsaved one valid).
+//!   memory only once the store has it. If the save still fails after its retries, the source
+//!   keeps the token **and the store's lock**, so nobody can spend the old token meanwhile;
+//!   the next rotation saves the kept token first, and spends nothing until it is saved.
 //! - **Losing a race.** If the store holds another token than expected (a conflict on save, or
 //!   a refused token while the store now holds a newer one), someone else rotated first: the
 //!   source continues with the stored token instead of failing with `invalid_grant`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
@@ -31,6 +35,12 @@ use crate::{Error, ErrorKind, Token};
 
 /// How many times one rotation reloads the store after a refusal before giving up.
 const MAX_RELOADS: u32 = 3;
+
+/// How many times the protocol tries one save before keeping the token (and the lock).
+const SAVE_ATTEMPTS: u32 = 5;
+
+/// The pause before the second save attempt; doubled before each later one.
+const SAVE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What a rotating source does at its token endpoint.
 pub(crate) trait Exchange: Send + Sync + 'static {
@@ -61,6 +71,15 @@ pub(crate) trait Exchange: Send + Sync + 'static {
 /// A rotating source's store, exchange and memory; see the [module docs](self).
 pub(crate) struct Rotation<S, E> {
     shared: Arc<Shared<S, E>>,
+    /// The thread rotations run on, started at the first fetch.
+    worker: OnceLock<Result<Worker, String>>,
+}
+
+/// A thread running a current-thread runtime, until its `stop` sender is dropped (with the
+/// source) and the rotation under way, if any, is done.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
 }
 
 struct Shared<S, E> {
@@ -82,6 +101,8 @@ struct Unsaved {
     /// The stored value `token` replaces (the `old` of its save).
     base: Option<RefreshToken>,
     token: RefreshToken,
+    /// The store's lock, kept after the save failed: nobody else may spend `base` meanwhile.
+    lock: Option<StoreLock>,
 }
 
 struct Orphan {
@@ -119,6 +140,7 @@ impl<S, E> Rotation<S, E> {
                 exchange,
                 state: Mutex::new(State::default()),
             }),
+            worker: OnceLock::new(),
         }
     }
 
@@ -135,7 +157,7 @@ impl<S, E> Rotation<S, E> {
 /// anywhere) runs until this is dropped.
 pub(crate) struct Held<'a> {
     state: tokio::sync::MutexGuard<'a, State>,
-    _lock: StoreLock,
+    _lock: Option<StoreLock>,
     token: Option<RefreshToken>,
 }
 
@@ -153,11 +175,32 @@ impl Held<'_> {
     }
 }
 
+impl Drop for Held<'_> {
+    /// A lock kept for an unsaved token stays kept.
+    fn drop(&mut self) {
+        if let Some(unsaved) = &mut self.state.unsaved
+            && unsaved.lock.is_none()
+        {
+            unsaved.lock = self._lock.take();
+        }
+    }
+}
+
+/// The error of a rotation that found its lock lost before spending.
+fn lock_lost() -> Error {
+    Error::transient(
+        "the refresh token store's lock was lost (expired or taken over) before the token was spent; nothing was spent",
+    )
+}
+
 impl<S: RefreshTokenStore, E> Rotation<S, E> {
     /// Wait for any rotation to finish, lock the store, and hold the current refresh token.
     pub(crate) async fn hold(&self) -> Result<Held<'_>, Error> {
-        let state = self.shared.state.lock().await;
-        let lock = self.shared.store.lock().await?;
+        let mut state = self.shared.state.lock().await;
+        let lock = match state.unsaved.as_mut().and_then(|u| u.lock.take()) {
+            Some(lock) => lock,
+            None => self.shared.store.lock().await?,
+        };
         let stored = self.shared.store.load().await?;
         let token = match &state.unsaved {
             Some(unsaved) if unsaved.base == stored => Some(unsaved.token.clone()),
@@ -165,21 +208,24 @@ impl<S: RefreshTokenStore, E> Rotation<S, E> {
         };
         Ok(Held {
             state,
-            _lock: lock,
+            _lock: Some(lock),
             token,
         })
     }
 }
 
 impl<S: RefreshTokenStore, E: Exchange> Rotation<S, E> {
-    /// A new access token, from a rotation that runs to its end even if this future is dropped.
+    /// A new access token, from a rotation that runs to its end on the source's own thread,
+    /// even if this future is dropped or its runtime shuts down.
     pub(crate) async fn fetch(&self) -> Result<Token, Error> {
-        let shared = Arc::clone(&self.shared);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to run it apart from the caller: run it here.
-            let mut state = shared.state.lock().await;
-            return shared.rotate(&mut state).await;
+        let worker = self
+            .worker
+            .get_or_init(|| Worker::start(Arc::clone(&self.shared)));
+        let handle = match worker {
+            Ok(worker) => worker.handle.clone(),
+            Err(why) => return Err(Error::config(why.clone())),
         };
+        let shared = Arc::clone(&self.shared);
         let (tx, rx) = oneshot::channel();
         let task = async move {
             let mut state = shared.state.lock().await;
@@ -188,133 +234,246 @@ impl<S: RefreshTokenStore, E: Exchange> Rotation<S, E> {
                 // rotation to the next fetch.
                 return;
             }
-            let result = match state.orphan.take().and_then(Orphan::adopt) {
-                Some(token) => Ok((token, Instant::now())),
-                None => {
-                    let sent_at = Instant::now();
-                    shared
-                        .rotate(&mut state)
-                        .await
-                        .map(|token| (token, sent_at))
-                }
-            };
+            let result = shared.rotate(&mut state).await;
             if let Err(Ok((token, sent_at))) = tx.send(result) {
                 tracing::debug!("the fetch was dropped; keeping its access token for the next one");
                 state.orphan = Some(Orphan::new(token, sent_at));
             }
         };
-        runtime.spawn(task.instrument(tracing::Span::current()));
+        handle.spawn(task.instrument(tracing::Span::current()));
         match rx.await {
             Ok(result) => result.map(|(token, _)| token),
             Err(_) => Err(Error::new(
                 ErrorKind::Panicked,
-                "the refresh token rotation panicked or its runtime shut down",
+                "the refresh token rotation panicked",
             )),
         }
     }
 }
 
+impl Worker {
+    fn start<S: Send + Sync + 'static, E: Send + Sync + 'static>(
+        shared: Arc<Shared<S, E>>,
+    ) -> Result<Worker, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("could not start the refresh token rotation's runtime: {e}"))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("tower-bearer-rotation".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                    // The source is gone: let the rotations already queued (or under way)
+                    // finish, then end. Each holds the state for its whole length.
+                    drop(shared.state.lock().await);
+                });
+            })
+            .map_err(|e| format!("could not start the refresh token rotation's thread: {e}"))?;
+        Ok(Worker {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
+/// What a rotation hands back: the access token and when its request was sent.
+type Rotated = (Token, Instant);
+
 impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
-    /// One transaction: lock the store, load, spend, save, hand out the access token.
-    async fn rotate(&self, state: &mut State) -> Result<Token, Error> {
-        let _lock = self.store.lock().await?;
+    /// An access token: one kept from a dropped fetch while it is young, else a rotation.
+    async fn rotate(&self, state: &mut State) -> Result<Rotated, Error> {
+        let mut lock = match state.unsaved.as_mut().and_then(|u| u.lock.take()) {
+            Some(lock) => lock,
+            None => self.store.lock().await?,
+        };
+        // A lost lock is noticed before anything is spent (or saved).
+        if !self.store.renew(&lock).await? {
+            return Err(lock_lost());
+        }
         let mut stored = self.store.load().await?;
-        let mut spend = match state.unsaved.take() {
-            // An earlier save that reported a failure landed after all.
-            Some(unsaved) if stored.as_ref() == Some(&unsaved.token) => stored.clone(),
-            // The store still has what the unsaved token replaced: the unsaved one is newest.
-            Some(unsaved) if unsaved.base == stored => {
-                let token = unsaved.token.clone();
-                state.unsaved = Some(unsaved);
-                Some(token)
-            }
-            Some(_) => {
+        if let Some(unsaved) = state.unsaved.take() {
+            if unsaved.base == stored || stored.as_ref() == Some(&unsaved.token) {
+                // A token spent earlier whose save failed: save it before spending anything.
+                let sent = self.save(state, &mut lock, unsaved.base, unsaved.token.clone());
+                if let Err(err) = sent.await {
+                    self.keep_lock(state, lock);
+                    return Err(err);
+                }
+                stored = Some(unsaved.token);
+            } else {
                 tracing::warn!(
                     "the store holds a refresh token written by someone else since this source's last save failed; continuing with the stored one"
                 );
-                stored.clone()
             }
-            None => stored.clone(),
+        }
+        if let Some(token) = state.orphan.take().and_then(Orphan::adopt) {
+            return Ok((token, Instant::now()));
+        }
+        let sent_at = Instant::now();
+        let (mut response, refreshed, spent) = self.spend(&lock, &mut stored).await?;
+        let live = match response.take_refresh_token() {
+            Some(new) => Some(new),
+            // Not rotated: the token just spent stays valid.
+            None => spent,
         };
+        let token = self.exchange.access_token(response, refreshed);
+        if let Some(live) = live.filter(|live| Some(live) != stored.as_ref()) {
+            if let Err(err) = self.save(state, &mut lock, stored, live).await {
+                // Keep the access token for the fetch that saves the refresh token.
+                if let Ok(token) = token {
+                    state.orphan = Some(Orphan::new(token, sent_at));
+                }
+                self.keep_lock(state, lock);
+                return Err(err);
+            }
+        }
+        token.map(|token| (token, sent_at))
+    }
 
+    /// Spend the stored token (or use the fallback), renewing the lock while the answer is
+    /// awaited. Returns the answer, whether it came from a refresh, and the token spent.
+    async fn spend(
+        &self,
+        lock: &StoreLock,
+        stored: &mut Option<RefreshToken>,
+    ) -> Result<(TokenResponse, bool, Option<RefreshToken>), Error> {
         let mut reloads = 0;
-        let (mut response, refreshed) = loop {
-            let token = match &spend {
+        loop {
+            let token = match &*stored {
                 Some(token) if self.exchange.refreshes() => token.clone(),
-                _ => break (self.exchange.fallback(None).await?, false),
+                _ => return Ok((self.exchange.fallback(None).await?, false, None)),
             };
-            match self.exchange.refresh(&token).await {
-                Ok(response) => break (response, true),
+            match self.renewing(lock, self.exchange.refresh(&token)).await {
+                Ok(response) => return Ok((response, true, Some(token))),
                 Err(err) if err.kind() == ErrorKind::Rejected => {
                     // Spent by someone who did not wait for the lock? Then the store holds
                     // its successor.
                     let latest = self.store.load().await?;
                     let rotated_elsewhere =
-                        latest.is_some() && latest != stored && latest.as_ref() != Some(&token);
+                        latest.is_some() && latest != *stored && latest.as_ref() != Some(&token);
                     if rotated_elsewhere && reloads < MAX_RELOADS {
                         tracing::info!(
                             "the refresh token was refused and the store holds a newer one: continuing with it"
                         );
                         reloads += 1;
-                        state.unsaved = None;
-                        stored.clone_from(&latest);
-                        spend = latest;
+                        *stored = latest;
+                        if !self.store.renew(lock).await? {
+                            return Err(lock_lost());
+                        }
                         continue;
                     }
-                    break (self.exchange.fallback(Some(err)).await?, false);
+                    return Ok((self.exchange.fallback(Some(err)).await?, false, None));
                 }
                 Err(err) => return Err(err),
             }
-        };
-
-        let live = match response.take_refresh_token() {
-            Some(new) => Some(new),
-            // Not rotated: the token just spent stays valid (and may be the unsaved one).
-            None if refreshed => spend,
-            None => None,
-        };
-        match live {
-            Some(live) if Some(&live) != stored.as_ref() => self.save(state, stored, live).await?,
-            _ => state.unsaved = None,
         }
-        self.exchange.access_token(response, refreshed)
     }
 
-    /// Keep `live` in memory, then compare-and-swap it into the store in place of `stored`.
+    /// Run `work`, renewing `lock` every [`StoreLock::renewal_period`] until it is done. A
+    /// renewal that fails is logged: the save's fence is what refuses a write under a lost lock.
+    async fn renewing<T>(&self, lock: &StoreLock, work: impl Future<Output = T>) -> T {
+        let Some(period) = lock.renewal_period() else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => match self.store.renew(lock).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("the refresh token store's lock was lost while the token endpoint was answering"),
+                    Err(err) => tracing::debug!(error = %err, "could not renew the refresh token store's lock"),
+                },
+            }
+        }
+    }
+
+    /// Keep `lock` with the unsaved token, so nobody spends its base meanwhile.
+    fn keep_lock(&self, state: &mut State, lock: StoreLock) {
+        if let Some(unsaved) = &mut state.unsaved {
+            tracing::warn!(
+                "could not save the rotated refresh token; keeping it in memory, and the store locked, until the next refresh saves it"
+            );
+            unsaved.lock = Some(lock);
+        }
+    }
+
+    /// Keep `live` in memory, then compare-and-swap it into the store in place of `base`,
+    /// retrying under the lock (taken again first if it was lost). On failure `live` stays in
+    /// `state.unsaved`.
     async fn save(
         &self,
         state: &mut State,
-        stored: Option<RefreshToken>,
+        lock: &mut StoreLock,
+        base: Option<RefreshToken>,
         live: RefreshToken,
     ) -> Result<(), Error> {
-        let old = stored.clone();
         state.unsaved = Some(Unsaved {
-            base: stored,
+            base: base.clone(),
             token: live.clone(),
+            lock: None,
         });
-        match self.store.save(old.as_ref(), &live).await {
-            Ok(()) => {
-                state.unsaved = None;
-                tracing::debug!("rotated refresh token saved");
-                Ok(())
-            }
-            Err(err) if err.kind() == ErrorKind::Conflict => {
-                // Someone who did not take the store's lock wrote it. The store is the
-                // reference: continue from what it holds (this access token is valid either way).
-                let latest = self.store.load().await?;
-                state.unsaved = None;
-                if latest.as_ref() != Some(&live) {
-                    tracing::warn!(
-                        error = %err,
-                        "another writer changed the refresh token store during the refresh; continuing with the stored token"
-                    );
+        let mut backoff = SAVE_BACKOFF;
+        let mut last = None;
+        for attempt in 0..SAVE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                match self.store.renew(lock).await {
+                    Ok(true) => {}
+                    Ok(false) => match self.store.lock().await {
+                        Ok(again) => *lock = again,
+                        Err(err) => {
+                            last = Some(err);
+                            continue;
+                        }
+                    },
+                    Err(err) => {
+                        last = Some(err);
+                        continue;
+                    }
                 }
-                Ok(())
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "could not save the rotated refresh token; keeping it in memory to save after the next refresh");
-                Err(err)
+            let err = match self.store.save(base.as_ref(), &live).await {
+                Ok(()) => {
+                    state.unsaved = None;
+                    tracing::debug!("rotated refresh token saved");
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            if err.kind() == ErrorKind::Conflict {
+                match self.store.load().await {
+                    // An earlier attempt that reported a failure landed after all.
+                    Ok(latest) if latest.as_ref() == Some(&live) => {
+                        state.unsaved = None;
+                        return Ok(());
+                    }
+                    // Still the base: the lock was lost (the fence refused the write); retry.
+                    Ok(latest) if latest == base => {}
+                    Ok(_) => {
+                        // Someone who did not take the store's lock wrote it. The store is the
+                        // reference: continue from what it holds.
+                        tracing::warn!(
+                            error = %err,
+                            "another writer changed the refresh token store during the refresh; continuing with the stored token"
+                        );
+                        state.unsaved = None;
+                        return Ok(());
+                    }
+                    Err(load) => {
+                        last = Some(load);
+                        continue;
+                    }
+                }
             }
+            tracing::debug!(error = %err, attempt, "could not save the rotated refresh token");
+            last = Some(err);
         }
+        Err(last.unwrap_or_else(|| Error::transient("could not save the rotated refresh token")))
     }
 }
