@@ -84,7 +84,7 @@ pub(crate) use record::{Keys, decode_refresh, encode_refresh, fingerprint};
 
 use crate::cache::{Config, Fetched, RefreshTier};
 use crate::{Error, Token, TokenSource};
-use lease::millis;
+pub(crate) use lease::millis;
 use link::{LinkSettings, Target, Unavailable};
 use record::{SharedToken, wall_ms};
 
