@@ -477,3 +477,259 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
         Err(last.unwrap_or_else(|| Error::transient("could not save the rotated refresh token")))
     }
 }
+
+/// The protocol's lock logic on virtual time: a store whose lock expires unless renewed, and a
+/// token endpoint that takes its time.
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::source::token_response::TokenFields;
+
+    #[derive(Default)]
+    struct Lease {
+        value: StdMutex<Option<RefreshToken>>,
+        /// The fence of the current holder; 0: nobody.
+        holder: AtomicU64,
+        next_fence: AtomicU64,
+        locks: AtomicU32,
+        renewals: AtomicU32,
+        released: AtomicU32,
+        saves: AtomicU32,
+        failing_saves: AtomicU32,
+    }
+
+    struct Release(Arc<Lease>, u64);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.released.fetch_add(1, Ordering::SeqCst);
+            let _ = self
+                .0
+                .holder
+                .compare_exchange(self.1, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Store(Arc<Lease>);
+
+    impl Store {
+        fn get(&self) -> Option<String> {
+            let value = self.0.value.lock().unwrap();
+            value.as_ref().map(|t| t.secret().to_owned())
+        }
+
+        /// The lease expires (a frozen holder, a Redis outage) and someone else takes it.
+        fn take_over(&self) {
+            let fence = self.0.next_fence.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.holder.store(fence, Ordering::SeqCst);
+        }
+
+        fn free(&self) {
+            self.0.holder.store(0, Ordering::SeqCst);
+        }
+    }
+
+    impl RefreshTokenStore for Store {
+        async fn load(&self) -> Result<Option<RefreshToken>, Error> {
+            Ok(self.0.value.lock().unwrap().clone())
+        }
+
+        async fn save(&self, old: Option<&RefreshToken>, new: &RefreshToken) -> Result<(), Error> {
+            self.0.saves.fetch_add(1, Ordering::SeqCst);
+            if self.0.failing_saves.load(Ordering::SeqCst) > 0 {
+                self.0.failing_saves.fetch_sub(1, Ordering::SeqCst);
+                return Err(Error::transient("the store is down"));
+            }
+            // The fence: while someone else (`u64::MAX`) holds the lock, writes are refused.
+            if self.0.holder.load(Ordering::SeqCst) == u64::MAX {
+                return Err(Error::conflict("fenced"));
+            }
+            let mut value = self.0.value.lock().unwrap();
+            if value.as_ref() != old {
+                return Err(Error::conflict("changed"));
+            }
+            *value = Some(new.clone());
+            Ok(())
+        }
+
+        async fn lock(&self) -> Result<StoreLock, Error> {
+            loop {
+                let fence = self.0.next_fence.fetch_add(1, Ordering::SeqCst) + 1;
+                if self
+                    .0
+                    .holder
+                    .compare_exchange(0, fence, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    self.0.locks.fetch_add(1, Ordering::SeqCst);
+                    return Ok(StoreLock::new(Release(Arc::clone(&self.0), fence))
+                        .with_fence(fence)
+                        .renew_every(Duration::from_secs(10)));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        async fn renew(&self, lock: &StoreLock) -> Result<bool, Error> {
+            self.0.renewals.fetch_add(1, Ordering::SeqCst);
+            Ok(lock.fence() == Some(self.0.holder.load(Ordering::SeqCst)))
+        }
+    }
+
+    /// A token endpoint that answers after `delay`, rotating `rN` into `r(N+1)`; `during` runs
+    /// while it "thinks".
+    struct Endpoint {
+        delay: Duration,
+        spent: StdMutex<Vec<String>>,
+        during: StdMutex<Option<Box<dyn FnOnce() + Send>>>,
+        rejected: AtomicBool,
+    }
+
+    impl Endpoint {
+        fn new(delay: Duration) -> Self {
+            Endpoint {
+                delay,
+                spent: StdMutex::default(),
+                during: StdMutex::default(),
+                rejected: AtomicBool::new(false),
+            }
+        }
+    }
+
+    impl Exchange for Endpoint {
+        async fn refresh(&self, token: &RefreshToken) -> Result<TokenResponse, Error> {
+            let n = {
+                let mut spent = self.spent.lock().unwrap();
+                if spent.iter().any(|s| s == token.secret()) {
+                    self.rejected.store(true, Ordering::SeqCst);
+                    return Err(Error::rejected("spent twice"));
+                }
+                spent.push(token.secret().to_owned());
+                spent.len()
+            };
+            if let Some(during) = self.during.lock().unwrap().take() {
+                during();
+            }
+            tokio::time::sleep(self.delay).await;
+            let body = format!(
+                r#"{{"access_token":"a{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"r{n}"}}"#
+            );
+            let response = http::Response::builder()
+                .header("content-type", "application/json")
+                .body(bytes::Bytes::from(body))
+                .unwrap();
+            TokenResponse::parse(&response, &TokenFields::oauth2(), "refused")
+        }
+
+        async fn fallback(&self, refused: Option<Error>) -> Result<TokenResponse, Error> {
+            Err(refused.unwrap_or_else(|| Error::config("no refresh token")))
+        }
+
+        fn access_token(&self, response: TokenResponse, _: bool) -> Result<Token, Error> {
+            response.into_token(false)
+        }
+    }
+
+    fn setup(delay: Duration) -> (Store, Arc<Shared<Store, Endpoint>>) {
+        let store = Store::default();
+        *store.0.value.lock().unwrap() = Some(RefreshToken::new("r0"));
+        let rotation = Rotation::new(store.clone(), Endpoint::new(delay));
+        (store, rotation.shared)
+    }
+
+    fn spent(shared: &Shared<Store, Endpoint>) -> Vec<String> {
+        shared.exchange.spent.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_is_renewed_while_the_token_endpoint_answers() {
+        let (store, shared) = setup(Duration::from_secs(35));
+        let mut state = shared.state.lock().await;
+        let (token, _) = shared.rotate(&mut state).await.unwrap();
+        assert_eq!(token.secret(), "a1");
+        // Once before spending, then at 10, 20 and 30 s of the 35 s answer.
+        assert_eq!(store.0.renewals.load(Ordering::SeqCst), 4);
+        assert_eq!(store.get().as_deref(), Some("r1"));
+        assert_eq!(
+            store.0.released.load(Ordering::SeqCst),
+            1,
+            "unlocked after the save"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_found_lost_before_the_exchange_spends_nothing() {
+        let (store, shared) = setup(Duration::from_secs(1));
+        let lock = store.lock().await.unwrap();
+        store.take_over();
+        let mut state = shared.state.lock().await;
+        // The protocol's own lock, then lost before it spends: give it the stale one.
+        state.unsaved = Some(Unsaved {
+            base: Some(RefreshToken::new("r0")),
+            token: RefreshToken::new("r0"),
+            lock: Some(lock),
+        });
+        let err = shared.rotate(&mut state).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(err.to_string().contains("lock was lost"), "{err}");
+        assert!(spent(&shared).is_empty(), "nothing spent");
+        assert_eq!(store.0.saves.load(Ordering::SeqCst), 0, "nothing saved");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_lost_during_the_exchange_is_taken_again_before_the_save() {
+        let (store, shared) = setup(Duration::from_secs(5));
+        // While the endpoint answers, the lease is lost to a fenced-off holder...
+        let fenced = store.clone();
+        *shared.exchange.during.lock().unwrap() = Some(Box::new(move || {
+            fenced.0.holder.store(u64::MAX, Ordering::SeqCst);
+        }));
+        let mut state = shared.state.lock().await;
+        let rotating = shared.rotate(&mut state);
+        tokio::pin!(rotating);
+        // ...who lets it go after 6 s (its own rotation found nothing to do).
+        let freed = async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            store.free();
+        };
+        let (result, ()) = tokio::join!(rotating, freed);
+        assert_eq!(result.unwrap().0.secret(), "a1");
+        // The first save was fenced off; the protocol took the lock again and saved.
+        assert_eq!(store.0.locks.load(Ordering::SeqCst), 2);
+        assert_eq!(store.get().as_deref(), Some("r1"));
+        assert_eq!(spent(&shared), ["r0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_save_that_keeps_failing_keeps_the_lock_and_the_token_until_the_next_fetch() {
+        let (store, shared) = setup(Duration::from_secs(1));
+        store.0.failing_saves.store(SAVE_ATTEMPTS, Ordering::SeqCst);
+        let mut state = shared.state.lock().await;
+        let started = Instant::now();
+        let err = shared.rotate(&mut state).await.unwrap_err();
+        assert!(err.to_string().contains("the store is down"), "{err}");
+        // 1 s at the endpoint, then 50 + 100 + 200 + 400 ms of backoff between five attempts.
+        assert_eq!(started.elapsed(), Duration::from_millis(1750));
+        assert_eq!(store.0.saves.load(Ordering::SeqCst), SAVE_ATTEMPTS);
+        // The store still holds r0, and nobody else can take the lock to spend it.
+        assert_eq!(store.get().as_deref(), Some("r0"));
+        assert_eq!(store.0.released.load(Ordering::SeqCst), 0);
+        let other = store.clone();
+        let waiting = tokio::spawn(async move { other.lock().await.map(drop) });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "the lock is kept");
+
+        // The store is back: the next rotation saves r1 before spending anything, and hands out
+        // the access token that came with it.
+        let (token, _) = shared.rotate(&mut state).await.unwrap();
+        assert_eq!(token.secret(), "a1");
+        assert_eq!(store.get().as_deref(), Some("r1"));
+        assert_eq!(spent(&shared), ["r0"]);
+        waiting.await.unwrap().unwrap();
+        assert!(!shared.exchange.rejected.load(Ordering::SeqCst));
+    }
+}
