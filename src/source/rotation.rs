@@ -372,8 +372,9 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
         }
     }
 
-    /// Run `work`, renewing `lock` every [`StoreLock::renewal_period`] until it is done. A
-    /// renewal that fails is logged: the save's fence is what refuses a write under a lost lock.
+    /// Run `work` (an exchange, a save), renewing `lock` every [`StoreLock::renewal_period`]
+    /// until it is done. A renewal that fails is logged: the save's fence is what refuses a
+    /// write under a lost lock.
     async fn renewing<T>(&self, lock: &StoreLock, work: impl Future<Output = T>) -> T {
         let Some(period) = lock.renewal_period() else {
             return work.await;
@@ -425,7 +426,12 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
                 backoff *= 2;
                 match self.store.renew(lock).await {
                     Ok(true) => {}
-                    Ok(false) => match self.store.lock().await {
+                    // Lost: let go of what is left of it (the store's in-process part),
+                    // then take the lock again.
+                    Ok(false) => match {
+                        *lock = StoreLock::unlocked();
+                        self.store.lock().await
+                    } {
                         Ok(again) => *lock = again,
                         Err(err) => {
                             last = Some(err);
@@ -438,7 +444,10 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
                     }
                 }
             }
-            let err = match self.store.save(base.as_ref(), &live).await {
+            let err = match self
+                .renewing(lock, self.store.save(base.as_ref(), &live))
+                .await
+            {
                 Ok(()) => {
                     state.unsaved = None;
                     tracing::debug!("rotated refresh token saved");
@@ -499,9 +508,15 @@ mod tests {
         released: AtomicU32,
         saves: AtomicU32,
         failing_saves: AtomicU32,
+        /// One holder at a time in this process, as the real stores have.
+        local: Arc<Mutex<()>>,
     }
 
-    struct Release(Arc<Lease>, u64);
+    struct Release(
+        Arc<Lease>,
+        u64,
+        #[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>,
+    );
 
     impl Drop for Release {
         fn drop(&mut self) {
@@ -557,6 +572,7 @@ mod tests {
         }
 
         async fn lock(&self) -> Result<StoreLock, Error> {
+            let local = Arc::clone(&self.0.local).lock_owned().await;
             loop {
                 let fence = self.0.next_fence.fetch_add(1, Ordering::SeqCst) + 1;
                 if self
@@ -566,7 +582,7 @@ mod tests {
                     .is_ok()
                 {
                     self.0.locks.fetch_add(1, Ordering::SeqCst);
-                    return Ok(StoreLock::new(Release(Arc::clone(&self.0), fence))
+                    return Ok(StoreLock::new(Release(Arc::clone(&self.0), fence, local))
                         .with_fence(fence)
                         .renew_every(Duration::from_secs(10)));
                 }
