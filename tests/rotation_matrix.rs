@@ -12,7 +12,6 @@
 #[path = "sources/family.rs"]
 mod family;
 #[path = "fleet/support.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 
 use std::path::PathBuf;

@@ -320,15 +320,15 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
             None => spent,
         };
         let token = self.exchange.access_token(response, refreshed);
-        if let Some(live) = live.filter(|live| Some(live) != stored.as_ref()) {
-            if let Err(err) = self.save(state, &mut lock, stored, live).await {
-                // Keep the access token for the fetch that saves the refresh token.
-                if let Ok(token) = token {
-                    state.orphan = Some(Orphan::new(token, sent_at));
-                }
-                self.keep_lock(state, lock);
-                return Err(err);
+        if let Some(live) = live.filter(|live| Some(live) != stored.as_ref())
+            && let Err(err) = self.save(state, &mut lock, stored, live).await
+        {
+            // Keep the access token for the fetch that saves the refresh token.
+            if let Ok(token) = token {
+                state.orphan = Some(Orphan::new(token, sent_at));
             }
+            self.keep_lock(state, lock);
+            return Err(err);
         }
         token.map(|token| (token, sent_at))
     }
@@ -393,6 +393,16 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
         }
     }
 
+    /// Make sure `lock` is held: if it was lost, let go of what is left of it (the store's
+    /// in-process part) and take it again.
+    async fn relock_if_lost(&self, lock: &mut StoreLock) -> Result<(), Error> {
+        if !self.store.renew(lock).await? {
+            *lock = StoreLock::unlocked();
+            *lock = self.store.lock().await?;
+        }
+        Ok(())
+    }
+
     /// Keep `lock` with the unsaved token, so nobody spends its base meanwhile.
     fn keep_lock(&self, state: &mut State, lock: StoreLock) {
         if let Some(unsaved) = &mut state.unsaved {
@@ -424,24 +434,9 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
             if attempt > 0 {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
-                match self.store.renew(lock).await {
-                    Ok(true) => {}
-                    // Lost: let go of what is left of it (the store's in-process part),
-                    // then take the lock again.
-                    Ok(false) => match {
-                        *lock = StoreLock::unlocked();
-                        self.store.lock().await
-                    } {
-                        Ok(again) => *lock = again,
-                        Err(err) => {
-                            last = Some(err);
-                            continue;
-                        }
-                    },
-                    Err(err) => {
-                        last = Some(err);
-                        continue;
-                    }
+                if let Err(err) = self.relock_if_lost(lock).await {
+                    last = Some(err);
+                    continue;
                 }
             }
             let err = match self

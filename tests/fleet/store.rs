@@ -175,7 +175,7 @@ async fn saves_wait_for_a_replica_when_asked_and_the_cost_is_measured() {
     let plain = RedisStore::new(&fleet);
     let waiting = RedisStore::new(&fleet).wait_for_replicas(1, Duration::from_secs(2));
     let rounds = 200;
-    let mut measure = async |store: &RedisStore, from: usize| {
+    let measure = async |store: &RedisStore, from: usize| {
         let started = std::time::Instant::now();
         for k in from..from + rounds {
             let old = (k > 0).then(|| token(&format!("r{k}")));
