@@ -14,8 +14,9 @@
 //!   and the save; the access token it produced is kept for the next fetch while it is young.
 //! - **Never lost.** A new refresh token is kept in memory before it is saved, and dropped from
 //!   memory only once the store has it. If the save still fails after its retries, the source
-//!   keeps the token **and the store's lock**, so nobody can spend the old token meanwhile;
-//!   the next rotation saves the kept token first, and spends nothing until it is saved.
+//!   keeps the token **and the store's lock**, so nobody can spend the old token meanwhile; a
+//!   task renews the kept lock and tries the save again every second, and the next rotation
+//!   saves the kept token first, spending nothing until it is saved.
 //! - **Losing a race.** If the store holds another token than expected (a conflict on save, or
 //!   a refused token while the store now holds a newer one), someone else rotated first: the
 //!   source continues with the stored token instead of failing with `invalid_grant`.
@@ -41,6 +42,10 @@ const SAVE_ATTEMPTS: u32 = 5;
 
 /// The pause before the second save attempt; doubled before each later one.
 const SAVE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How often a kept token's save is tried again (and its lock renewed) between fetches, at
+/// most.
+const KEEP_RETRY: Duration = Duration::from_secs(1);
 
 /// What a rotating source does at its token endpoint.
 pub(crate) trait Exchange: Send + Sync + 'static {
@@ -95,6 +100,8 @@ struct State {
     unsaved: Option<Unsaved>,
     /// An access token whose fetch was dropped before it was handed over.
     orphan: Option<Orphan>,
+    /// A task keeps the lock kept with `unsaved` alive and tries its save again.
+    keeping: bool,
 }
 
 struct Unsaved {
@@ -239,6 +246,7 @@ impl<S: RefreshTokenStore, E: Exchange> Rotation<S, E> {
                 tracing::debug!("the fetch was dropped; keeping its access token for the next one");
                 state.orphan = Some(Orphan::new(token, sent_at));
             }
+            shared.keep_if_unsaved(&mut state);
         };
         handle.spawn(task.instrument(tracing::Span::current()));
         match rx.await {
@@ -393,6 +401,35 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
         }
     }
 
+    /// One compare-and-swap of `live` over `base`, renewing `lock` meanwhile. `Ok(true)`: the
+    /// store has `live` (perhaps from an earlier attempt that reported a failure);
+    /// `Ok(false)`: someone who did not take the lock wrote another token, which is the
+    /// reference now; an error: not saved (a conflict with the store still at `base` means the
+    /// fence refused a lost lock).
+    async fn save_once(
+        &self,
+        lock: &StoreLock,
+        base: &Option<RefreshToken>,
+        live: &RefreshToken,
+    ) -> Result<bool, Error> {
+        let err = match self
+            .renewing(lock, self.store.save(base.as_ref(), live))
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(err) if err.kind() == ErrorKind::Conflict => err,
+            Err(err) => return Err(err),
+        };
+        let latest = self.store.load().await?;
+        if latest.as_ref() == Some(live) {
+            Ok(true)
+        } else if latest == *base {
+            Err(err)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// Make sure `lock` is held: if it was lost, let go of what is left of it (the store's
     /// in-process part) and take it again.
     async fn relock_if_lost(&self, lock: &mut StoreLock) -> Result<(), Error> {
@@ -401,6 +438,56 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
             *lock = self.store.lock().await?;
         }
         Ok(())
+    }
+
+    /// If a token and its lock are kept after a failed save, start (once) a task that renews
+    /// the lock and tries the save again, until it lands or the source is dropped: a replica
+    /// that stops fetching must neither stall the others forever nor let a lease expire.
+    fn keep_if_unsaved(self: &Arc<Self>, state: &mut State) {
+        let kept = state.unsaved.as_ref().is_some_and(|u| u.lock.is_some());
+        if kept && !state.keeping {
+            state.keeping = true;
+            tokio::spawn(Arc::clone(self).keep().instrument(tracing::Span::current()));
+        }
+    }
+
+    async fn keep(self: Arc<Self>) {
+        let mut period = KEEP_RETRY;
+        loop {
+            tokio::time::sleep(period).await;
+            let mut state = self.state.lock().await;
+            let state = &mut *state;
+            let kept = state.unsaved.as_mut().and_then(|u| {
+                let lock = u.lock.take()?;
+                Some((u.base.clone(), u.token.clone(), lock))
+            });
+            let Some((base, token, mut lock)) = kept else {
+                // Saved (or given up) by a fetch meanwhile.
+                state.keeping = false;
+                return;
+            };
+            period = lock
+                .renewal_period()
+                .map_or(KEEP_RETRY, |p| p.min(KEEP_RETRY));
+            let saved = match self.relock_if_lost(&mut lock).await {
+                Ok(()) => self.save_once(&lock, &base, &token).await,
+                Err(err) => Err(err),
+            };
+            match saved {
+                Ok(_) => {
+                    tracing::info!("the kept refresh token is saved; the store is unlocked");
+                    state.unsaved = None;
+                    state.keeping = false;
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "the kept refresh token is still not saved");
+                    if let Some(unsaved) = &mut state.unsaved {
+                        unsaved.lock = Some(lock);
+                    }
+                }
+            }
+        }
     }
 
     /// Keep `lock` with the unsaved token, so nobody spends its base meanwhile.
@@ -439,44 +526,22 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
                     continue;
                 }
             }
-            let err = match self
-                .renewing(lock, self.store.save(base.as_ref(), &live))
-                .await
-            {
-                Ok(()) => {
+            match self.save_once(lock, &base, &live).await {
+                Ok(saved) => {
+                    if !saved {
+                        tracing::warn!(
+                            "another writer changed the refresh token store during the refresh; continuing with the stored token"
+                        );
+                    }
                     state.unsaved = None;
                     tracing::debug!("rotated refresh token saved");
                     return Ok(());
                 }
-                Err(err) => err,
-            };
-            if err.kind() == ErrorKind::Conflict {
-                match self.store.load().await {
-                    // An earlier attempt that reported a failure landed after all.
-                    Ok(latest) if latest.as_ref() == Some(&live) => {
-                        state.unsaved = None;
-                        return Ok(());
-                    }
-                    // Still the base: the lock was lost (the fence refused the write); retry.
-                    Ok(latest) if latest == base => {}
-                    Ok(_) => {
-                        // Someone who did not take the store's lock wrote it. The store is the
-                        // reference: continue from what it holds.
-                        tracing::warn!(
-                            error = %err,
-                            "another writer changed the refresh token store during the refresh; continuing with the stored token"
-                        );
-                        state.unsaved = None;
-                        return Ok(());
-                    }
-                    Err(load) => {
-                        last = Some(load);
-                        continue;
-                    }
+                Err(err) => {
+                    tracing::debug!(error = %err, attempt, "could not save the rotated refresh token");
+                    last = Some(err);
                 }
             }
-            tracing::debug!(error = %err, attempt, "could not save the rotated refresh token");
-            last = Some(err);
         }
         Err(last.unwrap_or_else(|| Error::transient("could not save the rotated refresh token")))
     }
@@ -742,5 +807,32 @@ mod tests {
         assert_eq!(spent(&shared), ["r0"]);
         waiting.await.unwrap().unwrap();
         assert!(!shared.exchange.rejected.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_token_is_saved_in_the_background_and_the_lock_released() {
+        let (store, shared) = setup(Duration::from_secs(1));
+        store
+            .0
+            .failing_saves
+            .store(SAVE_ATTEMPTS + 2, Ordering::SeqCst);
+        let mut state = shared.state.lock().await;
+        shared.rotate(&mut state).await.unwrap_err();
+        shared.keep_if_unsaved(&mut state);
+        drop(state);
+        assert_eq!(store.0.released.load(Ordering::SeqCst), 0, "kept");
+        // No fetch: the kept lock is renewed and the save tried every second; two more fail.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(store.get().as_deref(), Some("r1"));
+        assert_eq!(
+            store.0.released.load(Ordering::SeqCst),
+            1,
+            "unlocked once saved"
+        );
+        assert!(!shared.state.lock().await.keeping);
+        // The next fetch hands out the access token that came with it, spending nothing.
+        let mut state = shared.state.lock().await;
+        assert_eq!(shared.rotate(&mut state).await.unwrap().0.secret(), "a1");
+        assert_eq!(spent(&shared), ["r0"]);
     }
 }

@@ -21,9 +21,11 @@
 //! 6. drop the lock.
 //!
 //! If the save still fails, the source keeps the new refresh token in memory **and keeps the
-//! lock**: no other process can load the spent token and spend it again. The next fetch saves
-//! the kept token (under the kept lock) before it spends anything; until then, other users of
-//! the store wait for the lock, and fail when their own lock timeout runs out.
+//! lock**: no other process can load the spent token and spend it again. The source's thread
+//! renews the kept lock and tries the save again every second (every renewal period, if
+//! shorter), and the next fetch saves the kept token (under the kept lock) before it spends
+//! anything; until then, other users of the store wait for the lock, and fail when their own
+//! lock timeout runs out.
 //!
 //! The protocol runs on a thread the source owns (a current-thread runtime started on first
 //! use, ended when the source is dropped, after the rotation under way), and the caller awaits
