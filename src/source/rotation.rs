@@ -193,6 +193,12 @@ impl Drop for Held<'_> {
     }
 }
 
+/// How often a kept lock is renewed and its token's save tried again.
+fn keep_period(lock: &StoreLock) -> Duration {
+    lock.renewal_period()
+        .map_or(KEEP_RETRY, |period| period.min(KEEP_RETRY))
+}
+
 /// The error of a rotation that found its lock lost before spending.
 fn lock_lost() -> Error {
     Error::transient(
@@ -444,15 +450,21 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
     /// the lock and tries the save again, until it lands or the source is dropped: a replica
     /// that stops fetching must neither stall the others forever nor let a lease expire.
     fn keep_if_unsaved(self: &Arc<Self>, state: &mut State) {
-        let kept = state.unsaved.as_ref().is_some_and(|u| u.lock.is_some());
-        if kept && !state.keeping {
+        let kept = state.unsaved.as_ref().and_then(|u| u.lock.as_ref());
+        if let Some(lock) = kept
+            && !state.keeping
+        {
             state.keeping = true;
-            tokio::spawn(Arc::clone(self).keep().instrument(tracing::Span::current()));
+            let period = keep_period(lock);
+            tokio::spawn(
+                Arc::clone(self)
+                    .keep(period)
+                    .instrument(tracing::Span::current()),
+            );
         }
     }
 
-    async fn keep(self: Arc<Self>) {
-        let mut period = KEEP_RETRY;
+    async fn keep(self: Arc<Self>, mut period: Duration) {
         loop {
             tokio::time::sleep(period).await;
             let mut state = self.state.lock().await;
@@ -466,9 +478,7 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
                 state.keeping = false;
                 return;
             };
-            period = lock
-                .renewal_period()
-                .map_or(KEEP_RETRY, |p| p.min(KEEP_RETRY));
+            period = keep_period(&lock);
             let saved = match self.relock_if_lost(&mut lock).await {
                 Ok(()) => self.save_once(&lock, &base, &token).await,
                 Err(err) => Err(err),
