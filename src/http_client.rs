@@ -9,7 +9,7 @@
 //! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`), and never treat a
 //! redirect as a token. [`ReqwestClient`] adds what a token endpoint call needs on the wire: no
 //! redirects followed, no proxy for a loopback endpoint, a response size cap read
-//! incrementally, and a timeout over the whole exchange.
+//! incrementally, and timeouts that never cut an answer the server has begun to send.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -55,7 +55,8 @@ pub type HttpFuture<'a> = Pin<Box<dyn Future<Output = Result<HttpResponse, Error
 /// The default cap on a token endpoint's answer: 64 KiB, far more than any token response.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// The default time allowed for one token endpoint call, from connecting to the last body byte.
+/// The default time allowed for a token endpoint call to answer (status and headers), and then
+/// again for its body to be read.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends one request to a token endpoint and returns its answer.
@@ -152,8 +153,12 @@ mod reqwest_client {
     ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error, into a buffer that is
     ///   zeroized on drop (the body of the returned [`HttpResponse`] is wiped with its last
     ///   clone; the chunks hyper read it in, from its own buffers, are not);
-    /// - the whole exchange is bounded by a timeout ([`DEFAULT_TIMEOUT`] unless changed), a
-    ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures;
+    /// - connecting and sending up to the answer's status line and headers are bounded by a
+    ///   timeout ([`DEFAULT_TIMEOUT`] unless changed), a
+    ///   [`Transient`](crate::ErrorKind::Transient) error, as are connection failures; reading
+    ///   the body then gets a deadline of its own (the same length), so an answer the server
+    ///   has begun to send (a rotation it has committed) is not cut by what was left of the
+    ///   first one;
     /// - the URL must be `https`, except to a loopback host;
     /// - with [`with_client_identity`](Self::with_client_identity), a client certificate is
     ///   presented (mutual TLS, RFC 8705; see [`mtls`](crate::mtls)).
@@ -280,8 +285,9 @@ mod reqwest_client {
             Ok(self.direct.get_or_init(|| direct))
         }
 
-        /// Give up on a token endpoint call after this long, from connecting to the last body
-        /// byte (default 10 s).
+        /// Give up on a token endpoint call that has not answered (status line and headers)
+        /// this long after it started; and, once it has, on reading its body this long after
+        /// the headers (default 10 s each).
         pub fn with_timeout(mut self, timeout: Duration) -> Self {
             self.timeout = timeout;
             self
@@ -299,7 +305,16 @@ mod reqwest_client {
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
-            let mut response = client.execute(request).await.map_err(transport_error)?;
+            let mut response =
+                match tokio::time::timeout(self.timeout, client.execute(request)).await {
+                    Ok(response) => response.map_err(transport_error)?,
+                    Err(_elapsed) => {
+                        return Err(Error::transient(format!(
+                            "the token endpoint did not answer within {:?}",
+                            self.timeout
+                        )));
+                    }
+                };
             let status = response.status();
             let too_large = || {
                 Error::invalid_response(format!(
@@ -313,11 +328,24 @@ mod reqwest_client {
                 return Err(too_large());
             }
             let mut body = ZeroizingBuf::with_capacity(declared.unwrap_or(0) as usize);
-            while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-                if body.len() + chunk.len() > self.max_response_bytes {
-                    return Err(too_large());
+            let read = async {
+                while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+                    if body.len() + chunk.len() > self.max_response_bytes {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
+                Ok(())
+            };
+            match tokio::time::timeout(self.timeout, read).await {
+                Ok(read) => read?,
+                Err(_elapsed) => {
+                    return Err(Error::transient(format!(
+                        "the token endpoint's answer was not read within {:?} of its headers",
+                        self.timeout
+                    ))
+                    .with_status(status));
+                }
             }
             let mut out = http::Response::new(body.into_bytes());
             *out.status_mut() = response.status();
@@ -374,15 +402,7 @@ mod reqwest_client {
 
     impl HttpClient for ReqwestClient {
         fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
-            Box::pin(async move {
-                match tokio::time::timeout(self.timeout, self.send(request)).await {
-                    Ok(result) => result,
-                    Err(_elapsed) => Err(Error::transient(format!(
-                        "the token endpoint did not answer within {:?}",
-                        self.timeout
-                    ))),
-                }
-            })
+            Box::pin(self.send(request))
         }
     }
 
@@ -426,5 +446,39 @@ mod tests {
     fn relative_and_odd_schemes_are_refused() {
         assert!(check_token_url(&"/token".parse().unwrap()).is_err());
         assert!(check_token_url(&"ftp://127.0.0.1/token".parse().unwrap()).is_err());
+    }
+
+    /// A server that commits, sends its headers late, then its body later still: the whole
+    /// exchange takes longer than the timeout, but neither the wait for the headers nor the
+    /// read of the body does, so the answer (a rotated refresh token) is not thrown away.
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn an_answer_begun_in_time_is_read_to_its_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            let body = br#"{"access_token":"a1","refresh_token":"r1"}"#;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            socket.write_all(body).await.unwrap();
+        });
+        let client = ReqwestClient::new()
+            .unwrap()
+            .with_timeout(Duration::from_millis(400));
+        let request = http::Request::post(format!("http://{addr}/token"))
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let response = client.execute(request).await.unwrap();
+        assert!(response.body().starts_with(b"{\"access_token\""));
     }
 }

@@ -71,6 +71,8 @@ async fn four_processes_sharing_a_file_store_never_spend_a_refresh_token_twice()
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("refresh-token");
     std::fs::write(&path, "r0\n").unwrap();
+    // The store refuses a token file others may read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..CHILDREN)

@@ -1,7 +1,7 @@
 //! A lease on a key: `SET key owner NX PX ttl`, kept alive while its holder lives, released
 //! only by its owner (compare-and-delete), and left to expire when the holder dies or freezes.
-//! The fleet's fetch lease and [`RedisStore`](crate::store::RedisStore)'s rotation lock are both
-//! leases.
+//! The fleet's fetch lease is one. ([`RedisStore`](crate::store::RedisStore)'s rotation lock is
+//! a fenced lease of its own, renewed by the rotation protocol.)
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

@@ -77,6 +77,20 @@ impl Link {
                 "Redis was unreachable a moment ago; not asked again yet".into(),
             ));
         }
+        self.run_now(what, op).await
+    }
+
+    /// [`run`](Self::run), asking Redis even while an outage is being skipped: for the
+    /// refresh-token store, where Redis is the only place the token lives and failing fast
+    /// would only fail a save (or a lock renewal) that Redis may well accept.
+    pub(crate) async fn run_now<T, F>(
+        &self,
+        what: &'static str,
+        op: impl Fn(Conn) -> F,
+    ) -> Result<T, Unavailable>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
         let timeout = self.settings.command_timeout;
         let attempt = async {
             let conn = self.conn.get_or_try_init(|| self.connect()).await?;

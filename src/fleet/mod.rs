@@ -98,7 +98,7 @@ pub(crate) use record::{Keys, decode_refresh, encode_refresh, fingerprint, finge
 
 use crate::cache::{Config, Fetched, RefreshTier};
 use crate::{Error, Token, TokenSource};
-use lease::millis;
+pub(crate) use lease::millis;
 use link::{LinkSettings, Target, Unavailable};
 use record::{Binding, Keyring, SharedToken, Slot, TokenType, Unreadable, wall_ms};
 

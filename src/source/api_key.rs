@@ -9,7 +9,8 @@
 //! The API key is sent once; after that each refresh spends the current refresh token and saves
 //! the new one through the [`RefreshTokenStore`] before the access token is handed out, with
 //! the same rotation as [`RefreshTokenGrant`](crate::source::RefreshTokenGrant) (store locked
-//! from load to save, a failed save tried again, nothing lost to a cancelled caller). When the
+//! from load to save, a failed save retried under the lock, nothing lost to a cancelled caller
+//! or a dropped runtime). When the
 //! refresh token is refused (expired, revoked) and the store holds no newer one, the source
 //! falls back to the API key. See [`api_video`](crate::source::api_video) for a preset.
 //!

@@ -9,12 +9,13 @@
 //!
 //! When the answer carries a new `refresh_token`, it replaces the old one: it is saved through
 //! the [`RefreshTokenStore`] **before** the new access token is handed out, and kept in memory
-//! until the store has it (a failed save is tried again after every later refresh, even one
-//! that brings no new refresh token). Each refresh locks the store from load to save, so
-//! sources and processes sharing a store (a [`FileStore`](crate::store::FileStore) on one host)
-//! spend each refresh token once; and it runs in a task of its own, so a caller or a
-//! `fetch_timeout` that gives up while it is under way loses nothing. See the
-//! [store docs](crate::store) for the whole transaction.
+//! until the store has it (a failed save is retried under the store's lock; if it still fails,
+//! the token and the lock are kept, and the next fetch saves it before spending anything). Each
+//! refresh locks the store from load to save, so sources and processes sharing a store (a
+//! [`FileStore`](crate::store::FileStore) on one host, a `RedisStore` in a fleet) spend each
+//! refresh token once; and it runs on a thread the source owns, so a caller, a `fetch_timeout`
+//! or a runtime that goes away while it is under way loses nothing. See the
+//! [store docs](crate::store) for the whole protocol and what it cannot save.
 //!
 //! ```
 //! use tower_bearer::{BearerAuthLayer, secret::{ClientSecret, RefreshToken}};

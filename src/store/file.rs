@@ -30,6 +30,16 @@ use crate::secret::RefreshToken;
 ///   store (clones share the queue) and in call order; a write whose caller gave up still
 ///   finishes before the next one starts, so an older token never lands over a newer one.
 ///
+/// - **Nothing through a symlink, nothing planted.** The token file and the lock file are
+///   opened with `O_NOFOLLOW` (on Unix): a symbolic link in their place is refused, never
+///   followed. A token file not owned by the current user, or readable or writable by its
+///   group or others, is refused too (a [`Config`](crate::ErrorKind::Config) error naming the
+///   problem, never the token).
+/// - **Bounded waits.** [`lock`](RefreshTokenStore::lock) (and a save that needs the lock)
+///   polls the advisory lock with backoff for at most [`lock_timeout`](Self::lock_timeout)
+///   (30 s by default), then fails with a [`Transient`](crate::ErrorKind::Transient) error: a
+///   frozen holder stalls the others that long, not forever.
+///
 /// The advisory lock binds processes that use `FileStore` (or take the same lock); anything
 /// else writing the file is only caught by the compare-and-swap. Advisory locks on network
 /// file systems are only as good as the file system's lock support.
@@ -57,6 +67,7 @@ use crate::secret::RefreshToken;
 pub struct FileStore {
     path: PathBuf,
     initial: Option<RefreshToken>,
+    lock_timeout: Duration,
     shared: Arc<Shared>,
 }
 
@@ -91,8 +102,16 @@ impl FileStore {
         FileStore {
             path: path.into(),
             initial: None,
+            lock_timeout: Duration::from_secs(30),
             shared: Arc::default(),
         }
+    }
+
+    /// How long [`lock`](RefreshTokenStore::lock) (or a save) waits for another process's lock
+    /// before failing with a transient error (default 30 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
     }
 
     /// The token to use while the file does not exist.
@@ -119,6 +138,7 @@ impl FileStore {
     async fn advisory_lock(&self, share_held: bool) -> Result<Arc<AdvisoryLock>, Error> {
         let mut file = None;
         let mut wait = Duration::from_millis(1);
+        let give_up = tokio::time::Instant::now() + self.lock_timeout;
         loop {
             if share_held && let Some(held) = self.held() {
                 return Ok(held);
@@ -143,6 +163,12 @@ impl FileStore {
                     return Err(io_error("could not lock the refresh token lock file", e));
                 }
             }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(Error::transient(format!(
+                    "the refresh token file stayed locked by another process for {:?} (lock_timeout)",
+                    self.lock_timeout
+                )));
+            }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(20));
         }
@@ -158,17 +184,88 @@ impl FileStore {
 
     /// The stored value: the file's token, or the initial one while there is no file.
     fn read(path: &Path, initial: Option<RefreshToken>) -> io::Result<Option<RefreshToken>> {
-        match fs::read_to_string(path) {
-            Ok(text) => {
-                let text = zeroize::Zeroizing::new(text);
-                Ok(Some(text.trim())
-                    .filter(|t| !t.is_empty())
-                    .map(RefreshToken::new))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(initial),
-            Err(e) => Err(e),
+        let mut options = OpenOptions::new();
+        options.read(true);
+        no_follow(&mut options);
+        let mut file = match options.open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(initial),
+            Err(e) => return Err(refuse_symlink(e)),
+        };
+        check_private(&file)?;
+        let mut text = zeroize::Zeroizing::new(String::new());
+        io::Read::read_to_string(&mut file, &mut text)?;
+        Ok(Some(text.trim())
+            .filter(|t| !t.is_empty())
+            .map(RefreshToken::new))
+    }
+}
+
+/// Refuse to follow a symbolic link at the last component of the path (Unix).
+fn no_follow(options: &mut OpenOptions) {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
+    #[cfg(not(unix))]
+    let _ = options;
+}
+
+/// `O_NOFOLLOW` on a symbolic link fails with `ELOOP`: say so.
+fn refuse_symlink(err: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(libc::ELOOP) {
+        return io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the path is a symbolic link, which the file store never follows",
+        );
+    }
+    err
+}
+
+/// The token file must be the current user's, and nobody else's to read or write.
+fn check_private(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the token file's mode is {:o}: group or others may read or write it (chmod 600 it, after checking who wrote it)",
+                    meta.mode() & 0o777
+                ),
+            ));
+        }
+        if meta.uid() != current_uid()? {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the token file is owned by another user",
+            ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
+/// The user this process creates files as: the owner of a file it just created (std has no
+/// safe `geteuid`, and the crate forbids `unsafe`). Found once per process.
+#[cfg(unix)]
+fn current_uid() -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(uid) = UID.get() {
+        return Ok(*uid);
+    }
+    let probe = std::env::temp_dir().join(format!(
+        ".tower-bearer-uid-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let file = open_private(&probe, true)?;
+    let uid = file.metadata()?.uid();
+    let _ = fs::remove_file(&probe);
+    Ok(*UID.get_or_init(|| uid))
 }
 
 impl RefreshTokenStore for FileStore {
@@ -230,9 +327,10 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(io::Error::other("the file operation was cancelled")))
 }
 
+/// An I/O error, with its reason (never a token: I/O errors here name no file contents).
 fn io_error(message: &'static str, err: io::Error) -> Error {
-    let err_kind = err.kind();
-    let error = match err_kind {
+    let message = format!("{message}: {err}");
+    let error = match err.kind() {
         io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound => Error::config(message),
         _ => Error::transient(message),
     };
@@ -250,7 +348,8 @@ fn open_private(path: &Path, new: bool) -> io::Result<File> {
     }
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    no_follow(&mut options);
+    options.open(path).map_err(refuse_symlink)
 }
 
 /// Temp file (0600) + write + fsync + rename + fsync of the directory.
@@ -291,6 +390,7 @@ impl fmt::Debug for FileStore {
         f.debug_struct("FileStore")
             .field("path", &self.path)
             .field("initial", &self.initial)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -441,6 +541,69 @@ mod tests {
         drop(held);
         bare.await.unwrap().unwrap();
         assert_eq!(waiting.await.unwrap(), Some(rt(2)));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlinked_lock_file_is_refused_and_creates_nothing_elsewhere() {
+        let dir = temp_dir("symlink-lock");
+        let elsewhere = dir.join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir.join("rt.lock")).unwrap();
+        let store = FileStore::new(dir.join("rt"));
+        let err = store.lock().await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = store.save(None, &rt(1)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(!elsewhere.exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlinked_or_planted_token_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("planted");
+        // A symbolic link to a token someone else controls.
+        fs::write(dir.join("target"), "r-planted\n").unwrap();
+        fs::set_permissions(dir.join("target"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(dir.join("target"), dir.join("linked")).unwrap();
+        let err = FileStore::new(dir.join("linked")).load().await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A token file others may write (or read).
+        fs::write(dir.join("rt"), "r-planted\n").unwrap();
+        fs::set_permissions(dir.join("rt"), fs::Permissions::from_mode(0o644)).unwrap();
+        let store = FileStore::new(dir.join("rt"));
+        let err = store.load().await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("mode is 644"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("r-planted"));
+        // The save's compare-and-swap reads it too: nothing is written over it.
+        let err = store.save(Some(&rt(0)), &rt(1)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        fs::set_permissions(dir.join("rt"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(store.load().await.unwrap().unwrap().secret(), "r-planted");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_frozen_lock_holder_stalls_others_only_until_their_lock_timeout() {
+        let dir = temp_dir("frozen");
+        let holder = FileStore::new(dir.join("rt"));
+        let _frozen = holder.lock().await.unwrap();
+        let other = FileStore::new(dir.join("rt")).lock_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = other.lock().await.unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(err.kind(), crate::ErrorKind::Transient, "{err}");
+        assert!(err.to_string().contains("lock_timeout"), "{err}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // A bare save from the other store gives up just the same.
+        let err = other.save(None, &rt(1)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Transient, "{err}");
         fs::remove_dir_all(dir).unwrap();
     }
 

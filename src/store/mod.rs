@@ -6,27 +6,45 @@
 //! token family. A new token that is lost is a credential that is lost, and two processes that
 //! spend the same one lose it for both. So the built-in rotating sources
 //! ([`RefreshTokenGrant`](crate::source::RefreshTokenGrant),
-//! [`ApiKeyExchange`](crate::source::ApiKeyExchange)) run each rotation as one transaction:
+//! [`ApiKeyExchange`](crate::source::ApiKeyExchange)) run each rotation through one protocol,
+//! the same for every store:
 //!
 //! 1. [`lock`](RefreshTokenStore::lock) the store (other processes and sources using it wait);
-//! 2. [`load`](RefreshTokenStore::load) the current refresh token;
-//! 3. spend it at the token endpoint;
-//! 4. [`save`](RefreshTokenStore::save)`(old, new)`, a compare-and-swap, **before** the new
-//!    access token is handed out;
-//! 5. drop the lock.
+//! 2. [`renew`](RefreshTokenStore::renew) it: a lock found lost (a lease that expired, a fence
+//!    taken over) fails the rotation **before** anything is spent;
+//! 3. [`load`](RefreshTokenStore::load) the current refresh token;
+//! 4. spend it at the token endpoint, renewing the lock every
+//!    [`renew_every`](StoreLock::renew_every) while the answer is awaited;
+//! 5. [`save`](RefreshTokenStore::save)`(old, new)`, a compare-and-swap, **before** the new
+//!    access token is handed out. A failed save is retried under the lock (5 attempts, backoff
+//!    from 50 ms to 800 ms; a lock found lost in between is taken again first);
+//! 6. drop the lock.
 //!
-//! The transaction runs in a task of its own, so a caller that gives up (a timeout, a dropped
-//! request) never cuts it between the token endpoint's answer and the save. A rotated token
-//! whose save failed stays in the source's memory and is saved again after every later
-//! successful refresh, even one that returns no new refresh token. A source that finds the
-//! store changed under it (a conflict, or a refused token while the store now holds another)
-//! continues with the stored token rather than failing.
+//! If the save still fails, the source keeps the new refresh token in memory **and keeps the
+//! lock**: no other process can load the spent token and spend it again. The source's thread
+//! renews the kept lock and tries the save again every second (every renewal period, if
+//! shorter), and the next fetch saves the kept token (under the kept lock) before it spends
+//! anything; until then, other users of the store wait for the lock, and fail when their own
+//! lock timeout runs out.
+//!
+//! The protocol runs on a thread the source owns (a current-thread runtime started on first
+//! use, ended when the source is dropped, after the rotation under way), and the caller awaits
+//! its result: a caller that gives up (a timeout, a dropped request) or whose runtime is dropped
+//! never cuts a rotation between the token endpoint's answer and the save.
+//!
+//! **What no protocol can save**: a process killed (or a host lost) after the token endpoint
+//! committed a rotation and before the store has the new token. The new token exists only in
+//! that process's memory; the next user of the store spends the old one, and a server with
+//! reuse detection revokes the family. **A frozen lock holder** (a stopped process) stalls the
+//! others for as long as its lock lasts: the rest of its [`RedisStore`] lease (`lock_ttl`,
+//! 30 s by default), or, for a [`FileStore`], until the process dies (the others give up after
+//! their `lock_timeout`, 30 s by default, with a transient error, and try again later).
 //!
 //! - [`MemoryStore`]: in process; clones share one value and one lock.
 //! - [`FileStore`]: one file, written atomically (temp file, fsync, rename) with mode 0600, and
 //!   locked across processes with an advisory lock on a sibling `<file>.lock`.
 //! - `RedisStore` (feature `redis`): in Redis, for a fleet of replicas on many hosts; a Lua
-//!   compare-and-swap and a leased rotation lock.
+//!   compare-and-swap and a fenced, leased rotation lock.
 //!
 //! ```
 //! use tower_bearer::ErrorKind;
@@ -49,7 +67,8 @@
 //! ```
 //!
 //! Implementing a store (a database row, a secrets manager) is two `async fn`s and, for a store
-//! shared by several processes, a third: see the contract on [`RefreshTokenStore`].
+//! shared by several processes, a third (and a fourth for a lock that can expire): see the
+//! contract on [`RefreshTokenStore`].
 
 mod file;
 mod memory;
@@ -59,6 +78,7 @@ mod redis;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
@@ -91,6 +111,11 @@ use crate::secret::RefreshToken;
 ///   locks nothing, which is right for a store used by one source at a time; two sources or
 ///   processes sharing a store without a lock may both spend the same refresh token, which a
 ///   server with reuse detection punishes by revoking both.
+/// - **`renew`** is for a lock that can be lost (a lease with a time to live): it tells whether
+///   the caller still holds `lock` (`Ok(false)`: lost) and extends it. The protocol calls it
+///   before spending the token and every [`StoreLock::renew_every`] while it waits for the
+///   token endpoint. A store whose lock can be lost must also refuse a `save` made under a
+///   lost lock (a fence), with a conflict. The default says "held".
 /// - Writes are applied in the order they are made: a `save` whose future was dropped must
 ///   never land after a later `save` (the built-in sources never drop one: they run each
 ///   rotation in a task of their own).
@@ -146,6 +171,16 @@ pub trait RefreshTokenStore: Send + Sync + 'static {
     fn lock(&self) -> impl Future<Output = Result<StoreLock, Error>> + Send {
         std::future::ready(Ok(StoreLock::unlocked()))
     }
+
+    /// Whether `lock` (from this store's [`lock`](RefreshTokenStore::lock)) is still held
+    /// (`Ok(false)`: lost, expired or taken over), extending it if it can expire. An error
+    /// means the store could not tell. See the [contract](RefreshTokenStore#contract).
+    ///
+    /// The default says "held": right for locks that cannot be lost while their guard lives.
+    fn renew(&self, lock: &StoreLock) -> impl Future<Output = Result<bool, Error>> + Send {
+        let _ = lock;
+        std::future::ready(Ok(true))
+    }
 }
 
 impl<T: RefreshTokenStore + ?Sized> RefreshTokenStore for Arc<T> {
@@ -164,6 +199,10 @@ impl<T: RefreshTokenStore + ?Sized> RefreshTokenStore for Arc<T> {
     fn lock(&self) -> impl Future<Output = Result<StoreLock, Error>> + Send {
         (**self).lock()
     }
+
+    fn renew(&self, lock: &StoreLock) -> impl Future<Output = Result<bool, Error>> + Send {
+        (**self).renew(lock)
+    }
 }
 
 /// Proof that the caller holds a [`RefreshTokenStore`]'s lock; dropping it releases the lock.
@@ -173,6 +212,8 @@ impl<T: RefreshTokenStore + ?Sized> RefreshTokenStore for Arc<T> {
 #[must_use = "the store is unlocked as soon as the StoreLock is dropped"]
 pub struct StoreLock {
     guard: Option<Box<dyn Send + Sync>>,
+    fence: Option<u64>,
+    renew_every: Option<Duration>,
 }
 
 impl StoreLock {
@@ -180,12 +221,42 @@ impl StoreLock {
     pub fn new(guard: impl Send + Sync + 'static) -> Self {
         StoreLock {
             guard: Some(Box::new(guard)),
+            fence: None,
+            renew_every: None,
         }
     }
 
     /// No lock at all, for stores that need none.
     pub fn unlocked() -> Self {
-        StoreLock { guard: None }
+        StoreLock {
+            guard: None,
+            fence: None,
+            renew_every: None,
+        }
+    }
+
+    /// Tag the lock with its fencing token: a number the store increases at every acquisition,
+    /// so a holder whose lock was lost and taken over can be told apart from the new holder.
+    pub fn with_fence(mut self, fence: u64) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The fencing token given with [`with_fence`](Self::with_fence).
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// Ask the protocol to call [`RefreshTokenStore::renew`] this often while it holds the lock
+    /// (for a lock that expires unless renewed: a third of its time to live is a good period).
+    pub fn renew_every(mut self, period: Duration) -> Self {
+        self.renew_every = Some(period);
+        self
+    }
+
+    /// The renewal period given with [`renew_every`](Self::renew_every).
+    pub fn renewal_period(&self) -> Option<Duration> {
+        self.renew_every
     }
 }
 
@@ -193,6 +264,8 @@ impl fmt::Debug for StoreLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreLock")
             .field("locks", &self.guard.is_some())
+            .field("fence", &self.fence)
+            .field("renew_every", &self.renew_every)
             .finish()
     }
 }

@@ -227,12 +227,12 @@ fault!(
     "token endpoint",
     TRANSIENT_BOUND
 );
-// Headers and then one byte every 100 ms: cut off by the client timeout like a hang.
+// Headers and then one byte every 100 ms: cut off by the body's own deadline like a hang.
 fault!(
     a_trickling_body_is_cut_off_by_the_timeout,
     Fault::SlowLoris,
     ErrorKind::Transient,
-    "did not answer",
+    "was not read within",
     3
 );
 fault!(

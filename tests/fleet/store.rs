@@ -100,15 +100,107 @@ async fn the_rotation_lock_excludes_other_replicas_until_dropped() {
 }
 
 #[tokio::test]
-async fn a_held_lock_is_renewed_past_its_ttl() {
+async fn a_lock_lost_to_its_ttl_is_seen_by_renew_and_fences_the_save() {
     let redis = RedisServer::start();
     let fleet = fleet(&redis.url()).build().unwrap();
-    let a = RedisStore::new(&fleet).lock_ttl(Duration::from_millis(300));
-    let b = RedisStore::new(&fleet).lock_timeout(Duration::from_millis(200));
+    let a = RedisStore::new(&fleet)
+        .with_initial(token("r0"))
+        .lock_ttl(Duration::from_millis(300));
+    let b = RedisStore::new(&fleet).with_initial(token("r0"));
     let held = a.lock().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(900)).await; // three TTLs
-    assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::Transient);
-    drop(held);
+    assert!(a.renew(&held).await.unwrap(), "held and renewed");
+    assert_eq!(a.load().await.unwrap(), Some(token("r0")));
+    // A frozen holder: nothing renews its lease, which expires; another replica takes it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let taken = b.lock().await.unwrap();
+    assert!(taken.fence() > held.fence(), "fences only grow");
+    assert!(
+        !a.renew(&held).await.unwrap(),
+        "the old holder sees its lock lost"
+    );
+    // The old holder's save is refused by the fence, although its compare would succeed.
+    let err = a
+        .save(Some(&token("r0")), &token("r1-stale"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("lock was lost"), "{err}");
+    assert_eq!(b.load().await.unwrap(), Some(token("r0")));
+    b.save(Some(&token("r0")), &token("r1")).await.unwrap();
+    // A retried save of a token already stored succeeds (idempotent).
+    b.save(Some(&token("r0")), &token("r1")).await.unwrap();
+    drop((held, taken));
+}
+
+#[tokio::test]
+async fn a_lost_key_is_a_config_error_naming_seed_never_the_initial_token() {
+    let redis = RedisServer::start();
+    let fleet = fleet(&redis.url()).prefix("lost").build().unwrap();
+    let store = RedisStore::new(&fleet).with_initial(token("r0"));
+    // First use seeds r0; the fleet rotates to r1.
+    assert_eq!(store.load().await.unwrap(), Some(token("r0")));
+    store.save(Some(&token("r0")), &token("r1")).await.unwrap();
+    // The key is evicted (or flushed alone): r0 was spent long ago and must not come back.
+    let keys = redis.cli(&["--scan", "--pattern", "lost:*:refresh"]);
+    redis.cli(&["DEL", keys.trim()]);
+    let err = store.load().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("RedisStore::seed"), "{err}");
+    let err = store.save(None, &token("r9")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    // An operator seeds a new refresh token; rotation goes on from it.
+    store.seed(&token("fresh")).await.unwrap();
+    assert_eq!(store.load().await.unwrap(), Some(token("fresh")));
+}
+
+#[tokio::test]
+async fn saves_wait_for_a_replica_when_asked_and_the_cost_is_measured() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::with_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let started = std::time::Instant::now();
+    while !primary
+        .cli(&["INFO", "replication"])
+        .contains("connected_slaves:1")
+        || !replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fleet = fleet(&primary.url()).prefix("wait").build().unwrap();
+    let plain = RedisStore::new(&fleet);
+    let waiting = RedisStore::new(&fleet).wait_for_replicas(1, Duration::from_secs(2));
+    let rounds = 200;
+    let measure = async |store: &RedisStore, from: usize| {
+        let started = std::time::Instant::now();
+        for k in from..from + rounds {
+            let old = (k > 0).then(|| token(&format!("r{k}")));
+            store
+                .save(old.as_ref(), &token(&format!("r{}", k + 1)))
+                .await
+                .unwrap();
+        }
+        started.elapsed() / rounds as u32
+    };
+    let without = measure(&plain, 0).await;
+    let with = measure(&waiting, rounds).await;
+    eprintln!("RedisStore save, one local replica: {without:?} without WAIT, {with:?} with WAIT 1");
+    // The replica has the last token as soon as the save returns.
+    let keys = primary.cli(&["--scan", "--pattern", "wait:*:refresh"]);
+    assert!(!replica.cli(&["GET", keys.trim()]).trim().is_empty());
+    // Asking for more replicas than exist: the save lands on the primary but is reported.
+    let greedy = RedisStore::new(&fleet).wait_for_replicas(2, Duration::from_millis(100));
+    let last = token(&format!("r{}", 2 * rounds));
+    let err = greedy
+        .save(Some(&last), &token("r-next"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("1 of 2 replicas"), "{err}");
 }
 
 #[tokio::test]

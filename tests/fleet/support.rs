@@ -98,6 +98,11 @@ impl RedisServer {
         Self::start_with(vec!["--requirepass".into(), password.into()])
     }
 
+    /// A server started with these extra arguments (`--appendonly yes`, `--replicaof ...`).
+    pub fn with_args(extra: &[&str]) -> RedisServer {
+        Self::start_with(extra.iter().map(|s| s.to_string()).collect())
+    }
+
     fn start_with(extra: Vec<String>) -> RedisServer {
         need("redis-server");
         let mut server = RedisServer {

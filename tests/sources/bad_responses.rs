@@ -283,9 +283,11 @@ async fn retry_after_from_a_429_holds_back_the_next_token_request() {
             r#"{"access_token":"after-wait","expires_in":3600}"#,
         );
     let calls = http.calls.clone();
-    let source = RefreshTokenGrant::builder(
+    // Client credentials, not a rotating source: a rotation runs on the source's own thread,
+    // in real time, which a paused test clock would outrun.
+    let source = tower_bearer::source::ClientCredentials::builder(
         "https://auth.example.com/token",
-        MemoryStore::new(RefreshToken::new(REFRESH)),
+        ClientAuth::none("retry-client"),
     )
     .http_client(http)
     .build()

@@ -136,7 +136,7 @@ impl RefreshTokenStore for FlakyStore {
 }
 
 #[tokio::test]
-async fn a_failed_save_withholds_the_access_token_but_keeps_the_rotated_refresh_token() {
+async fn a_failed_save_is_retried_under_the_lock_before_the_access_token_is_handed_out() {
     let server = rotating_server().await;
     let store = FlakyStore {
         inner: MemoryStore::new(RefreshToken::new("r0")),
@@ -145,18 +145,12 @@ async fn a_failed_save_withholds_the_access_token_but_keeps_the_rotated_refresh_
     let source = RefreshTokenGrant::builder(&server.url, store.clone())
         .build()
         .unwrap();
-    let quick = Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
-    let cache = TokenCache::builder(source).backoff(quick).build();
+    let cache = TokenCache::new(source);
 
-    // Saving r1 failed: access-1 is not handed out, the store still says r0...
-    let err = cache.token().await.unwrap_err();
-    assert!(err.to_string().contains("disk full"), "{err}");
-    assert_eq!(store.inner.get().unwrap().secret(), "r0");
-    // ...but the next refresh spends r1 (kept in memory), not the dead r0.
-    tokio::time::sleep(Duration::from_millis(20)).await; // the cache's backoff
-    assert_eq!(cache.token().await.unwrap().secret(), "access-2");
-    assert_eq!(store.inner.get().unwrap().secret(), "r2");
-    assert_eq!(server.request(1).get("refresh_token"), Some("r1"));
+    // Saving r1 failed once; the protocol tried again, still holding the store's lock.
+    assert_eq!(cache.token().await.unwrap().secret(), "access-1");
+    assert_eq!(store.inner.get().unwrap().secret(), "r1");
+    assert!(store.failed_once.load(Ordering::SeqCst));
 }
 
 #[tokio::test]
@@ -287,8 +281,7 @@ impl<S: RefreshTokenStore> RefreshTokenStore for SwitchStore<S> {
 }
 
 #[tokio::test]
-async fn an_unsaved_refresh_token_is_saved_after_the_next_exchange_when_the_server_stops_rotating()
-{
+async fn an_unsaved_refresh_token_is_saved_before_anything_else_is_spent() {
     for answer in [Answer::Same, Answer::Omit] {
         let family = Family::start().await;
         let path = temp_path("stops-rotating");
@@ -300,28 +293,37 @@ async fn an_unsaved_refresh_token_is_saved_after_the_next_exchange_when_the_serv
             .build()
             .unwrap();
 
-        // The server rotates r0 → r1, and saving r1 fails: access-1 is withheld.
+        // The server rotates r0 → r1, and every attempt to save r1 fails: access-1 is
+        // withheld, r1 and the store's lock are kept.
         let err = source.fetch().await.unwrap_err();
         assert!(err.to_string().contains("the store is down"), "{err}");
         assert!(!path.exists());
+        // Another source on the same file waits for the lock: it cannot spend r0 meanwhile.
+        let other = RefreshTokenGrant::builder(
+            &family.url,
+            FileStore::new(&path)
+                .with_initial(RefreshToken::new("r0"))
+                .lock_timeout(Duration::from_millis(300)),
+        )
+        .build()
+        .unwrap();
+        let err = other.fetch().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
 
-        // The store works again and the server stops rotating. The next exchange spends r1
-        // (not the spent r0) and, although its answer brings no new refresh token, saves r1.
+        // The store works again (and the server stops rotating). The next fetch saves r1
+        // before spending anything, then hands out the access token it withheld.
         family.state().answer = answer;
         store.failing.store(false, Ordering::SeqCst);
-        assert_eq!(source.fetch().await.unwrap().secret(), "access-2");
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "r1\n",
-            "{answer:?}"
-        );
+        assert_eq!(source.fetch().await.unwrap().secret(), "access-1");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "r1\n");
 
         // A restart (a new source, a new store on the same file) continues with r1.
+        drop(source);
         let restarted = RefreshTokenGrant::builder(&family.url, FileStore::new(&path))
             .build()
             .unwrap();
-        assert_eq!(restarted.fetch().await.unwrap().secret(), "access-3");
-        assert_eq!(family.presented(), ["r0", "r1", "r1"], "{answer:?}");
+        assert_eq!(restarted.fetch().await.unwrap().secret(), "access-2");
+        assert_eq!(family.presented(), ["r0", "r1"], "{answer:?}");
         assert_eq!(family.invalid_grants(), 0, "{answer:?}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

@@ -64,6 +64,8 @@ async fn two_file_stores_on_one_path_never_spend_the_same_refresh_token() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("refresh-token");
     std::fs::write(&path, "r0\n").unwrap();
+    // The store refuses a token file others may read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // Two separately built stores, as two processes would have: only the file lock is shared.
     spend_concurrently(&family, FileStore::new(&path), FileStore::new(&path), 10).await;
     assert_each_token_spent_once(&family, 20);
