@@ -258,6 +258,8 @@ async fn a_refresh_token_saved_under_the_previous_key_is_rotated_after_a_key_rot
         .build()
         .unwrap();
     let store = RedisStore::new(&before).with_initial(token("r0"));
+    // The first load seeds the initial token; the protocol always loads before it saves.
+    assert_eq!(store.load().await.unwrap(), Some(token("r0")));
     store.save(Some(&token("r0")), &token("r1")).await.unwrap();
 
     let after = fleet(&redis.url())
