@@ -63,8 +63,7 @@ use tower::{Layer, Service};
 use crate::BoxError;
 use crate::challenge::RejectedToken;
 
-/// The default [`BodyRuleLayer::max_body`]: 64 KiB.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+pub use crate::pipeline::judge::{DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY};
 
 type Rule = dyn Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync;
 
@@ -76,6 +75,7 @@ pub struct BodyRuleLayer {
     statuses: Arc<[StatusCode]>,
     rule: Arc<Rule>,
     max_body: usize,
+    timeout: std::time::Duration,
 }
 
 impl BodyRuleLayer {
@@ -89,6 +89,7 @@ impl BodyRuleLayer {
             statuses: statuses.into_iter().collect(),
             rule: Arc::new(rule),
             max_body: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 
@@ -98,6 +99,13 @@ impl BodyRuleLayer {
         self.max_body = bytes;
         self
     }
+
+    /// Wait at most this long for a body (default [`DEFAULT_BODY_TIMEOUT`], 5 s); a slower
+    /// body is not judged, and goes on with the part already read first.
+    pub fn read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 impl fmt::Debug for BodyRuleLayer {
@@ -105,6 +113,7 @@ impl fmt::Debug for BodyRuleLayer {
         f.debug_struct("BodyRuleLayer")
             .field("statuses", &self.statuses)
             .field("max_body", &self.max_body)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -155,8 +164,20 @@ where
             let mut read = VecDeque::new();
             let mut len = 0;
             let mut trailers = None;
+            // `Duration::MAX` means no limit (and must not overflow the instant).
+            let deadline = tokio::time::Instant::now().checked_add(layer.timeout);
             let whole = loop {
-                match body.frame().await {
+                let frame = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                        Ok(frame) => frame,
+                        Err(_) => {
+                            tracing::debug!("a response body too slow to judge: passed on unjudged");
+                            break false;
+                        }
+                    },
+                    None => body.frame().await,
+                };
+                match frame {
                     None => break true,
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => {

@@ -215,6 +215,12 @@ impl RejectionRule {
     pub fn rejects(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         rejects_token(status, headers) || (self.0)(status, headers)
     }
+
+    /// The rule alone, without the default: for the DPoP scheme, whose default is
+    /// [`rejects_dpop_token`].
+    pub(crate) fn matches(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        (self.0)(status, headers)
+    }
 }
 
 impl fmt::Debug for RejectionRule {
@@ -229,18 +235,6 @@ impl fmt::Debug for RejectionRule {
 /// a response carrying it as it treats a 401 that rejects the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectedToken;
-
-/// [`rejects_token`], or `rule` when there is one.
-pub(crate) fn rejects(
-    rule: Option<&RejectionRule>,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> bool {
-    match rule {
-        Some(rule) => rule.rejects(status, headers),
-        None => rejects_token(status, headers),
-    }
-}
 
 // ---- the parser --------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ use tower::Layer;
 
 use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
+use crate::pipeline::Judge;
 use crate::service::{InvalidateOnly, Replay};
 use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
@@ -74,7 +75,7 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 pub struct BearerAuthLayer<P, M = InvalidateOnly> {
     cache: TokenCache<P>,
     destinations: Destinations,
-    rule: Option<RejectionRule>,
+    judge: Judge,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -88,36 +89,33 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// stack and a reqwest middleware at once, say) or to use a cache built with
     /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
-        #[cfg(feature = "dpop")]
-        if cache.source().dpop().is_some() {
-            tracing::warn!(
-                "a bearer layer over a source of DPoP-bound tokens: servers refuse them as bearer \
-                 tokens; use `.dpop()` (DpopAuthLayer)"
-            );
-        }
         BearerAuthLayer {
             cache,
             destinations: Destinations::default(),
-            rule: None,
+            judge: Judge::default(),
             mode: PhantomData,
         }
     }
 
-    /// After a 401 that rejects the token, send the request once more with a new token,
-    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody)).
+    /// After a response that rejects the token, send the request once more with a new token,
+    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody), up to
+    /// [`MAX_REPLAY_BODY`](crate::replay::MAX_REPLAY_BODY)); and a DPoP request once more
+    /// after a `use_dpop_nonce` challenge, which does not count as the replay.
     ///
-    /// The default is to drop the rejected token and return the 401. Replaying needs a copy of
-    /// every request made before it is sent (the inner service consumes the original): a clone
-    /// of its headers and body and of the inner service, about +100 ns per request with an
-    /// empty body and a no-op inner service, roughly doubling the layer's cost; hence the
-    /// opt-in. Only the first 401 is replayed; a 401 to the replay is returned as it came. The
-    /// services this layer makes then require `B: ReplayBody`; a request whose body cannot be
-    /// copied is sent once, and its 401 only drops the token.
+    /// The default is to drop the rejected token and return the response (a DPoP nonce is
+    /// remembered for the next request). Replaying needs a copy of every request made before
+    /// it is sent (the inner service consumes the original), which takes every request off the
+    /// fast path: hence the opt-in. Never a second replay. The services this layer makes then
+    /// require `B: ReplayBody`; a request whose body cannot be copied is sent once, and a
+    /// rejection only drops the token. The same option as `BearerAuthMiddleware::replay_on_401`.
     pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay> {
         BearerAuthLayer {
             cache: self.cache,
             destinations: self.destinations,
-            rule: self.rule,
+            judge: Judge {
+                replay: true,
+                ..self.judge
+            },
             mode: PhantomData,
         }
     }
@@ -165,7 +163,7 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.rule = Some(RejectionRule::new(rule));
+        self.judge.rule = Some(RejectionRule::new(rule));
         self
     }
 
@@ -173,22 +171,18 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
     }
-
-    /// The same cache and destination rules, sending DPoP-bound tokens with a proof per
-    /// request instead of bearer tokens: see [`DpopAuthLayer`](crate::dpop::DpopAuthLayer).
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(self) -> crate::dpop::DpopAuthLayer<P> {
-        crate::dpop::DpopAuthLayer::with_destinations(self.cache, self.destinations)
-    }
 }
 
 impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
     type Service = BearerAuth<S, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::with_destinations(inner, self.cache.clone(), self.destinations.clone())
-            .with_rule(self.rule.clone())
+        BearerAuth::with_parts(
+            inner,
+            self.cache.clone(),
+            self.destinations.clone(),
+            self.judge.clone(),
+        )
     }
 }
 
@@ -197,7 +191,7 @@ impl<P, M> Clone for BearerAuthLayer<P, M> {
         BearerAuthLayer {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
             mode: PhantomData,
         }
     }
@@ -208,7 +202,7 @@ impl<P, M> fmt::Debug for BearerAuthLayer<P, M> {
         f.debug_struct("BearerAuthLayer")
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
-            .field("rule", &self.rule)
+            .field("judge", &self.judge)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

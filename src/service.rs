@@ -37,36 +37,38 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::cache::handle::{self, TokenFuture};
 use crate::cache::{Freshness, coarse_now};
-use crate::challenge::{self, RejectionRule};
 use crate::origin::{Approved, Destinations, Verdict};
+use crate::pipeline::judge::Sent;
+use crate::pipeline::{self, BodyRule, Judge, Transport};
+use crate::replay::Mode;
 use crate::{BoxError, Error, TokenCache, TokenSource};
 
-/// The default mode of [`BearerAuth`]: a 401 that rejects the token drops it from the cache,
-/// and the 401 is returned to the caller.
+/// The default mode of [`BearerAuth`]: request bodies are never copied, so a 401 that rejects
+/// the token drops it from the cache and is returned to the caller.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InvalidateOnly;
 
 /// The mode of [`BearerAuth`] set by
-/// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): a 401 that rejects
-/// the token drops it and, when the body is a [`ReplayBody`](crate::ReplayBody) that can be
-/// copied, the request is sent once more with a new token.
+/// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): request bodies
+/// that are a [`ReplayBody`](crate::ReplayBody) are copied, so a rejected request is sent once
+/// more with a new token (and a DPoP request once more with a server's nonce).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Replay;
 
-/// Adds `Authorization: Bearer <token>` to every request before passing it to `S`.
+/// Adds `Authorization: Bearer <token>` (or `DPoP <token>` and a proof, for a DPoP-bound
+/// token) to every request before passing it to `S`.
 ///
 /// An existing `Authorization` header is replaced, except on requests whose destination may not
 /// receive the token ([`origin`](crate::origin)), which are left as they are. Errors are
@@ -79,7 +81,7 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) inner: S,
     pub(crate) cache: TokenCache<P>,
     /// The cache state word `header` was fresh under, and when it stops being fresh on the
-    /// coarse clock; [`Freshness::NONE`] when there is none.
+    /// coarse clock; [`Freshness::NONE`] when there is none. Only ever set for a bearer token.
     pub(crate) fresh: Freshness,
     pub(crate) header: HeaderValue,
     /// The last `https` authority the allow-list let through (see `origin`).
@@ -87,8 +89,7 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
     pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
-    /// A rule of the user's saying which responses reject the token, beside the default.
-    pub(crate) rule: Option<RejectionRule>,
+    pub(crate) judge: Judge,
     pub(crate) mode: PhantomData<fn() -> M>,
 }
 
@@ -97,15 +98,16 @@ impl<S, P: TokenSource> BearerAuth<S, P> {
     /// http only to loopback, invalidate-only on 401. [`BearerAuthLayer`](crate::BearerAuthLayer)
     /// sets the others.
     pub fn new(inner: S, cache: TokenCache<P>) -> Self {
-        Self::with_destinations(inner, cache, Destinations::default())
+        Self::with_parts(inner, cache, Destinations::default(), Judge::default())
     }
 }
 
 impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
-    pub(crate) fn with_destinations(
+    pub(crate) fn with_parts(
         inner: S,
         cache: TokenCache<P>,
         destinations: Destinations,
+        judge: Judge,
     ) -> Self {
         BearerAuth {
             inner,
@@ -115,15 +117,9 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             header: HeaderValue::from_static(""),
             approved: Approved::NONE,
             destinations,
-            rule: None,
+            judge,
             mode: PhantomData,
         }
-    }
-
-    /// Use `rule` beside the default to decide which responses reject the token.
-    pub(crate) fn with_rule(mut self, rule: Option<RejectionRule>) -> Self {
-        self.rule = rule;
-        self
     }
 
     /// The inner service.
@@ -147,11 +143,15 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     }
 }
 
-impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, InvalidateOnly>
+impl<S, P, M, B, RB> Service<Request<B>> for BearerAuth<S, P, M>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
     P: TokenSource,
+    M: Mode<B> + 'static,
+    B: Send + 'static,
+    RB: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -164,9 +164,10 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Fast path: the token this service used last is still current, no timer marked it
-        // stale, the coarse clock says it is still fresh (whether or not a timer ran), and the
-        // request goes to a relative URI or over https to a destination already approved.
+        // Fast path: the bearer token this service used last is still current, no timer marked
+        // it stale, the coarse clock says it is still fresh (whether or not a timer ran), and
+        // the request goes to a relative URI or over https to a destination already approved.
+        // (`fresh` is never set in `Replay` mode, nor for a DPoP-bound token.)
         let state = self.cache.state();
         if self.is_fresh(state)
             && self
@@ -177,19 +178,27 @@ where
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
             let sent = Sent::new(self.cache_id, state >> 2);
-            return ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone());
+            let rule = self.judge.rule.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), rule);
         }
         self.call_slow(request, state)
     }
 }
 
-impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
-    /// Everything but the fast path, kept out of line so the fast path stays small.
+impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+    /// Everything but the fast path, kept out of line so the fast path stays small: the
+    /// destination's full rules, then a bearer token at hand attached here, or the
+    /// [pipeline](crate::pipeline) for everything else (waiting for a token, DPoP, replay).
     #[cold]
     #[inline(never)]
     fn call_slow<B, RB>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
     where
-        S: Service<Request<B>, Response = Response<RB>> + Clone,
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        M: Mode<B> + 'static,
+        B: Send + 'static,
+        RB: Send + 'static,
     {
         match self
             .destinations
@@ -199,27 +208,29 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
-        match self.token_now(&mut request, state) {
-            Some(sent) => {
-                ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone())
-            }
-            None => {
-                let (token, inner) = self.wait_for_token();
-                ResponseFuture {
-                    state: State::Waiting {
-                        token,
-                        // Boxed so the future stays as small as the inner one on the fast path.
-                        parts: Some(Box::new((inner, request))),
-                        cache_id: self.cache_id,
-                        rule: self.rule.clone(),
-                    },
-                }
-            }
+        if !M::COPIES
+            && self.judge.body.is_none()
+            && let Some(sent) = self.bearer_now(&mut request, state)
+        {
+            let rule = self.judge.rule.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), rule);
         }
+        // tower's clone-and-swap idiom: the service that was made ready is the one called, and
+        // `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        let judge = self.judge.clone();
+        let transport = Tower::<S, B, M> {
+            inner,
+            called: false,
+            mode: PhantomData,
+        };
+        ResponseFuture::boxed(Box::pin(async move {
+            pipeline::send(&cache, &judge, transport, request).await
+        }))
     }
-}
 
-impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     /// Whether the header this service keeps is still current and fresh: the cache's word is
     /// the one it was fresh under, and the coarse clock has not reached the refresh window.
     #[inline]
@@ -227,22 +238,28 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         state == self.fresh.state && coarse_now() < self.fresh.until
     }
 
-    /// The slow path when a usable token is cached: remember it for the fast path and attach
-    /// it. `None` when there is no usable token and the caller must wait for one. `state` is
-    /// the cache state word the caller loaded.
-    #[inline]
-    pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
+    /// When the cache holds a usable bearer token, attach it (and remember it for the fast
+    /// path if it is fresh). `None` when there is no usable token or it is DPoP-bound: the
+    /// pipeline takes the request. `state` is the cache state word the caller loaded.
+    fn bearer_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
         let sent = if self.is_fresh(state) {
             // Fresh and already seen, but the destination needed the full rules.
             Sent::new(self.cache_id, state >> 2)
         } else if let Some((header, fresh)) = self.cache.fresh_header(state) {
             // A fresh token this service has not seen yet (a new token, or a clone of a
             // service that never sent): one more lock-free load.
+            if !is_bearer(&header) || self.declares_dpop() {
+                return None;
+            }
             self.fresh = fresh;
             self.header = header;
             Sent::new(self.cache_id, state >> 2)
         } else {
+            // Stale (served while one refresh runs) or not marked fresh yet.
             let (token, fresh) = self.cache.usable()?;
+            if !is_bearer(token.header_value()) || self.declares_dpop() {
+                return None;
+            }
             self.fresh = fresh;
             self.header = token.header_value().clone();
             Sent::new(self.cache_id, token.generation())
@@ -253,105 +270,94 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         Some(sent)
     }
 
-    /// No usable token: a future for the refresh, and the service to call once it is done
-    /// (tower's clone-and-swap idiom: the service that was made ready is the one called, and
-    /// `self` keeps a fresh clone).
-    #[cold]
-    pub(crate) fn wait_for_token(&mut self) -> (TokenFuture, S)
-    where
-        S: Clone,
-    {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let cache = self.cache.clone();
-        (Box::pin(async move { cache.token().await }), inner)
+    /// Whether the cache's source declares DPoP-bound tokens ([`TokenSource::dpop`]): then a
+    /// token without a binding of its own (one adopted from the fleet tier) is DPoP-bound.
+    fn declares_dpop(&self) -> bool {
+        #[cfg(feature = "dpop")]
+        return self.cache.source().dpop().is_some();
+        #[cfg(not(feature = "dpop"))]
+        false
     }
 }
 
-/// Which token a request carried: enough to drop exactly that token after a 401. One word
-/// (the cache's registry id, and the low 32 bits of the token's generation), so the response
-/// future stays small: its size is paid on every request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Sent(NonZeroU64);
-
-impl Sent {
-    #[inline]
-    pub(crate) fn new(cache_id: NonZeroU32, generation: u64) -> Self {
-        let packed = (u64::from(cache_id.get()) << 32) | (generation & 0xFFFF_FFFF);
-        Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
-    }
-
-    /// The mark a 401 response gets for this token (see [`SentToken`]).
-    pub(crate) fn marker(self) -> SentToken {
-        SentToken(self.0)
-    }
-
-    fn cache_id(self) -> NonZeroU32 {
-        NonZeroU32::new((self.0.get() >> 32) as u32).expect("the cache id is not zero")
-    }
-
-    pub(crate) fn generation(self) -> u32 {
-        self.0.get() as u32
-    }
-
-    /// If `response` rejects the token that was sent, drop it from the cache (compare and
-    /// invalidate, throttled). Returns whether the response rejects **this** token, whether or
-    /// not this call was the one that dropped it.
-    ///
-    /// The response is marked with the token it is about ([`SentToken`]), so that a bearer
-    /// layer further out, whose own header was replaced by this one, knows the 401 is not
-    /// about its token. A response already marked by a layer further in, for another token,
-    /// is not about this one either. A cache that no longer exists (every handle dropped while
-    /// the request was in flight, as with `oneshot`) has nothing to drop.
-    #[cold]
-    pub(crate) fn report<RB>(
-        self,
-        response: &mut Response<RB>,
-        rule: Option<&RejectionRule>,
-    ) -> bool {
-        if !challenge::rejects(rule, response.status(), response.headers())
-            && response
-                .extensions()
-                .get::<challenge::RejectedToken>()
-                .is_none()
-        {
-            return false;
-        }
-        if !self.marker().claim(response.extensions_mut()) {
-            tracing::debug!(
-                "a 401 about a token set further in (another bearer layer replaced this one's): \
-                 keeping this layer's token"
-            );
-            return false;
-        }
-        if let Some(cache) = handle::lookup(self.cache_id()) {
-            let dropped = cache.invalidate_after_401(self.generation());
-            tracing::debug!(
-                generation = self.generation(),
-                dropped,
-                "the server rejected the bearer token (401)"
-            );
-        }
-        true
-    }
+/// Whether a prebuilt `Authorization` value is a bearer one (a DPoP-bound token's says `DPoP`).
+fn is_bearer(header: &HeaderValue) -> bool {
+    header.as_bytes().starts_with(b"Bearer ")
 }
 
-/// Marks a 401 response with the token the request carried when it left the innermost bearer
-/// layer (or middleware) of this crate: the one the server actually saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SentToken(NonZeroU64);
+/// The pipeline's transport over a tower service: the first request through the service that
+/// was made ready, any other through the same service once it is ready again.
+struct Tower<S, B, M> {
+    inner: S,
+    called: bool,
+    mode: PhantomData<fn(B) -> M>,
+}
 
-impl SentToken {
-    /// Mark `extensions` with this token unless a layer further in marked them with its own.
-    /// Returns whether the response is about this token.
-    pub(crate) fn claim(self, extensions: &mut http::Extensions) -> bool {
-        match extensions.get::<SentToken>() {
-            Some(inner) => *inner == self,
-            None => {
-                extensions.insert(self);
-                true
-            }
+impl<S, B, RB, M> Transport for Tower<S, B, M>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send,
+    RB: Send,
+    M: Mode<B>,
+{
+    type Request = Request<B>;
+    type Response = Response<RB>;
+    type Error = BoxError;
+
+    fn headers_mut(request: &mut Request<B>) -> &mut HeaderMap {
+        request.headers_mut()
+    }
+
+    #[cfg(feature = "dpop")]
+    fn target(request: &Request<B>) -> Result<(http::Method, crate::dpop::Target), Error> {
+        let target = crate::dpop::Target::from_uri(request.uri())?;
+        Ok((request.method().clone(), target))
+    }
+
+    fn try_clone(&self, request: &Request<B>) -> Option<Request<B>> {
+        M::try_clone(request)
+    }
+
+    fn status(response: &Response<RB>) -> StatusCode {
+        response.status()
+    }
+
+    fn headers(response: &Response<RB>) -> &HeaderMap {
+        response.headers()
+    }
+
+    fn extensions(response: &Response<RB>) -> &Extensions {
+        response.extensions()
+    }
+
+    fn extensions_mut(response: &mut Response<RB>) -> &mut Extensions {
+        response.extensions_mut()
+    }
+
+    #[cfg(feature = "dpop")]
+    fn responder(_: &Response<RB>) -> Option<crate::dpop::Target> {
+        None
+    }
+
+    fn error(error: Error) -> BoxError {
+        error.into()
+    }
+
+    async fn send(&mut self, request: Request<B>) -> Result<Response<RB>, BoxError> {
+        if std::mem::replace(&mut self.called, true) {
+            poll_fn(|cx| self.inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
         }
+        self.inner.call(request).await.map_err(Into::into)
+    }
+
+    async fn body_rejects(_: &mut Response<RB>, _: &BodyRule) -> Result<bool, BoxError> {
+        // Body rules on a tower stack are `BodyRuleLayer`, below this layer: it marks the
+        // response (`RejectedToken`), which the judge reads.
+        Ok(false)
     }
 }
 
@@ -366,6 +372,9 @@ pin_project! {
     }
 }
 
+/// The pipeline's future, for everything but the fast path.
+type Pipelined<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
 pin_project! {
     #[project = StateProj]
     enum State<S, B>
@@ -377,13 +386,10 @@ pin_project! {
             future: S::Future,
             // The token the request carried, if any.
             sent: Option<Sent>,
-            rule: Option<RejectionRule>,
+            rule: Option<crate::challenge::RejectionRule>,
         },
-        Waiting {
-            token: TokenFuture,
-            parts: Option<Box<(S, Request<B>)>>,
-            cache_id: NonZeroU32,
-            rule: Option<RejectionRule>,
+        Pipeline {
+            future: Pipelined<S::Response>,
         },
         Failed {
             error: Option<Error>,
@@ -396,9 +402,20 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(future: S::Future, sent: Option<Sent>, rule: Option<RejectionRule>) -> Self {
+    fn called(
+        future: S::Future,
+        sent: Option<Sent>,
+        rule: Option<crate::challenge::RejectionRule>,
+    ) -> Self {
         ResponseFuture {
             state: State::Called { future, sent, rule },
+        }
+    }
+
+    #[cold]
+    fn boxed(future: Pipelined<S::Response>) -> Self {
+        ResponseFuture {
+            state: State::Pipeline { future },
         }
     }
 
@@ -419,11 +436,10 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
+        match self.project().state.project() {
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
-            if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
+            StateProj::Called { future, sent, rule } => {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
                     && (response.status() == StatusCode::UNAUTHORIZED
@@ -433,58 +449,13 @@ where
                 {
                     sent.report(response, rule.as_ref());
                 }
-                return poll.map_err(Into::into);
+                poll.map_err(Into::into)
             }
-            if let Some(done) = ready!(State::advance(state.as_mut(), cx)) {
-                return Poll::Ready(done);
-            }
-        }
-    }
-}
-
-impl<S, B, RB> State<S, B>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-{
-    /// Everything but `Called`: `Ready(None)` once the request has been handed to the inner
-    /// service (the state is now `Called`), `Ready(Some(..))` when the future is done.
-    #[cold]
-    #[inline(never)]
-    fn advance(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<S::Response, BoxError>>> {
-        match self.as_mut().project() {
-            StateProj::Called { .. } => Poll::Ready(None),
-            StateProj::Waiting {
-                token,
-                parts,
-                cache_id,
-                rule,
-            } => {
-                let token = match ready!(token.as_mut().poll(cx)) {
-                    Ok(token) => token,
-                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
-                };
-                let (mut inner, mut request) = *parts
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                request
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.header_value().clone());
-                let sent = Some(Sent::new(*cache_id, token.generation()));
-                let future = inner.call(request);
-                let rule = rule.take();
-                self.set(State::Called { future, sent, rule });
-                Poll::Ready(None)
-            }
-            StateProj::Failed { error } => {
-                let error = error
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Some(Err(error.into())))
-            }
+            StateProj::Pipeline { future } => future.as_mut().poll(cx),
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion")
+                .into())),
         }
     }
 }
@@ -496,7 +467,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Called { .. } => "called",
-            State::Waiting { .. } => "waiting for token",
+            State::Pipeline { .. } => "pipeline",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
@@ -519,7 +490,7 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
             approved: self.approved.clone(),
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
             mode: PhantomData,
         }
     }
@@ -531,6 +502,7 @@ impl<S: fmt::Debug, P, M> fmt::Debug for BearerAuth<S, P, M> {
             .field("inner", &self.inner)
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
+            .field("judge", &self.judge)
             .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
     }

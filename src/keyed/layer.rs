@@ -24,6 +24,7 @@ use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache, Slot};
 use crate::challenge::RejectionRule;
 use crate::origin::{Approved, Destinations};
+use crate::pipeline::Judge;
 use crate::service::{InvalidateOnly, Replay};
 use crate::{
     BearerAuth, BearerAuthLayer, BoxError, Error, OnDisallowedOrigin, Origin, TokenSource,
@@ -115,7 +116,7 @@ struct Settings<K, P> {
     route: Route<K>,
     destinations: Destinations,
     on_unknown: OnDisallowedOrigin,
-    rule: Option<RejectionRule>,
+    judge: Judge,
 }
 
 impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
@@ -126,7 +127,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
                 route,
                 destinations: Destinations::default(),
                 on_unknown: OnDisallowedOrigin::SendWithoutToken,
-                rule: None,
+                judge: Judge::default(),
             },
             mode: PhantomData,
         }
@@ -134,7 +135,8 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
 
     /// After a 401 that rejects the token, send the request once more with a new token of the
     /// same key; see [`BearerAuthLayer::replay_on_401`].
-    pub fn replay_on_401(self) -> KeyedBearerAuthLayer<K, P, Replay> {
+    pub fn replay_on_401(mut self) -> KeyedBearerAuthLayer<K, P, Replay> {
+        self.settings.judge.replay = true;
         KeyedBearerAuthLayer {
             settings: self.settings,
             mode: PhantomData,
@@ -171,7 +173,22 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.settings.rule = Some(RejectionRule::new(rule));
+        self.settings.judge.rule = Some(RejectionRule::new(rule));
+        self
+    }
+
+    /// Send tokens only to this origin (and any others allowed), beside the route's own rule;
+    /// see [`BearerAuthLayer::allow_origin`].
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.settings.destinations.allow_origin(origin);
+        self
+    }
+
+    /// [`allow_origin`](Self::allow_origin) for each of `origins`.
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        for origin in origins {
+            self.settings.destinations.allow_origin(origin);
+        }
         self
     }
 
@@ -400,12 +417,12 @@ where
         let at = match reuse {
             Some(i) => i,
             None => {
-                let service = BearerAuth::with_destinations(
+                let service = BearerAuth::with_parts(
                     inner.clone(),
                     slot,
                     settings.destinations.clone(),
-                )
-                .with_rule(settings.rule.clone());
+                    settings.judge.clone(),
+                );
                 memos[other] = Some(Memo {
                     https: false,
                     authority: Approved::NONE,
@@ -533,7 +550,7 @@ impl<K, P> Clone for Settings<K, P> {
             route: self.route.clone(),
             destinations: self.destinations.clone(),
             on_unknown: self.on_unknown,
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
         }
     }
 }
@@ -554,7 +571,7 @@ impl<K, P> fmt::Debug for Settings<K, P> {
             .field("route", &self.route)
             .field("destinations", &self.destinations)
             .field("on_unknown", &self.on_unknown)
-            .field("rule", &self.rule)
+            .field("judge", &self.judge)
             .finish()
     }
 }
