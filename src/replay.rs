@@ -30,7 +30,6 @@ use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
 
-use crate::service::{InvalidateOnly, Replay};
 
 /// The largest body the tower layer copies for a replay: 1 MiB. A request with a larger body is
 /// sent once (a rejection still drops the token).
@@ -132,39 +131,4 @@ pub(crate) fn try_clone_request<B: ReplayBody>(request: &Request<B>) -> Option<R
     *copy.headers_mut() = request.headers().clone();
     *copy.extensions_mut() = request.extensions().clone();
     Some(copy)
-}
-
-/// What [`BearerAuth`](crate::BearerAuth) does with request bodies: [`InvalidateOnly`] never
-/// copies them; [`Replay`] copies [`ReplayBody`] ones, to send a request once more after a
-/// rejection (or a DPoP nonce challenge). Implemented for those two only.
-pub trait Mode<B>: sealed::Sealed {
-    /// Whether bodies are copied.
-    #[doc(hidden)]
-    const COPIES: bool;
-
-    /// A copy of `request`, if this mode copies and the body can be copied.
-    #[doc(hidden)]
-    fn try_clone(request: &Request<B>) -> Option<Request<B>>;
-}
-
-impl<B> Mode<B> for InvalidateOnly {
-    const COPIES: bool = false;
-
-    fn try_clone(_: &Request<B>) -> Option<Request<B>> {
-        None
-    }
-}
-
-impl<B: ReplayBody> Mode<B> for Replay {
-    const COPIES: bool = true;
-
-    fn try_clone(request: &Request<B>) -> Option<Request<B>> {
-        try_clone_request(request)
-    }
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for crate::service::InvalidateOnly {}
-    impl Sealed for crate::service::Replay {}
 }

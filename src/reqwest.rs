@@ -204,10 +204,17 @@ impl Transport for Reqwest<'_> {
         request.headers_mut()
     }
 
-    #[cfg(feature = "dpop")]
-    fn target(request: &Request) -> Result<(http::Method, crate::dpop::Target), Error> {
-        let target = crate::dpop::Target::from_url(request.url())?;
-        Ok((request.method().clone(), target))
+    fn target(request: &Request) -> Result<pipeline::attach::Target, Error> {
+        #[cfg(feature = "dpop")]
+        return Ok((
+            request.method().clone(),
+            crate::dpop::Target::from_url(request.url())?,
+        ));
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = request;
+            Ok(())
+        }
     }
 
     fn try_clone(&self, request: &Request) -> Option<Request> {
@@ -230,10 +237,15 @@ impl Transport for Reqwest<'_> {
         response.extensions_mut()
     }
 
-    #[cfg(feature = "dpop")]
-    fn responder(response: &Response) -> Option<crate::dpop::Target> {
+    fn responder(response: &Response) -> Option<pipeline::attach::Responder> {
         // The URL that answered, after any redirects reqwest followed.
-        crate::dpop::Target::from_url(response.url()).ok()
+        #[cfg(feature = "dpop")]
+        return crate::dpop::Target::from_url(response.url()).ok();
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = response;
+            None
+        }
     }
 
     fn error(error: Error) -> reqwest_middleware::Error {

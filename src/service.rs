@@ -16,9 +16,11 @@
 //! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
 //! that token from the cache (compare-and-invalidate), so the next request gets a
-//! new one. Replaying the request itself is the [`Replay`] mode
+//! new one. A DPoP-bound token gets its proof here too, on the same named future. Replaying the
+//! request itself is the [`Replay`] mode
 //! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
-//! copy of every request and so is opt-in.
+//! copy of every request and so is opt-in: its requests go through the
+//! [pipeline](crate::pipeline)'s `send`, a boxed future.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -41,19 +43,22 @@ use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::cache::handle::TokenFuture;
 use crate::cache::{Freshness, coarse_now};
+use crate::challenge::RejectionRule;
 use crate::origin::{Approved, Destinations, Verdict};
+use crate::pipeline::attach::{self, Attach, Declared};
 use crate::pipeline::judge::Sent;
 use crate::pipeline::{self, BodyRule, Judge, Transport};
-use crate::replay::Mode;
-use crate::{BoxError, Error, TokenCache, TokenSource};
+use crate::replay::{ReplayBody, try_clone_request};
+use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
 
 /// The default mode of [`BearerAuth`]: request bodies are never copied, so a 401 that rejects
 /// the token drops it from the cache and is returned to the caller.
@@ -62,8 +67,8 @@ pub struct InvalidateOnly;
 
 /// The mode of [`BearerAuth`] set by
 /// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): request bodies
-/// that are a [`ReplayBody`](crate::ReplayBody) are copied, so a rejected request is sent once
-/// more with a new token (and a DPoP request once more with a server's nonce).
+/// that are a [`ReplayBody`] are copied, so a rejected request is sent once more with a new
+/// token (and a DPoP request once more with a server's nonce).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Replay;
 
@@ -76,7 +81,8 @@ pub struct Replay;
 /// that stopped a token from being obtained or refused the destination
 /// (`err.downcast_ref::<tower_bearer::Error>()`).
 ///
-/// `M` is [`InvalidateOnly`] (the default) or [`Replay`].
+/// `M` is [`InvalidateOnly`] (the default) or [`Replay`] (whose services need `Send` inner
+/// services, futures and bodies, and `B: ReplayBody`).
 pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) inner: S,
     pub(crate) cache: TokenCache<P>,
@@ -143,15 +149,11 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     }
 }
 
-impl<S, P, M, B, RB> Service<Request<B>> for BearerAuth<S, P, M>
+impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, InvalidateOnly>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     P: TokenSource,
-    M: Mode<B> + 'static,
-    B: Send + 'static,
-    RB: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -167,7 +169,6 @@ where
         // Fast path: the bearer token this service used last is still current, no timer marked
         // it stale, the coarse clock says it is still fresh (whether or not a timer ran), and
         // the request goes to a relative URI or over https to a destination already approved.
-        // (`fresh` is never set in `Replay` mode, nor for a DPoP-bound token.)
         let state = self.cache.state();
         if self.is_fresh(state)
             && self
@@ -185,20 +186,15 @@ where
     }
 }
 
-impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     /// Everything but the fast path, kept out of line so the fast path stays small: the
-    /// destination's full rules, then a bearer token at hand attached here, or the
-    /// [pipeline](crate::pipeline) for everything else (waiting for a token, DPoP, replay).
+    /// destination's full rules, then the token at hand (bearer, or DPoP-bound with a proof), or
+    /// waiting for one.
     #[cold]
     #[inline(never)]
     fn call_slow<B, RB>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
     where
-        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        M: Mode<B> + 'static,
-        B: Send + 'static,
-        RB: Send + 'static,
+        S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
         match self
             .destinations
@@ -208,29 +204,91 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
-        if !M::COPIES
-            && self.judge.body.is_none()
-            && let Some(sent) = self.bearer_now(&mut request, state)
-        {
+        if let Some(sent) = self.bearer_now(&mut request, state) {
             let rule = self.judge.rule.clone();
             return ResponseFuture::called(self.inner.call(request), Some(sent), rule);
         }
-        // tower's clone-and-swap idiom: the service that was made ready is the one called, and
-        // `self` keeps a fresh clone.
+        let declared = attach::declared(self.cache.source()).cloned();
+        if let Some((token, _)) = self.cache.usable() {
+            // A DPoP-bound token (starting a background refresh if it is stale).
+            return ResponseFuture::attach(
+                &mut self.inner,
+                request,
+                &token,
+                self.cache_id,
+                declared.as_ref(),
+                self.judge.rule.clone(),
+            );
+        }
+        // tower's clone-and-swap idiom: the service that was made ready is the one called once
+        // the token is there, and `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        ResponseFuture {
+            state: State::Waiting {
+                token: Box::pin(async move { cache.token().await }),
+                // Boxed so the future stays as small as the inner one on the fast path.
+                parts: Some(Box::new(Parts {
+                    inner,
+                    request,
+                    declared,
+                    rule: self.judge.rule.clone(),
+                })),
+                cache_id: self.cache_id,
+            },
+        }
+    }
+}
+
+impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, Replay>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    P: TokenSource,
+    B: ReplayBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self
+            .destinations
+            .check_uri(request.uri(), &mut self.approved)
+        {
+            Verdict::Attach => {}
+            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
+            Verdict::Refuse(error) => return ResponseFuture::failed(error),
+        }
+        // The service that was made ready is the one called; `self` keeps a clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let cache = self.cache.clone();
         let judge = self.judge.clone();
-        let transport = Tower::<S, B, M> {
+        let transport = Tower {
             inner,
             called: false,
-            mode: PhantomData,
+            body: PhantomData,
         };
-        ResponseFuture::boxed(Box::pin(async move {
-            pipeline::send(&cache, &judge, transport, request).await
-        }))
+        ResponseFuture {
+            state: State::Pipeline {
+                future: Box::pin(async move {
+                    pipeline::send(&cache, &judge, transport, request).await
+                }),
+            },
+        }
     }
+}
 
+impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     /// Whether the header this service keeps is still current and fresh: the cache's word is
     /// the one it was fresh under, and the coarse clock has not reached the refresh window.
     #[inline]
@@ -239,8 +297,8 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
     }
 
     /// When the cache holds a usable bearer token, attach it (and remember it for the fast
-    /// path if it is fresh). `None` when there is no usable token or it is DPoP-bound: the
-    /// pipeline takes the request. `state` is the cache state word the caller loaded.
+    /// path). `None` when there is no usable token, or it is DPoP-bound. `state` is the cache
+    /// state word the caller loaded.
     fn bearer_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
         let sent = if self.is_fresh(state) {
             // Fresh and already seen, but the destination needed the full rules.
@@ -248,7 +306,7 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         } else if let Some((header, fresh)) = self.cache.fresh_header(state) {
             // A fresh token this service has not seen yet (a new token, or a clone of a
             // service that never sent): one more lock-free load.
-            if !is_bearer(&header) || self.declares_dpop() {
+            if !self.is_bearer(&header) {
                 return None;
             }
             self.fresh = fresh;
@@ -257,7 +315,7 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         } else {
             // Stale (served while one refresh runs) or not marked fresh yet.
             let (token, fresh) = self.cache.usable()?;
-            if !is_bearer(token.header_value()) || self.declares_dpop() {
+            if !self.is_bearer(token.header_value()) {
                 return None;
             }
             self.fresh = fresh;
@@ -270,37 +328,43 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         Some(sent)
     }
 
-    /// Whether the cache's source declares DPoP-bound tokens ([`TokenSource::dpop`]): then a
-    /// token without a binding of its own (one adopted from the fleet tier) is DPoP-bound.
-    fn declares_dpop(&self) -> bool {
-        #[cfg(feature = "dpop")]
-        return self.cache.source().dpop().is_some();
-        #[cfg(not(feature = "dpop"))]
-        false
+    /// Whether a token with this prebuilt `Authorization` value is a bearer one: not bound
+    /// itself (its value says `DPoP`), and not from a source that declares DPoP (a token
+    /// adopted from the fleet tier carries no binding of its own).
+    fn is_bearer(&self, header: &HeaderValue) -> bool {
+        header.as_bytes().starts_with(b"Bearer ") && attach::declared(self.cache.source()).is_none()
     }
 }
 
-/// Whether a prebuilt `Authorization` value is a bearer one (a DPoP-bound token's says `DPoP`).
-fn is_bearer(header: &HeaderValue) -> bool {
-    header.as_bytes().starts_with(b"Bearer ")
+/// What a request waiting for its token keeps, boxed.
+struct Parts<S, B> {
+    inner: S,
+    request: Request<B>,
+    declared: Option<Declared>,
+    rule: Option<RejectionRule>,
+}
+
+/// What a request sent with a DPoP-bound token keeps to judge the answer, boxed.
+struct Bound {
+    attach: Attach,
+    rule: Option<RejectionRule>,
 }
 
 /// The pipeline's transport over a tower service: the first request through the service that
 /// was made ready, any other through the same service once it is ready again.
-struct Tower<S, B, M> {
+struct Tower<S, B> {
     inner: S,
     called: bool,
-    mode: PhantomData<fn(B) -> M>,
+    body: PhantomData<fn(B)>,
 }
 
-impl<S, B, RB, M> Transport for Tower<S, B, M>
+impl<S, B, RB> Transport for Tower<S, B>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    B: Send,
+    B: ReplayBody + Send,
     RB: Send,
-    M: Mode<B>,
 {
     type Request = Request<B>;
     type Response = Response<RB>;
@@ -310,14 +374,12 @@ where
         request.headers_mut()
     }
 
-    #[cfg(feature = "dpop")]
-    fn target(request: &Request<B>) -> Result<(http::Method, crate::dpop::Target), Error> {
-        let target = crate::dpop::Target::from_uri(request.uri())?;
-        Ok((request.method().clone(), target))
+    fn target(request: &Request<B>) -> Result<attach::Target, Error> {
+        target(request)
     }
 
     fn try_clone(&self, request: &Request<B>) -> Option<Request<B>> {
-        M::try_clone(request)
+        try_clone_request(request)
     }
 
     fn status(response: &Response<RB>) -> StatusCode {
@@ -336,8 +398,7 @@ where
         response.extensions_mut()
     }
 
-    #[cfg(feature = "dpop")]
-    fn responder(_: &Response<RB>) -> Option<crate::dpop::Target> {
+    fn responder(_: &Response<RB>) -> Option<attach::Responder> {
         None
     }
 
@@ -361,6 +422,20 @@ where
     }
 }
 
+/// A tower request's method and absolute URI, for a DPoP proof.
+fn target<B>(request: &Request<B>) -> Result<attach::Target, Error> {
+    #[cfg(feature = "dpop")]
+    return Ok((
+        request.method().clone(),
+        crate::dpop::Target::from_uri(request.uri())?,
+    ));
+    #[cfg(not(feature = "dpop"))]
+    {
+        let _ = request;
+        Ok(())
+    }
+}
+
 pin_project! {
     /// The response future of [`BearerAuth`].
     pub struct ResponseFuture<S, B>
@@ -372,7 +447,7 @@ pin_project! {
     }
 }
 
-/// The pipeline's future, for everything but the fast path.
+/// The pipeline's future, in [`Replay`] mode.
 type Pipelined<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
 
 pin_project! {
@@ -386,7 +461,19 @@ pin_project! {
             future: S::Future,
             // The token the request carried, if any.
             sent: Option<Sent>,
-            rule: Option<crate::challenge::RejectionRule>,
+            rule: Option<RejectionRule>,
+        },
+        // Sent with a DPoP-bound token and its proof.
+        Bound {
+            #[pin]
+            future: S::Future,
+            sent: Sent,
+            bound: Box<Bound>,
+        },
+        Waiting {
+            token: TokenFuture,
+            parts: Option<Box<Parts<S, B>>>,
+            cache_id: NonZeroU32,
         },
         Pipeline {
             future: Pipelined<S::Response>,
@@ -402,20 +489,43 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(
-        future: S::Future,
-        sent: Option<Sent>,
-        rule: Option<crate::challenge::RejectionRule>,
-    ) -> Self {
+    fn called(future: S::Future, sent: Option<Sent>, rule: Option<RejectionRule>) -> Self {
         ResponseFuture {
             state: State::Called { future, sent, rule },
         }
     }
 
+    /// Attach `token` to `request` as its binding says and send it through `inner`.
     #[cold]
-    fn boxed(future: Pipelined<S::Response>) -> Self {
+    fn attach(
+        inner: &mut S,
+        mut request: Request<B>,
+        token: &CachedToken,
+        cache_id: NonZeroU32,
+        declared: Option<&Declared>,
+        rule: Option<RejectionRule>,
+    ) -> Self {
+        let mut attach = match Attach::new(declared, token) {
+            Ok(attach) => attach,
+            Err(error) => return Self::failed(error),
+        };
+        if let Err(error) = attach
+            .aim(|| target(&request))
+            .and_then(|()| attach.apply(request.headers_mut()))
+        {
+            return Self::failed(error);
+        }
+        let sent = Sent::new(cache_id, token.generation());
+        let future = inner.call(request);
+        if !attach.is_dpop() {
+            return Self::called(future, Some(sent), rule);
+        }
         ResponseFuture {
-            state: State::Pipeline { future },
+            state: State::Bound {
+                future,
+                sent,
+                bound: Box::new(Bound { attach, rule }),
+            },
         }
     }
 
@@ -436,10 +546,11 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+        let mut state = self.project().state;
+        loop {
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
-            StateProj::Called { future, sent, rule } => {
+            if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
                     && (response.status() == StatusCode::UNAUTHORIZED
@@ -447,16 +558,89 @@ where
                         || !response.extensions().is_empty())
                     && let Some(sent) = *sent
                 {
-                    sent.report(response, rule.as_ref());
+                    sent.report(response, false, rule.as_ref());
                 }
-                poll.map_err(Into::into)
+                return poll.map_err(Into::into);
             }
-            StateProj::Pipeline { future } => future.as_mut().poll(cx),
-            StateProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+            if let Some(done) = ready!(State::advance(state.as_mut(), cx)) {
+                return Poll::Ready(done);
+            }
         }
+    }
+}
+
+impl<S, B, RB> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    /// Everything but `Called`: `Ready(None)` once the request has been handed to the inner
+    /// service (the state is now `Called` or `Bound`), `Ready(Some(..))` when the future is
+    /// done.
+    #[cold]
+    #[inline(never)]
+    fn advance(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<S::Response, BoxError>>> {
+        match self.as_mut().project() {
+            StateProj::Called { .. } => Poll::Ready(None),
+            StateProj::Bound { future, sent, bound } => {
+                let mut response = match ready!(future.poll(cx)) {
+                    Ok(response) => response,
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                };
+                // No copy of the request, so no second attempt: the nonce serves the next.
+                bound.attach.remember_nonce(None, response.headers());
+                sent.report(&mut response, true, bound.rule.as_ref());
+                Poll::Ready(Some(Ok(response)))
+            }
+            StateProj::Waiting {
+                token,
+                parts,
+                cache_id,
+            } => {
+                let token = match ready!(token.as_mut().poll(cx)) {
+                    Ok(token) => token,
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                };
+                let Parts {
+                    mut inner,
+                    request,
+                    declared,
+                    rule,
+                } = *parts
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                let next = ResponseFuture::attach(
+                    &mut inner,
+                    request,
+                    &token,
+                    *cache_id,
+                    declared.as_ref(),
+                    rule,
+                );
+                // Pin projection does not reach into a new value: move the state over.
+                self.set(next.into_state());
+                Poll::Ready(None)
+            }
+            StateProj::Pipeline { future } => future.as_mut().poll(cx).map(Some),
+            StateProj::Failed { error } => {
+                let error = error
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Some(Err(error.into())))
+            }
+        }
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn into_state(self) -> State<S, B> {
+        self.state
     }
 }
 
@@ -467,6 +651,8 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Called { .. } => "called",
+            State::Bound { .. } => "called with a DPoP proof",
+            State::Waiting { .. } => "waiting for token",
             State::Pipeline { .. } => "pipeline",
             State::Failed { .. } => "failed",
         };

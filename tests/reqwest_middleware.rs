@@ -117,7 +117,7 @@ async fn streaming_body_is_sent_once_but_the_token_is_dropped() {
 async fn replay_off_means_invalidate_only() {
     let (cache, fetches) = counting_cache();
     let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN)).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401(false));
+    let client = client(BearerAuthMiddleware::from_cache(cache));
     let res = client.get(api.url("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.calls(), 1);

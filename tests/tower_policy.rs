@@ -75,7 +75,10 @@ impl Api {
 
     fn service<B>(
         &self,
-    ) -> impl Service<Request<B>, Response = Response<String>, Error = Infallible, Future: Send> + Clone
+    ) -> impl Service<Request<B>, Response = Response<String>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + use<B>
     where
         B: Send + 'static,
     {

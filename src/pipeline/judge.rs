@@ -179,14 +179,19 @@ impl Sent {
         self.0.get() as u32
     }
 
-    /// The judge of the tower fast path (a bearer token, no body rule, no replay): if
-    /// `response` rejects the token that was sent, drop it from the cache. A cache that no
-    /// longer exists (every handle dropped while the request was in flight, as with
-    /// `oneshot`) has nothing to drop.
+    /// The judge of the tower service's own futures (no body to read, no replay): if
+    /// `response` rejects the token that was sent (a DPoP-bound one when `dpop`), drop it from
+    /// the cache. A cache that no longer exists (every handle dropped while the request was in
+    /// flight, as with `oneshot`) has nothing to drop.
     #[cold]
-    pub(crate) fn report<RB>(self, response: &mut Response<RB>, rule: Option<&RejectionRule>) {
+    pub(crate) fn report<RB>(
+        self,
+        response: &mut Response<RB>,
+        dpop: bool,
+        rule: Option<&RejectionRule>,
+    ) {
         if !rejects_by_headers(
-            false,
+            dpop,
             rule,
             response.status(),
             response.headers(),

@@ -56,8 +56,7 @@ pub(crate) trait Transport {
 
     fn headers_mut(request: &mut Self::Request) -> &mut HeaderMap;
     /// The request's method and absolute URI, for a DPoP proof.
-    #[cfg(feature = "dpop")]
-    fn target(request: &Self::Request) -> Result<(http::Method, crate::dpop::Target), Error>;
+    fn target(request: &Self::Request) -> Result<attach::Target, Error>;
     /// A copy of `request` to send again, when its body can be copied (and the front end was
     /// configured to copy bodies).
     fn try_clone(&self, request: &Self::Request) -> Option<Self::Request>;
@@ -67,8 +66,7 @@ pub(crate) trait Transport {
     fn extensions_mut(response: &mut Self::Response) -> &mut Extensions;
     /// The origin that sent `response`, when the stack knows it (after redirects it is not
     /// the request's): where a DPoP nonce in it is remembered.
-    #[cfg(feature = "dpop")]
-    fn responder(response: &Self::Response) -> Option<crate::dpop::Target>;
+    fn responder(response: &Self::Response) -> Option<attach::Responder>;
     fn error(error: Error) -> Self::Error;
     fn send(
         &mut self,
@@ -90,8 +88,9 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
     mut transport: T,
     mut request: T::Request,
 ) -> Result<T::Response, T::Error> {
+    let declared = attach::declared(cache.source());
     let mut token = cache.token().await.map_err(T::error)?;
-    let mut attach = Attach::new(cache, &token).map_err(T::error)?;
+    let mut attach = Attach::new(declared, &token).map_err(T::error)?;
     let mut nonce_retry = attach.is_dpop();
     let mut replay = judge.replay;
     let mut template = if nonce_retry || replay {
@@ -99,10 +98,13 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
     } else {
         None
     };
-    attach.apply::<T>(&mut request).map_err(T::error)?;
+    attach.aim(|| T::target(&request)).map_err(T::error)?;
+    attach
+        .apply(T::headers_mut(&mut request))
+        .map_err(T::error)?;
     let mut response = transport.send(request).await?;
     loop {
-        let new_nonce = attach.remember_nonce::<T>(&response);
+        let new_nonce = attach.remember_nonce(T::responder(&response), T::headers(&response));
         let same_token = if nonce_retry
             && new_nonce
             && T::status(&response) == StatusCode::UNAUTHORIZED
@@ -125,7 +127,7 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
                 Some(fresh) => token = fresh,
                 None => return Ok(response),
             }
-            attach = Attach::new(cache, &token).map_err(T::error)?;
+            attach = Attach::new(declared, &token).map_err(T::error)?;
         }
         // The last possible resend takes the template itself; otherwise a copy of it.
         let copy = if nonce_retry || replay {
@@ -138,7 +140,8 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
         };
         // Let the first answer (and its connection) go before sending the next request.
         drop(response);
-        attach.apply::<T>(&mut copy).map_err(T::error)?;
+        attach.aim(|| T::target(&copy)).map_err(T::error)?;
+        attach.apply(T::headers_mut(&mut copy)).map_err(T::error)?;
         tracing::debug!(
             generation = token.generation(),
             "sending the request once more"

@@ -15,12 +15,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_bearer::dpop::{DPOP, Dpop, DpopAuthLayer, DpopKey, DpopMiddleware};
+use tower_bearer::dpop::{DPOP, Dpop, DpopKey};
+
 use tower_bearer::secret::{ClientSecret, RefreshToken};
 use tower_bearer::source::assertion::{Assertion, SigningKey};
 use tower_bearer::source::{ClientAuth, ClientCredentials, JwtBearer, RefreshTokenGrant};
 use tower_bearer::store::MemoryStore;
-use tower_bearer::{BearerAuthLayer, Error, ErrorKind, TokenCache, TokenSource};
+use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, Error, ErrorKind, TokenCache, TokenSource};
 
 use server::{Config, Server};
 
@@ -133,7 +134,7 @@ async fn the_layer_sends_a_dpop_token_and_a_proof_the_api_verifies() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     for path in ["/api/a?x=1", "/api/b", "/api/a"] {
         let (status, body) = get(&mut client, &server.url(path)).await.unwrap();
@@ -155,12 +156,11 @@ async fn the_layer_sends_a_dpop_token_and_a_proof_the_api_verifies() {
 }
 
 #[tokio::test]
-async fn a_bearer_layer_becomes_a_dpop_layer_with_its_rules() {
+async fn the_bearer_layer_sends_dpop_bound_tokens_with_its_rules() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let layer = BearerAuthLayer::new(client_credentials(&server, &dpop))
-        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap())
-        .dpop();
+        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap());
     let mut client = ServiceBuilder::new().layer(layer).service(hyper());
     let (status, _) = get(&mut client, &server.url("/api/x")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -180,7 +180,7 @@ async fn the_apis_nonce_challenge_is_retried_once_then_remembered() {
     .await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let (status, _) = get(&mut client, &server.url("/api/a")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -202,7 +202,7 @@ async fn invalid_token_goes_through_the_401_policy() {
     let dpop = Dpop::generate().unwrap();
     let cache = TokenCache::new(client_credentials(&server, &dpop));
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()))
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
         .service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     server.revoked.lock().unwrap().insert("tok-1".into());
@@ -214,7 +214,7 @@ async fn invalid_token_goes_through_the_401_policy() {
 
     // Without replay, the 401 is returned and the token dropped; the next request has a new one.
     let mut once = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()).replay_on_401(false))
+        .layer(BearerAuthLayer::from_cache(cache.clone()))
         .service(hyper());
     server.revoked.lock().unwrap().insert("tok-2".into());
     tokio::time::sleep(Duration::from_millis(1100)).await; // one 401 drop per second per cache
@@ -230,7 +230,7 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
     let dpop = Dpop::generate().unwrap();
     let cache = TokenCache::new(client_credentials(&server, &dpop));
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()))
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
         .service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     let token = cache.current().unwrap();
@@ -420,7 +420,7 @@ async fn rs256_and_ps256_keys_work_end_to_end() {
         let server = server::start(Config::default()).await;
         let dpop = Dpop::new(key.clone());
         let mut client = ServiceBuilder::new()
-            .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+            .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
             .service(hyper());
         let (status, _) = get(&mut client, &server.url("/api/a")).await.unwrap();
         assert_eq!(status, StatusCode::OK, "{}", key.algorithm());
@@ -438,7 +438,7 @@ async fn the_reqwest_middleware_sends_dpop_with_nonces() {
     .await;
     let dpop = Dpop::generate().unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(DpopMiddleware::new(client_credentials(&server, &dpop)))
+        .with(BearerAuthMiddleware::new(client_credentials(&server, &dpop)).replay_on_401())
         .build();
     for path in ["/api/a", "/api/b?page=2"] {
         let response = client.get(server.url(path)).send().await.unwrap();
@@ -459,20 +459,11 @@ async fn the_reqwest_middleware_sends_dpop_with_nonces() {
 
 #[tokio::test]
 async fn misconfigurations_are_clear_config_errors() {
-    // A source without a DPoP key.
-    let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(tower_bearer::source::static_token("t")))
-        .service(hyper());
-    let err = get(&mut client, "http://127.0.0.1:9/x").await.unwrap_err();
-    let err = err.downcast_ref::<Error>().unwrap();
-    assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("no DPoP key"), "{err}");
-
     // A relative URI: the proof needs the absolute URL.
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let err = get(&mut client, "/relative").await.unwrap_err();
     assert_eq!(
@@ -517,7 +508,7 @@ async fn no_token_key_or_proof_in_debug_or_logs() {
     ))
     .unwrap();
     let dpop = Dpop::new(DpopKey::es256_pem(&pem).unwrap());
-    let layer = DpopAuthLayer::new(client_credentials(&server, &dpop));
+    let layer = BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401();
     let mut client = ServiceBuilder::new().layer(layer.clone()).service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     let proof = server.last_api_proof.lock().unwrap().clone().unwrap();
@@ -550,7 +541,7 @@ async fn concurrent_requests_share_one_token_and_never_share_a_proof() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let requests = (0..64).map(|i| {
         let mut client = client.clone();
@@ -567,12 +558,11 @@ async fn concurrent_requests_share_one_token_and_never_share_a_proof() {
 }
 
 #[tokio::test]
-async fn a_bearer_middleware_becomes_a_dpop_middleware_with_its_rules() {
+async fn the_bearer_middleware_sends_dpop_bound_tokens_with_its_rules() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let middleware = tower_bearer::BearerAuthMiddleware::new(client_credentials(&server, &dpop))
-        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap())
-        .dpop();
+        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap());
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(middleware)
         .build();
@@ -586,4 +576,76 @@ async fn a_bearer_middleware_becomes_a_dpop_middleware_with_its_rules() {
         "no token for another origin"
     );
     assert_eq!(server.token_calls(), 1);
+}
+
+/// A source of the user's that wraps a DPoP source and implements `fetch` only.
+struct Wrapper(ClientCredentials);
+
+impl TokenSource for Wrapper {
+    async fn fetch(&self) -> Result<tower_bearer::Token, Error> {
+        self.0.fetch().await
+    }
+}
+
+#[tokio::test]
+async fn a_wrapper_source_that_only_fetches_still_sends_dpop() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let wrapper = Wrapper(client_credentials(&server, &dpop));
+    assert!(wrapper.dpop().is_none(), "the wrapper declares nothing");
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(wrapper))
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-1"));
+
+    let middleware = BearerAuthMiddleware::new(Wrapper(client_credentials(&server, &dpop)));
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    let response = client.get(server.url("/api/b")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok tok-2");
+    assert!(server.refusals().is_empty(), "{:?}", server.refusals());
+}
+
+#[tokio::test]
+async fn a_nonce_retry_does_not_use_up_the_replay() {
+    let server = server::start(Config {
+        nonce_at_api: true,
+        ..Config::default()
+    })
+    .await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    // tok-1 is rejected; the first proof has no nonce yet.
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-2"));
+    assert_eq!(
+        server.api_calls(),
+        3,
+        "the nonce retry, then the replay with a new token"
+    );
+
+    // The same through the middleware.
+    let server = server::start(Config {
+        nonce_at_api: true,
+        ..Config::default()
+    })
+    .await;
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
+        .build();
+    let response = client.get(server.url("/api/a")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok tok-2");
+    assert_eq!(server.api_calls(), 3);
 }

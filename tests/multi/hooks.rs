@@ -335,7 +335,7 @@ async fn a_rule_over_the_body_on_the_reqwest_middleware() {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(
             BearerAuthMiddleware::from_cache(cache.clone())
-                .replay_on_401(false)
+                
                 .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body),
         )
         .build();
