@@ -19,8 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_bearer::dpop::{Dpop, DpopKey};
-use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, TokenCache};
 use tower_bearer::source::{ClientAuth, ClientCredentials};
+use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, TokenCache};
 
 #[tokio::main]
 async fn main() -> Result<(), tower::BoxError> {

@@ -171,7 +171,9 @@ where
                     Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
                         Ok(frame) => frame,
                         Err(_) => {
-                            tracing::debug!("a response body too slow to judge: passed on unjudged");
+                            tracing::debug!(
+                                "a response body too slow to judge: passed on unjudged"
+                            );
                             break false;
                         }
                     },

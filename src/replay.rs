@@ -30,7 +30,6 @@ use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
 
-
 /// The largest body the tower layer copies for a replay: 1 MiB. A request with a larger body is
 /// sent once (a rejection still drops the token).
 pub const MAX_REPLAY_BODY: u64 = 1024 * 1024;

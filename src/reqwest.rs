@@ -78,7 +78,11 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 
     /// A middleware over `cache` with these rules (the per-destination middleware makes one
     /// per request).
-    pub(crate) fn with_parts(cache: TokenCache<P>, destinations: Destinations, judge: Judge) -> Self {
+    pub(crate) fn with_parts(
+        cache: TokenCache<P>,
+        destinations: Destinations,
+        judge: Judge,
+    ) -> Self {
         BearerAuthMiddleware {
             cache,
             destinations,
@@ -260,7 +264,9 @@ impl Transport for Reqwest<'_> {
         response: &mut Response,
         rule: &BodyRule,
     ) -> reqwest_middleware::Result<bool> {
-        body_rejects(response, rule).await.map_err(reqwest_middleware::Error::middleware)
+        body_rejects(response, rule)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)
     }
 }
 

@@ -585,7 +585,11 @@ where
     ) -> Poll<Option<Result<S::Response, BoxError>>> {
         match self.as_mut().project() {
             StateProj::Called { .. } => Poll::Ready(None),
-            StateProj::Bound { future, sent, bound } => {
+            StateProj::Bound {
+                future,
+                sent,
+                bound,
+            } => {
                 let mut response = match ready!(future.poll(cx)) {
                     Ok(response) => response,
                     Err(error) => return Poll::Ready(Some(Err(error.into()))),

@@ -163,8 +163,8 @@ impl<K: Key, P: TokenSource> Middleware for KeyedBearerAuthMiddleware<K, P> {
         // The single-destination middleware over this key's cache, with these rules: one
         // policy for both.
         BearerAuthMiddleware::with_parts(slot, self.destinations.clone(), self.judge.clone())
-        .handle(request, extensions, next)
-        .await
+            .handle(request, extensions, next)
+            .await
     }
 }
 

@@ -21,7 +21,9 @@ use tower_bearer::secret::{ClientSecret, RefreshToken};
 use tower_bearer::source::assertion::{Assertion, SigningKey};
 use tower_bearer::source::{ClientAuth, ClientCredentials, JwtBearer, RefreshTokenGrant};
 use tower_bearer::store::MemoryStore;
-use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, Error, ErrorKind, TokenCache, TokenSource};
+use tower_bearer::{
+    BearerAuthLayer, BearerAuthMiddleware, Error, ErrorKind, TokenCache, TokenSource,
+};
 
 use server::{Config, Server};
 
