@@ -651,3 +651,89 @@ async fn a_nonce_retry_does_not_use_up_the_replay() {
     assert_eq!(response.text().await.unwrap(), "ok tok-2");
     assert_eq!(server.api_calls(), 3);
 }
+
+/// The nonce claim of a proof, if any.
+fn proof_nonce(proof: &http::HeaderValue) -> Option<String> {
+    let claims = proof.to_str().unwrap().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    claims["nonce"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_nonce_is_stored_for_the_origin_that_sent_it_after_a_redirect() {
+    let server = server::start(Config::default()).await;
+    // B asks for a nonce; R redirects to B.
+    let serve = |app: axum::Router| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    };
+    let b = serve(axum::Router::new().fallback(|| async {
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                ("www-authenticate", r#"DPoP error="use_dpop_nonce""#),
+                ("dpop-nonce", "from-b"),
+            ],
+        )
+    }))
+    .await;
+    let target = format!("{b}/api/x");
+    let r = serve(axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    }))
+    .await;
+    let dpop = Dpop::generate().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::new(client_credentials(
+            &server, &dpop,
+        )))
+        .build();
+    let response = client.get(format!("{r}/api/x")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let proof = |url: String| {
+        dpop.proof(&Method::GET, &url.parse().unwrap(), None)
+            .unwrap()
+    };
+    assert_eq!(
+        proof_nonce(&proof(format!("{b}/other"))).as_deref(),
+        Some("from-b")
+    );
+    assert_eq!(
+        proof_nonce(&proof(format!("{r}/other"))),
+        None,
+        "not the origin asked"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_rule_applies_to_dpop_tokens() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    // This API says "token expired" with a bare 403.
+    let as_403 = |mut response: http::Response<hyper::body::Incoming>| {
+        if response.status() == StatusCode::UNAUTHORIZED {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response.headers_mut().remove("www-authenticate");
+        }
+        response
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .rejects_token_when(|status, _| status == StatusCode::FORBIDDEN)
+                .replay_on_401(),
+        )
+        .map_response(as_403)
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-2"));
+    assert_eq!(server.api_calls(), 2);
+}
