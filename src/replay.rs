@@ -1,6 +1,6 @@
 //! The request bodies the tower layer can send a second time ([`ReplayBody`]), for
 //! [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401) (the
-//! [`Replay`](crate::Replay) mode; the replay itself is the [pipeline](crate::pipeline)'s).
+//! [`Replay`](crate::Replay) mode; the replay itself is the [pipeline](mod@crate::pipeline)'s).
 //!
 //! A replay needs a copy of the request made *before* it is sent, because the inner service
 //! consumes the original. Bodies held in memory (`String`, `Bytes`, `Full`, `Empty`, ...) can be

@@ -8,7 +8,7 @@
 //! with [`replay_on_401`](BearerAuthMiddleware::replay_on_401), replays the request once with a
 //! new token when [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body
 //! cannot be copied and is never replayed). The answer to the replay is returned as it came.
-//! Both are the [pipeline](crate::pipeline)'s, shared with the tower layer, as is DPoP: a
+//! Both are the [pipeline](mod@crate::pipeline)'s, shared with the tower layer, as is DPoP: a
 //! DPoP-bound token is sent with a proof per request, by this same middleware.
 //!
 //! It composes with `reqwest-retry` and `reqwest-tracing` in either order. Put it *inside*

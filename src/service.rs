@@ -20,7 +20,7 @@
 //! request itself is the [`Replay`] mode
 //! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
 //! copy of every request and so is opt-in: its requests go through the
-//! [pipeline](crate::pipeline)'s `send`, a boxed future.
+//! [pipeline](mod@crate::pipeline)'s `send`, a boxed future.
 //!
 //! ```
 //! use std::convert::Infallible;

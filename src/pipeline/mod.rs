@@ -10,16 +10,16 @@
 //!    this step, because it is where the request's URI is cheapest to read.
 //! 2. **cache**: the [`TokenCache`] to take the token from: the one cache, or the slot of a
 //!    [`KeyedTokenCache`](crate::KeyedTokenCache) for the key picked in step 1.
-//! 3. **attach** ([`attach`]): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
+//! 3. **attach** (`attach`): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
 //!    key, `Authorization: DPoP <token>` and a fresh proof. Which one is a property of the
 //!    token ([`Token::with_dpop`](crate::Token::with_dpop), set by the built-in sources
 //!    configured with `.dpop(..)`), with [`TokenSource::dpop`] as the declaration for tokens
 //!    that did not come from the source itself (the fleet tier). So nothing between the source
 //!    and the request (discovery, keyed slots, a wrapper source of the user's, the fleet) can
 //!    lose the binding, and there is no separate DPoP stack.
-//! 4. **send** through the next service ([`Transport`]: the inner tower service, or
+//! 4. **send** through the next service (`Transport`: the inner tower service, or
 //!    reqwest-middleware's `Next`).
-//! 5. **judge** ([`judge`]): one rejection decision over the status, `WWW-Authenticate` of the
+//! 5. **judge** (`judge`): one rejection decision over the status, `WWW-Authenticate` of the
 //!    token's scheme ([`challenge`](crate::challenge)), the user's
 //!    [`RejectionRule`](crate::challenge::RejectionRule), the body rule, and a mark set by a
 //!    layer below ([`RejectedToken`](crate::challenge::RejectedToken)). A rejected token is
@@ -31,11 +31,11 @@
 //!    once more with a new token (never with the value just rejected), and never a third
 //!    time for a rejection.
 //!
-//! The front ends are adapters: they implement [`Transport`] for their request and response
-//! types and call [`send`]. The tower service keeps one path of its own, the fast path of a
+//! The front ends are adapters: they implement `Transport` for their request and response
+//! types and call `send`. The tower service keeps one path of its own, the fast path of a
 //! fresh bearer token (one atomic load, a coarse clock read, a cached header, a named future,
-//! no box: see `service`), whose judging is [`judge::Sent::report`], the same decision.
-//! Everything else (waiting for a token, DPoP, replay) is [`send`].
+//! no box: see `service`), whose judging is `judge::Sent::report`, the same decision.
+//! Everything else (waiting for a token, DPoP, replay) is `send`.
 
 pub(crate) mod attach;
 pub(crate) mod judge;
