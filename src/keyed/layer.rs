@@ -2,11 +2,12 @@
 //! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
 //! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
 //!
-//! Each service remembers the last two destinations it served, each with a [`BearerAuth`] over
-//! that destination's slot, so a run of requests to one destination costs what a single-cache
-//! layer costs, plus one comparison of the authority (per origin) or of the key (per request)
-//! and one load of the slot's eviction flag, and taking turns between two costs little more. A
-//! request elsewhere looks its key up without a lock and takes its slot's token the same way.
+//! Each service remembers the last `MEMOS` (4) destinations it served, each with a [`BearerAuth`]
+//! over that destination's slot, so a run of requests to one destination costs what a
+//! single-cache layer costs, plus one comparison of the authority (per origin) or of the key (per
+//! request) and one load of the slot's eviction flag, and taking turns among up to `MEMOS` (4)
+//! costs a comparison per destination more. A request elsewhere looks its key up without a lock
+//! and takes its slot's token the same way.
 
 use std::fmt;
 use std::future::Future;
@@ -29,6 +30,9 @@ use crate::service::{InvalidateOnly, Replay};
 use crate::{
     BearerAuth, BearerAuthLayer, BoxError, Error, OnDisallowedOrigin, Origin, TokenSource,
 };
+
+/// How many destinations a keyed service remembers (a power of two).
+const MEMOS: usize = 4;
 
 impl<P: TokenSource> BearerAuthLayer<P> {
     /// A layer that gives each request the token of its origin's key: a request to an origin in
@@ -205,8 +209,9 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
         KeyedBearerAuth {
             inner,
             settings: Arc::new(self.settings.clone()),
-            memos: [None, None],
+            memos: Default::default(),
             last: 0,
+            next: 0,
             by_origin: self.settings.route.by_origin(),
         }
     }
@@ -220,12 +225,14 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
 pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     inner: S,
     settings: Arc<Settings<K, P>>,
-    /// The destination served last (`memos[last]`) and the one before it, so a service taking
-    /// turns between two destinations finds both without a lookup in the keyed cache. Only the
-    /// last is handed on to clones (a clone per request would pay for copying both).
-    memos: [Option<Memo<S, K, P, M>>; 2],
-    /// 0 or 1.
+    /// The destination served last (`memos[last]`) and the ones before it, so a service taking
+    /// turns among a few destinations finds them without a lookup in the keyed cache. Only the
+    /// last is handed on to clones (a clone per request would pay for copying them all).
+    memos: [Option<Memo<S, K, P, M>>; MEMOS],
+    /// Below `MEMOS` (4).
     last: usize,
+    /// The memo a new destination replaces next, in turn.
+    next: usize,
     /// Whether the route is by origin, kept here so the fast path does not read the settings
     /// for it.
     by_origin: bool,
@@ -330,8 +337,8 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
-        // `& 1`: an index the compiler can see is in bounds.
-        if let Some(memo) = &mut self.memos[self.last & 1]
+        // `& (MEMOS - 1)`: an index the compiler can see is in bounds.
+        if let Some(memo) = &mut self.memos[self.last & (MEMOS - 1)]
             && memo.matches(&request, self.by_origin, &self.settings.route, &mut picked)
             && memo.slot().is_live()
         {
@@ -377,20 +384,23 @@ where
             settings,
             memos,
             last,
+            next,
             by_origin,
         } = self;
         let by_origin = *by_origin;
         let settings = &**settings;
         let route = &settings.route;
-        let other = 1 - (*last & 1);
-        // The destination before the last: it becomes the last.
-        if let Some(memo) = &mut memos[other]
-            && memo.matches(&request, by_origin, route, &mut picked)
-            && memo.slot().is_live()
-        {
-            *last = other;
-            std::mem::swap(&mut memo.service.inner, inner);
-            return KeyedResponseFuture::authed(memo.service.call(request));
+        // A destination served before the last: it becomes the last.
+        for (i, memo) in memos.iter_mut().enumerate() {
+            if i != *last
+                && let Some(memo) = memo
+                && memo.matches(&request, by_origin, route, &mut picked)
+                && memo.slot().is_live()
+            {
+                *last = i;
+                std::mem::swap(&mut memo.service.inner, inner);
+                return KeyedResponseFuture::authed(memo.service.call(request));
+            }
         }
         let key = picked.unwrap_or_else(|| route.key(&destination(&request)));
         let Some(key) = key else {
@@ -408,8 +418,8 @@ where
             Err(error) => return KeyedResponseFuture::failed(error),
         };
         // The same slot reached another way (another origin mapped to the same key): reuse its
-        // memo. Else a new one replaces the older.
-        let reuse = [1 - other, other].into_iter().find(|&i| {
+        // memo. Else a new one takes an empty place, or replaces the memos in turn.
+        let reuse = (0..MEMOS).find(|&i| {
             memos[i]
                 .as_ref()
                 .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared))
@@ -417,6 +427,16 @@ where
         let at = match reuse {
             Some(i) => i,
             None => {
+                let other = match memos.iter().position(Option::is_none) {
+                    Some(empty) => empty,
+                    None => {
+                        *next = (*next + 1) & (MEMOS - 1);
+                        if *next == *last {
+                            *next = (*next + 1) & (MEMOS - 1);
+                        }
+                        *next
+                    }
+                };
                 let service = BearerAuth::with_parts(
                     inner.clone(),
                     slot,
@@ -536,8 +556,13 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
         KeyedBearerAuth {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
-            memos: [self.memos[self.last & 1].clone(), None],
+            memos: {
+                let mut memos: [Option<Memo<S, K, P, M>>; MEMOS] = Default::default();
+                memos[0] = self.memos[self.last & (MEMOS - 1)].clone();
+                memos
+            },
             last: 0,
+            next: 0,
             by_origin: self.by_origin,
         }
     }

@@ -513,3 +513,30 @@ async fn two_destinations_in_turn_are_both_remembered_and_eviction_still_counts(
     assert!(send("b").await.starts_with("Bearer b-"));
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
+    // Seven origins, more than a service's memo holds, in a mixed order through one service:
+    // every request carries its own origin's token, whichever memo it replaced.
+    let hosts: Vec<String> = (0..7)
+        .map(|i| format!("https://api{i}.example.com"))
+        .collect();
+    let tokens = KeyedTokenCache::new(|key: &usize| {
+        Ok(tower_bearer::source::static_token(format!("for-{key}")))
+    });
+    let origins = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| (Origin::parse(host).unwrap(), i));
+    let echo = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        Ok::<_, Infallible>(Response::new(auth))
+    });
+    let mut client = BearerAuthLayer::per_origin(tokens, origins).layer_service(echo);
+    for i in 0..500usize {
+        let key = (i / 3 + i * i / 11) % 7;
+        let req = Request::get(format!("{}/x", hosts[key])).body(()).unwrap();
+        let response = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(response.body(), &format!("Bearer for-{key}"), "request {i}");
+    }
+}
