@@ -310,6 +310,11 @@ impl<S, K, P, M> KeyedBearerAuth<S, K, P, M> {
         &mut self.inner
     }
 
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The keyed cache this service takes tokens from.
     pub fn cache(&self) -> &KeyedTokenCache<K, P> {
         &self.settings.cache

@@ -737,3 +737,45 @@ async fn a_rejection_rule_applies_to_dpop_tokens() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-2"));
     assert_eq!(server.api_calls(), 2);
 }
+
+#[tokio::test]
+async fn a_body_rule_mark_applies_to_dpop_tokens() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    // This API says "token expired" only in the body of a bare 403.
+    let as_403 = |response: http::Response<hyper::body::Incoming>| {
+        let (mut parts, body) = response.into_parts();
+        let expired = parts.status == StatusCode::UNAUTHORIZED;
+        if expired {
+            parts.status = StatusCode::FORBIDDEN;
+            parts.headers.remove("www-authenticate");
+        }
+        let body = if expired {
+            Full::new(Bytes::from_static(br#"{"error":"token_expired"}"#))
+                .map_err(tower::BoxError::from)
+                .boxed()
+        } else {
+            body.map_err(tower::BoxError::from).boxed()
+        };
+        http::Response::from_parts(parts, body)
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
+        .layer(tower_bearer::body_rule::BodyRuleLayer::new(
+            [StatusCode::FORBIDDEN],
+            |_, _, body: &[u8]| body == br#"{"error":"token_expired"}"#,
+        ))
+        .map_response(as_403)
+        .service(hyper());
+    let request = Request::get(server.url("/api/a"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok tok-2");
+    assert_eq!(server.api_calls(), 2);
+}
