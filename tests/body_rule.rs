@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use futures::future::join_all;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -137,4 +138,44 @@ async fn other_bodies_pass_untouched_and_a_403_for_another_reason_keeps_the_toke
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "no token was dropped");
     assert_eq!(cache.current().unwrap().secret(), "t0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_read_limit_is_passed_on_unjudged() {
+    let (cache, fetches) = counting_cache();
+    // A 403 whose body sends one chunk, then nothing for a minute.
+    let api = service_fn(|_: Request<Full<Bytes>>| async move {
+        let chunks = futures::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(
+            Bytes::from_static(b"{\"error\":"),
+        ))])
+        .chain(futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(http_body::Frame::data(Bytes::from_static(
+                b"\"token_expired\"}",
+            )))
+        }))
+        .boxed();
+        let mut response = Response::new(StreamBody::new(chunks));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        Ok::<_, Infallible>(response)
+    });
+    let client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::from_cache(cache.clone()))
+        .layer(
+            BodyRuleLayer::new([StatusCode::FORBIDDEN], says_expired)
+                .read_timeout(Duration::from_secs(2)),
+        )
+        .service(api);
+    let started = tokio::time::Instant::now();
+    let response = client.oneshot(Request::new(Full::default())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the read gave up at its limit"
+    );
+    // Unjudged: the token stays. The caller still gets the whole body.
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"error":"token_expired"}"#);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.token().await.unwrap().secret(), "t0");
 }
