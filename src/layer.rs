@@ -99,7 +99,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
 
     /// After a response that rejects the token, send the request once more with a new token,
     /// when its body can be copied ([`ReplayBody`](crate::ReplayBody), up to
-    /// [`MAX_REPLAY_BODY`](crate::replay::MAX_REPLAY_BODY)); and a DPoP request once more
+    /// [`MAX_REPLAY_BODY`](crate::MAX_REPLAY_BODY)); and a DPoP request once more
     /// after a `use_dpop_nonce` challenge, which does not count as the replay.
     ///
     /// The default is to drop the rejected token and return the response (a DPoP nonce is

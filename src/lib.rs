@@ -55,7 +55,7 @@
 //! - [`Token`]: the secret (redacted, zeroized) and its lifetime.
 //! - [`TokenCache`]: the single-flight cache, shared by clones; usable on its own.
 //! - [`BearerAuthLayer`] / [`BearerAuth`] / [`ResponseFuture`]: the tower middleware;
-//!   [`ReplayBody`] for the request bodies it can replay after a 401 ([`replay`]).
+//!   [`ReplayBody`] for the request bodies it can replay after a 401.
 //! - `BearerAuthMiddleware` (feature `reqwest-middleware`): the same cache and policy as a
 //!   `reqwest_middleware::Middleware`.
 //! - [`KeyedTokenCache`] ([`keyed`]): a token per destination (audience, resource, tenant), and
@@ -119,17 +119,17 @@ pub mod error;
 pub mod fleet;
 pub mod http_client;
 pub mod keyed;
-pub mod layer;
+mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod mtls;
 pub mod origin;
 pub mod pipeline;
-pub mod replay;
+mod replay;
 #[cfg(feature = "reqwest-middleware")]
-pub mod reqwest;
+mod reqwest;
 pub mod secret;
-pub mod service;
+mod service;
 pub mod source;
 pub mod store;
 pub mod token;
@@ -149,13 +149,12 @@ pub use cache::{
     Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
-#[cfg(feature = "reqwest-middleware")]
-pub use keyed::KeyedBearerAuthMiddleware;
-pub use keyed::{KeyedBearerAuthLayer, KeyedTokenCache};
+pub use keyed::KeyedTokenCache;
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
-pub use replay::ReplayBody;
+pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
 pub use source::TokenSource;

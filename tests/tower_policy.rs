@@ -752,7 +752,7 @@ async fn a_body_larger_than_the_replay_cap_is_not_copied_and_sent_once() {
     let mut svc = BearerAuthLayer::from_cache(cache)
         .replay_on_401()
         .layer(api.service());
-    let large = "x".repeat(tower_bearer::replay::MAX_REPLAY_BODY as usize + 1);
+    let large = "x".repeat(tower_bearer::MAX_REPLAY_BODY as usize + 1);
     let res = send(&mut svc, Request::new(large)).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "not replayed");
     assert_eq!(api.calls(), 1);
