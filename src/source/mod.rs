@@ -123,9 +123,10 @@ pub trait TokenSource: Send + Sync + 'static {
     /// The tokens carry their binding themselves ([`Token::with_dpop`], set by the built-in
     /// sources configured with `.dpop(..)`), and the layer and middleware attach each token
     /// as its binding says, so a wrapper source that only implements `fetch` still sends DPoP.
-    /// This declaration is for what holds tokens that did not come from this process's
-    /// `fetch`: the fleet tier (which key the process holds), and the layer for a token
-    /// adopted from it. The crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it.
+    /// This declaration is for tokens that did not come from this process's `fetch`: the
+    /// fleet tier (which key the process holds), and the layer and middleware for a token
+    /// adopted from it. The crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it;
+    /// a wrapper of your own used with the fleet tier must forward it too.
     #[cfg(feature = "dpop")]
     #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {

@@ -268,6 +268,16 @@ impl TokenSource for Source {
             Source::TokenExchange(s) => s.fetch().await,
         }
     }
+
+    // What the fleet tier needs: a process that adopts a token from Redis has only this to
+    // know the key it is bound to (tokens fetched here carry their binding themselves).
+    fn dpop(&self) -> Option<&Dpop> {
+        match self {
+            Source::ClientCredentials(s) => s.dpop(),
+            Source::Discovered(s) => s.dpop(),
+            Source::TokenExchange(s) => s.dpop(),
+        }
+    }
 }
 
 fn pick(destination: &Destination<'_>) -> Option<&'static str> {
@@ -417,4 +427,71 @@ async fn reqwest_per_origin() {
 #[tokio::test]
 async fn reqwest_per_request() {
     row(Stack::Reqwest, Caches::PerRequest).await;
+}
+
+/// The fleet tier column: two "processes" (caches) share one identity in Redis and one DPoP
+/// key (as processes loading the same PEM do). The first fetches; the second adopts the token
+/// from Redis, with no binding of its own in memory, and must still send it as its source
+/// declares (`TokenSource::dpop`), through each stack.
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+#[path = "../fleet/support.rs"]
+mod fleet_support;
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_fleet_tier_on_both_stacks_bearer_and_dpop() {
+    use tower_bearer::TokenCache;
+    use tower_bearer::fleet::RedisFleet;
+
+    let redis = fleet_support::RedisServer::start();
+    for stack in [Stack::Tower, Stack::Reqwest] {
+        for dpop in [false, true] {
+            let server = Server::start().await;
+            let key = dpop.then(|| Dpop::generate().unwrap());
+            let identity = format!("matrix {stack:?} {dpop}");
+            let label = format!("{stack:?} × fleet × dpop={dpop}");
+            let process = || {
+                let fleet = RedisFleet::builder(&redis.url(), &identity)
+                    .build()
+                    .unwrap();
+                let source = source(&server, Grant::ClientCredentials, APIS[0], key.as_ref())();
+                TokenCache::builder(source).fleet(fleet).build()
+            };
+            for cache in [process(), process()] {
+                let api = APIS[0];
+                match stack {
+                    Stack::Tower => {
+                        let hyper =
+                            Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+                        let request = http::Request::get(server.api_url(api))
+                            .body(Full::default())
+                            .unwrap();
+                        let response = BearerAuthLayer::from_cache(cache)
+                            .layer(hyper)
+                            .oneshot(request)
+                            .await
+                            .unwrap_or_else(|e| panic!("{label}: {e}"));
+                        let status = response.status();
+                        let body = response.into_body().collect().await.unwrap().to_bytes();
+                        check(&server, &label, api, status, &body);
+                    }
+                    Stack::Reqwest => {
+                        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                            .with(BearerAuthMiddleware::from_cache(cache))
+                            .build();
+                        let response = client.get(server.api_url(api)).send().await.unwrap();
+                        let status = response.status();
+                        let body = response.bytes().await.unwrap();
+                        check(&server, &label, api, status, &body);
+                    }
+                }
+            }
+            assert_eq!(
+                server.token_calls.load(Ordering::SeqCst),
+                1,
+                "{label}: the second process adopts the first one's token"
+            );
+        }
+    }
 }
