@@ -136,6 +136,23 @@ pub struct BodyRule<S> {
     layer: BodyRuleLayer,
 }
 
+impl<S> BodyRule<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, B, RB> Service<Request<B>> for BodyRule<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
