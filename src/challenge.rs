@@ -231,7 +231,7 @@ impl fmt::Debug for RejectionRule {
 
 /// A response extension saying that the response rejects the token, set by a layer below the
 /// bearer layer that judges what the bearer layer does not read, such as
-/// [`BodyRuleLayer`](crate::body_rule::BodyRuleLayer) reading the body. The bearer layer treats
+/// [`BodyRule`](crate::body_rule::BodyRule) reading the body. The bearer layer treats
 /// a response carrying it as it treats a 401 that rejects the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectedToken;

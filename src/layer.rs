@@ -43,7 +43,9 @@ use std::marker::PhantomData;
 
 use http::{HeaderMap, StatusCode};
 use tower::Layer;
+use tower::layer::util::Identity;
 
+use crate::body_rule::BodyRuleLayer;
 use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
 use crate::pipeline::Judge;
@@ -72,10 +74,13 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 /// `SetRequestHeader::overriding`, say): the server's 401 would then be about a token this layer
 /// never sent, and it cannot tell. A second bearer layer of this crate further in is recognised
 /// (it marks the 401 as being about its own token), and this layer then keeps its token.
-pub struct BearerAuthLayer<P, M = InvalidateOnly> {
+pub struct BearerAuthLayer<P, M = InvalidateOnly, L = Identity> {
     cache: TokenCache<P>,
     destinations: Destinations,
     judge: Judge,
+    /// What the layer puts between its services and the inner service: nothing, or the body
+    /// rule's reader ([`rejects_token_when_body`](Self::rejects_token_when_body)).
+    below: L,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -93,10 +98,13 @@ impl<P: TokenSource> BearerAuthLayer<P> {
             cache,
             destinations: Destinations::default(),
             judge: Judge::default(),
+            below: Identity::new(),
             mode: PhantomData,
         }
     }
+}
 
+impl<P: TokenSource, L> BearerAuthLayer<P, InvalidateOnly, L> {
     /// After a response that rejects the token, send the request once more with a new token,
     /// when its body can be copied ([`ReplayBody`](crate::ReplayBody), up to
     /// [`MAX_REPLAY_BODY`](crate::MAX_REPLAY_BODY)); and a DPoP request once more
@@ -108,7 +116,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// fast path: hence the opt-in. Never a second replay. The services this layer makes then
     /// require `B: ReplayBody`; a request whose body cannot be copied is sent once, and a
     /// rejection only drops the token. The same option as `BearerAuthMiddleware::replay_on_401`.
-    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay> {
+    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay, L> {
         BearerAuthLayer {
             cache: self.cache,
             destinations: self.destinations,
@@ -116,12 +124,53 @@ impl<P: TokenSource> BearerAuthLayer<P> {
                 replay: true,
                 ..self.judge
             },
+            below: self.below,
             mode: PhantomData,
         }
     }
 }
 
-impl<P: TokenSource, M> BearerAuthLayer<P, M> {
+impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
+    /// Also treat a response as rejecting the token when `rule` says so after reading its body:
+    /// for servers that say "this token expired" only in the body (a 403 with
+    /// `{"error": "token_expired"}`); see
+    /// `BearerAuthMiddleware::rejects_token_when_body`, the same option. Only responses with one
+    /// of `statuses` are read, up to [`DEFAULT_MAX_BODY`](crate::body_rule::DEFAULT_MAX_BODY)
+    /// (64 KiB) and for at most [`DEFAULT_BODY_TIMEOUT`](crate::body_rule::DEFAULT_BODY_TIMEOUT)
+    /// (5 s); a larger or slower body is not judged. The caller gets the whole body all the
+    /// same, as a [`JudgedBody`](crate::body_rule::JudgedBody) (the services this layer makes
+    /// then wrap the inner service in a [`BodyRule`](crate::body_rule::BodyRule), which reads
+    /// the body and marks the response for this layer's judge).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_bearer::{BearerAuthLayer, source::static_token};
+    ///
+    /// let layer = BearerAuthLayer::new(static_token("abc")).rejects_token_when_body(
+    ///     [StatusCode::FORBIDDEN],
+    ///     |_status, _headers, body| {
+    ///         serde_json::from_slice::<serde_json::Value>(body)
+    ///             .is_ok_and(|json| json["error"] == "token_expired")
+    ///     },
+    /// );
+    /// # let _ = layer;
+    /// ```
+    pub fn rejects_token_when_body(
+        self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> BearerAuthLayer<P, M, BodyRuleLayer> {
+        BearerAuthLayer {
+            cache: self.cache,
+            destinations: self.destinations,
+            judge: self.judge,
+            below: BodyRuleLayer::new(statuses, rule),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<P: TokenSource, M, L> BearerAuthLayer<P, M, L> {
     /// Send the token only to this origin (and any others allowed). Without any call, every
     /// origin may receive it (subject to [`allow_insecure_http`](Self::allow_insecure_http)).
     /// Relative URIs always get the token.
@@ -173,12 +222,12 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
     }
 }
 
-impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
-    type Service = BearerAuth<S, P, M>;
+impl<S, P: TokenSource, M, L: Layer<S>> Layer<S> for BearerAuthLayer<P, M, L> {
+    type Service = BearerAuth<L::Service, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth::with_parts(
-            inner,
+            self.below.layer(inner),
             self.cache.clone(),
             self.destinations.clone(),
             self.judge.clone(),
@@ -186,23 +235,25 @@ impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
     }
 }
 
-impl<P, M> Clone for BearerAuthLayer<P, M> {
+impl<P, M, L: Clone> Clone for BearerAuthLayer<P, M, L> {
     fn clone(&self) -> Self {
         BearerAuthLayer {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
+            below: self.below.clone(),
             mode: PhantomData,
         }
     }
 }
 
-impl<P, M> fmt::Debug for BearerAuthLayer<P, M> {
+impl<P, M, L: fmt::Debug> fmt::Debug for BearerAuthLayer<P, M, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
             .field("judge", &self.judge)
+            .field("below", &self.below)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

@@ -416,8 +416,8 @@ where
     }
 
     async fn body_rejects(_: &mut Response<RB>, _: &BodyRule) -> Result<bool, BoxError> {
-        // Body rules on a tower stack are `BodyRuleLayer`, below this layer: it marks the
-        // response (`RejectedToken`), which the judge reads.
+        // On a tower stack a body rule reads the body below this service (`body_rule::BodyRule`,
+        // put there by the layer) and marks the response (`RejectedToken`), which the judge reads.
         Ok(false)
     }
 }

@@ -19,10 +19,12 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request, StatusCode, Uri};
 use pin_project_lite::pin_project;
+use tower::layer::util::Identity;
 use tower::{Layer, Service};
 
 use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache, Slot};
+use crate::body_rule::BodyRuleLayer;
 use crate::challenge::RejectionRule;
 use crate::origin::{Approved, Destinations};
 use crate::pipeline::Judge;
@@ -108,8 +110,10 @@ impl<P: TokenSource> BearerAuthLayer<P> {
 /// A [`Layer`] that adds to each request the bearer token of its destination's key, from a
 /// [`KeyedTokenCache`]. Made by [`BearerAuthLayer::per_origin`] or
 /// [`BearerAuthLayer::per_request`]; configured like [`BearerAuthLayer`].
-pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly> {
+pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly, L = Identity> {
     settings: Settings<K, P>,
+    /// Between the services and the inner service: nothing, or a body rule's reader.
+    below: L,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -133,22 +137,43 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
                 on_unknown: OnDisallowedOrigin::SendWithoutToken,
                 judge: Judge::default(),
             },
-            mode: PhantomData,
-        }
-    }
-
-    /// After a 401 that rejects the token, send the request once more with a new token of the
-    /// same key; see [`BearerAuthLayer::replay_on_401`].
-    pub fn replay_on_401(mut self) -> KeyedBearerAuthLayer<K, P, Replay> {
-        self.settings.judge.replay = true;
-        KeyedBearerAuthLayer {
-            settings: self.settings,
+            below: Identity::new(),
             mode: PhantomData,
         }
     }
 }
 
-impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
+impl<K: Key, P: TokenSource, L> KeyedBearerAuthLayer<K, P, InvalidateOnly, L> {
+    /// After a 401 that rejects the token, send the request once more with a new token of the
+    /// same key; see [`BearerAuthLayer::replay_on_401`].
+    pub fn replay_on_401(mut self) -> KeyedBearerAuthLayer<K, P, Replay, L> {
+        self.settings.judge.replay = true;
+        KeyedBearerAuthLayer {
+            settings: self.settings,
+            below: self.below,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M, Identity> {
+    /// Also treat a response as rejecting the token when `rule` says so after reading its
+    /// body; see [`BearerAuthLayer::rejects_token_when_body`]. The token dropped is the one of
+    /// the request's key.
+    pub fn rejects_token_when_body(
+        self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> KeyedBearerAuthLayer<K, P, M, BodyRuleLayer> {
+        KeyedBearerAuthLayer {
+            settings: self.settings,
+            below: BodyRuleLayer::new(statuses, rule),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, P: TokenSource, M, L> KeyedBearerAuthLayer<K, P, M, L> {
     /// What to do with a request whose destination has no key: send it without a token
     /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
     /// ([`OnDisallowedOrigin::Fail`], an error of kind [`Disallowed`](crate::ErrorKind::Disallowed)).
@@ -202,12 +227,12 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
     }
 }
 
-impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
-    type Service = KeyedBearerAuth<S, K, P, M>;
+impl<S, K: Clone, P, M, L: Layer<S>> Layer<S> for KeyedBearerAuthLayer<K, P, M, L> {
+    type Service = KeyedBearerAuth<L::Service, K, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedBearerAuth {
-            inner,
+            inner: self.below.layer(inner),
             settings: Arc::new(self.settings.clone()),
             memos: Default::default(),
             last: 0,
@@ -585,10 +610,11 @@ impl<K, P> Clone for Settings<K, P> {
     }
 }
 
-impl<K, P, M> Clone for KeyedBearerAuthLayer<K, P, M> {
+impl<K, P, M, L: Clone> Clone for KeyedBearerAuthLayer<K, P, M, L> {
     fn clone(&self) -> Self {
         KeyedBearerAuthLayer {
             settings: self.settings.clone(),
+            below: self.below.clone(),
             mode: PhantomData,
         }
     }
@@ -606,10 +632,11 @@ impl<K, P> fmt::Debug for Settings<K, P> {
     }
 }
 
-impl<K, P, M> fmt::Debug for KeyedBearerAuthLayer<K, P, M> {
+impl<K, P, M, L: fmt::Debug> fmt::Debug for KeyedBearerAuthLayer<K, P, M, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBearerAuthLayer")
             .field("settings", &self.settings)
+            .field("below", &self.below)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

@@ -739,7 +739,7 @@ async fn a_rejection_rule_applies_to_dpop_tokens() {
 }
 
 #[tokio::test]
-async fn a_body_rule_mark_applies_to_dpop_tokens() {
+async fn a_body_rule_applies_to_dpop_tokens() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let cache = TokenCache::new(client_credentials(&server, &dpop));
@@ -763,11 +763,13 @@ async fn a_body_rule_mark_applies_to_dpop_tokens() {
         http::Response::from_parts(parts, body)
     };
     let mut client = ServiceBuilder::new()
-        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
-        .layer(tower_bearer::body_rule::BodyRuleLayer::new(
-            [StatusCode::FORBIDDEN],
-            |_, _, body: &[u8]| body == br#"{"error":"token_expired"}"#,
-        ))
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .replay_on_401()
+                .rejects_token_when_body([StatusCode::FORBIDDEN], |_, _, body: &[u8]| {
+                    body == br#"{"error":"token_expired"}"#
+                }),
+        )
         .map_response(as_403)
         .service(hyper());
     let request = Request::get(server.url("/api/a"))
