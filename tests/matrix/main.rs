@@ -434,7 +434,6 @@ async fn reqwest_per_request() {
 /// from Redis, with no binding of its own in memory, and must still send it as its source
 /// declares (`TokenSource::dpop`), through each stack.
 #[cfg(feature = "redis")]
-#[allow(dead_code)]
 #[path = "../fleet/support.rs"]
 mod fleet_support;
 
