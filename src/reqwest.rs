@@ -116,7 +116,7 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.judge.body = Some(BodyRule::new(statuses, rule));
+        self.judge.body = Some(std::sync::Arc::new(BodyRule::new(statuses, rule)));
         self
     }
 

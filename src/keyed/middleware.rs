@@ -127,7 +127,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.judge.body = Some(BodyRule::new(statuses, rule));
+        self.judge.body = Some(std::sync::Arc::new(BodyRule::new(statuses, rule)));
         self
     }
 

@@ -24,7 +24,9 @@ use crate::{CachedToken, TokenCache, TokenSource};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Judge {
     pub(crate) rule: Option<RejectionRule>,
-    pub(crate) body: Option<BodyRule>,
+    /// Behind an `Arc`: the tower service holds a `Judge`, and its size is paid by every
+    /// service and clone on the fast path.
+    pub(crate) body: Option<Arc<BodyRule>>,
     /// Send a rejected request once more with a new token (`replay_on_401`).
     pub(crate) replay: bool,
 }
@@ -184,6 +186,7 @@ impl Sent {
     /// the cache. A cache that no longer exists (every handle dropped while the request was in
     /// flight, as with `oneshot`) has nothing to drop.
     #[cold]
+    #[inline(never)]
     pub(crate) fn report<RB>(
         self,
         response: &mut Response<RB>,
