@@ -52,10 +52,9 @@ use tower::Service;
 
 use crate::cache::handle::TokenFuture;
 use crate::cache::{Freshness, coarse_now};
-use crate::challenge::RejectionRule;
 use crate::origin::{Approved, Destinations, Verdict};
 use crate::pipeline::attach::{self, Attach, Declared};
-use crate::pipeline::judge::Sent;
+use crate::pipeline::judge::{Judging, Sent};
 use crate::pipeline::{self, BodyRule, Judge, Transport};
 use crate::replay::{ReplayBody, try_clone_request};
 use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
@@ -96,6 +95,8 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
     pub(crate) judge: Judge,
+    /// What the futures of bearer requests judge with (the user's rule), prebuilt.
+    pub(crate) judging: Option<Judging>,
     pub(crate) mode: PhantomData<fn() -> M>,
 }
 
@@ -123,6 +124,7 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             header: HeaderValue::from_static(""),
             approved: Approved::NONE,
             destinations,
+            judging: Judging::new(judge.rule.clone(), None),
             judge,
             mode: PhantomData,
         }
@@ -179,8 +181,8 @@ where
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
             let sent = Sent::new(self.cache_id, state >> 2);
-            let rule = self.judge.rule.clone();
-            return ResponseFuture::called(self.inner.call(request), Some(sent), rule);
+            let judging = self.judging.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
         }
         self.call_slow(request, state)
     }
@@ -205,8 +207,8 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
         if let Some(sent) = self.bearer_now(&mut request, state) {
-            let rule = self.judge.rule.clone();
-            return ResponseFuture::called(self.inner.call(request), Some(sent), rule);
+            let judging = self.judging.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
         }
         let declared = attach::declared(self.cache.source()).cloned();
         if let Some((token, _)) = self.cache.usable() {
@@ -217,7 +219,7 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
                 &token,
                 self.cache_id,
                 declared.as_ref(),
-                self.judge.rule.clone(),
+                self.judging.as_ref(),
             );
         }
         // tower's clone-and-swap idiom: the service that was made ready is the one called once
@@ -233,7 +235,7 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
                     inner,
                     request,
                     declared,
-                    rule: self.judge.rule.clone(),
+                    judging: self.judging.clone(),
                 })),
                 cache_id: self.cache_id,
             },
@@ -341,13 +343,7 @@ struct Parts<S, B> {
     inner: S,
     request: Request<B>,
     declared: Option<Declared>,
-    rule: Option<RejectionRule>,
-}
-
-/// What a request sent with a DPoP-bound token keeps to judge the answer, boxed.
-struct Bound {
-    attach: Attach,
-    rule: Option<RejectionRule>,
+    judging: Option<Judging>,
 }
 
 /// The pipeline's transport over a tower service: the first request through the service that
@@ -461,14 +457,7 @@ pin_project! {
             future: S::Future,
             // The token the request carried, if any.
             sent: Option<Sent>,
-            rule: Option<RejectionRule>,
-        },
-        // Sent with a DPoP-bound token and its proof.
-        Bound {
-            #[pin]
-            future: S::Future,
-            sent: Sent,
-            bound: Box<Bound>,
+            judging: Option<Judging>,
         },
         Waiting {
             token: TokenFuture,
@@ -489,9 +478,13 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(future: S::Future, sent: Option<Sent>, rule: Option<RejectionRule>) -> Self {
+    fn called(future: S::Future, sent: Option<Sent>, judging: Option<Judging>) -> Self {
         ResponseFuture {
-            state: State::Called { future, sent, rule },
+            state: State::Called {
+                future,
+                sent,
+                judging,
+            },
         }
     }
 
@@ -503,7 +496,7 @@ where
         token: &CachedToken,
         cache_id: NonZeroU32,
         declared: Option<&Declared>,
-        rule: Option<RejectionRule>,
+        judging: Option<&Judging>,
     ) -> Self {
         let mut attach = match Attach::new(declared, token) {
             Ok(attach) => attach,
@@ -517,16 +510,12 @@ where
         }
         let sent = Sent::new(cache_id, token.generation());
         let future = inner.call(request);
-        if !attach.is_dpop() {
-            return Self::called(future, Some(sent), rule);
-        }
-        ResponseFuture {
-            state: State::Bound {
-                future,
-                sent,
-                bound: Box::new(Bound { attach, rule }),
-            },
-        }
+        let judging = if attach.is_dpop() {
+            Judging::new(judging.and_then(Judging::rule).cloned(), Some(attach))
+        } else {
+            judging.cloned()
+        };
+        Self::called(future, Some(sent), judging)
     }
 
     #[cold]
@@ -550,15 +539,20 @@ where
         loop {
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
-            if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
+            if let StateProj::Called {
+                future,
+                sent,
+                judging,
+            } = state.as_mut().project()
+            {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
                     && (response.status() == StatusCode::UNAUTHORIZED
-                        || rule.is_some()
+                        || judging.is_some()
                         || !response.extensions().is_empty())
                     && let Some(sent) = *sent
                 {
-                    sent.report(response, false, rule.as_ref());
+                    sent.report(response, judging.as_ref());
                 }
                 return poll.map_err(Into::into);
             }
@@ -575,8 +569,7 @@ where
     S::Error: Into<BoxError>,
 {
     /// Everything but `Called`: `Ready(None)` once the request has been handed to the inner
-    /// service (the state is now `Called` or `Bound`), `Ready(Some(..))` when the future is
-    /// done.
+    /// service (the state is now `Called`), `Ready(Some(..))` when the future is done.
     #[cold]
     #[inline(never)]
     fn advance(
@@ -585,20 +578,6 @@ where
     ) -> Poll<Option<Result<S::Response, BoxError>>> {
         match self.as_mut().project() {
             StateProj::Called { .. } => Poll::Ready(None),
-            StateProj::Bound {
-                future,
-                sent,
-                bound,
-            } => {
-                let mut response = match ready!(future.poll(cx)) {
-                    Ok(response) => response,
-                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
-                };
-                // No copy of the request, so no second attempt: the nonce serves the next.
-                bound.attach.remember_nonce(None, response.headers());
-                sent.report(&mut response, true, bound.rule.as_ref());
-                Poll::Ready(Some(Ok(response)))
-            }
             StateProj::Waiting {
                 token,
                 parts,
@@ -612,7 +591,7 @@ where
                     mut inner,
                     request,
                     declared,
-                    rule,
+                    judging,
                 } = *parts
                     .take()
                     .expect("ResponseFuture polled after completion");
@@ -622,7 +601,7 @@ where
                     &token,
                     *cache_id,
                     declared.as_ref(),
-                    rule,
+                    judging.as_ref(),
                 );
                 // Pin projection does not reach into a new value: move the state over.
                 self.set(next.into_state());
@@ -655,7 +634,6 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Called { .. } => "called",
-            State::Bound { .. } => "called with a DPoP proof",
             State::Waiting { .. } => "waiting for token",
             State::Pipeline { .. } => "pipeline",
             State::Failed { .. } => "failed",
@@ -681,6 +659,7 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
+            judging: self.judging.clone(),
             mode: PhantomData,
         }
     }

@@ -181,20 +181,20 @@ impl Sent {
         self.0.get() as u32
     }
 
-    /// The judge of the tower service's own futures (no body to read, no replay): if
-    /// `response` rejects the token that was sent (a DPoP-bound one when `dpop`), drop it from
-    /// the cache. A cache that no longer exists (every handle dropped while the request was in
-    /// flight, as with `oneshot`) has nothing to drop.
+    /// The judge of the tower service's own future (no body to read, no replay): remember a
+    /// DPoP nonce, and if `response` rejects the token that was sent, drop it from the cache.
+    /// A cache that no longer exists (every handle dropped while the request was in flight, as
+    /// with `oneshot`) has nothing to drop.
     #[cold]
     #[inline(never)]
-    pub(crate) fn report<RB>(
-        self,
-        response: &mut Response<RB>,
-        dpop: bool,
-        rule: Option<&RejectionRule>,
-    ) {
+    pub(crate) fn report<RB>(self, response: &mut Response<RB>, judging: Option<&Judging>) {
+        let (rule, attach) = judging.map_or((None, None), |j| (j.0.0.as_ref(), j.0.1.as_ref()));
+        if let Some(attach) = attach {
+            // No copy of the request, so no second attempt: the nonce serves the next one.
+            attach.remember_nonce(None, response.headers());
+        }
         if !rejects_by_headers(
-            dpop,
+            attach.is_some_and(Attach::is_dpop),
             rule,
             response.status(),
             response.headers(),
@@ -217,6 +217,24 @@ impl Sent {
                 "the server rejected the token"
             );
         }
+    }
+}
+
+/// What the tower service's own future needs to judge a response, in one word (its size is
+/// paid by every request on the fast path): the user's rule, and for a DPoP-bound token how it
+/// was attached (to remember nonces and read the `DPoP` challenges).
+#[derive(Clone)]
+pub(crate) struct Judging(Arc<(Option<RejectionRule>, Option<Attach>)>);
+
+impl Judging {
+    /// `None` when there is nothing to judge beyond the default.
+    pub(crate) fn new(rule: Option<RejectionRule>, attach: Option<Attach>) -> Option<Judging> {
+        (rule.is_some() || attach.is_some()).then(|| Judging(Arc::new((rule, attach))))
+    }
+
+    /// The user's rule.
+    pub(crate) fn rule(&self) -> Option<&RejectionRule> {
+        self.0.0.as_ref()
     }
 }
 
