@@ -7,7 +7,9 @@
 //!   of them (`https://api.example.com`).
 //! - `keyed/per_request`: `BearerAuthLayer::per_request` with a closure matching the host.
 //! - `keyed/per_origin_alternating`: requests alternating between two origins through one
-//!   service (its memo of the last destination misses every time).
+//!   service.
+//! - `keyed/*_three`: requests to three origins in turn through one service, by origin and by
+//!   closure (the issue-16 measurement: more destinations than a two-entry memo holds).
 //! - `*/clone_per_request`: the service cloned for each request from a template that never
 //!   sends (`client.clone().oneshot(..)`).
 //! - `keyed/fill_10000`: 10,000 keys used once each (a slot created, its token fetched), printed
@@ -37,11 +39,12 @@ fn fresh(value: &str) -> StaticToken {
     StaticToken::new(Token::new(value.to_owned()).with_expires_in(Duration::from_secs(24 * 3600)))
 }
 
-/// A service that sends every other request to another origin, to measure the memo's miss.
+/// A service that sends its requests to `origins` in turn (the first is the request's own), to
+/// measure a service serving several destinations.
 #[derive(Clone)]
-struct Alternate<S>(S, bool);
+struct Rotate<S>(S, &'static [&'static str], usize);
 
-impl<S: Service<Request<()>>> Service<Request<()>> for Alternate<S> {
+impl<S: Service<Request<()>>> Service<Request<()>> for Rotate<S> {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
@@ -49,13 +52,20 @@ impl<S: Service<Request<()>>> Service<Request<()>> for Alternate<S> {
         self.0.poll_ready(cx)
     }
     fn call(&mut self, mut request: Request<()>) -> Self::Future {
-        self.1 = !self.1;
-        if self.1 {
-            *request.uri_mut() = Uri::from_static("https://search.example.com/v1/items");
+        self.2 = (self.2 + 1) % self.1.len();
+        if self.2 != 0 {
+            *request.uri_mut() = Uri::from_static(self.1[self.2]);
         }
         self.0.call(request)
     }
 }
+
+const TWO: &[&str] = &[HTTPS, "https://search.example.com/v1/items"];
+const THREE: &[&str] = &[
+    HTTPS,
+    "https://search.example.com/v1/items",
+    "https://files.example.com/v1/items",
+];
 
 type Row<'a> = (&'static str, Box<dyn Fn(u64) -> Duration + 'a>);
 
@@ -90,10 +100,13 @@ fn main() {
         let per_request = BearerAuthLayer::per_request(keyed.clone(), |dest| match dest.host() {
             Some("api.example.com") => Some("api"),
             Some("search.example.com") => Some("search"),
+            Some("files.example.com") => Some("files"),
             _ => None,
         })
         .layer(NoOp);
-        let alternating = Alternate(per_origin.clone(), false);
+        let alternating = Rotate(per_origin.clone(), TWO, 0);
+        let origin_three = Rotate(per_origin.clone(), THREE, 0);
+        let request_three = Rotate(per_request.clone(), THREE, 0);
         let bearer_each = CloneEach(bearer.clone());
         let per_origin_each = CloneEach(per_origin.clone());
 
@@ -118,6 +131,14 @@ fn main() {
             (
                 "keyed/per_origin_alternating",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| alternating.clone())),
+            ),
+            (
+                "keyed/per_origin_three",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| origin_three.clone())),
+            ),
+            (
+                "keyed/per_request_three",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_three.clone())),
             ),
             (
                 "bearer_auth/clone_per_request",

@@ -18,9 +18,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_bearer::TokenCache;
-use tower_bearer::dpop::{Dpop, DpopAuthLayer, DpopKey, DpopMiddleware};
+use tower_bearer::dpop::{Dpop, DpopKey};
 use tower_bearer::source::{ClientAuth, ClientCredentials};
+use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, TokenCache};
 
 #[tokio::main]
 async fn main() -> Result<(), tower::BoxError> {
@@ -38,7 +38,8 @@ async fn main() -> Result<(), tower::BoxError> {
         dpop.key().thumbprint()
     );
 
-    // Token requests carry a proof; only a `DPoP` token type is accepted.
+    // Token requests carry a proof; only a `DPoP` token type is accepted, and the tokens are
+    // bound to the key: the layer and the middleware send them as DPoP.
     let source =
         ClientCredentials::builder(server.token_url(), ClientAuth::none("my-public-client"))
             .scope("orders:read")
@@ -46,9 +47,10 @@ async fn main() -> Result<(), tower::BoxError> {
             .build()?;
     let cache = TokenCache::new(source);
 
-    // tower: `Authorization: DPoP <token>` and a fresh proof (with `ath`) per request.
+    // tower: `Authorization: DPoP <token>` and a fresh proof (with `ath`) per request;
+    // `replay_on_401` copies bodies, so a nonce challenge is answered at once.
     let mut hyper = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()))
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
     let request = Request::get(server.url("/api/orders?page=1")).body(Full::default())?;
     let response = hyper.ready().await?.call(request).await?;
@@ -58,7 +60,7 @@ async fn main() -> Result<(), tower::BoxError> {
 
     // reqwest: the same cache, token and key.
     let reqwest = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(DpopMiddleware::from_cache(cache))
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
         .build();
     let response = reqwest.get(server.url("/api/orders/7")).send().await?;
     println!(

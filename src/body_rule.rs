@@ -1,15 +1,19 @@
-//! [`BodyRuleLayer`]: for servers that say "your token is no good" in the body of a response
-//! (a 403 whose JSON says the token expired), a layer **below** the bearer layer that reads
-//! the body of responses with the statuses you list, asks your rule, and marks a rejection for
-//! the bearer layer above ([`RejectedToken`]). The bearer layer
-//! then treats the response as it treats a 401 that rejects the token: the token that was sent
-//! is dropped if it is still the current one (a storm of such responses costs one refresh), at
-//! most once per second per cache, and the request is replayed once where the layer replays.
+//! Body rules on a tower stack: for servers that say "your token is no good" in the body of a
+//! response (a 403 whose JSON says the token expired).
+//! [`BearerAuthLayer::rejects_token_when_body`](crate::BearerAuthLayer::rejects_token_when_body)
+//! (the same option as the reqwest middleware's) makes the layer's services read the body of
+//! responses with the statuses you list, through a [`BodyRule`] between them and the inner
+//! service, ask your rule, and mark a rejection ([`RejectedToken`]) for the
+//! [pipeline](mod@crate::pipeline)'s judge. The response is then treated as a 401 that rejects
+//! the token: the token that was sent is dropped if it is still the current one (a storm of such
+//! responses costs one refresh), at most once per second per cache, and the request is replayed
+//! once with `replay_on_401`.
 //!
-//! The body is read up to a limit (64 KiB by default, [`max_body`](BodyRuleLayer::max_body));
-//! the response goes on with the same body, whatever the rule said. A body larger than the
-//! limit is not judged (the rule sees nothing) and goes on unread, the part already read first.
-//! Responses with other statuses pass through untouched, their bodies unread.
+//! The body is read up to [`DEFAULT_MAX_BODY`] (64 KiB) and for at most
+//! [`DEFAULT_BODY_TIMEOUT`] (5 s); the response goes on with the same body ([`JudgedBody`]),
+//! whatever the rule said. A body larger or slower than that is not judged and goes on, the part
+//! already read first. Responses with other statuses pass through untouched, their bodies
+//! unread.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -18,7 +22,6 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_bearer::body_rule::BodyRuleLayer;
 //! use tower_bearer::{BearerAuthLayer, Error, Token, source::from_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -32,10 +35,10 @@
 //!     Ok::<_, Infallible>(response)
 //! });
 //! let client = ServiceBuilder::new()
-//!     .layer(BearerAuthLayer::new(source))
-//!     .layer(BodyRuleLayer::new([StatusCode::FORBIDDEN], |_status, _headers, body: &[u8]| {
-//!         body.windows(13).any(|w| w == b"token_expired")
-//!     }))
+//!     .layer(BearerAuthLayer::new(source).rejects_token_when_body(
+//!         [StatusCode::FORBIDDEN],
+//!         |_status, _headers, body: &[u8]| body.windows(13).any(|w| w == b"token_expired"),
+//!     ))
 //!     .service(api);
 //!
 //! let response = client.oneshot(Request::new(Full::default())).await?;
@@ -50,7 +53,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -62,50 +64,29 @@ use tower::{Layer, Service};
 
 use crate::BoxError;
 use crate::challenge::RejectedToken;
+use crate::pipeline::BodyRule as JudgeBody;
 
-/// The default [`BodyRuleLayer::max_body`]: 64 KiB.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+pub use crate::pipeline::judge::{DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY};
 
-type Rule = dyn Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync;
-
-/// Reads the bodies of responses with the given statuses and marks the responses whose body
-/// `rule` says rejects the token; see the [module docs](self). Put it **below** the bearer
-/// layer (after it in a `ServiceBuilder`).
+/// What [`BearerAuthLayer::rejects_token_when_body`](crate::BearerAuthLayer::rejects_token_when_body)
+/// puts below the bearer layer's services: it makes each inner service a [`BodyRule`].
 #[derive(Clone)]
-pub struct BodyRuleLayer {
-    statuses: Arc<[StatusCode]>,
-    rule: Arc<Rule>,
-    max_body: usize,
-}
+pub struct BodyRuleLayer(pub(crate) JudgeBody);
 
 impl BodyRuleLayer {
     /// Judge the body of responses whose status is one of `statuses` with `rule`, given the
     /// status, the headers and the body.
-    pub fn new(
+    pub(crate) fn new(
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        BodyRuleLayer {
-            statuses: statuses.into_iter().collect(),
-            rule: Arc::new(rule),
-            max_body: DEFAULT_MAX_BODY,
-        }
-    }
-
-    /// Read at most this many bytes of a body (default [`DEFAULT_MAX_BODY`], 64 KiB); a
-    /// longer body is not judged.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
+        BodyRuleLayer(JudgeBody::new(statuses, rule))
     }
 }
 
 impl fmt::Debug for BodyRuleLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BodyRuleLayer")
-            .field("statuses", &self.statuses)
-            .field("max_body", &self.max_body)
-            .finish_non_exhaustive()
+        f.debug_tuple("BodyRuleLayer").field(&self.0).finish()
     }
 }
 
@@ -127,6 +108,23 @@ pub struct BodyRule<S> {
     layer: BodyRuleLayer,
 }
 
+impl<S> BodyRule<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, B, RB> Service<Request<B>> for BodyRule<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -145,18 +143,32 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let future = self.inner.call(request);
-        let layer = self.layer.clone();
+        let layer = self.layer.0.clone();
         Box::pin(async move {
             let response = future.await.map_err(Into::into)?;
-            if !layer.statuses.contains(&response.status()) {
+            if !layer.applies(response.status()) {
                 return Ok(response.map(JudgedBody::passed));
             }
             let (mut parts, mut body) = response.into_parts();
             let mut read = VecDeque::new();
             let mut len = 0;
             let mut trailers = None;
+            // `Duration::MAX` means no limit (and must not overflow the instant).
+            let deadline = tokio::time::Instant::now().checked_add(layer.timeout);
             let whole = loop {
-                match body.frame().await {
+                let frame = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                        Ok(frame) => frame,
+                        Err(_) => {
+                            tracing::debug!(
+                                "a response body too slow to judge: passed on unjudged"
+                            );
+                            break false;
+                        }
+                    },
+                    None => body.frame().await,
+                };
+                match frame {
                     None => break true,
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => {

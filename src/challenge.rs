@@ -215,6 +215,12 @@ impl RejectionRule {
     pub fn rejects(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         rejects_token(status, headers) || (self.0)(status, headers)
     }
+
+    /// The rule alone, without the default: for the DPoP scheme, whose default is
+    /// [`rejects_dpop_token`].
+    pub(crate) fn matches(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        (self.0)(status, headers)
+    }
 }
 
 impl fmt::Debug for RejectionRule {
@@ -225,22 +231,10 @@ impl fmt::Debug for RejectionRule {
 
 /// A response extension saying that the response rejects the token, set by a layer below the
 /// bearer layer that judges what the bearer layer does not read, such as
-/// [`BodyRuleLayer`](crate::body_rule::BodyRuleLayer) reading the body. The bearer layer treats
+/// [`BodyRule`](crate::body_rule::BodyRule) reading the body. The bearer layer treats
 /// a response carrying it as it treats a 401 that rejects the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectedToken;
-
-/// [`rejects_token`], or `rule` when there is one.
-pub(crate) fn rejects(
-    rule: Option<&RejectionRule>,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> bool {
-    match rule {
-        Some(rule) => rule.rejects(status, headers),
-        None => rejects_token(status, headers),
-    }
-}
 
 // ---- the parser --------------------------------------------------------------------------
 

@@ -43,9 +43,12 @@ use std::marker::PhantomData;
 
 use http::{HeaderMap, StatusCode};
 use tower::Layer;
+use tower::layer::util::Identity;
 
+use crate::body_rule::BodyRuleLayer;
 use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
+use crate::pipeline::Judge;
 use crate::service::{InvalidateOnly, Replay};
 use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
@@ -71,10 +74,13 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 /// `SetRequestHeader::overriding`, say): the server's 401 would then be about a token this layer
 /// never sent, and it cannot tell. A second bearer layer of this crate further in is recognised
 /// (it marks the 401 as being about its own token), and this layer then keeps its token.
-pub struct BearerAuthLayer<P, M = InvalidateOnly> {
+pub struct BearerAuthLayer<P, M = InvalidateOnly, L = Identity> {
     cache: TokenCache<P>,
     destinations: Destinations,
-    rule: Option<RejectionRule>,
+    judge: Judge,
+    /// What the layer puts between its services and the inner service: nothing, or the body
+    /// rule's reader ([`rejects_token_when_body`](Self::rejects_token_when_body)).
+    below: L,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -88,42 +94,83 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// stack and a reqwest middleware at once, say) or to use a cache built with
     /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
-        #[cfg(feature = "dpop")]
-        if cache.source().dpop().is_some() {
-            tracing::warn!(
-                "a bearer layer over a source of DPoP-bound tokens: servers refuse them as bearer \
-                 tokens; use `.dpop()` (DpopAuthLayer)"
-            );
-        }
         BearerAuthLayer {
             cache,
             destinations: Destinations::default(),
-            rule: None,
-            mode: PhantomData,
-        }
-    }
-
-    /// After a 401 that rejects the token, send the request once more with a new token,
-    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody)).
-    ///
-    /// The default is to drop the rejected token and return the 401. Replaying needs a copy of
-    /// every request made before it is sent (the inner service consumes the original): a clone
-    /// of its headers and body and of the inner service, about +100 ns per request with an
-    /// empty body and a no-op inner service, roughly doubling the layer's cost; hence the
-    /// opt-in. Only the first 401 is replayed; a 401 to the replay is returned as it came. The
-    /// services this layer makes then require `B: ReplayBody`; a request whose body cannot be
-    /// copied is sent once, and its 401 only drops the token.
-    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay> {
-        BearerAuthLayer {
-            cache: self.cache,
-            destinations: self.destinations,
-            rule: self.rule,
+            judge: Judge::default(),
+            below: Identity::new(),
             mode: PhantomData,
         }
     }
 }
 
-impl<P: TokenSource, M> BearerAuthLayer<P, M> {
+impl<P: TokenSource, L> BearerAuthLayer<P, InvalidateOnly, L> {
+    /// After a response that rejects the token, send the request once more with a new token,
+    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody), up to
+    /// [`MAX_REPLAY_BODY`](crate::MAX_REPLAY_BODY)); and a DPoP request once more
+    /// after a `use_dpop_nonce` challenge, which does not count as the replay.
+    ///
+    /// The default is to drop the rejected token and return the response (a DPoP nonce is
+    /// remembered for the next request). Replaying needs a copy of every request made before
+    /// it is sent (the inner service consumes the original), which takes every request off the
+    /// fast path: hence the opt-in. Never a second replay. The services this layer makes then
+    /// require `B: ReplayBody`; a request whose body cannot be copied is sent once, and a
+    /// rejection only drops the token. The same option as `BearerAuthMiddleware::replay_on_401`.
+    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay, L> {
+        BearerAuthLayer {
+            cache: self.cache,
+            destinations: self.destinations,
+            judge: Judge {
+                replay: true,
+                ..self.judge
+            },
+            below: self.below,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
+    /// Also treat a response as rejecting the token when `rule` says so after reading its body:
+    /// for servers that say "this token expired" only in the body (a 403 with
+    /// `{"error": "token_expired"}`); see
+    /// `BearerAuthMiddleware::rejects_token_when_body`, the same option. Only responses with one
+    /// of `statuses` are read, up to [`DEFAULT_MAX_BODY`](crate::body_rule::DEFAULT_MAX_BODY)
+    /// (64 KiB) and for at most [`DEFAULT_BODY_TIMEOUT`](crate::body_rule::DEFAULT_BODY_TIMEOUT)
+    /// (5 s); a larger or slower body is not judged. The caller gets the whole body all the
+    /// same, as a [`JudgedBody`](crate::body_rule::JudgedBody) (the services this layer makes
+    /// then wrap the inner service in a [`BodyRule`](crate::body_rule::BodyRule), which reads
+    /// the body and marks the response for this layer's judge).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_bearer::{BearerAuthLayer, source::static_token};
+    ///
+    /// let layer = BearerAuthLayer::new(static_token("abc")).rejects_token_when_body(
+    ///     [StatusCode::FORBIDDEN],
+    ///     |_status, _headers, body| {
+    ///         serde_json::from_slice::<serde_json::Value>(body)
+    ///             .is_ok_and(|json| json["error"] == "token_expired")
+    ///     },
+    /// );
+    /// # let _ = layer;
+    /// ```
+    pub fn rejects_token_when_body(
+        self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> BearerAuthLayer<P, M, BodyRuleLayer> {
+        BearerAuthLayer {
+            cache: self.cache,
+            destinations: self.destinations,
+            judge: self.judge,
+            below: BodyRuleLayer::new(statuses, rule),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<P: TokenSource, M, L> BearerAuthLayer<P, M, L> {
     /// Send the token only to this origin (and any others allowed). Without any call, every
     /// origin may receive it (subject to [`allow_insecure_http`](Self::allow_insecure_http)).
     /// Relative URIs always get the token.
@@ -165,7 +212,7 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.rule = Some(RejectionRule::new(rule));
+        self.judge.rule = Some(RejectionRule::new(rule));
         self
     }
 
@@ -173,42 +220,40 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M> {
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
     }
-
-    /// The same cache and destination rules, sending DPoP-bound tokens with a proof per
-    /// request instead of bearer tokens: see [`DpopAuthLayer`](crate::dpop::DpopAuthLayer).
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(self) -> crate::dpop::DpopAuthLayer<P> {
-        crate::dpop::DpopAuthLayer::with_destinations(self.cache, self.destinations)
-    }
 }
 
-impl<S, P: TokenSource, M> Layer<S> for BearerAuthLayer<P, M> {
-    type Service = BearerAuth<S, P, M>;
+impl<S, P: TokenSource, M, L: Layer<S>> Layer<S> for BearerAuthLayer<P, M, L> {
+    type Service = BearerAuth<L::Service, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::with_destinations(inner, self.cache.clone(), self.destinations.clone())
-            .with_rule(self.rule.clone())
+        BearerAuth::with_parts(
+            self.below.layer(inner),
+            self.cache.clone(),
+            self.destinations.clone(),
+            self.judge.clone(),
+        )
     }
 }
 
-impl<P, M> Clone for BearerAuthLayer<P, M> {
+impl<P, M, L: Clone> Clone for BearerAuthLayer<P, M, L> {
     fn clone(&self) -> Self {
         BearerAuthLayer {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
+            below: self.below.clone(),
             mode: PhantomData,
         }
     }
 }
 
-impl<P, M> fmt::Debug for BearerAuthLayer<P, M> {
+impl<P, M, L: fmt::Debug> fmt::Debug for BearerAuthLayer<P, M, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
-            .field("rule", &self.rule)
+            .field("judge", &self.judge)
+            .field("below", &self.below)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

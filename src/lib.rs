@@ -55,7 +55,7 @@
 //! - [`Token`]: the secret (redacted, zeroized) and its lifetime.
 //! - [`TokenCache`]: the single-flight cache, shared by clones; usable on its own.
 //! - [`BearerAuthLayer`] / [`BearerAuth`] / [`ResponseFuture`]: the tower middleware;
-//!   [`ReplayFuture`] and [`ReplayBody`] when it replays after a 401 ([`replay`]).
+//!   [`ReplayBody`] for the request bodies it can replay after a 401.
 //! - `BearerAuthMiddleware` (feature `reqwest-middleware`): the same cache and policy as a
 //!   `reqwest_middleware::Middleware`.
 //! - [`KeyedTokenCache`] ([`keyed`]): a token per destination (audience, resource, tenant), and
@@ -66,7 +66,8 @@
 //!   [`RejectionRule`](challenge::RejectionRule)s of your own.
 //! - [`origin`]: where tokens may go ([`Origin`], [`OnDisallowedOrigin`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) to match on.
-//! - `dpop` (feature `dpop`): DPoP-bound tokens (RFC 9449), with a proof per request; client
+//! - `dpop` (feature `dpop`): DPoP-bound tokens (RFC 9449), sent by the same layer and
+//!   middleware with a proof per request (the binding travels with the token); client
 //!   certificates (RFC 8705) are `ClientAuth::tls_client_auth` and
 //!   `http_client::ClientIdentity` (feature `reqwest`). See "Proof of possession" in the
 //!   README.
@@ -77,11 +78,12 @@
 //! the token that was sent is no good: it is dropped from the cache if it is still the current
 //! one (the token itself is compared), so a thousand concurrent 401s cause one refresh; and at most
 //! one token per second is dropped this way, so a server that rejects every token (a wrong
-//! audience, say) cannot turn each request into a token-endpoint call. By default the
-//! tower layer returns the 401 and the next request gets the new token;
-//! [`BearerAuthLayer::replay_on_401`] replays it once, for bodies that can be copied. The
-//! reqwest middleware replays by default (`try_clone()`). `insufficient_scope`, a 403 and
-//! anything else pass through untouched.
+//! audience, say) cannot turn each request into a token-endpoint call. By default the 401 is
+//! returned and the next request gets the new token; [`BearerAuthLayer::replay_on_401`] (and
+//! the middleware's option of the same name) replays it once, for bodies that can be copied.
+//! `insufficient_scope`, a 403 and anything else pass through untouched, unless a
+//! [`RejectionRule`](challenge::RejectionRule) or a body rule says otherwise. The decision and
+//! the replay are written once, in the [`pipeline`], for every stack, Bearer and DPoP alike.
 //!
 //! # Redirects
 //!
@@ -122,17 +124,18 @@ pub mod error;
 pub mod fleet;
 pub mod http_client;
 pub mod keyed;
-pub mod layer;
+mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod mtls;
 pub mod origin;
+pub mod pipeline;
 pub mod redirect;
-pub mod replay;
+mod replay;
 #[cfg(feature = "reqwest-middleware")]
-pub mod reqwest;
+mod reqwest;
 pub mod secret;
-pub mod service;
+mod service;
 pub mod source;
 pub mod store;
 pub mod token;
@@ -152,13 +155,12 @@ pub use cache::{
     Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
-#[cfg(feature = "reqwest-middleware")]
-pub use keyed::KeyedBearerAuthMiddleware;
-pub use keyed::{KeyedBearerAuthLayer, KeyedTokenCache};
+pub use keyed::KeyedTokenCache;
 pub use layer::BearerAuthLayer;
 pub use origin::{OnDisallowedOrigin, Origin};
-pub use replay::{ReplayBody, ReplayFuture};
+pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
 pub use source::TokenSource;

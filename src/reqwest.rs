@@ -5,9 +5,11 @@
 //! It follows the same rules as the tower layer: the token goes only where it may
 //! ([`origin`](crate::origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
 //! drops it from the cache (compare-and-invalidate, so a storm of 401s costs one refresh) and,
-//! by default, replays the request once with a new token when
-//! [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body cannot be copied and
-//! is never replayed). The answer to the replay is returned as it came.
+//! with [`replay_on_401`](BearerAuthMiddleware::replay_on_401), replays the request once with a
+//! new token when [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body
+//! cannot be copied and is never replayed). The answer to the replay is returned as it came.
+//! Both are the [pipeline](mod@crate::pipeline)'s, shared with the tower layer, as is DPoP: a
+//! DPoP-bound token is sent with a proof per request, by this same middleware.
 //!
 //! It composes with `reqwest-retry` and `reqwest-tracing` in either order. Put it *inside*
 //! retry (added after it) to give each retry attempt the freshest token; outside works too.
@@ -42,101 +44,25 @@
 //! `anyhow_error.downcast_ref::<tower_bearer::Error>()` gets it back.
 
 use std::fmt;
-use std::sync::Arc;
 
-use ::reqwest::header::{AUTHORIZATION, HeaderMap};
+use ::reqwest::header::HeaderMap;
 use ::reqwest::{Request, Response, StatusCode};
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::challenge::{self, RejectionRule};
+use crate::challenge::RejectionRule;
 use crate::origin::{Destinations, Verdict};
-use crate::service::Sent;
-use crate::{CachedToken, Error, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
+use crate::pipeline::{self, BodyRule, Judge, Transport};
+use crate::{Error, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
-/// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` from a shared
-/// [`TokenCache`].
+/// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` (or `DPoP
+/// <token>` and a proof, for a DPoP-bound token) from a shared [`TokenCache`].
 ///
-/// Configured like [`BearerAuthLayer`](crate::BearerAuthLayer); the one difference is that
-/// replaying after a 401 is on by default, since copying a reqwest request is cheap next to
-/// sending it.
+/// Configured as [`BearerAuthLayer`](crate::BearerAuthLayer) is, with the same options.
 pub struct BearerAuthMiddleware<P> {
     cache: TokenCache<P>,
     destinations: Destinations,
-    replay_on_401: bool,
-    rule: Option<RejectionRule>,
-    body_rule: Option<BodyRule>,
-}
-
-/// The most of a response body [`BearerAuthMiddleware::rejects_token_when_body`] reads: a larger
-/// (or unsized) body is not inspected and passes through untouched.
-pub const MAX_INSPECTED_BODY: u64 = 64 * 1024;
-
-type BodyFn = dyn Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync;
-
-/// A rejection rule that reads the body of responses with one of `statuses`.
-#[derive(Clone)]
-pub(crate) struct BodyRule {
-    statuses: Arc<[StatusCode]>,
-    rule: Arc<BodyFn>,
-}
-
-impl BodyRule {
-    pub(crate) fn new(
-        statuses: impl IntoIterator<Item = StatusCode>,
-        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        BodyRule {
-            statuses: statuses.into_iter().collect(),
-            rule: Arc::new(rule),
-        }
-    }
-
-    /// Whether `response` rejects the token by this rule. A response it applies to (one of its
-    /// statuses, a declared length within [`MAX_INSPECTED_BODY`]) is read into memory and
-    /// rebuilt around the bytes read, so the caller still gets its body.
-    async fn rejects(&self, response: &mut Response) -> reqwest_middleware::Result<bool> {
-        let status = response.status();
-        if !self.statuses.contains(&status)
-            || response
-                .content_length()
-                .is_none_or(|len| len > MAX_INSPECTED_BODY)
-        {
-            return Ok(false);
-        }
-        let placeholder = Response::from(http::Response::new(::reqwest::Body::from("")));
-        let taken = std::mem::replace(response, placeholder);
-        let url = taken.url().clone();
-        let (parts, body) = http::Response::<::reqwest::Body>::from(taken).into_parts();
-        let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(
-            body,
-            MAX_INSPECTED_BODY as usize,
-        ))
-        .await
-        .map_err(|e| {
-            reqwest_middleware::Error::middleware(
-                Error::transient(
-                    "could not read the response body to check it for a rejected token",
-                )
-                .with_source(e),
-            )
-        })?
-        .to_bytes();
-        let rejects = (self.rule)(status, &parts.headers, &bytes);
-        let mut rebuilt = ::reqwest::ResponseBuilderExt::url(
-            http::Response::builder()
-                .status(parts.status)
-                .version(parts.version),
-            url,
-        )
-        .body(::reqwest::Body::from(bytes))
-        .expect("the parts of a response make a response");
-        *rebuilt.headers_mut() = parts.headers;
-        // The url extension set above stays; the others come back.
-        rebuilt.extensions_mut().extend(parts.extensions);
-        *response = Response::from(rebuilt);
-        Ok(rejects)
-    }
+    judge: Judge,
 }
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -147,7 +73,7 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 
     /// A middleware using an existing cache, shared with other middlewares or tower layers.
     pub fn from_cache(cache: TokenCache<P>) -> Self {
-        Self::with_parts(cache, Destinations::default(), true, None, None)
+        Self::with_parts(cache, Destinations::default(), Judge::default())
     }
 
     /// A middleware over `cache` with these rules (the per-destination middleware makes one
@@ -155,24 +81,22 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     pub(crate) fn with_parts(
         cache: TokenCache<P>,
         destinations: Destinations,
-        replay_on_401: bool,
-        rule: Option<RejectionRule>,
-        body_rule: Option<BodyRule>,
+        judge: Judge,
     ) -> Self {
         BearerAuthMiddleware {
             cache,
             destinations,
-            replay_on_401,
-            rule,
-            body_rule,
+            judge,
         }
     }
 
     /// Also treat a response as rejecting the token when `rule` says so after reading its body:
     /// for servers that say "this token expired" only in the body (a 403 with
-    /// `{"error": "token_expired"}`). Only responses with one of `statuses` and a declared
-    /// length up to [`MAX_INSPECTED_BODY`] (64 KiB) are read; the caller gets the body all the
-    /// same. The same compare-and-invalidate, throttle and single replay apply.
+    /// `{"error": "token_expired"}`). Only responses with one of `statuses` are read, up to
+    /// [`DEFAULT_MAX_BODY`](crate::body_rule::DEFAULT_MAX_BODY) (64 KiB) and for at most
+    /// [`DEFAULT_BODY_TIMEOUT`](crate::body_rule::DEFAULT_BODY_TIMEOUT) (5 s); a larger or
+    /// slower body is not judged. The caller gets the body all the same. The same
+    /// compare-and-invalidate, throttle and single replay apply.
     ///
     /// ```
     /// use http::StatusCode;
@@ -192,7 +116,7 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.body_rule = Some(BodyRule::new(statuses, rule));
+        self.judge.body = Some(std::sync::Arc::new(BodyRule::new(statuses, rule)));
         self
     }
 
@@ -203,15 +127,17 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.rule = Some(RejectionRule::new(rule));
+        self.judge.rule = Some(RejectionRule::new(rule));
         self
     }
 
-    /// After a 401 that rejects the token, send the request once more with a new token when
-    /// it can be copied (default `true`). With `false`, the rejected token is dropped and the
-    /// 401 returned.
-    pub fn replay_on_401(mut self, replay: bool) -> Self {
-        self.replay_on_401 = replay;
+    /// After a response that rejects the token, send the request once more with a new token
+    /// when [`try_clone`](reqwest::Request::try_clone) can copy it; see
+    /// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401). Off by
+    /// default: the rejected token is dropped and the response returned. (A DPoP request is
+    /// sent once more after a `use_dpop_nonce` challenge either way.)
+    pub fn replay_on_401(mut self) -> Self {
+        self.judge.replay = true;
         self
     }
 
@@ -247,25 +173,13 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     pub fn cache(&self) -> &TokenCache<P> {
         &self.cache
     }
-
-    /// The same cache and rules, sending DPoP-bound tokens with a proof per request instead
-    /// of bearer tokens: see [`DpopMiddleware`](crate::dpop::DpopMiddleware).
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(self) -> crate::dpop::DpopMiddleware<P> {
-        crate::dpop::DpopMiddleware::with_destinations(
-            self.cache,
-            self.destinations,
-            self.replay_on_401,
-        )
-    }
 }
 
 #[async_trait::async_trait]
 impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
     async fn handle(
         &self,
-        mut request: Request,
+        request: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
@@ -274,101 +188,133 @@ impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
             Verdict::Skip => return next.run(request, extensions).await,
             Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
         }
-        let token = self
-            .cache
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        // The copy is taken before the token is attached; the replay gets the new one.
-        let copy = if self.replay_on_401 {
-            request.try_clone()
-        } else {
-            None
-        };
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, token.header_value().clone());
-        let mut response = next.clone().run(request, extensions).await?;
-        let by_body = self.body_rejects(&mut response).await?;
-        if !self.rejects(&mut response, &token, by_body) {
-            return Ok(response);
-        }
-        let Some(mut copy) = copy else {
-            return Ok(response);
-        };
-        let fresh = match self.cache.token().await {
-            // Many token endpoints answer with the token they have cached, the one just
-            // rejected: replaying with it would only be refused again.
-            Ok(fresh) if fresh.header_value() != token.header_value() => fresh,
-            Ok(_) => {
-                tracing::debug!(
-                    "the new token has the value that was just rejected; returning the 401 \
-                     instead of replaying"
-                );
-                return Ok(response);
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = %error,
-                    "no new token to replay a request after a 401; returning the 401"
-                );
-                return Ok(response);
-            }
-        };
-        // Let the first answer (and its connection) go before sending the replay.
-        drop(response);
-        copy.headers_mut()
-            .insert(AUTHORIZATION, fresh.header_value().clone());
-        tracing::debug!(
-            generation = fresh.generation(),
-            "replaying a request with a new token after a 401"
-        );
-        let mut replayed = next.run(copy, extensions).await?;
-        // The answer to the replay is final, but a 401 to it still tells the cache.
-        let by_body = self.body_rejects(&mut replayed).await?;
-        self.rejects(&mut replayed, &fresh, by_body);
-        Ok(replayed)
+        let transport = Reqwest { next, extensions };
+        pipeline::send(&self.cache, &self.judge, transport, request).await
     }
 }
 
-impl<P: TokenSource> BearerAuthMiddleware<P> {
-    /// Whether `response` rejects `token`, which the request carried; if so, drop it from the
-    /// cache (compare-and-invalidate, throttled). A 401 marked by a middleware further in as
-    /// being about another token (it replaced this one's header) is not about `token`.
-    fn rejects(&self, response: &mut Response, token: &CachedToken, by_body: bool) -> bool {
-        if !by_body
-            && !challenge::rejects(self.rule.as_ref(), response.status(), response.headers())
+/// The pipeline's transport over reqwest-middleware's `Next`.
+struct Reqwest<'a> {
+    next: Next<'a>,
+    extensions: &'a mut Extensions,
+}
+
+impl Transport for Reqwest<'_> {
+    type Request = Request;
+    type Response = Response;
+    type Error = reqwest_middleware::Error;
+
+    fn headers_mut(request: &mut Request) -> &mut HeaderMap {
+        request.headers_mut()
+    }
+
+    fn target(request: &Request) -> Result<pipeline::attach::Target, Error> {
+        #[cfg(feature = "dpop")]
+        return Ok((
+            request.method().clone(),
+            crate::dpop::Target::from_url(request.url())?,
+        ));
+        #[cfg(not(feature = "dpop"))]
         {
-            return false;
+            let _ = request;
+            Ok(())
         }
-        let sent = Sent::new(self.cache.registry_id(), token.generation());
-        if !sent.marker().claim(response.extensions_mut()) {
-            tracing::debug!(
-                "a 401 about a token set further in (another bearer middleware replaced this \
-                 one's): keeping this middleware's token"
-            );
-            return false;
+    }
+
+    fn try_clone(&self, request: &Request) -> Option<Request> {
+        request.try_clone()
+    }
+
+    fn status(response: &Response) -> StatusCode {
+        response.status()
+    }
+
+    fn headers(response: &Response) -> &HeaderMap {
+        response.headers()
+    }
+
+    fn extensions(response: &Response) -> &Extensions {
+        response.extensions()
+    }
+
+    fn extensions_mut(response: &mut Response) -> &mut Extensions {
+        response.extensions_mut()
+    }
+
+    fn responder(response: &Response) -> Option<pipeline::attach::Responder> {
+        // The URL that answered, after any redirects reqwest followed.
+        #[cfg(feature = "dpop")]
+        return crate::dpop::Target::from_url(response.url()).ok();
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = response;
+            None
         }
-        let dropped = self
-            .cache
-            .invalidate_after_401(|current| current.is(&token.0));
-        tracing::debug!(
-            generation = token.generation(),
-            dropped,
-            "the server rejected the bearer token (401)"
-        );
-        true
+    }
+
+    fn error(error: Error) -> reqwest_middleware::Error {
+        reqwest_middleware::Error::middleware(error)
+    }
+
+    async fn send(&mut self, request: Request) -> reqwest_middleware::Result<Response> {
+        self.next.clone().run(request, self.extensions).await
+    }
+
+    async fn body_rejects(
+        response: &mut Response,
+        rule: &BodyRule,
+    ) -> reqwest_middleware::Result<bool> {
+        body_rejects(response, rule)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)
     }
 }
 
-impl<P> BearerAuthMiddleware<P> {
-    /// Whether the body rule, if any, says `response` rejects the token.
-    async fn body_rejects(&self, response: &mut Response) -> reqwest_middleware::Result<bool> {
-        match &self.body_rule {
-            Some(rule) => rule.rejects(response).await,
-            None => Ok(false),
-        }
+/// Whether `rule` says the body of `response` rejects the token. A body of a declared length
+/// within the rule's limit is read into memory (within its time limit) and put back, so the
+/// caller still gets it.
+async fn body_rejects(response: &mut Response, rule: &BodyRule) -> Result<bool, Error> {
+    let status = response.status();
+    if response
+        .content_length()
+        .is_none_or(|len| len > rule.max_body as u64)
+    {
+        return Ok(false);
     }
+    let placeholder = Response::from(http::Response::new(::reqwest::Body::from("")));
+    let taken = std::mem::replace(response, placeholder);
+    let url = taken.url().clone();
+    let (parts, body) = http::Response::<::reqwest::Body>::from(taken).into_parts();
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, rule.max_body));
+    let bytes = match tokio::time::timeout(rule.timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(Error::transient(
+                "could not read the response body to check it for a rejected token",
+            )
+            .with_source(e));
+        }
+        Err(_) => {
+            return Err(Error::transient(format!(
+                "the response body took longer than {:?} to check it for a rejected token",
+                rule.timeout
+            )));
+        }
+    };
+    let rejects = (rule.rule)(status, &parts.headers, &bytes);
+    let mut rebuilt = ::reqwest::ResponseBuilderExt::url(
+        http::Response::builder()
+            .status(parts.status)
+            .version(parts.version),
+        url,
+    )
+    .body(::reqwest::Body::from(bytes))
+    .expect("the parts of a response make a response");
+    *rebuilt.headers_mut() = parts.headers;
+    // The url extension set above stays; the others come back.
+    rebuilt.extensions_mut().extend(parts.extensions);
+    *response = Response::from(rebuilt);
+    Ok(rejects)
 }
 
 impl<P> Clone for BearerAuthMiddleware<P> {
@@ -376,9 +322,7 @@ impl<P> Clone for BearerAuthMiddleware<P> {
         BearerAuthMiddleware {
             cache: self.cache.clone(),
             destinations: self.destinations.clone(),
-            replay_on_401: self.replay_on_401,
-            rule: self.rule.clone(),
-            body_rule: self.body_rule.clone(),
+            judge: self.judge.clone(),
         }
     }
 }
@@ -388,9 +332,7 @@ impl<P> fmt::Debug for BearerAuthMiddleware<P> {
         f.debug_struct("BearerAuthMiddleware")
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
-            .field("replay_on_401", &self.replay_on_401)
-            .field("rule", &self.rule)
-            .field("body_rule", &self.body_rule.as_ref().map(|r| &r.statuses))
+            .field("judge", &self.judge)
             .finish()
     }
 }

@@ -16,9 +16,11 @@
 //! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
 //! that token from the cache (compare-and-invalidate), so the next request gets a
-//! new one. Replaying the request itself is the [`Replay`] mode
+//! new one. A DPoP-bound token gets its proof here too, on the same named future. Replaying the
+//! request itself is the [`Replay`] mode
 //! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
-//! copy of every request and so is opt-in.
+//! copy of every request and so is opt-in: its requests go through the
+//! [pipeline](mod@crate::pipeline)'s `send`, a boxed future.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -37,36 +39,40 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::cache::handle::{self, TokenFuture};
+use crate::cache::handle::TokenFuture;
 use crate::cache::{Freshness, coarse_now};
-use crate::challenge::{self, RejectionRule};
 use crate::origin::{Approved, Destinations, Verdict};
-use crate::{BoxError, Error, TokenCache, TokenSource};
+use crate::pipeline::attach::{self, Attach, Declared};
+use crate::pipeline::judge::{Judging, Sent};
+use crate::pipeline::{self, BodyRule, Judge, Transport};
+use crate::replay::{ReplayBody, try_clone_request};
+use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
 
-/// The default mode of [`BearerAuth`]: a 401 that rejects the token drops it from the cache,
-/// and the 401 is returned to the caller.
+/// The default mode of [`BearerAuth`]: request bodies are never copied, so a 401 that rejects
+/// the token drops it from the cache and is returned to the caller.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InvalidateOnly;
 
 /// The mode of [`BearerAuth`] set by
-/// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): a 401 that rejects
-/// the token drops it and, when the body is a [`ReplayBody`](crate::ReplayBody) that can be
-/// copied, the request is sent once more with a new token.
+/// [`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401): request bodies
+/// that are a [`ReplayBody`] are copied, so a rejected request is sent once more with a new
+/// token (and a DPoP request once more with a server's nonce).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Replay;
 
-/// Adds `Authorization: Bearer <token>` to every request before passing it to `S`.
+/// Adds `Authorization: Bearer <token>` (or `DPoP <token>` and a proof, for a DPoP-bound
+/// token) to every request before passing it to `S`.
 ///
 /// An existing `Authorization` header is replaced, except on requests whose destination may not
 /// receive the token ([`origin`](crate::origin)), which are left as they are. Errors are
@@ -74,12 +80,13 @@ pub struct Replay;
 /// that stopped a token from being obtained or refused the destination
 /// (`err.downcast_ref::<tower_bearer::Error>()`).
 ///
-/// `M` is [`InvalidateOnly`] (the default) or [`Replay`].
+/// `M` is [`InvalidateOnly`] (the default) or [`Replay`] (whose services need `Send` inner
+/// services, futures and bodies, and `B: ReplayBody`).
 pub struct BearerAuth<S, P, M = InvalidateOnly> {
     pub(crate) inner: S,
     pub(crate) cache: TokenCache<P>,
     /// The cache state word `header` was fresh under, and when it stops being fresh on the
-    /// coarse clock; [`Freshness::NONE`] when there is none.
+    /// coarse clock; [`Freshness::NONE`] when there is none. Only ever set for a bearer token.
     pub(crate) fresh: Freshness,
     pub(crate) header: HeaderValue,
     /// The last `https` authority the allow-list let through (see `origin`).
@@ -87,8 +94,9 @@ pub struct BearerAuth<S, P, M = InvalidateOnly> {
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
     pub(crate) cache_id: NonZeroU32,
     pub(crate) destinations: Destinations,
-    /// A rule of the user's saying which responses reject the token, beside the default.
-    pub(crate) rule: Option<RejectionRule>,
+    pub(crate) judge: Judge,
+    /// What the futures of bearer requests judge with (the user's rule), prebuilt.
+    pub(crate) judging: Option<Judging>,
     pub(crate) mode: PhantomData<fn() -> M>,
 }
 
@@ -97,15 +105,16 @@ impl<S, P: TokenSource> BearerAuth<S, P> {
     /// http only to loopback, invalidate-only on 401. [`BearerAuthLayer`](crate::BearerAuthLayer)
     /// sets the others.
     pub fn new(inner: S, cache: TokenCache<P>) -> Self {
-        Self::with_destinations(inner, cache, Destinations::default())
+        Self::with_parts(inner, cache, Destinations::default(), Judge::default())
     }
 }
 
 impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
-    pub(crate) fn with_destinations(
+    pub(crate) fn with_parts(
         inner: S,
         cache: TokenCache<P>,
         destinations: Destinations,
+        judge: Judge,
     ) -> Self {
         BearerAuth {
             inner,
@@ -115,15 +124,10 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
             header: HeaderValue::from_static(""),
             approved: Approved::NONE,
             destinations,
-            rule: None,
+            judging: Judging::new(judge.rule.clone(), None),
+            judge,
             mode: PhantomData,
         }
-    }
-
-    /// Use `rule` beside the default to decide which responses reject the token.
-    pub(crate) fn with_rule(mut self, rule: Option<RejectionRule>) -> Self {
-        self.rule = rule;
-        self
     }
 
     /// The inner service.
@@ -164,23 +168,26 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Fast path: the token this service used last is still current, no timer marked it
-        // stale, the coarse clock says it is still fresh (whether or not a timer ran), and the
-        // request goes to a relative URI or over https to a destination already approved.
+        // Fast path: the bearer token this service used last is still current, no timer marked
+        // it stale, the coarse clock says it is still fresh (whether or not a timer ran), and
+        // the request goes to a relative URI or over https to a destination already approved.
         let state = self.cache.state();
         if self.is_fresh(state) && self.destinations.quick_attach(&request, &self.approved) {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.header.clone());
             let sent = Sent::new(self.cache_id, state >> 2);
-            return ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone());
+            let judging = self.judging.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
         }
         self.call_slow(request, state)
     }
 }
 
 impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
-    /// Everything but the fast path, kept out of line so the fast path stays small.
+    /// Everything but the fast path, kept out of line so the fast path stays small: the
+    /// destination's full rules, then the token at hand (bearer, or DPoP-bound with a proof), or
+    /// waiting for one.
     #[cold]
     #[inline(never)]
     fn call_slow<B, RB>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
@@ -195,22 +202,86 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
-        match self.token_now(&mut request, state) {
-            Some(sent) => {
-                ResponseFuture::called(self.inner.call(request), Some(sent), self.rule.clone())
-            }
-            None => {
-                let (token, inner) = self.wait_for_token();
-                ResponseFuture {
-                    state: State::Waiting {
-                        token,
-                        // Boxed so the future stays as small as the inner one on the fast path.
-                        parts: Some(Box::new((inner, request))),
-                        cache_id: self.cache_id,
-                        rule: self.rule.clone(),
-                    },
-                }
-            }
+        if let Some(sent) = self.bearer_now(&mut request, state) {
+            let judging = self.judging.clone();
+            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
+        }
+        let declared = attach::declared(self.cache.source()).cloned();
+        if let Some((token, _)) = self.cache.usable() {
+            // A DPoP-bound token (starting a background refresh if it is stale).
+            return ResponseFuture::attach(
+                &mut self.inner,
+                request,
+                &token,
+                self.cache_id,
+                declared.as_ref(),
+                self.judging.as_ref(),
+            );
+        }
+        // tower's clone-and-swap idiom: the service that was made ready is the one called once
+        // the token is there, and `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        ResponseFuture {
+            state: State::Waiting {
+                token: Box::pin(async move { cache.token().await }),
+                // Boxed so the future stays as small as the inner one on the fast path.
+                parts: Some(Box::new(Parts {
+                    inner,
+                    request,
+                    declared,
+                    judging: self.judging.clone(),
+                })),
+                cache_id: self.cache_id,
+            },
+        }
+    }
+}
+
+impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, Replay>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    P: TokenSource,
+    B: ReplayBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self
+            .destinations
+            .check_request(&request, &mut self.approved)
+        {
+            Verdict::Attach => {}
+            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
+            Verdict::Refuse(error) => return ResponseFuture::failed(error),
+        }
+        // The service that was made ready is the one called; `self` keeps a clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        let judge = self.judge.clone();
+        let transport = Tower {
+            inner,
+            called: false,
+            body: PhantomData,
+        };
+        ResponseFuture {
+            state: State::Pipeline {
+                future: Box::pin(async move {
+                    pipeline::send(&cache, &judge, transport, request).await
+                }),
+            },
         }
     }
 }
@@ -223,22 +294,28 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         state == self.fresh.state && coarse_now() < self.fresh.until
     }
 
-    /// The slow path when a usable token is cached: remember it for the fast path and attach
-    /// it. `None` when there is no usable token and the caller must wait for one. `state` is
-    /// the cache state word the caller loaded.
-    #[inline]
-    pub(crate) fn token_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
+    /// When the cache holds a usable bearer token, attach it (and remember it for the fast
+    /// path). `None` when there is no usable token, or it is DPoP-bound. `state` is the cache
+    /// state word the caller loaded.
+    fn bearer_now<B>(&mut self, request: &mut Request<B>, state: u64) -> Option<Sent> {
         let sent = if self.is_fresh(state) {
             // Fresh and already seen, but the destination needed the full rules.
             Sent::new(self.cache_id, state >> 2)
         } else if let Some((header, fresh)) = self.cache.fresh_header(state) {
             // A fresh token this service has not seen yet (a new token, or a clone of a
             // service that never sent): one more lock-free load.
+            if !self.is_bearer(&header) {
+                return None;
+            }
             self.fresh = fresh;
             self.header = header;
             Sent::new(self.cache_id, state >> 2)
         } else {
+            // Stale (served while one refresh runs) or not marked fresh yet.
             let (token, fresh) = self.cache.usable()?;
+            if !self.is_bearer(token.header_value()) {
+                return None;
+            }
             self.fresh = fresh;
             self.header = token.header_value().clone();
             Sent::new(self.cache_id, token.generation())
@@ -249,105 +326,105 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         Some(sent)
     }
 
-    /// No usable token: a future for the refresh, and the service to call once it is done
-    /// (tower's clone-and-swap idiom: the service that was made ready is the one called, and
-    /// `self` keeps a fresh clone).
-    #[cold]
-    pub(crate) fn wait_for_token(&mut self) -> (TokenFuture, S)
-    where
-        S: Clone,
+    /// Whether a token with this prebuilt `Authorization` value is a bearer one: not bound
+    /// itself (its value says `DPoP`), and not from a source that declares DPoP (a token
+    /// adopted from the fleet tier carries no binding of its own).
+    fn is_bearer(&self, header: &HeaderValue) -> bool {
+        header.as_bytes().starts_with(b"Bearer ") && attach::declared(self.cache.source()).is_none()
+    }
+}
+
+/// What a request waiting for its token keeps, boxed.
+struct Parts<S, B> {
+    inner: S,
+    request: Request<B>,
+    declared: Option<Declared>,
+    judging: Option<Judging>,
+}
+
+/// The pipeline's transport over a tower service: the first request through the service that
+/// was made ready, any other through the same service once it is ready again.
+struct Tower<S, B> {
+    inner: S,
+    called: bool,
+    body: PhantomData<fn(B)>,
+}
+
+impl<S, B, RB> Transport for Tower<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: ReplayBody + Send,
+    RB: Send,
+{
+    type Request = Request<B>;
+    type Response = Response<RB>;
+    type Error = BoxError;
+
+    fn headers_mut(request: &mut Request<B>) -> &mut HeaderMap {
+        request.headers_mut()
+    }
+
+    fn target(request: &Request<B>) -> Result<attach::Target, Error> {
+        target(request)
+    }
+
+    fn try_clone(&self, request: &Request<B>) -> Option<Request<B>> {
+        try_clone_request(request)
+    }
+
+    fn status(response: &Response<RB>) -> StatusCode {
+        response.status()
+    }
+
+    fn headers(response: &Response<RB>) -> &HeaderMap {
+        response.headers()
+    }
+
+    fn extensions(response: &Response<RB>) -> &Extensions {
+        response.extensions()
+    }
+
+    fn extensions_mut(response: &mut Response<RB>) -> &mut Extensions {
+        response.extensions_mut()
+    }
+
+    fn responder(_: &Response<RB>) -> Option<attach::Responder> {
+        None
+    }
+
+    fn error(error: Error) -> BoxError {
+        error.into()
+    }
+
+    async fn send(&mut self, request: Request<B>) -> Result<Response<RB>, BoxError> {
+        if std::mem::replace(&mut self.called, true) {
+            poll_fn(|cx| self.inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+        }
+        self.inner.call(request).await.map_err(Into::into)
+    }
+
+    async fn body_rejects(_: &mut Response<RB>, _: &BodyRule) -> Result<bool, BoxError> {
+        // On a tower stack a body rule reads the body below this service (`body_rule::BodyRule`,
+        // put there by the layer) and marks the response (`RejectedToken`), which the judge reads.
+        Ok(false)
+    }
+}
+
+/// A tower request's method and absolute URI, for a DPoP proof.
+fn target<B>(request: &Request<B>) -> Result<attach::Target, Error> {
+    #[cfg(feature = "dpop")]
+    return Ok((
+        request.method().clone(),
+        crate::dpop::Target::from_uri(request.uri())?,
+    ));
+    #[cfg(not(feature = "dpop"))]
     {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let cache = self.cache.clone();
-        (Box::pin(async move { cache.token().await }), inner)
-    }
-}
-
-/// Which token a request carried: enough to drop exactly that token after a 401. One word
-/// (the cache's registry id, and the low 32 bits of the token's generation), so the response
-/// future stays small: its size is paid on every request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Sent(NonZeroU64);
-
-impl Sent {
-    #[inline]
-    pub(crate) fn new(cache_id: NonZeroU32, generation: u64) -> Self {
-        let packed = (u64::from(cache_id.get()) << 32) | (generation & 0xFFFF_FFFF);
-        Sent(NonZeroU64::new(packed).expect("the cache id is not zero"))
-    }
-
-    /// The mark a 401 response gets for this token (see [`SentToken`]).
-    pub(crate) fn marker(self) -> SentToken {
-        SentToken(self.0)
-    }
-
-    fn cache_id(self) -> NonZeroU32 {
-        NonZeroU32::new((self.0.get() >> 32) as u32).expect("the cache id is not zero")
-    }
-
-    pub(crate) fn generation(self) -> u32 {
-        self.0.get() as u32
-    }
-
-    /// If `response` rejects the token that was sent, drop it from the cache (compare and
-    /// invalidate, throttled). Returns whether the response rejects **this** token, whether or
-    /// not this call was the one that dropped it.
-    ///
-    /// The response is marked with the token it is about ([`SentToken`]), so that a bearer
-    /// layer further out, whose own header was replaced by this one, knows the 401 is not
-    /// about its token. A response already marked by a layer further in, for another token,
-    /// is not about this one either. A cache that no longer exists (every handle dropped while
-    /// the request was in flight, as with `oneshot`) has nothing to drop.
-    #[cold]
-    pub(crate) fn report<RB>(
-        self,
-        response: &mut Response<RB>,
-        rule: Option<&RejectionRule>,
-    ) -> bool {
-        if !challenge::rejects(rule, response.status(), response.headers())
-            && response
-                .extensions()
-                .get::<challenge::RejectedToken>()
-                .is_none()
-        {
-            return false;
-        }
-        if !self.marker().claim(response.extensions_mut()) {
-            tracing::debug!(
-                "a 401 about a token set further in (another bearer layer replaced this one's): \
-                 keeping this layer's token"
-            );
-            return false;
-        }
-        if let Some(cache) = handle::lookup(self.cache_id()) {
-            let dropped = cache.invalidate_after_401(self.generation());
-            tracing::debug!(
-                generation = self.generation(),
-                dropped,
-                "the server rejected the bearer token (401)"
-            );
-        }
-        true
-    }
-}
-
-/// Marks a 401 response with the token the request carried when it left the innermost bearer
-/// layer (or middleware) of this crate: the one the server actually saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SentToken(NonZeroU64);
-
-impl SentToken {
-    /// Mark `extensions` with this token unless a layer further in marked them with its own.
-    /// Returns whether the response is about this token.
-    pub(crate) fn claim(self, extensions: &mut http::Extensions) -> bool {
-        match extensions.get::<SentToken>() {
-            Some(inner) => *inner == self,
-            None => {
-                extensions.insert(self);
-                true
-            }
-        }
+        let _ = request;
+        Ok(())
     }
 }
 
@@ -362,6 +439,9 @@ pin_project! {
     }
 }
 
+/// The pipeline's future, in [`Replay`] mode.
+type Pipelined<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
 pin_project! {
     #[project = StateProj]
     enum State<S, B>
@@ -373,13 +453,15 @@ pin_project! {
             future: S::Future,
             // The token the request carried, if any.
             sent: Option<Sent>,
-            rule: Option<RejectionRule>,
+            judging: Option<Judging>,
         },
         Waiting {
             token: TokenFuture,
-            parts: Option<Box<(S, Request<B>)>>,
+            parts: Option<Box<Parts<S, B>>>,
             cache_id: NonZeroU32,
-            rule: Option<RejectionRule>,
+        },
+        Pipeline {
+            future: Pipelined<S::Response>,
         },
         Failed {
             error: Option<Error>,
@@ -392,10 +474,44 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    fn called(future: S::Future, sent: Option<Sent>, rule: Option<RejectionRule>) -> Self {
+    fn called(future: S::Future, sent: Option<Sent>, judging: Option<Judging>) -> Self {
         ResponseFuture {
-            state: State::Called { future, sent, rule },
+            state: State::Called {
+                future,
+                sent,
+                judging,
+            },
         }
+    }
+
+    /// Attach `token` to `request` as its binding says and send it through `inner`.
+    #[cold]
+    fn attach(
+        inner: &mut S,
+        mut request: Request<B>,
+        token: &CachedToken,
+        cache_id: NonZeroU32,
+        declared: Option<&Declared>,
+        judging: Option<&Judging>,
+    ) -> Self {
+        let mut attach = match Attach::new(declared, token) {
+            Ok(attach) => attach,
+            Err(error) => return Self::failed(error),
+        };
+        if let Err(error) = attach
+            .aim(|| target(&request))
+            .and_then(|()| attach.apply(request.headers_mut()))
+        {
+            return Self::failed(error);
+        }
+        let sent = Sent::new(cache_id, token.generation());
+        let future = inner.call(request);
+        let judging = if attach.is_dpop() {
+            Judging::new(judging.and_then(Judging::rule).cloned(), Some(attach))
+        } else {
+            judging.cloned()
+        };
+        Self::called(future, Some(sent), judging)
     }
 
     #[cold]
@@ -419,15 +535,20 @@ where
         loop {
             // The common state first, with nothing else in this function's frame: a larger
             // frame made the fast path measurably slower (the response was copied through it).
-            if let StateProj::Called { future, sent, rule } = state.as_mut().project() {
+            if let StateProj::Called {
+                future,
+                sent,
+                judging,
+            } = state.as_mut().project()
+            {
                 let mut poll = future.poll(cx);
                 if let Poll::Ready(Ok(response)) = &mut poll
                     && (response.status() == StatusCode::UNAUTHORIZED
-                        || rule.is_some()
+                        || judging.is_some()
                         || !response.extensions().is_empty())
                     && let Some(sent) = *sent
                 {
-                    sent.report(response, rule.as_ref());
+                    sent.report(response, judging.as_ref());
                 }
                 return poll.map_err(Into::into);
             }
@@ -457,24 +578,32 @@ where
                 token,
                 parts,
                 cache_id,
-                rule,
             } => {
                 let token = match ready!(token.as_mut().poll(cx)) {
                     Ok(token) => token,
                     Err(error) => return Poll::Ready(Some(Err(error.into()))),
                 };
-                let (mut inner, mut request) = *parts
+                let Parts {
+                    mut inner,
+                    request,
+                    declared,
+                    judging,
+                } = *parts
                     .take()
                     .expect("ResponseFuture polled after completion");
-                request
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.header_value().clone());
-                let sent = Some(Sent::new(*cache_id, token.generation()));
-                let future = inner.call(request);
-                let rule = rule.take();
-                self.set(State::Called { future, sent, rule });
+                let next = ResponseFuture::attach(
+                    &mut inner,
+                    request,
+                    &token,
+                    *cache_id,
+                    declared.as_ref(),
+                    judging.as_ref(),
+                );
+                // Pin projection does not reach into a new value: move the state over.
+                self.set(next.into_state());
                 Poll::Ready(None)
             }
+            StateProj::Pipeline { future } => future.as_mut().poll(cx).map(Some),
             StateProj::Failed { error } => {
                 let error = error
                     .take()
@@ -482,6 +611,15 @@ where
                 Poll::Ready(Some(Err(error.into())))
             }
         }
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn into_state(self) -> State<S, B> {
+        self.state
     }
 }
 
@@ -493,6 +631,7 @@ where
         let state = match self.state {
             State::Called { .. } => "called",
             State::Waiting { .. } => "waiting for token",
+            State::Pipeline { .. } => "pipeline",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
@@ -515,7 +654,8 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
             approved: self.approved.clone(),
             cache_id: self.cache_id,
             destinations: self.destinations.clone(),
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
+            judging: self.judging.clone(),
             mode: PhantomData,
         }
     }
@@ -527,6 +667,7 @@ impl<S: fmt::Debug, P, M> fmt::Debug for BearerAuth<S, P, M> {
             .field("inner", &self.inner)
             .field("cache", &self.cache)
             .field("destinations", &self.destinations)
+            .field("judge", &self.judge)
             .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
     }

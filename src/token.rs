@@ -57,6 +57,18 @@ use crate::Error;
 pub struct Token {
     secret: Zeroizing<String>,
     lifetime: Lifetime,
+    /// What the token is bound to: nothing (a bearer token) or a DPoP key (see `pipeline`).
+    #[cfg(feature = "dpop")]
+    dpop: Option<DpopBinding>,
+}
+
+/// A DPoP-bound token's key and `ath` (the base64url SHA-256 of the token, RFC 9449 §4.2),
+/// computed once per token.
+#[cfg(feature = "dpop")]
+#[derive(Clone)]
+pub(crate) struct DpopBinding {
+    pub(crate) dpop: crate::dpop::Dpop,
+    pub(crate) ath: std::sync::Arc<str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +91,43 @@ impl Token {
         Token {
             secret: Zeroizing::new(value.into()),
             lifetime: Lifetime::Unspecified,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
+    }
+
+    /// Bind the token to `dpop`'s key (RFC 9449): every request then carries
+    /// `Authorization: DPoP <token>` and a fresh proof signed with that key, whichever stack
+    /// sends it. The built-in sources configured with `.dpop(..)` bind the tokens they fetch;
+    /// a source of your own that asks for DPoP-bound tokens calls this. A wrapper source that
+    /// hands on the inner source's tokens keeps the binding.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn with_dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        let ath = crate::dpop::ath(&self.secret);
+        self.dpop = Some(DpopBinding { dpop, ath });
+        self
+    }
+
+    /// The DPoP key the token is bound to, if it is DPoP-bound ([`with_dpop`](Self::with_dpop)).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref().map(|binding| &binding.dpop)
+    }
+
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop_binding(&self) -> Option<&DpopBinding> {
+        self.dpop.as_ref()
+    }
+
+    /// The `Authorization` scheme the token is sent with: `Bearer`, or `DPoP` when bound.
+    fn scheme(&self) -> &'static [u8] {
+        #[cfg(feature = "dpop")]
+        if self.dpop.is_some() {
+            return b"DPoP ";
+        }
+        b"Bearer "
     }
 
     /// The token expires this long after its request was **sent** (OAuth 2.0 `expires_in`).
@@ -156,7 +204,8 @@ impl Token {
         }
     }
 
-    /// Build the `Authorization` header value, checking the token is an RFC 6750 `b64token`.
+    /// Build the `Authorization` header value (`Bearer <token>`, or `DPoP <token>` when the
+    /// token is DPoP-bound), checking the token is an RFC 6750 `b64token`.
     pub(crate) fn header_value(&self) -> Result<HeaderValue, Error> {
         let secret: &str = &self.secret;
         if !is_b64token(secret) {
@@ -166,8 +215,9 @@ impl Token {
                 "the access token contains characters that are not allowed in a bearer token (RFC 6750 b64token)"
             }));
         }
-        let mut value = Zeroizing::new(Vec::with_capacity(7 + secret.len()));
-        value.extend_from_slice(b"Bearer ");
+        let scheme = self.scheme();
+        let mut value = Zeroizing::new(Vec::with_capacity(scheme.len() + secret.len()));
+        value.extend_from_slice(scheme);
         value.extend_from_slice(secret.as_bytes());
         // The header is a copy of the secret: it is zeroized too, once the last clone of it
         // (in the cache, in services, in requests) is dropped.
@@ -180,10 +230,14 @@ impl Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("secret", &"[redacted]")
-            .field("lifetime", &self.lifetime)
-            .finish()
+        let mut f = f.debug_struct("Token");
+        f.field("secret", &"[redacted]")
+            .field("lifetime", &self.lifetime);
+        #[cfg(feature = "dpop")]
+        if let Some(binding) = &self.dpop {
+            f.field("dpop", &binding.dpop);
+        }
+        f.finish()
     }
 }
 

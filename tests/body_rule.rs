@@ -1,4 +1,4 @@
-//! `BodyRuleLayer` under the bearer layer: a 403 whose body says the token expired is treated
+//! `BearerAuthLayer::rejects_token_when_body`: a 403 whose body says the token expired is treated
 //! as a 401 that rejects it (one refresh for a storm, a replay), the caller still gets every
 //! body, and other responses pass untouched.
 
@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use futures::future::join_all;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_bearer::body_rule::BodyRuleLayer;
 use tower_bearer::{BearerAuthLayer, Error, Token, TokenCache, source::from_fn};
 
 const EXPIRED: &[u8] = br#"{"error":{"code":"token_expired","message":"the token has expired"}}"#;
@@ -49,8 +49,11 @@ async fn a_storm_of_403s_whose_body_says_expired_costs_one_refresh_and_each_is_r
         Ok::<_, Infallible>(response)
     });
     let client = ServiceBuilder::new()
-        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
-        .layer(BodyRuleLayer::new([StatusCode::FORBIDDEN], says_expired))
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .replay_on_401()
+                .rejects_token_when_body([StatusCode::FORBIDDEN], says_expired),
+        )
         .service(api);
     cache.token().await.unwrap(); // t0 is current
 
@@ -88,7 +91,7 @@ async fn other_bodies_pass_untouched_and_a_403_for_another_reason_keeps_the_toke
                 b"{\"error\":\"forbidden\"}",
             )))],
             // Larger than the limit: not judged, though it says token_expired.
-            "/huge" => (0..20)
+            "/huge" => (0..100)
                 .map(|_| Ok(http_body::Frame::data(Bytes::from(EXPIRED.repeat(10)))))
                 .collect(),
             _ => vec![
@@ -103,8 +106,10 @@ async fn other_bodies_pass_untouched_and_a_403_for_another_reason_keeps_the_toke
         Ok::<_, Infallible>(response)
     });
     let client = ServiceBuilder::new()
-        .layer(BearerAuthLayer::from_cache(cache.clone()))
-        .layer(BodyRuleLayer::new([StatusCode::FORBIDDEN], says_expired).max_body(1024))
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .rejects_token_when_body([StatusCode::FORBIDDEN], says_expired),
+        )
         .service(api);
     let get = |path: &str| {
         let client = client.clone();
@@ -132,9 +137,48 @@ async fn other_bodies_pass_untouched_and_a_403_for_another_reason_keeps_the_toke
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         body.len(),
-        20 * 10 * EXPIRED.len(),
+        100 * 10 * EXPIRED.len(),
         "the whole body, the read part first"
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "no token was dropped");
     assert_eq!(cache.current().unwrap().secret(), "t0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_read_limit_is_passed_on_unjudged() {
+    let (cache, fetches) = counting_cache();
+    // A 403 whose body sends one chunk, then nothing for a minute.
+    let api = service_fn(|_: Request<Full<Bytes>>| async move {
+        let chunks = futures::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(
+            Bytes::from_static(b"{\"error\":"),
+        ))])
+        .chain(futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(http_body::Frame::data(Bytes::from_static(
+                b"\"token_expired\"}",
+            )))
+        }))
+        .boxed();
+        let mut response = Response::new(StreamBody::new(chunks));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        Ok::<_, Infallible>(response)
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .rejects_token_when_body([StatusCode::FORBIDDEN], says_expired),
+        )
+        .service(api);
+    let started = tokio::time::Instant::now();
+    let response = client.oneshot(Request::new(Full::default())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the read gave up at its limit (5 s)"
+    );
+    // Unjudged: the token stays. The caller still gets the whole body.
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"error":"token_expired"}"#);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.token().await.unwrap().secret(), "t0");
 }

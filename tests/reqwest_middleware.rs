@@ -34,7 +34,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="api", error="invalid_token""#;
 async fn invalid_token_is_answered_by_one_refresh_and_one_replay() {
     let (cache, fetches) = counting_cache();
     let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN)).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401());
     let res = client
         .post(api.url("/items"))
         .body("{\"n\":1}")
@@ -59,7 +59,7 @@ async fn invalid_token_is_answered_by_one_refresh_and_one_replay() {
 async fn unauthorized_without_challenge_is_replayed() {
     let (cache, fetches) = counting_cache();
     let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, None).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401());
     let res = client.get(api.url("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(api.calls(), 2);
@@ -117,7 +117,7 @@ async fn streaming_body_is_sent_once_but_the_token_is_dropped() {
 async fn replay_off_means_invalidate_only() {
     let (cache, fetches) = counting_cache();
     let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN)).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401(false));
+    let client = client(BearerAuthMiddleware::from_cache(cache));
     let res = client.get(api.url("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.calls(), 1);
@@ -136,7 +136,7 @@ async fn second_401_is_returned_as_it_came_and_never_loops() {
         )
     })
     .await;
-    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401());
     let res = client.get(api.url("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -170,7 +170,7 @@ async fn storm_of_1000_concurrent_401s_causes_exactly_one_refresh() {
         }
     });
     let addr = common::serve(app).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401());
     let tasks: Vec<_> = (0..N)
         .map(|_| {
             let client = client.clone();
@@ -317,7 +317,7 @@ async fn one_cache_serves_a_tower_stack_and_a_reqwest_client() {
     let tower_client = tower::ServiceBuilder::new()
         .layer(tower_bearer::BearerAuthLayer::from_cache(cache.clone()))
         .service(hyper);
-    let reqwest_client = client(BearerAuthMiddleware::from_cache(cache.clone()));
+    let reqwest_client = client(BearerAuthMiddleware::from_cache(cache.clone()).replay_on_401());
 
     // reqwest: 401, one refresh, replay with token-1.
     let res = reqwest_client.get(api.url("/r")).send().await.unwrap();
@@ -358,7 +358,7 @@ async fn composes_with_retry_and_tracing_when_bearer_is_innermost() {
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(TracingMiddleware::default())
         .with(retry())
-        .with(BearerAuthMiddleware::from_cache(cache))
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
         .build();
     let res = client.post(api.url("/")).body("x").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -379,7 +379,7 @@ async fn composes_with_retry_and_tracing_when_bearer_is_outermost() {
     let (cache, fetches) = counting_cache();
     let api = flaky_api().await;
     let client = ClientBuilder::new(reqwest::Client::new())
-        .with(BearerAuthMiddleware::from_cache(cache))
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
         .with(retry())
         .with(TracingMiddleware::default())
         .build();
@@ -441,7 +441,7 @@ async fn server_rejecting_every_token_costs_at_most_one_refresh_per_second() {
     let (cache, fetches) = counting_cache();
     let reject = RejectAll::default();
     let client = ClientBuilder::new(reqwest::Client::new())
-        .with(BearerAuthMiddleware::from_cache(cache))
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
         .with(reject.clone())
         .build();
     for _ in 0..50 {
@@ -470,7 +470,7 @@ async fn no_replay_when_the_token_endpoint_hands_back_the_rejected_value() {
         }
     }));
     let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, Some(INVALID_TOKEN)).await;
-    let client = client(BearerAuthMiddleware::from_cache(cache));
+    let client = client(BearerAuthMiddleware::from_cache(cache).replay_on_401());
     let res = client.get(api.url("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.calls(), 1, "not replayed with the same value");

@@ -75,7 +75,10 @@ impl Api {
 
     fn service<B>(
         &self,
-    ) -> impl Service<Request<B>, Response = Response<String>, Error = Infallible, Future: Send> + Clone
+    ) -> impl Service<Request<B>, Response = Response<String>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + use<B>
     where
         B: Send + 'static,
     {
@@ -740,4 +743,23 @@ async fn a_401_for_an_inner_layers_token_leaves_the_outer_layers_token_alone() {
         "outer token kept"
     );
     assert_eq!(outer_fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_body_larger_than_the_replay_cap_is_not_copied_and_sent_once() {
+    let (cache, fetches) = counting_cache();
+    let api = Api::rejecting_token_0(StatusCode::UNAUTHORIZED, None);
+    let mut svc = BearerAuthLayer::from_cache(cache)
+        .replay_on_401()
+        .layer(api.service());
+    let large = "x".repeat(tower_bearer::MAX_REPLAY_BODY as usize + 1);
+    let res = send(&mut svc, Request::new(large)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "not replayed");
+    assert_eq!(api.calls(), 1);
+    // The token was dropped all the same; a body within the cap is replayed.
+    let res = send(&mut svc, Request::new(String::from("small")))
+        .await
+        .unwrap();
+    assert_eq!(res.body(), "Bearer token-1");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }

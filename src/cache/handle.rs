@@ -64,8 +64,6 @@ pub(crate) trait ErasedCache: Send + Sync {
     /// Drop the current token if the low 32 bits of its generation are `generation`.
     fn invalidate_after_401(self: Arc<Self>, generation: u32) -> bool;
     fn token(self: Arc<Self>) -> TokenFuture;
-    /// The number this cache is registered under.
-    fn registry_id(&self) -> NonZeroU32;
 }
 
 impl<P: TokenSource> ErasedCache for Shared<P> {
@@ -79,13 +77,6 @@ impl<P: TokenSource> ErasedCache for Shared<P> {
     fn token(self: Arc<Self>) -> TokenFuture {
         let cache = TokenCache { shared: self };
         Box::pin(async move { cache.token().await })
-    }
-
-    fn registry_id(&self) -> NonZeroU32 {
-        *self
-            .registry_id
-            .get()
-            .expect("registered before any request is sent")
     }
 }
 

@@ -13,20 +13,24 @@
 //!   (`ClientCredentials`, `RefreshTokenGrant`, `JwtBearer`): every token request then
 //!   carries a proof, a `token_type` of `DPoP` is required, and a `Bearer` one is refused (a
 //!   server that ignored the request for a bound token).
-//! - [`DpopAuthLayer`] / [`DpopAuth`]: the tower middleware sending `Authorization: DPoP
-//!   <token>` and a `DPoP` proof with `ath`; [`BearerAuthLayer::dpop`](crate::BearerAuthLayer::dpop)
-//!   turns a configured bearer layer into one. `DpopMiddleware` (feature `reqwest-middleware`):
-//!   the same for reqwest.
+//! - No stack of its own: DPoP is a property of the token. The built-in sources bind the
+//!   tokens they fetch to their `Dpop` ([`Token::with_dpop`](crate::Token::with_dpop)), and
+//!   [`BearerAuthLayer`](crate::BearerAuthLayer) and `BearerAuthMiddleware`, with one cache or
+//!   keyed, send a bound token as `Authorization: DPoP <token>` with a `DPoP` proof (with
+//!   `ath`) per request. Discovery, keyed slots and wrapper sources hand the binding on with
+//!   the token.
 //!
 //! Server nonces (RFC 9449 §8, §9): a token endpoint's `use_dpop_nonce` error, or a resource
 //! server's 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"`, comes with a
-//! `DPoP-Nonce` header; the request is sent once more with a proof carrying that nonce, and the
-//! latest nonce of each origin is remembered and put in every later proof to it (a `DPoP-Nonce`
-//! on any answer replaces it). A 401 with `WWW-Authenticate: DPoP error="invalid_token"` goes
+//! `DPoP-Nonce` header; the request is sent once more with a proof carrying that nonce (on a
+//! tower stack, when the layer copies bodies: `replay_on_401`), which does not use up the replay
+//! after a rejected token. The latest nonce of each origin is remembered, under the origin that
+//! sent it (after a redirect, not the request's), and put in every later proof to it (a
+//! `DPoP-Nonce` on any answer replaces it). A 401 with `WWW-Authenticate: DPoP error="invalid_token"` goes
 //! through the same 401 policy as with Bearer ([`challenge::rejects_dpop_token`](crate::challenge::rejects_dpop_token)).
 //!
 //! What does not change per request is computed once: the proof header with the `jwk` per key,
-//! the `Authorization` value and `ath` per token. What is left per request is one JSON
+//! the `Authorization` value and `ath` per token (by the cache). What is left per request is one JSON
 //! object, one signature (ES256 is the cheapest) and a little base64: see `BENCHMARKS.md`.
 //! The bearer layer does none of this and pays nothing for it.
 //!
@@ -34,7 +38,8 @@
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_bearer::dpop::{Dpop, DpopAuthLayer, DpopKey};
+//! use tower_bearer::BearerAuthLayer;
+//! use tower_bearer::dpop::{Dpop, DpopKey};
 //! use tower_bearer::source::{ClientAuth, ClientCredentials};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -45,7 +50,7 @@
 //! )
 //! .dpop(dpop.clone())
 //! .build()?;
-//! let layer = DpopAuthLayer::new(source);
+//! let layer = BearerAuthLayer::new(source).replay_on_401();
 //! # let _ = layer;
 //!
 //! // The proofs themselves, for a source of your own:
@@ -55,10 +60,6 @@
 //! ```
 
 mod key;
-mod layer;
-#[cfg(feature = "reqwest-middleware")]
-mod middleware;
-mod send;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,9 +70,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 
 pub use key::DpopKey;
-pub use layer::{DpopAuth, DpopAuthLayer, DpopFuture};
-#[cfg(feature = "reqwest-middleware")]
-pub use middleware::DpopMiddleware;
 
 use crate::Error;
 
@@ -312,38 +310,9 @@ impl Target {
     }
 }
 
-/// What a request carries for one token, computed once per token: `Authorization: DPoP
-/// <token>` (sensitive) and the token's `ath`.
-#[derive(Clone)]
-pub(crate) struct Bound {
-    pub(crate) authorization: HeaderValue,
-    pub(crate) ath: String,
-}
-
-impl Bound {
-    pub(crate) fn new(secret: &str) -> Result<Bound, Error> {
-        // A copy of the secret: zeroized with the header's last clone, as the bearer one is.
-        let mut value = zeroize::Zeroizing::new(Vec::with_capacity(5 + secret.len()));
-        value.extend_from_slice(b"DPoP ");
-        value.extend_from_slice(secret.as_bytes());
-        let mut authorization = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value))
-            .map_err(|_| Error::invalid_response("the access token is not a valid header value"))?;
-        authorization.set_sensitive(true);
-        Ok(Bound {
-            authorization,
-            ath: key::sha256_b64(secret.as_bytes()),
-        })
-    }
-}
-
-/// The source's [`Dpop`], or the error saying there is none.
-pub(crate) fn of_source<P: crate::TokenSource>(source: &P) -> Result<&Dpop, Error> {
-    source.dpop().ok_or_else(|| {
-        Error::config(
-            "the DPoP layer's token source has no DPoP key: give it one with `.dpop(..)` on the \
-             source's builder (or implement `TokenSource::dpop`)",
-        )
-    })
+/// A token's `ath` (RFC 9449 §4.2): the base64url SHA-256 of the token.
+pub(crate) fn ath(secret: &str) -> Arc<str> {
+    Arc::from(key::sha256_b64(secret.as_bytes()))
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
 //! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
 //!
-//! Each service remembers the last two destinations it served, each with a [`BearerAuth`] over
-//! that destination's slot, so a run of requests to one destination costs what a single-cache
-//! layer costs, plus one comparison of the authority (per origin) or of the key (per request)
-//! and one load of the slot's eviction flag, and taking turns between two costs little more. A
-//! request elsewhere looks its key up without a lock and takes its slot's token the same way.
+//! Each service remembers the last `MEMOS` (4) destinations it served, each with a [`BearerAuth`]
+//! over that destination's slot, so a run of requests to one destination costs what a
+//! single-cache layer costs, plus one comparison of the authority (per origin) or of the key (per
+//! request) and one load of the slot's eviction flag, and taking turns among up to `MEMOS` (4)
+//! costs a comparison per destination more. A request elsewhere looks its key up without a lock
+//! and takes its slot's token the same way.
 
 use std::fmt;
 use std::future::Future;
@@ -18,16 +19,22 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request, StatusCode, Uri};
 use pin_project_lite::pin_project;
+use tower::layer::util::Identity;
 use tower::{Layer, Service};
 
 use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache, Slot};
+use crate::body_rule::BodyRuleLayer;
 use crate::challenge::RejectionRule;
 use crate::origin::{Approved, Destinations};
+use crate::pipeline::Judge;
 use crate::service::{InvalidateOnly, Replay};
 use crate::{
     BearerAuth, BearerAuthLayer, BoxError, Error, OnDisallowedOrigin, Origin, TokenSource,
 };
+
+/// How many destinations a keyed service remembers (a power of two).
+const MEMOS: usize = 4;
 
 impl<P: TokenSource> BearerAuthLayer<P> {
     /// A layer that gives each request the token of its origin's key: a request to an origin in
@@ -103,8 +110,10 @@ impl<P: TokenSource> BearerAuthLayer<P> {
 /// A [`Layer`] that adds to each request the bearer token of its destination's key, from a
 /// [`KeyedTokenCache`]. Made by [`BearerAuthLayer::per_origin`] or
 /// [`BearerAuthLayer::per_request`]; configured like [`BearerAuthLayer`].
-pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly> {
+pub struct KeyedBearerAuthLayer<K, P, M = InvalidateOnly, L = Identity> {
     settings: Settings<K, P>,
+    /// Between the services and the inner service: nothing, or a body rule's reader.
+    below: L,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -115,7 +124,7 @@ struct Settings<K, P> {
     route: Route<K>,
     destinations: Destinations,
     on_unknown: OnDisallowedOrigin,
-    rule: Option<RejectionRule>,
+    judge: Judge,
 }
 
 impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
@@ -126,23 +135,45 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthLayer<K, P> {
                 route,
                 destinations: Destinations::default(),
                 on_unknown: OnDisallowedOrigin::SendWithoutToken,
-                rule: None,
+                judge: Judge::default(),
             },
-            mode: PhantomData,
-        }
-    }
-
-    /// After a 401 that rejects the token, send the request once more with a new token of the
-    /// same key; see [`BearerAuthLayer::replay_on_401`].
-    pub fn replay_on_401(self) -> KeyedBearerAuthLayer<K, P, Replay> {
-        KeyedBearerAuthLayer {
-            settings: self.settings,
+            below: Identity::new(),
             mode: PhantomData,
         }
     }
 }
 
-impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
+impl<K: Key, P: TokenSource, L> KeyedBearerAuthLayer<K, P, InvalidateOnly, L> {
+    /// After a 401 that rejects the token, send the request once more with a new token of the
+    /// same key; see [`BearerAuthLayer::replay_on_401`].
+    pub fn replay_on_401(mut self) -> KeyedBearerAuthLayer<K, P, Replay, L> {
+        self.settings.judge.replay = true;
+        KeyedBearerAuthLayer {
+            settings: self.settings,
+            below: self.below,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M, Identity> {
+    /// Also treat a response as rejecting the token when `rule` says so after reading its
+    /// body; see [`BearerAuthLayer::rejects_token_when_body`]. The token dropped is the one of
+    /// the request's key.
+    pub fn rejects_token_when_body(
+        self,
+        statuses: impl IntoIterator<Item = StatusCode>,
+        rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> KeyedBearerAuthLayer<K, P, M, BodyRuleLayer> {
+        KeyedBearerAuthLayer {
+            settings: self.settings,
+            below: BodyRuleLayer::new(statuses, rule),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<K: Key, P: TokenSource, M, L> KeyedBearerAuthLayer<K, P, M, L> {
     /// What to do with a request whose destination has no key: send it without a token
     /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
     /// ([`OnDisallowedOrigin::Fail`], an error of kind [`Disallowed`](crate::ErrorKind::Disallowed)).
@@ -171,7 +202,22 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.settings.rule = Some(RejectionRule::new(rule));
+        self.settings.judge.rule = Some(RejectionRule::new(rule));
+        self
+    }
+
+    /// Send tokens only to this origin (and any others allowed), beside the route's own rule;
+    /// see [`BearerAuthLayer::allow_origin`].
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.settings.destinations.allow_origin(origin);
+        self
+    }
+
+    /// [`allow_origin`](Self::allow_origin) for each of `origins`.
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        for origin in origins {
+            self.settings.destinations.allow_origin(origin);
+        }
         self
     }
 
@@ -181,15 +227,16 @@ impl<K: Key, P: TokenSource, M> KeyedBearerAuthLayer<K, P, M> {
     }
 }
 
-impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
-    type Service = KeyedBearerAuth<S, K, P, M>;
+impl<S, K: Clone, P, M, L: Layer<S>> Layer<S> for KeyedBearerAuthLayer<K, P, M, L> {
+    type Service = KeyedBearerAuth<L::Service, K, P, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedBearerAuth {
-            inner,
+            inner: self.below.layer(inner),
             settings: Arc::new(self.settings.clone()),
-            memos: [None, None],
+            memos: Default::default(),
             last: 0,
+            next: 0,
             by_origin: self.settings.route.by_origin(),
         }
     }
@@ -203,12 +250,14 @@ impl<S, K: Clone, P, M> Layer<S> for KeyedBearerAuthLayer<K, P, M> {
 pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     inner: S,
     settings: Arc<Settings<K, P>>,
-    /// The destination served last (`memos[last]`) and the one before it, so a service taking
-    /// turns between two destinations finds both without a lookup in the keyed cache. Only the
-    /// last is handed on to clones (a clone per request would pay for copying both).
-    memos: [Option<Memo<S, K, P, M>>; 2],
-    /// 0 or 1.
+    /// The destination served last (`memos[last]`) and the ones before it, so a service taking
+    /// turns among a few destinations finds them without a lookup in the keyed cache. Only the
+    /// last is handed on to clones (a clone per request would pay for copying them all).
+    memos: [Option<Memo<S, K, P, M>>; MEMOS],
+    /// Below `MEMOS` (4).
     last: usize,
+    /// The memo a new destination replaces next, in turn.
+    next: usize,
     /// Whether the route is by origin, kept here so the fast path does not read the settings
     /// for it.
     by_origin: bool,
@@ -286,6 +335,11 @@ impl<S, K, P, M> KeyedBearerAuth<S, K, P, M> {
         &mut self.inner
     }
 
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The keyed cache this service takes tokens from.
     pub fn cache(&self) -> &KeyedTokenCache<K, P> {
         &self.settings.cache
@@ -313,8 +367,8 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Fast path: the destination served last, whose slot is still in the cache.
         let mut picked = None;
-        // `& 1`: an index the compiler can see is in bounds.
-        if let Some(memo) = &mut self.memos[self.last & 1]
+        // `& (MEMOS - 1)`: an index the compiler can see is in bounds.
+        if let Some(memo) = &mut self.memos[self.last & (MEMOS - 1)]
             && memo.matches(&request, self.by_origin, &self.settings.route, &mut picked)
             && memo.slot().is_live()
         {
@@ -360,20 +414,23 @@ where
             settings,
             memos,
             last,
+            next,
             by_origin,
         } = self;
         let by_origin = *by_origin;
         let settings = &**settings;
         let route = &settings.route;
-        let other = 1 - (*last & 1);
-        // The destination before the last: it becomes the last.
-        if let Some(memo) = &mut memos[other]
-            && memo.matches(&request, by_origin, route, &mut picked)
-            && memo.slot().is_live()
-        {
-            *last = other;
-            std::mem::swap(&mut memo.service.inner, inner);
-            return KeyedResponseFuture::authed(memo.service.call(request));
+        // A destination served before the last: it becomes the last.
+        for (i, memo) in memos.iter_mut().enumerate() {
+            if i != *last
+                && let Some(memo) = memo
+                && memo.matches(&request, by_origin, route, &mut picked)
+                && memo.slot().is_live()
+            {
+                *last = i;
+                std::mem::swap(&mut memo.service.inner, inner);
+                return KeyedResponseFuture::authed(memo.service.call(request));
+            }
         }
         let key = picked.unwrap_or_else(|| route.key(&destination(&request)));
         let Some(key) = key else {
@@ -391,8 +448,8 @@ where
             Err(error) => return KeyedResponseFuture::failed(error),
         };
         // The same slot reached another way (another origin mapped to the same key): reuse its
-        // memo. Else a new one replaces the older.
-        let reuse = [1 - other, other].into_iter().find(|&i| {
+        // memo. Else a new one takes an empty place, or replaces the memos in turn.
+        let reuse = (0..MEMOS).find(|&i| {
             memos[i]
                 .as_ref()
                 .is_some_and(|memo| Arc::ptr_eq(&memo.service.cache.shared, &slot.shared))
@@ -400,12 +457,22 @@ where
         let at = match reuse {
             Some(i) => i,
             None => {
-                let service = BearerAuth::with_destinations(
+                let other = match memos.iter().position(Option::is_none) {
+                    Some(empty) => empty,
+                    None => {
+                        *next = (*next + 1) & (MEMOS - 1);
+                        if *next == *last {
+                            *next = (*next + 1) & (MEMOS - 1);
+                        }
+                        *next
+                    }
+                };
+                let service = BearerAuth::with_parts(
                     inner.clone(),
                     slot,
                     settings.destinations.clone(),
-                )
-                .with_rule(settings.rule.clone());
+                    settings.judge.clone(),
+                );
                 memos[other] = Some(Memo {
                     https: false,
                     authority: Approved::NONE,
@@ -519,8 +586,13 @@ impl<S: Clone, K: Clone, P, M> Clone for KeyedBearerAuth<S, K, P, M> {
         KeyedBearerAuth {
             inner: self.inner.clone(),
             settings: Arc::clone(&self.settings),
-            memos: [self.memos[self.last & 1].clone(), None],
+            memos: {
+                let mut memos: [Option<Memo<S, K, P, M>>; MEMOS] = Default::default();
+                memos[0] = self.memos[self.last & (MEMOS - 1)].clone();
+                memos
+            },
             last: 0,
+            next: 0,
             by_origin: self.by_origin,
         }
     }
@@ -533,15 +605,16 @@ impl<K, P> Clone for Settings<K, P> {
             route: self.route.clone(),
             destinations: self.destinations.clone(),
             on_unknown: self.on_unknown,
-            rule: self.rule.clone(),
+            judge: self.judge.clone(),
         }
     }
 }
 
-impl<K, P, M> Clone for KeyedBearerAuthLayer<K, P, M> {
+impl<K, P, M, L: Clone> Clone for KeyedBearerAuthLayer<K, P, M, L> {
     fn clone(&self) -> Self {
         KeyedBearerAuthLayer {
             settings: self.settings.clone(),
+            below: self.below.clone(),
             mode: PhantomData,
         }
     }
@@ -554,15 +627,16 @@ impl<K, P> fmt::Debug for Settings<K, P> {
             .field("route", &self.route)
             .field("destinations", &self.destinations)
             .field("on_unknown", &self.on_unknown)
-            .field("rule", &self.rule)
+            .field("judge", &self.judge)
             .finish()
     }
 }
 
-impl<K, P, M> fmt::Debug for KeyedBearerAuthLayer<K, P, M> {
+impl<K, P, M, L: fmt::Debug> fmt::Debug for KeyedBearerAuthLayer<K, P, M, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBearerAuthLayer")
             .field("settings", &self.settings)
+            .field("below", &self.below)
             .field("mode", &std::any::type_name::<M>())
             .finish()
     }

@@ -11,7 +11,7 @@ use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache};
 use crate::challenge::RejectionRule;
 use crate::origin::Destinations;
-use crate::reqwest::BodyRule;
+use crate::pipeline::{BodyRule, Judge};
 use crate::{BearerAuthMiddleware, OnDisallowedOrigin, Origin, TokenSource};
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -49,17 +49,14 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 }
 
 /// A [`reqwest_middleware::Middleware`] that adds the bearer token of each request's key, from
-/// a [`KeyedTokenCache`]; configured like [`BearerAuthMiddleware`] (replaying after a 401 is on
-/// by default). A request whose destination has no key is sent without a token, or fails, as
+/// a [`KeyedTokenCache`]; configured like [`BearerAuthMiddleware`]. A request whose destination has no key is sent without a token, or fails, as
 /// [`on_unknown_destination`](Self::on_unknown_destination) says.
 pub struct KeyedBearerAuthMiddleware<K, P> {
     cache: KeyedTokenCache<K, P>,
     route: Route<K>,
     destinations: Destinations,
     on_unknown: OnDisallowedOrigin,
-    replay_on_401: bool,
-    rule: Option<RejectionRule>,
-    body_rule: Option<BodyRule>,
+    judge: Judge,
 }
 
 impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
@@ -69,9 +66,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
             route,
             destinations: Destinations::default(),
             on_unknown: OnDisallowedOrigin::SendWithoutToken,
-            replay_on_401: true,
-            rule: None,
-            body_rule: None,
+            judge: Judge::default(),
         }
     }
 
@@ -81,9 +76,24 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
         self
     }
 
-    /// Replay once after a 401 that rejects the token (default `true`).
-    pub fn replay_on_401(mut self, replay: bool) -> Self {
-        self.replay_on_401 = replay;
+    /// Replay once after a response that rejects the token (default: off); see
+    /// [`BearerAuthMiddleware::replay_on_401`].
+    pub fn replay_on_401(mut self) -> Self {
+        self.judge.replay = true;
+        self
+    }
+
+    /// Send tokens only to this origin (and any others allowed), beside the route's own rule.
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.destinations.allow_origin(origin);
+        self
+    }
+
+    /// [`allow_origin`](Self::allow_origin) for each of `origins`.
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        for origin in origins {
+            self.destinations.allow_origin(origin);
+        }
         self
     }
 
@@ -106,7 +116,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
         mut self,
         rule: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.rule = Some(RejectionRule::new(rule));
+        self.judge.rule = Some(RejectionRule::new(rule));
         self
     }
 
@@ -117,7 +127,7 @@ impl<K: Key, P: TokenSource> KeyedBearerAuthMiddleware<K, P> {
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.body_rule = Some(BodyRule::new(statuses, rule));
+        self.judge.body = Some(std::sync::Arc::new(BodyRule::new(statuses, rule)));
         self
     }
 
@@ -152,15 +162,9 @@ impl<K: Key, P: TokenSource> Middleware for KeyedBearerAuthMiddleware<K, P> {
             .map_err(reqwest_middleware::Error::middleware)?;
         // The single-destination middleware over this key's cache, with these rules: one
         // policy for both.
-        BearerAuthMiddleware::with_parts(
-            slot,
-            self.destinations.clone(),
-            self.replay_on_401,
-            self.rule.clone(),
-            self.body_rule.clone(),
-        )
-        .handle(request, extensions, next)
-        .await
+        BearerAuthMiddleware::with_parts(slot, self.destinations.clone(), self.judge.clone())
+            .handle(request, extensions, next)
+            .await
     }
 }
 
@@ -171,9 +175,7 @@ impl<K, P> Clone for KeyedBearerAuthMiddleware<K, P> {
             route: self.route.clone(),
             destinations: self.destinations.clone(),
             on_unknown: self.on_unknown,
-            replay_on_401: self.replay_on_401,
-            rule: self.rule.clone(),
-            body_rule: self.body_rule.clone(),
+            judge: self.judge.clone(),
         }
     }
 }
@@ -185,8 +187,7 @@ impl<K, P> fmt::Debug for KeyedBearerAuthMiddleware<K, P> {
             .field("route", &self.route)
             .field("destinations", &self.destinations)
             .field("on_unknown", &self.on_unknown)
-            .field("replay_on_401", &self.replay_on_401)
-            .field("rule", &self.rule)
+            .field("judge", &self.judge)
             .finish()
     }
 }

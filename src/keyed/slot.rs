@@ -118,6 +118,11 @@ impl<P: TokenSource> TokenSource for Slot<P> {
     fn fetch(&self) -> impl std::future::Future<Output = Result<Token, Error>> + Send {
         self.source.fetch()
     }
+
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.source.dpop()
+    }
 }
 
 impl<P> fmt::Debug for Slot<P> {

@@ -266,7 +266,7 @@ impl Endpoint {
         check_status(&response, refused).map_err(|e| self.tag(e))?;
         let parsed = TokenResponse::parse(&response, fields, refused).map_err(|e| self.tag(e))?;
         #[cfg(feature = "dpop")]
-        let parsed = parsed.expect_dpop(self.dpop.is_some());
+        let parsed = parsed.bind_dpop(self.dpop.clone());
         Ok(parsed)
     }
 

@@ -122,8 +122,8 @@ impl JwtBearerBuilder {
 
     /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
     /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
-    /// and the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) over this source signs each
-    /// request's proof with the same key.
+    /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
+    /// the layer or middleware signs each request's proof with it.
     #[cfg(feature = "dpop")]
     #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
     pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {

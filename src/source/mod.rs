@@ -118,8 +118,15 @@ pub trait TokenSource: Send + Sync + 'static {
     fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
 
     /// The DPoP key and nonces this source's tokens are bound to, if it asks for DPoP-bound
-    /// tokens (RFC 9449): the [`DpopAuthLayer`](crate::dpop::DpopAuthLayer) signs each
-    /// request's proof with it. Default: none.
+    /// tokens (RFC 9449). Default: none.
+    ///
+    /// The tokens carry their binding themselves ([`Token::with_dpop`], set by the built-in
+    /// sources configured with `.dpop(..)`), and the layer and middleware attach each token
+    /// as its binding says, so a wrapper source that only implements `fetch` still sends DPoP.
+    /// This declaration is for tokens that did not come from this process's `fetch`: the
+    /// fleet tier (which key the process holds), and the layer and middleware for a token
+    /// adopted from it. The crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it;
+    /// a wrapper of your own used with the fleet tier must forward it too.
     #[cfg(feature = "dpop")]
     #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {

@@ -138,6 +138,8 @@ impl TokenExchange {
             params: Vec::new(),
             fields: TokenFields::oauth2(),
             client: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -195,6 +197,11 @@ impl TokenExchange {
 }
 
 impl TokenSource for TokenExchange {
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.endpoint.dpop()
+    }
+
     async fn fetch(&self) -> Result<Token, Error> {
         let subject = self.subject.token("subject").await?;
         let actor = match &self.actor {
@@ -236,6 +243,8 @@ pub struct TokenExchangeBuilder {
     params: Vec<(&'static str, String)>,
     fields: TokenFields,
     client: Option<Arc<dyn HttpClient>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl TokenExchangeBuilder {
@@ -311,6 +320,15 @@ impl TokenExchangeBuilder {
         self
     }
 
+    /// Ask for DPoP-bound tokens (RFC 9449), as
+    /// [`ClientCredentialsBuilder::dpop`](super::ClientCredentialsBuilder::dpop) does.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
@@ -331,7 +349,12 @@ impl TokenExchangeBuilder {
             }
         }
         Ok(TokenExchange {
-            endpoint: Endpoint::new(&self.token_url, self.client)?,
+            endpoint: {
+                let endpoint = Endpoint::new(&self.token_url, self.client)?;
+                #[cfg(feature = "dpop")]
+                let endpoint = endpoint.with_dpop(self.dpop);
+                endpoint
+            },
             auth: self.auth,
             subject,
             actor: self.actor,

@@ -106,6 +106,9 @@ pub(crate) struct TokenResponse {
     access_token_name: Cow<'static, str>,
     /// A DPoP-bound token was asked for: `token_type` must say `DPoP`.
     dpop: bool,
+    /// The key the token is then bound to ([`Token::with_dpop`]).
+    #[cfg(feature = "dpop")]
+    binding: Option<crate::dpop::Dpop>,
     /// RFC 8693 §2.2.1 `issued_token_type`, for the token exchange.
     issued_token_type: Option<String>,
 }
@@ -149,6 +152,8 @@ impl TokenResponse {
             refresh_token,
             access_token_name: fields.access_token.clone(),
             dpop: false,
+            #[cfg(feature = "dpop")]
+            binding: None,
             issued_token_type: match object.remove("issued_token_type") {
                 Some(Value::String(s)) => Some(s),
                 _ => None,
@@ -163,9 +168,17 @@ impl TokenResponse {
 
     /// Require a `DPoP` token type (RFC 9449 §5) when `dpop`, refusing `Bearer` (a server
     /// that ignored the proof would hand out a token anyone holding it could use).
-    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn expect_dpop(mut self, dpop: bool) -> Self {
         self.dpop = dpop;
+        self
+    }
+
+    /// [`expect_dpop`](Self::expect_dpop) when `dpop` is given, and bind the token to it.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn bind_dpop(mut self, dpop: Option<crate::dpop::Dpop>) -> Self {
+        self.dpop = dpop.is_some();
+        self.binding = dpop;
         self
     }
 
@@ -191,6 +204,11 @@ impl TokenResponse {
         let token = Token::new(std::mem::take(&mut *secret));
         // The cache checks this too; checking here lets the error name the endpoint.
         token.header_value()?;
+        #[cfg(feature = "dpop")]
+        let token = match self.binding.take() {
+            Some(dpop) => token.with_dpop(dpop),
+            None => token,
+        };
         match expires_in {
             Some(expires_in) => Ok(token.with_expires_in(expires_in)),
             None if require_expiry => token.with_jwt_expiry(),

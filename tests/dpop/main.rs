@@ -15,12 +15,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_bearer::dpop::{DPOP, Dpop, DpopAuthLayer, DpopKey, DpopMiddleware};
+use tower_bearer::dpop::{DPOP, Dpop, DpopKey};
+
 use tower_bearer::secret::{ClientSecret, RefreshToken};
 use tower_bearer::source::assertion::{Assertion, SigningKey};
 use tower_bearer::source::{ClientAuth, ClientCredentials, JwtBearer, RefreshTokenGrant};
 use tower_bearer::store::MemoryStore;
-use tower_bearer::{BearerAuthLayer, Error, ErrorKind, TokenCache, TokenSource};
+use tower_bearer::{
+    BearerAuthLayer, BearerAuthMiddleware, Error, ErrorKind, TokenCache, TokenSource,
+};
 
 use server::{Config, Server};
 
@@ -133,7 +136,7 @@ async fn the_layer_sends_a_dpop_token_and_a_proof_the_api_verifies() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     for path in ["/api/a?x=1", "/api/b", "/api/a"] {
         let (status, body) = get(&mut client, &server.url(path)).await.unwrap();
@@ -155,12 +158,11 @@ async fn the_layer_sends_a_dpop_token_and_a_proof_the_api_verifies() {
 }
 
 #[tokio::test]
-async fn a_bearer_layer_becomes_a_dpop_layer_with_its_rules() {
+async fn the_bearer_layer_sends_dpop_bound_tokens_with_its_rules() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let layer = BearerAuthLayer::new(client_credentials(&server, &dpop))
-        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap())
-        .dpop();
+        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap());
     let mut client = ServiceBuilder::new().layer(layer).service(hyper());
     let (status, _) = get(&mut client, &server.url("/api/x")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -180,7 +182,7 @@ async fn the_apis_nonce_challenge_is_retried_once_then_remembered() {
     .await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let (status, _) = get(&mut client, &server.url("/api/a")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -202,7 +204,7 @@ async fn invalid_token_goes_through_the_401_policy() {
     let dpop = Dpop::generate().unwrap();
     let cache = TokenCache::new(client_credentials(&server, &dpop));
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()))
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
         .service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     server.revoked.lock().unwrap().insert("tok-1".into());
@@ -214,7 +216,7 @@ async fn invalid_token_goes_through_the_401_policy() {
 
     // Without replay, the 401 is returned and the token dropped; the next request has a new one.
     let mut once = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()).replay_on_401(false))
+        .layer(BearerAuthLayer::from_cache(cache.clone()))
         .service(hyper());
     server.revoked.lock().unwrap().insert("tok-2".into());
     tokio::time::sleep(Duration::from_millis(1100)).await; // one 401 drop per second per cache
@@ -230,7 +232,7 @@ async fn a_replayed_proof_or_one_for_another_url_is_refused() {
     let dpop = Dpop::generate().unwrap();
     let cache = TokenCache::new(client_credentials(&server, &dpop));
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::from_cache(cache.clone()))
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
         .service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     let token = cache.current().unwrap();
@@ -420,7 +422,7 @@ async fn rs256_and_ps256_keys_work_end_to_end() {
         let server = server::start(Config::default()).await;
         let dpop = Dpop::new(key.clone());
         let mut client = ServiceBuilder::new()
-            .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+            .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
             .service(hyper());
         let (status, _) = get(&mut client, &server.url("/api/a")).await.unwrap();
         assert_eq!(status, StatusCode::OK, "{}", key.algorithm());
@@ -438,7 +440,7 @@ async fn the_reqwest_middleware_sends_dpop_with_nonces() {
     .await;
     let dpop = Dpop::generate().unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(DpopMiddleware::new(client_credentials(&server, &dpop)))
+        .with(BearerAuthMiddleware::new(client_credentials(&server, &dpop)).replay_on_401())
         .build();
     for path in ["/api/a", "/api/b?page=2"] {
         let response = client.get(server.url(path)).send().await.unwrap();
@@ -459,20 +461,11 @@ async fn the_reqwest_middleware_sends_dpop_with_nonces() {
 
 #[tokio::test]
 async fn misconfigurations_are_clear_config_errors() {
-    // A source without a DPoP key.
-    let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(tower_bearer::source::static_token("t")))
-        .service(hyper());
-    let err = get(&mut client, "http://127.0.0.1:9/x").await.unwrap_err();
-    let err = err.downcast_ref::<Error>().unwrap();
-    assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("no DPoP key"), "{err}");
-
     // A relative URI: the proof needs the absolute URL.
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let mut client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let err = get(&mut client, "/relative").await.unwrap_err();
     assert_eq!(
@@ -517,7 +510,7 @@ async fn no_token_key_or_proof_in_debug_or_logs() {
     ))
     .unwrap();
     let dpop = Dpop::new(DpopKey::es256_pem(&pem).unwrap());
-    let layer = DpopAuthLayer::new(client_credentials(&server, &dpop));
+    let layer = BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401();
     let mut client = ServiceBuilder::new().layer(layer.clone()).service(hyper());
     get(&mut client, &server.url("/api/a")).await.unwrap();
     let proof = server.last_api_proof.lock().unwrap().clone().unwrap();
@@ -550,7 +543,7 @@ async fn concurrent_requests_share_one_token_and_never_share_a_proof() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let client = ServiceBuilder::new()
-        .layer(DpopAuthLayer::new(client_credentials(&server, &dpop)))
+        .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
     let requests = (0..64).map(|i| {
         let mut client = client.clone();
@@ -567,12 +560,11 @@ async fn concurrent_requests_share_one_token_and_never_share_a_proof() {
 }
 
 #[tokio::test]
-async fn a_bearer_middleware_becomes_a_dpop_middleware_with_its_rules() {
+async fn the_bearer_middleware_sends_dpop_bound_tokens_with_its_rules() {
     let server = server::start(Config::default()).await;
     let dpop = Dpop::generate().unwrap();
     let middleware = tower_bearer::BearerAuthMiddleware::new(client_credentials(&server, &dpop))
-        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap())
-        .dpop();
+        .allow_origin(tower_bearer::Origin::parse(&server.base).unwrap());
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(middleware)
         .build();
@@ -586,4 +578,206 @@ async fn a_bearer_middleware_becomes_a_dpop_middleware_with_its_rules() {
         "no token for another origin"
     );
     assert_eq!(server.token_calls(), 1);
+}
+
+/// A source of the user's that wraps a DPoP source and implements `fetch` only.
+struct Wrapper(ClientCredentials);
+
+impl TokenSource for Wrapper {
+    async fn fetch(&self) -> Result<tower_bearer::Token, Error> {
+        self.0.fetch().await
+    }
+}
+
+#[tokio::test]
+async fn a_wrapper_source_that_only_fetches_still_sends_dpop() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let wrapper = Wrapper(client_credentials(&server, &dpop));
+    assert!(wrapper.dpop().is_none(), "the wrapper declares nothing");
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(wrapper))
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-1"));
+
+    let middleware = BearerAuthMiddleware::new(Wrapper(client_credentials(&server, &dpop)));
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    let response = client.get(server.url("/api/b")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok tok-2");
+    assert!(server.refusals().is_empty(), "{:?}", server.refusals());
+}
+
+#[tokio::test]
+async fn a_nonce_retry_does_not_use_up_the_replay() {
+    let server = server::start(Config {
+        nonce_at_api: true,
+        ..Config::default()
+    })
+    .await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    // tok-1 is rejected; the first proof has no nonce yet.
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::from_cache(cache.clone()).replay_on_401())
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-2"));
+    assert_eq!(
+        server.api_calls(),
+        3,
+        "the nonce retry, then the replay with a new token"
+    );
+
+    // The same through the middleware.
+    let server = server::start(Config {
+        nonce_at_api: true,
+        ..Config::default()
+    })
+    .await;
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::from_cache(cache).replay_on_401())
+        .build();
+    let response = client.get(server.url("/api/a")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok tok-2");
+    assert_eq!(server.api_calls(), 3);
+}
+
+/// The nonce claim of a proof, if any.
+fn proof_nonce(proof: &http::HeaderValue) -> Option<String> {
+    let claims = proof.to_str().unwrap().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    claims["nonce"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_nonce_is_stored_for_the_origin_that_sent_it_after_a_redirect() {
+    let server = server::start(Config::default()).await;
+    // B asks for a nonce; R redirects to B.
+    let serve = |app: axum::Router| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    };
+    let b = serve(axum::Router::new().fallback(|| async {
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                ("www-authenticate", r#"DPoP error="use_dpop_nonce""#),
+                ("dpop-nonce", "from-b"),
+            ],
+        )
+    }))
+    .await;
+    let target = format!("{b}/api/x");
+    let r = serve(axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    }))
+    .await;
+    let dpop = Dpop::generate().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::new(client_credentials(
+            &server, &dpop,
+        )))
+        .build();
+    let response = client.get(format!("{r}/api/x")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let proof = |url: String| {
+        dpop.proof(&Method::GET, &url.parse().unwrap(), None)
+            .unwrap()
+    };
+    assert_eq!(
+        proof_nonce(&proof(format!("{b}/other"))).as_deref(),
+        Some("from-b")
+    );
+    assert_eq!(
+        proof_nonce(&proof(format!("{r}/other"))),
+        None,
+        "not the origin asked"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_rule_applies_to_dpop_tokens() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    // This API says "token expired" with a bare 403.
+    let as_403 = |mut response: http::Response<hyper::body::Incoming>| {
+        if response.status() == StatusCode::UNAUTHORIZED {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response.headers_mut().remove("www-authenticate");
+        }
+        response
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .rejects_token_when(|status, _| status == StatusCode::FORBIDDEN)
+                .replay_on_401(),
+        )
+        .map_response(as_403)
+        .service(hyper());
+    let (status, body) = get(&mut client, &server.url("/api/a")).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok tok-2"));
+    assert_eq!(server.api_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_body_rule_applies_to_dpop_tokens() {
+    let server = server::start(Config::default()).await;
+    let dpop = Dpop::generate().unwrap();
+    let cache = TokenCache::new(client_credentials(&server, &dpop));
+    cache.token().await.unwrap();
+    server.revoked.lock().unwrap().insert("tok-1".into());
+    // This API says "token expired" only in the body of a bare 403.
+    let as_403 = |response: http::Response<hyper::body::Incoming>| {
+        let (mut parts, body) = response.into_parts();
+        let expired = parts.status == StatusCode::UNAUTHORIZED;
+        if expired {
+            parts.status = StatusCode::FORBIDDEN;
+            parts.headers.remove("www-authenticate");
+        }
+        let body = if expired {
+            Full::new(Bytes::from_static(br#"{"error":"token_expired"}"#))
+                .map_err(tower::BoxError::from)
+                .boxed()
+        } else {
+            body.map_err(tower::BoxError::from).boxed()
+        };
+        http::Response::from_parts(parts, body)
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(
+            BearerAuthLayer::from_cache(cache.clone())
+                .replay_on_401()
+                .rejects_token_when_body([StatusCode::FORBIDDEN], |_, _, body: &[u8]| {
+                    body == br#"{"error":"token_expired"}"#
+                }),
+        )
+        .map_response(as_403)
+        .service(hyper());
+    let request = Request::get(server.url("/api/a"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok tok-2");
+    assert_eq!(server.api_calls(), 2);
 }

@@ -105,7 +105,7 @@ impl Server {
     }
 
     /// Verify the request's proof; the key's thumbprint when it holds.
-    fn verify(
+    pub fn verify(
         &self,
         headers: &HeaderMap,
         method: &Method,

@@ -130,7 +130,11 @@ async fn a_rule_of_ones_own_on_the_reqwest_middleware() {
     use axum::response::IntoResponse;
     let (cache, fetches) = counting();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(BearerAuthMiddleware::from_cache(cache).rejects_token_when(expired))
+        .with(
+            BearerAuthMiddleware::from_cache(cache)
+                .rejects_token_when(expired)
+                .replay_on_401(),
+        )
         .build();
     let response = client.get(format!("http://{api}/v1")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -317,7 +321,8 @@ async fn a_rule_over_the_body_on_the_reqwest_middleware() {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(
             BearerAuthMiddleware::from_cache(cache)
-                .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body),
+                .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body)
+                .replay_on_401(),
         )
         .build();
     let url = format!("http://{api}/v1");
@@ -335,7 +340,6 @@ async fn a_rule_over_the_body_on_the_reqwest_middleware() {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(
             BearerAuthMiddleware::from_cache(cache.clone())
-                .replay_on_401(false)
                 .rejects_token_when_body([StatusCode::FORBIDDEN], expired_body),
         )
         .build();

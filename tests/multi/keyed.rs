@@ -513,3 +513,69 @@ async fn two_destinations_in_turn_are_both_remembered_and_eviction_still_counts(
     assert!(send("b").await.starts_with("Bearer b-"));
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
+    // Seven origins, more than a service's memo holds, in a mixed order through one service:
+    // every request carries its own origin's token, whichever memo it replaced.
+    let hosts: Vec<String> = (0..7)
+        .map(|i| format!("https://api{i}.example.com"))
+        .collect();
+    let tokens = KeyedTokenCache::new(|key: &usize| {
+        Ok(tower_bearer::source::static_token(format!("for-{key}")))
+    });
+    let origins = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| (Origin::parse(host).unwrap(), i));
+    let echo = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        Ok::<_, Infallible>(Response::new(auth))
+    });
+    let mut client = BearerAuthLayer::per_origin(tokens, origins).layer_service(echo);
+    for i in 0..500usize {
+        let key = (i / 3 + i * i / 11) % 7;
+        let req = Request::get(format!("{}/x", hosts[key])).body(()).unwrap();
+        let response = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(response.body(), &format!("Bearer for-{key}"), "request {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_rule_on_the_keyed_layer_drops_the_token_of_that_key_and_replays() {
+    let server = audience_server().await;
+    let cache = keyed_cache(&server);
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::parse(origin).unwrap(), key));
+    // search says its first token expired, in the body of a 403.
+    let api = service_fn(|req: Request<String>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        let expired = auth == "Bearer tok-search-1";
+        let body = if expired {
+            r#"{"error":"token_expired"}"#.to_owned()
+        } else {
+            auth
+        };
+        let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        if expired {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let client = BearerAuthLayer::per_origin(cache.clone(), origins)
+        .rejects_token_when_body([StatusCode::FORBIDDEN], |_, _, body| {
+            body == br#"{"error":"token_expired"}"#
+        })
+        .replay_on_401()
+        .layer_service(api);
+    let request = Request::get("https://search.example.com/")
+        .body(String::new())
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"Bearer tok-search-2");
+    assert_eq!(server.calls(), 2);
+}

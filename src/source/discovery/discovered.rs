@@ -25,6 +25,10 @@ pub struct Discovered<S> {
     grant: &'static str,
     build: Box<Build<S>>,
     built: Mutex<Option<(Arc<Metadata>, Arc<S>)>>,
+    /// The DPoP key of the built source, once built: what [`TokenSource::dpop`] declares
+    /// (the tokens themselves carry their binding from the first fetch on).
+    #[cfg(feature = "dpop")]
+    dpop: std::sync::OnceLock<crate::dpop::Dpop>,
 }
 
 impl<S> Discovered<S> {
@@ -40,6 +44,8 @@ impl<S> Discovered<S> {
             grant,
             build,
             built: Mutex::new(None),
+            #[cfg(feature = "dpop")]
+            dpop: std::sync::OnceLock::new(),
         }
     }
 }
@@ -65,6 +71,10 @@ impl<S: TokenSource> Discovered<S> {
         }
         metadata.check_grant(self.grant);
         let source = Arc::new((self.build)(&metadata, self.discovery.client())?);
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = source.dpop() {
+            let _ = self.dpop.set(dpop.clone());
+        }
         *built = Some((metadata, Arc::clone(&source)));
         Ok(source)
     }
@@ -92,6 +102,11 @@ impl<S: TokenSource> TokenSource for Discovered<S> {
             self.discovery.mark_stale();
         }
         result
+    }
+
+    #[cfg(feature = "dpop")]
+    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.get()
     }
 }
 
