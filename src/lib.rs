@@ -18,7 +18,7 @@
 //! - **safe with 401s**: a 401 that rejects the token drops exactly that token (a storm of 401s
 //!   costs one refresh) and can replay the request once with a new one, never looping;
 //! - **careful where tokens go**: an optional origin allow-list, no plain http except to
-//!   loopback, sensitive header values, no redirect followed with the token attached.
+//!   loopback, sensitive header values, redirect policies that keep tokens on their origin.
 //!
 //! # Client stack
 //!

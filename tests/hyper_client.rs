@@ -116,8 +116,9 @@ async fn cross_origin_redirect_above_the_layer_with_an_allow_list_does_not_carry
 
 #[tokio::test]
 async fn redirect_above_the_layer_without_an_allow_list_sends_the_token_to_the_new_origin() {
-    // The hazard the docs warn about: with FollowRedirect outside and no allow-list, every hop
-    // is a new request to the layer, which attaches the token wherever the redirect points.
+    // Why the docs prescribe `redirect::TokensStayHome` (tests/redirects.rs): with tower-http's
+    // default policy outside and no allow-list, every hop is a new request to the layer, which
+    // cannot tell it from a first request and attaches the token wherever the redirect points.
     let (cache, _) = counting_cache();
     let (a, b) = redirecting_pair().await;
     let client = ServiceBuilder::new()

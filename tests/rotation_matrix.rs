@@ -118,6 +118,8 @@ fn redis_store(url: &str) -> RedisStore {
 
 /// Any of the three stores, with faults to inject: saves that fail, a pause before each save,
 /// a pause after the lock is taken (a holder that freezes).
+// Built a handful of times per test: the size of the Redis variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum AnyStore {
     Memory(MemoryStore),
