@@ -141,6 +141,7 @@ pub mod store;
 pub mod token;
 
 mod builder_ext;
+mod time;
 // The parsers behind plain signatures, for `fuzz/` (cargo fuzz sets `cfg(fuzzing)`) and the
 // property tests.
 #[cfg(any(test, fuzzing))]

@@ -151,7 +151,7 @@ impl Link {
     /// Record a failure: the first of an outage is logged, the rest are not.
     fn fail(&self, what: &'static str, why: String) -> Unavailable {
         *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + self.settings.outage_retry);
+            Some(crate::time::after(self.settings.outage_retry));
         if !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 operation = what,

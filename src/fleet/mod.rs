@@ -201,7 +201,7 @@ impl RedisFleet {
         config: &Config,
     ) -> Result<Fetched, Error> {
         let wait = self.settings.wait_timeout.min(config.fetch_timeout / 2);
-        let deadline = Instant::now() + wait;
+        let deadline = crate::time::after(wait);
         let slot = &self.keys.slot(self.expected_binding(source));
         let mut seen = match self.read(slot).await {
             Ok(seen) => seen,
@@ -410,7 +410,7 @@ impl RedisFleet {
             if now >= deadline {
                 return Waited::TimedOut;
             }
-            let tick = (now + self.settings.poll_interval).min(deadline);
+            let tick = crate::time::add(now, self.settings.poll_interval).min(deadline);
             let dropped = match pubsub.as_mut() {
                 Some(conn) => matches!(
                     tokio::time::timeout_at(tick, conn.on_message().next()).await,

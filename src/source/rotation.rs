@@ -394,7 +394,7 @@ impl<S: RefreshTokenStore, E: Exchange> Shared<S, E> {
             return work.await;
         };
         tokio::pin!(work);
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        let mut tick = tokio::time::interval_at(crate::time::after(period), period);
         loop {
             tokio::select! {
                 done = &mut work => return done,

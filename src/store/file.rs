@@ -138,7 +138,7 @@ impl FileStore {
     async fn advisory_lock(&self, share_held: bool) -> Result<Arc<AdvisoryLock>, Error> {
         let mut file = None;
         let mut wait = Duration::from_millis(1);
-        let give_up = tokio::time::Instant::now() + self.lock_timeout;
+        let give_up = crate::time::after(self.lock_timeout);
         loop {
             if share_held && let Some(held) = self.held() {
                 return Ok(held);

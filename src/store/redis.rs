@@ -367,7 +367,7 @@ impl RefreshTokenStore for RedisStore {
     /// Waits for the credential's rotation lock in Redis (polling, without blocking a thread).
     async fn lock(&self) -> Result<StoreLock, Error> {
         let rotation = Arc::clone(&self.rotation).lock_owned().await;
-        let give_up = Instant::now() + self.lock_timeout;
+        let give_up = crate::time::after(self.lock_timeout);
         let (key, fence_key) = (self.fleet.keys.refresh_lock.as_str(), &*self.fence_key);
         let ttl_ms = crate::fleet::millis(self.lock_ttl);
         let mut wait = Duration::from_millis(5);

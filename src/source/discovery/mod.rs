@@ -148,14 +148,14 @@ impl Discovery {
                 };
                 *state = Some(Kept {
                     metadata: Arc::clone(&metadata),
-                    next_check: Instant::now() + shared.refresh_every,
+                    next_check: crate::time::after(shared.refresh_every),
                 });
                 Ok(metadata)
             }
             Err(error) => match &mut *state {
                 Some(kept) => {
                     tracing::warn!(%error, "could not fetch the authorization server metadata again; keeping the document fetched before");
-                    kept.next_check = Instant::now() + RETRY_AFTER_FAILED_REFETCH;
+                    kept.next_check = crate::time::after(RETRY_AFTER_FAILED_REFETCH);
                     Ok(Arc::clone(&kept.metadata))
                 }
                 None => Err(error),
