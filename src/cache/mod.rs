@@ -303,6 +303,8 @@ impl<P: TokenSource> TokenCache<P> {
 
     #[cold]
     async fn wait_for_refresh(&self) -> Result<CachedToken, Error> {
+        // Checked once per wait (`join_or_start` takes the runtime unchecked): the check builds
+        // a timer, a clock read and the timer's setup.
         refresh::runtime()?;
         let limit = self.shared.config.fetch_timeout;
         let mut give_up = Deadline::after(Now::read(), limit.saturating_add(TAKEOVER_GRACE));
@@ -378,7 +380,8 @@ impl<P: TokenSource> TokenCache<P> {
                 } else {
                     Reason::NoToken
                 };
-                Some(self.start_refresh(&mut control, now, reason)?)
+                let runtime = refresh::current()?;
+                Some(self.start_refresh(&mut control, now, reason, runtime))
             }
         };
         let inflight = control
@@ -421,7 +424,8 @@ impl<P: TokenSource> TokenCache<P> {
         let now = Now::read();
         if control.inflight.is_none() && control.blocked(now.tokio).is_none() {
             // The caller will want a new token right away; start on it.
-            let refresh = self.start_refresh(&mut control, now, Reason::Invalidated);
+            let refresh = refresh::runtime()
+                .map(|runtime| self.start_refresh(&mut control, now, Reason::Invalidated, runtime));
             drop(control);
             if let Ok(refresh) = refresh {
                 refresh.spawn();
@@ -633,7 +637,8 @@ impl<P: TokenSource> TokenCache<P> {
             && control.blocked(now.tokio).is_none()
             && wanted(self.shared.current.load().as_deref())
         {
-            let refresh = self.start_refresh(&mut control, now, reason);
+            let refresh = refresh::runtime()
+                .map(|runtime| self.start_refresh(&mut control, now, reason, runtime));
             drop(control);
             match refresh {
                 Ok(refresh) => refresh.spawn(),

@@ -22,12 +22,18 @@ use super::{
 };
 use crate::{Error, ErrorKind, MAX_RETRY_AFTER, TokenSource};
 
+/// The current tokio runtime, unchecked: for a caller that has checked it with [`runtime`]
+/// already (a thread-local read, where the check builds a timer).
+pub(super) fn current() -> Result<Runtime, Error> {
+    Runtime::try_current().map_err(|_| {
+        Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
+    })
+}
+
 /// The current tokio runtime, checked to have what the cache needs: fetch timeouts, waits and
 /// timers need its time driver. A configuration error rather than a panic later.
 pub(super) fn runtime() -> Result<Runtime, Error> {
-    let runtime = Runtime::try_current().map_err(|_| {
-        Error::config("tower-bearer needs a tokio runtime to fetch tokens, and none is running")
-    })?;
+    let runtime = current()?;
     // tokio offers no way to ask; building a timer (not polling it) on such a runtime panics
     // at once, with nothing held.
     match std::panic::catch_unwind(|| drop(sync::sleep(Duration::ZERO))) {
@@ -40,15 +46,16 @@ pub(super) fn runtime() -> Result<Runtime, Error> {
 }
 
 impl<P: TokenSource> TokenCache<P> {
-    /// Mark a refresh in flight. The caller spawns it once it has released the lock. A refresh
-    /// still marked in flight is abandoned: this one takes over ([`Reason::TakeOver`]).
+    /// Mark a refresh in flight, to run on `runtime` (checked by [`runtime`]). The caller spawns
+    /// it once it has released the lock. A refresh still marked in flight is abandoned: this one
+    /// takes over ([`Reason::TakeOver`]).
     pub(super) fn start_refresh(
         &self,
         control: &mut Control,
         now: Now,
         mut reason: Reason,
-    ) -> Result<NewRefresh<P>, Error> {
-        let runtime = runtime()?;
+        runtime: Runtime,
+    ) -> NewRefresh<P> {
         if let Some(abandoned) = control.inflight.take() {
             reason = Reason::TakeOver;
             tracing::warn!(
@@ -88,11 +95,11 @@ impl<P: TokenSource> TokenCache<P> {
             tx,
             previous,
         };
-        Ok(NewRefresh {
+        NewRefresh {
             runtime,
             guard,
             reason,
-        })
+        }
     }
 }
 
