@@ -9,7 +9,9 @@
 //! - `keyed/per_origin_alternating`: requests alternating between two origins through one
 //!   service.
 //! - `keyed/*_three`: requests to three origins in turn through one service, by origin and by
-//!   closure (the issue-16 measurement: more destinations than a two-entry memo holds).
+//!   closure (the issue-16 measurement: more destinations than a two-entry memo holds);
+//!   `keyed/*_eight`, `keyed/*_twelve`: eight and twelve origins in turn; `limit/eight`: the
+//!   limit with its requests sent to eight origins in turn (what the rotation itself costs).
 //! - `*/clone_per_request`: the service cloned for each request from a template that never
 //!   sends (`client.clone().oneshot(..)`).
 //! - `keyed/fill_10000`: 10,000 keys used once each (a slot created, its token fetched), printed
@@ -39,10 +41,11 @@ fn fresh(value: &str) -> StaticToken {
     StaticToken::new(Token::new(value.to_owned()).with_expires_in(Duration::from_secs(24 * 3600)))
 }
 
-/// A service that sends its requests to `origins` in turn (the first is the request's own), to
-/// measure a service serving several destinations.
+/// A service that sends its requests to `uris` in turn (the first is the request's own), to
+/// measure a service serving several destinations. The URIs are parsed once: a request's costs
+/// only a clone of a static `Uri` (no reference count), as the rows' own request does.
 #[derive(Clone)]
-struct Rotate<S>(S, &'static [&'static str], usize);
+struct Rotate<S>(S, &'static [Uri], usize);
 
 impl<S: Service<Request<()>>> Service<Request<()>> for Rotate<S> {
     type Response = S::Response;
@@ -54,18 +57,27 @@ impl<S: Service<Request<()>>> Service<Request<()>> for Rotate<S> {
     fn call(&mut self, mut request: Request<()>) -> Self::Future {
         self.2 = (self.2 + 1) % self.1.len();
         if self.2 != 0 {
-            *request.uri_mut() = Uri::from_static(self.1[self.2]);
+            *request.uri_mut() = self.1[self.2].clone();
         }
         self.0.call(request)
     }
 }
 
-const TWO: &[&str] = &[HTTPS, "https://search.example.com/v1/items"];
-const THREE: &[&str] = &[
-    HTTPS,
-    "https://search.example.com/v1/items",
-    "https://files.example.com/v1/items",
+/// The keys of the origins requests go to in turn in the `*_eight` and `*_twelve` rows
+/// (`https://{key}.example.com`), the first being `HTTPS`'s.
+const ORIGIN_KEYS: [&str; 12] = [
+    "api", "search", "files", "mail", "maps", "docs", "news", "shop", "chat", "meet", "drive",
+    "photos",
 ];
+
+/// The URIs of the first `n` of `ORIGIN_KEYS`.
+fn uris(n: usize) -> &'static [Uri] {
+    let uris: Vec<Uri> = ORIGIN_KEYS[..n]
+        .iter()
+        .map(|key| Uri::from_static(format!("https://{key}.example.com/v1/items").leak()))
+        .collect();
+    uris.leak()
+}
 
 type Row<'a> = (&'static str, Box<dyn Fn(u64) -> Duration + 'a>);
 
@@ -87,26 +99,28 @@ fn main() {
         rt.block_on(single.token()).unwrap();
         let value2 = value.clone();
         let keyed = KeyedTokenCache::new(move |_: &&'static str| Ok(fresh(&value2)));
-        for key in ["api", "search", "files"] {
+        for key in ORIGIN_KEYS {
             rt.block_on(keyed.token(&key)).unwrap();
         }
-        let origins = [
-            (Origin::from_static("https://api.example.com"), "api"),
-            (Origin::from_static("https://search.example.com"), "search"),
-            (Origin::from_static("https://files.example.com"), "files"),
-        ];
+        let origins = ORIGIN_KEYS.map(|key| {
+            let origin = format!("https://{key}.example.com");
+            (origin.parse::<Origin>().unwrap(), key)
+        });
         let bearer = BearerAuthLayer::from_cache(single).layer(NoOp);
         let per_origin = BearerAuthLayer::per_origin(keyed.clone(), origins.clone()).layer(NoOp);
-        let per_request = BearerAuthLayer::per_request(keyed.clone(), |dest| match dest.host() {
-            Some("api.example.com") => Some("api"),
-            Some("search.example.com") => Some("search"),
-            Some("files.example.com") => Some("files"),
-            _ => None,
+        let per_request = BearerAuthLayer::per_request(keyed.clone(), |dest| {
+            let key = dest.host()?.strip_suffix(".example.com")?;
+            ORIGIN_KEYS.into_iter().find(|k| *k == key)
         })
         .layer(NoOp);
-        let alternating = Rotate(per_origin.clone(), TWO, 0);
-        let origin_three = Rotate(per_origin.clone(), THREE, 0);
-        let request_three = Rotate(per_request.clone(), THREE, 0);
+        let alternating = Rotate(per_origin.clone(), uris(2), 0);
+        let origin_three = Rotate(per_origin.clone(), uris(3), 0);
+        let request_three = Rotate(per_request.clone(), uris(3), 0);
+        let limit_eight = Rotate(set_header.clone(), uris(8), 0);
+        let origin_eight = Rotate(per_origin.clone(), uris(8), 0);
+        let request_eight = Rotate(per_request.clone(), uris(8), 0);
+        let origin_twelve = Rotate(per_origin.clone(), uris(12), 0);
+        let request_twelve = Rotate(per_request.clone(), uris(12), 0);
         let bearer_each = CloneEach(bearer.clone());
         let per_origin_each = CloneEach(per_origin.clone());
 
@@ -115,6 +129,10 @@ fn main() {
             (
                 "limit",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| set_header.clone())),
+            ),
+            (
+                "limit/eight",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| limit_eight.clone())),
             ),
             (
                 "bearer_auth",
@@ -139,6 +157,22 @@ fn main() {
             (
                 "keyed/per_request_three",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_three.clone())),
+            ),
+            (
+                "keyed/per_origin_eight",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| origin_eight.clone())),
+            ),
+            (
+                "keyed/per_request_eight",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_eight.clone())),
+            ),
+            (
+                "keyed/per_origin_twelve",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| origin_twelve.clone())),
+            ),
+            (
+                "keyed/per_request_twelve",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_twelve.clone())),
             ),
             (
                 "bearer_auth/clone_per_request",

@@ -130,6 +130,17 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         }
     }
 
+    /// Take tokens from `cache` from now on, forgetting what the fast path kept of the last
+    /// cache's token (the inner service and the rules stay): a keyed service moving one of its
+    /// memos to another destination, at the cost of a handle rather than of a new service.
+    pub(crate) fn retarget(&mut self, cache: TokenCache<P>) {
+        self.cache_id = cache.registry_id();
+        self.cache = cache;
+        self.fresh = Freshness::NONE;
+        self.header = HeaderValue::from_static("");
+        self.approved = Approved::NONE;
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

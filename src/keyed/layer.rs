@@ -2,12 +2,13 @@
 //! [`BearerAuthLayer::per_origin`] or [`BearerAuthLayer::per_request`], its service
 //! [`KeyedBearerAuth`] and [`KeyedResponseFuture`].
 //!
-//! Each service remembers the last `MEMOS` (4) destinations it served, each with a [`BearerAuth`]
+//! Each service remembers the last `MEMOS` (8) destinations it served, each with a [`BearerAuth`]
 //! over that destination's slot, so a run of requests to one destination costs what a
 //! single-cache layer costs, plus one comparison of the authority (per origin) or of the key (per
-//! request) and one load of the slot's eviction flag, and taking turns among up to `MEMOS` (4)
+//! request) and one load of the slot's eviction flag, and taking turns among up to `MEMOS` (8)
 //! costs a comparison per destination more. A request elsewhere looks its key up without a lock
-//! and takes its slot's token the same way.
+//! and moves the memo next in turn over to its slot: a handle and the slot's current header, not
+//! a new service (the inner service is never cloned for it).
 
 use std::fmt;
 use std::future::Future;
@@ -34,7 +35,7 @@ use crate::{
 };
 
 /// How many destinations a keyed service remembers (a power of two).
-const MEMOS: usize = 4;
+const MEMOS: usize = 8;
 
 impl<P: TokenSource> BearerAuthLayer<P> {
     /// A layer that gives each request the token of its origin's key: a request to an origin in
@@ -254,7 +255,7 @@ pub struct KeyedBearerAuth<S, K, P, M = InvalidateOnly> {
     /// turns among a few destinations finds them without a lookup in the keyed cache. Only the
     /// last is handed on to clones (a clone per request would pay for copying them all).
     memos: [Option<Memo<S, K, P, M>>; MEMOS],
-    /// Below `MEMOS` (4).
+    /// Below `MEMOS` (8).
     last: usize,
     /// The memo a new destination replaces next, in turn.
     next: usize,
@@ -457,29 +458,35 @@ where
         let at = match reuse {
             Some(i) => i,
             None => {
-                let other = match memos.iter().position(Option::is_none) {
-                    Some(empty) => empty,
+                match memos.iter().position(Option::is_none) {
+                    Some(empty) => {
+                        let service = BearerAuth::with_parts(
+                            inner.clone(),
+                            slot,
+                            settings.destinations.clone(),
+                            settings.judge.clone(),
+                        );
+                        memos[empty] = Some(Memo {
+                            https: false,
+                            authority: Approved::NONE,
+                            key,
+                            service,
+                        });
+                        empty
+                    }
                     None => {
+                        // All taken: the next in turn goes to this destination, keeping its
+                        // service (more destinations than memos cost a lookup, not a service).
                         *next = (*next + 1) & (MEMOS - 1);
                         if *next == *last {
                             *next = (*next + 1) & (MEMOS - 1);
                         }
+                        let memo = memos[*next].as_mut().expect("all memos are taken");
+                        memo.key = key;
+                        memo.service.retarget(slot);
                         *next
                     }
-                };
-                let service = BearerAuth::with_parts(
-                    inner.clone(),
-                    slot,
-                    settings.destinations.clone(),
-                    settings.judge.clone(),
-                );
-                memos[other] = Some(Memo {
-                    https: false,
-                    authority: Approved::NONE,
-                    key,
-                    service,
-                });
-                other
+                }
             }
         };
         *last = at;

@@ -516,9 +516,9 @@ async fn two_destinations_in_turn_are_both_remembered_and_eviction_still_counts(
 
 #[tokio::test]
 async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
-    // Seven origins, more than a service's memo holds, in a mixed order through one service:
+    // Thirteen origins, more than a service's memo holds, in a mixed order through one service:
     // every request carries its own origin's token, whichever memo it replaced.
-    let hosts: Vec<String> = (0..7)
+    let hosts: Vec<String> = (0..13)
         .map(|i| format!("https://api{i}.example.com"))
         .collect();
     let tokens = KeyedTokenCache::new(|key: &usize| {
@@ -534,11 +534,76 @@ async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
     });
     let mut client = BearerAuthLayer::per_origin(tokens, origins).layer_service(echo);
     for i in 0..500usize {
-        let key = (i / 3 + i * i / 11) % 7;
+        let key = (i / 3 + i * i / 11) % 13;
         let req = Request::get(format!("{}/x", hosts[key])).body(()).unwrap();
         let response = client.ready().await.unwrap().call(req).await.unwrap();
         assert_eq!(response.body(), &format!("Bearer for-{key}"), "request {i}");
     }
+}
+
+/// An inner service that counts its clones.
+#[derive(Debug)]
+struct CountClones(Arc<AtomicUsize>);
+
+impl Clone for CountClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CountClones(self.0.clone())
+    }
+}
+
+impl Service<Request<()>> for CountClones {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        std::future::ready(Ok(Response::new(auth)))
+    }
+}
+
+#[tokio::test]
+async fn any_number_of_destinations_in_turn_builds_no_service_per_request() {
+    // Twelve origins in turn, more than a service remembers: a request to a destination it no
+    // longer remembers moves a memo over (a slot lookup), it does not build a service over a
+    // clone of the inner one.
+    let hosts: Vec<String> = (0..12)
+        .map(|i| format!("https://api{i}.example.com"))
+        .collect();
+    let tokens = KeyedTokenCache::new(|key: &usize| {
+        Ok(tower_bearer::source::static_token(format!("for-{key}")))
+    });
+    let origins = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| (Origin::parse(host).unwrap(), i));
+    let clones = Arc::new(AtomicUsize::new(0));
+    let mut client =
+        BearerAuthLayer::per_origin(tokens, origins).layer_service(CountClones(clones.clone()));
+    for i in 0..240usize {
+        if i == 24 {
+            // Every key's token fetched (a request waiting for its token sends through a clone,
+            // tower's idiom), and every memo filled.
+            clones.store(0, Ordering::SeqCst);
+        }
+        let key = i % 12;
+        let req = Request::get(format!("{}/x", hosts[key])).body(()).unwrap();
+        let response = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(response.body(), &format!("Bearer for-{key}"), "request {i}");
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        0,
+        "clones of the inner service"
+    );
 }
 
 #[tokio::test]
