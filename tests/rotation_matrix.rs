@@ -4,7 +4,7 @@
 //!
 //! Each cell asserts that no refresh token was spent twice and that the client recovers, or,
 //! where nothing can make it safe (a process killed after the server committed and before the
-//! save), that the loss is exactly the documented one. README "Rotation under failure" has the
+//! save), that the loss is exactly the documented one. TRUST.md "Rotation under failure" has the
 //! table. Two replicas (`a`, `b`) are two sources on one storage: clones of one `MemoryStore`,
 //! two `FileStore`s on one file (and child processes), two `RedisStore`s on one Redis, each
 //! with its own connection.
