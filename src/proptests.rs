@@ -6,7 +6,7 @@
 //!
 //! Each property holds for any input proptest can make: no panic, round trips where there is
 //! one, and agreement with an independent reading where there is one. The same functions are
-//! fuzzed in `fuzz/` (see the README).
+//! fuzzed in `fuzz/` (see TRUST.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
