@@ -24,6 +24,7 @@ pub mod error;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
+pub mod grpc;
 pub mod http_client;
 pub mod keyed;
 mod layer;

@@ -512,6 +512,15 @@ impl<P: TokenSource> TokenCache<P> {
         })
     }
 
+    /// The generation of the current token if `authorization` is its `Authorization` value:
+    /// which token a request carried, read below the service that attached it (the gRPC
+    /// layer's trailer watch). `None` for another token, or none.
+    pub(crate) fn generation_of(&self, authorization: &HeaderValue) -> Option<u64> {
+        let current = self.shared.current.load();
+        let entry = current.as_ref()?;
+        (entry.header() == authorization).then_some(entry.generation)
+    }
+
     /// This cache behind a type-erased, strong handle.
     pub(crate) fn erased(&self) -> Arc<dyn handle::ErasedCache> {
         Arc::clone(&self.shared) as Arc<Shared<P>>
