@@ -77,7 +77,11 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..3 {
         answers.push(hello().await?);
     }
-    println!("3 calls: {:?} x3; token endpoint calls: {}", answers[0], tokens.calls());
+    println!(
+        "3 calls: {:?} x3; token endpoint calls: {}",
+        answers[0],
+        tokens.calls()
+    );
 
     println!("the server revokes token 1");
     tokens.revoke(1);
@@ -88,7 +92,11 @@ async fn main() -> Result<(), BoxError> {
         status.message(),
         tokens.calls()
     );
-    println!("next call: {:?}; token endpoint calls: {}", hello().await?, tokens.calls());
+    println!(
+        "next call: {:?}; token endpoint calls: {}",
+        hello().await?,
+        tokens.calls()
+    );
     Ok(())
 }
 
@@ -129,7 +137,9 @@ async fn serve_tokens(tokens: Tokens) -> std::io::Result<SocketAddr> {
         });
         Json(answer).into_response()
     };
-    let router = Router::new().route("/token", post(issue)).with_state(tokens);
+    let router = Router::new()
+        .route("/token", post(issue))
+        .with_state(tokens);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, router).await });

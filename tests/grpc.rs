@@ -107,7 +107,8 @@ impl Seen {
         if self.refused.lock().unwrap().contains(&authorization) {
             let gate = self.gate.lock().unwrap().clone();
             if let Some(gate) = gate {
-                gate.wait().await;
+                // Bounded: a test that went wrong fails on its assertions instead of hanging.
+                let _ = tokio::time::timeout(Duration::from_secs(10), gate.wait()).await;
             }
             return Err(Status::unauthenticated("token expired"));
         }
@@ -348,7 +349,9 @@ async fn trailers_rejecting_an_old_token_keep_the_new_one() {
     assert!(f.cache.invalidate(&current));
     assert_eq!(say(&f.client).await.unwrap(), "Bearer token-2");
     // ...then it ends with UNAUTHENTICATED in its trailers: about token 1, not token 2.
-    gate.wait().await;
+    tokio::time::timeout(Duration::from_secs(10), gate.wait())
+        .await
+        .unwrap();
     let (messages, end) = stream.await.unwrap();
     assert_eq!(messages, ["one"]);
     assert_eq!(end.unwrap_err().code(), Code::Unauthenticated);
@@ -400,7 +403,10 @@ async fn rejected_calls_are_never_sent_twice() {
     // A unary call rejected in headers is not sent again either.
     let f = default_setup().await;
     f.seen.refuse("Bearer token-1");
-    assert_eq!(say(&f.client).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        say(&f.client).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     assert_eq!(f.calls(), 1);
     assert_eq!(f.fetches(), 1);
 }
@@ -453,7 +459,10 @@ async fn the_allow_list_judges_the_channels_origin() {
     })
     .await;
     let status = say(&f.client).await.unwrap_err();
-    assert!(status.message().contains("not in the allowed origins"), "{status:?}");
+    assert!(
+        status.message().contains("not in the allowed origins"),
+        "{status:?}"
+    );
     assert_eq!(f.calls(), 0);
 
     // Sent without the token, by default.
@@ -463,7 +472,10 @@ async fn the_allow_list_judges_the_channels_origin() {
             .grpc(origin)
     })
     .await;
-    assert_eq!(say(&f.client).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        say(&f.client).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     assert_eq!(f.seen.without_token.load(Ordering::SeqCst), 1);
     assert_eq!(f.fetches(), 0);
 
@@ -487,4 +499,3 @@ async fn plain_http_to_a_remote_origin_is_not_sent_the_token() {
     assert_eq!(f.calls(), 0);
     assert_eq!(f.fetches(), 0);
 }
-
