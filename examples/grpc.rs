@@ -12,7 +12,7 @@
 //! ```text
 //! 3 calls: "hello, grpc (token 1)" x3; token endpoint calls: 1
 //! the server revokes token 1
-//! next call: UNAUTHENTICATED (token revoked); token endpoint calls: 1
+//! next call: Unauthenticated (token revoked); token endpoint calls: 1
 //! next call: "hello, grpc (token 2)"; token endpoint calls: 2
 //! ```
 
