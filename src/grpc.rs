@@ -5,8 +5,10 @@
 //! - **Path-only URIs.** The generated clients send `/package.Service/Method`; the channel puts
 //!   its own scheme and authority on the request further down. So the layer cannot read where a
 //!   request goes, and the user names it: the `origin` given to
-//!   [`grpc`](BearerAuthLayer::grpc) is the one the allow-list and the plain-http rule judge
-//!   ([`origin`](crate::origin)), exactly as for an absolute URI to it. A request whose URI does
+//!   [`grpc`](BearerAuthLayer::grpc), the one the channel connects to, is the one the
+//!   allow-list and the plain-http rule judge ([`origin`](crate::origin)), exactly as for an
+//!   absolute URI to it (the layer cannot see the channel's endpoint: name it right). A request
+//!   whose URI does
 //!   name an authority (a client built with an origin of its own) must name that origin; one
 //!   to another is a disallowed destination: sent without the token or failed, as
 //!   [`on_disallowed_origin`](BearerAuthLayer::on_disallowed_origin) says.
@@ -16,7 +18,11 @@
 //!   401 ([`challenge`](crate::challenge)): only the token the call carried is dropped, so many
 //!   calls failing at once cause one refresh, and the next call carries a new token. The
 //!   response bodies are a [`GrpcBody`], which looks at trailers as they pass and costs nothing
-//!   else.
+//!   else. Per call, the layer costs what [`BearerAuthLayer`]'s services cost, plus one
+//!   lock-free read of the cache to note which token the call carried.
+//!
+//! A DPoP-bound token needs the call's absolute URI for its proof: path-only calls with one
+//! fail (an [`Error`] of kind [`Config`](crate::ErrorKind::Config)).
 //!
 //! Calls are never sent twice: a stream cannot be replayed, and a unary call that failed with
 //! UNAUTHENTICATED is the caller's to retry. So the layer's replay mode is not offered here:

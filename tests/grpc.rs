@@ -305,6 +305,9 @@ async fn path_only_calls_carry_the_token() {
     end.unwrap();
     assert_eq!(f.fetches(), 1);
     assert_eq!(f.calls(), 3);
+    // The service, its layer's cache and the bodies it made show no token.
+    let debug = format!("{:?} {:?}", f.service, f.cache);
+    assert!(!debug.contains("token-1"), "{debug}");
 }
 
 #[tokio::test]
