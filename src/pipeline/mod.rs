@@ -39,6 +39,7 @@
 
 pub(crate) mod attach;
 pub(crate) mod judge;
+pub(crate) mod tokens;
 
 use std::future::Future;
 
@@ -47,6 +48,8 @@ use http::{Extensions, HeaderMap, StatusCode};
 use crate::{CachedToken, Error, TokenCache, TokenSource};
 use attach::Attach;
 pub(crate) use judge::{BodyRule, Judge};
+pub(crate) use tokens::Sealed as TokensSealed;
+pub use tokens::Tokens;
 
 /// How one HTTP stack's requests are copied and sent and its responses read.
 pub(crate) trait Transport {
