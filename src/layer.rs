@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The layer is also where the policy is set: where tokens may go ([`origin`](crate::origin))
+//! The layer is also where the policy is set: where tokens may go ([`origin`](crate::Origin))
 //! and what a 401 does ([`challenge`](crate::challenge)):
 //!
 //! ```
@@ -64,7 +64,7 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 ///
 /// - where tokens may go: [`allow_origin`](Self::allow_origin),
 ///   [`allow_insecure_http`](Self::allow_insecure_http),
-///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::origin)), and
+///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::Origin)), and
 ///   for a keyed cache [`on_unknown_destination`](Self::on_unknown_destination);
 /// - what a 401 does: by default ([`InvalidateOnly`]) a 401 that
 ///   [rejects the token](crate::challenge::rejects_token) drops that token from the cache (at
@@ -111,7 +111,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// use std::convert::Infallible;
     /// use http::{Request, Response, header::AUTHORIZATION};
     /// use tower::{ServiceBuilder, ServiceExt, service_fn};
-    /// use tower_bearer::{BearerAuthLayer, KeyedTokenCache, Origin, source::static_token};
+    /// use tower_bearer::{BearerAuthLayer, Origin, keyed::KeyedTokenCache, source::static_token};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
     /// let tokens = KeyedTokenCache::new(|audience: &&str| Ok(static_token(format!("for-{audience}"))));
@@ -153,7 +153,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// path), return `None` for values that are not known tenants.
     ///
     /// ```
-    /// use tower_bearer::{BearerAuthLayer, KeyedTokenCache, source::static_token};
+    /// use tower_bearer::{BearerAuthLayer, keyed::KeyedTokenCache, source::static_token};
     ///
     /// let tokens = KeyedTokenCache::new(|tenant: &String| Ok(static_token(format!("for-{tenant}"))));
     /// // https://api.example.com/tenants/{tenant}/...

@@ -3,7 +3,7 @@
 //! at once.
 //!
 //! It follows the same rules as the tower layer: the token goes only where it may
-//! ([`origin`](crate::origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
+//! ([`origin`](crate::Origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
 //! drops it from the cache (compare-and-invalidate, so a storm of 401s costs one refresh) and,
 //! with [`replay_on_401`](BearerAuthMiddleware::replay_on_401), replays the request once with a
 //! new token when [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body
@@ -86,7 +86,7 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     ///
     /// ```
     /// use reqwest_middleware::ClientBuilder;
-    /// use tower_bearer::{BearerAuthMiddleware, KeyedTokenCache, Origin, source::static_token};
+    /// use tower_bearer::{BearerAuthMiddleware, Origin, keyed::KeyedTokenCache, source::static_token};
     ///
     /// let tokens = KeyedTokenCache::new(|audience: &&str| Ok(static_token(format!("for-{audience}"))));
     /// let client = ClientBuilder::new(reqwest::Client::new())

@@ -11,7 +11,7 @@
 //! Anything else (a new token, the refresh window, no token) takes the slow path, which reads
 //! both clocks, may start a background refresh or wait for one.
 //!
-//! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI,
+//! The request's destination is checked too ([`origin`](crate::Origin)): for a relative URI,
 //! `https` without an allow-list, or `https` to the authority this service last approved, this is
 //! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
@@ -75,7 +75,7 @@ pub struct Replay;
 /// token) to every request before passing it to `S`.
 ///
 /// An existing `Authorization` header is replaced, except on requests whose destination may not
-/// receive the token ([`origin`](crate::origin)), which are left as they are. Errors are
+/// receive the token ([`origin`](crate::Origin)), which are left as they are. Errors are
 /// [`BoxError`]: either the inner service's error or a [`tower_bearer::Error`](crate::Error)
 /// that stopped a token from being obtained or refused the destination
 /// (`err.downcast_ref::<tower_bearer::Error>()`).

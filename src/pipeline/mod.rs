@@ -5,11 +5,11 @@
 //! middleware (`BearerAuthMiddleware`):
 //!
 //! 1. **destination**: may this request carry a token at all? The origin rules
-//!    ([`origin`](crate::origin): allow-list, plain http only to loopback) and, with a keyed
+//!    ([`origin`](crate::Origin): allow-list, plain http only to loopback) and, with a keyed
 //!    cache, which key the destination maps to ([`keyed`](crate::keyed)). The front end does
 //!    this step, because it is where the request's URI is cheapest to read.
 //! 2. **cache**: the [`TokenCache`] to take the token from: the one cache, or the slot of a
-//!    [`KeyedTokenCache`](crate::KeyedTokenCache) for the key picked in step 1.
+//!    [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) for the key picked in step 1.
 //! 3. **attach** (`attach`): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
 //!    key, `Authorization: DPoP <token>` and a fresh proof. Which one is a property of the
 //!    token ([`Token::with_dpop`](crate::Token::with_dpop), set by the built-in sources
