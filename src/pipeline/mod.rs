@@ -9,7 +9,10 @@
 //!    cache, which key the destination maps to ([`keyed`](crate::keyed)). The front end does
 //!    this step, because it is where the request's URI is cheapest to read.
 //! 2. **cache**: the [`TokenCache`] to take the token from: the one cache, or the slot of a
-//!    [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) for the key picked in step 1.
+//!    [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) for the key picked in step 1. Which
+//!    of the two is the front end's [`Tokens`] parameter (`TokenCache<P>` by default,
+//!    [`PerKey`](crate::keyed::PerKey) from `per_origin` and `per_request`): the layer, its
+//!    service and the middleware are each one type, their setters written once.
 //! 3. **attach** (`attach`): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
 //!    key, `Authorization: DPoP <token>` and a fresh proof. Which one is a property of the
 //!    token ([`Token::with_dpop`](crate::Token::with_dpop), set by the built-in sources
