@@ -9,4 +9,5 @@ mod common;
 
 mod support;
 
+mod azure;
 mod token_file;

@@ -78,8 +78,10 @@ use std::sync::Arc;
 use crate::Error;
 use crate::secret::IdentityToken;
 
+mod azure;
 mod token_file;
 
+pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
 pub use token_file::{KUBERNETES_TOKEN_PATH, TokenFile};
 
 /// The future returned by [`CredentialProvider::credential`].
