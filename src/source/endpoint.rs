@@ -22,7 +22,9 @@ use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
 use crate::error::MAX_RETRY_AFTER;
-use crate::http_client::{HttpClient, HttpResponse, check_token_url};
+use crate::http_client::{
+    HttpClient, HttpResponse, MetadataRequest, check_metadata_url, check_token_url,
+};
 use crate::secret::IdentityToken;
 
 /// The HTTP client a source uses when none was given.
@@ -47,6 +49,9 @@ pub(crate) struct Endpoint {
     uri: Uri,
     host: Arc<str>,
     client: Arc<dyn HttpClient>,
+    /// A platform metadata server (plain http to a link-local host allowed, never a proxy):
+    /// every request carries the [`MetadataRequest`] mark.
+    metadata: bool,
     /// DPoP-bound tokens asked for: every request carries a proof (RFC 9449 §5).
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::Dpop>,
@@ -117,6 +122,27 @@ impl Endpoint {
             .parse()
             .map_err(|_| Error::config("the token URL is not a valid absolute URL"))?;
         check_token_url(&uri)?;
+        Self::checked(url, uri, client, false)
+    }
+
+    /// A platform metadata server at `url`: `https`, or plain `http` to a metadata host
+    /// (loopback, link-local `169.254.0.0/16`, `metadata.google.internal`). Its requests are
+    /// marked ([`MetadataRequest`]) so that the built-in client allows them and sends them
+    /// without a proxy.
+    pub(crate) fn metadata(url: &str, client: Option<Arc<dyn HttpClient>>) -> Result<Self, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Error::config("the metadata endpoint URL is not a valid absolute URL"))?;
+        check_metadata_url(&uri)?;
+        Self::checked(url, uri, client, true)
+    }
+
+    fn checked(
+        url: &str,
+        uri: Uri,
+        client: Option<Arc<dyn HttpClient>>,
+        metadata: bool,
+    ) -> Result<Self, Error> {
         let host = uri.host().unwrap_or_default().into();
         let client = match client {
             Some(client) => client,
@@ -127,9 +153,27 @@ impl Endpoint {
             uri,
             host,
             client,
+            metadata,
             #[cfg(feature = "dpop")]
             dpop: None,
         })
+    }
+
+    /// Send one request and return the answer as it is (status not checked).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        query: &[(&str, &str)],
+        headers: HeaderMap,
+    ) -> Result<HttpResponse, Error> {
+        let request = self.request(method, query, headers, Body::Empty)?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| self.tag(e))?;
+        tracing::debug!(host = %self.host, status = response.status().as_u16(), "endpoint answered");
+        Ok(response)
     }
 
     /// Ask for DPoP-bound tokens, with proofs from `dpop`.
@@ -365,6 +409,9 @@ impl Endpoint {
             ),
         };
         let mut request = Request::new(body);
+        if self.metadata {
+            request.extensions_mut().insert(MetadataRequest);
+        }
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;

@@ -10,4 +10,5 @@ mod common;
 mod support;
 
 mod azure;
+mod managed;
 mod token_file;

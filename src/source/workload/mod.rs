@@ -79,9 +79,13 @@ use crate::Error;
 use crate::secret::IdentityToken;
 
 mod azure;
+mod managed;
 mod token_file;
 
 pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
+pub use managed::{
+    AZURE_IMDS_ENDPOINT, GOOGLE_METADATA_HOST, ManagedIdentity, ManagedIdentityBuilder,
+};
 pub use token_file::{KUBERNETES_TOKEN_PATH, TokenFile};
 
 /// The future returned by [`CredentialProvider::credential`].
