@@ -10,5 +10,6 @@ mod common;
 mod support;
 
 mod azure;
+mod github;
 mod managed;
 mod token_file;

@@ -79,10 +79,12 @@ use crate::Error;
 use crate::secret::IdentityToken;
 
 mod azure;
+mod github;
 mod managed;
 mod token_file;
 
 pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
+pub use github::{GitHubActions, GitHubActionsBuilder};
 pub use managed::{
     AZURE_IMDS_ENDPOINT, GOOGLE_METADATA_HOST, ManagedIdentity, ManagedIdentityBuilder,
 };
