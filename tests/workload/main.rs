@@ -10,6 +10,8 @@ mod common;
 mod support;
 
 mod azure;
+#[cfg(all(unix, feature = "executable"))]
+mod executable;
 mod github;
 mod managed;
 mod token_file;

@@ -79,11 +79,16 @@ use crate::Error;
 use crate::secret::IdentityToken;
 
 mod azure;
+#[cfg(feature = "executable")]
+mod executable;
 mod github;
 mod managed;
 mod token_file;
 
 pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
+#[cfg(feature = "executable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "executable")))]
+pub use executable::{Executable, ExecutableBuilder};
 pub use github::{GitHubActions, GitHubActionsBuilder};
 pub use managed::{
     AZURE_IMDS_ENDPOINT, GOOGLE_METADATA_HOST, ManagedIdentity, ManagedIdentityBuilder,
