@@ -10,6 +10,7 @@ mod common;
 mod support;
 
 mod azure;
+mod chain;
 #[cfg(all(unix, feature = "executable"))]
 mod executable;
 mod github;

@@ -79,6 +79,7 @@ use crate::Error;
 use crate::secret::IdentityToken;
 
 mod azure;
+mod chain;
 #[cfg(feature = "executable")]
 mod executable;
 mod github;
@@ -86,6 +87,10 @@ mod managed;
 mod token_file;
 
 pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
+pub use chain::{
+    METADATA_SERVER_VAR, TOKEN_EXCHANGE_URL_VAR, TOKEN_FILE_VAR, WorkloadIdentity, from_env,
+    from_env_with,
+};
 #[cfg(feature = "executable")]
 #[cfg_attr(docsrs, doc(cfg(feature = "executable")))]
 pub use executable::{Executable, ExecutableBuilder};
