@@ -452,6 +452,16 @@ mod reqwest_client {
         }
     }
 
+    impl fmt::Debug for ReqwestClient {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ReqwestClient")
+                .field("timeout", &self.timeout)
+                .field("max_response_bytes", &self.max_response_bytes)
+                .field("client_identity", &self.tls.identity)
+                .finish_non_exhaustive()
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -468,16 +478,6 @@ mod reqwest_client {
                 client.client_for(&public, false).unwrap(),
                 &client.client
             ));
-        }
-    }
-
-    impl fmt::Debug for ReqwestClient {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("ReqwestClient")
-                .field("timeout", &self.timeout)
-                .field("max_response_bytes", &self.max_response_bytes)
-                .field("client_identity", &self.tls.identity)
-                .finish_non_exhaustive()
         }
     }
 }
