@@ -6,6 +6,7 @@
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
 //! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
+//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async [`AssertionSigner`](super::signer::AssertionSigner) (a KMS, an HSM) |
 //! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
 //! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
 //! | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |
@@ -76,6 +77,9 @@ enum Method {
     },
     /// A client assertion the platform provides (a federated token file).
     Provided(Arc<dyn CredentialProvider>),
+    /// A client assertion built here and signed by an async signer (a KMS, an HSM).
+    #[cfg(feature = "__jwt")]
+    Signer(Arc<dyn super::signer::AssertionSigner>),
 }
 
 impl ClientAuth {
@@ -182,6 +186,17 @@ impl ClientAuth {
         Self::with(client_id, Method::Provided(Arc::new(provider)))
     }
 
+    /// A JWT client assertion (RFC 7523 §2.2, `private_key_jwt`) signed by `signer`: a key
+    /// held by a KMS or an HSM, asked to sign each assertion; see [`signer`](super::signer).
+    #[cfg(feature = "__jwt")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    pub fn private_key_jwt_signed_by(
+        client_id: impl Into<String>,
+        signer: impl super::signer::AssertionSigner,
+    ) -> Self {
+        Self::with(client_id, Method::Signer(Arc::new(signer)))
+    }
+
     /// Whether the client assertion comes from a [`CredentialProvider`].
     pub(crate) fn has_provider(&self) -> bool {
         matches!(self.method, Method::Provided(_))
@@ -262,6 +277,8 @@ impl ClientAuth {
             #[cfg(feature = "__jwt")]
             Method::Jwt { name, .. } => name,
             Method::Provided(_) => "private_key_jwt",
+            #[cfg(feature = "__jwt")]
+            Method::Signer(_) => "private_key_jwt",
             #[cfg(feature = "reqwest")]
             Method::Tls { self_signed, .. } => {
                 if *self_signed {
@@ -300,6 +317,13 @@ impl ClientAuth {
             #[cfg(feature = "__jwt")]
             Method::Jwt { assertion, .. } => {
                 let jwt = assertion.mint(token_url, std::time::SystemTime::now())?;
+                form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
+                form.push("client_assertion", &jwt);
+            }
+            #[cfg(feature = "__jwt")]
+            Method::Signer(signer) => {
+                let jwt =
+                    super::signer::client_assertion(&**signer, &self.client_id, token_url).await?;
                 form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
                 form.push("client_assertion", &jwt);
             }

@@ -75,6 +75,9 @@ pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
 pub mod revocation;
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+pub mod signer;
 pub mod token_exchange;
 pub mod workload;
 

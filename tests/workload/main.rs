@@ -15,4 +15,6 @@ mod chain;
 mod executable;
 mod github;
 mod managed;
+#[cfg(all(feature = "jwt", feature = "dpop"))]
+mod signer;
 mod token_file;
