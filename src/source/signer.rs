@@ -135,3 +135,178 @@ pub(crate) async fn client_assertion(
     URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
     Ok(jwt)
 }
+
+/// The algorithm of a [`KeyFile`]'s key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Rs256,
+    Ps256,
+    Es256,
+}
+
+/// A private key in a PEM file that is rotated in place (a cert-manager or Vault agent
+/// secret, a mounted Kubernetes secret): an [`AssertionSigner`] that checks the file before
+/// each signature and parses it again when it has changed (its size, modification time or
+/// inode), so a rotated key is used from the next token request on. The cache and the token
+/// it holds are not touched: only the next assertion changes.
+///
+/// A file that has changed and no longer holds a valid key is a
+/// [`Config`](crate::ErrorKind::Config) error for that request (the old key is not used in
+/// its place: it may be the one being revoked); the next request looks again.
+///
+/// ```no_run
+/// use tower_bearer::source::{ClientAuth, ClientCredentials, signer::KeyFile};
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// let key = KeyFile::es256("/etc/my-app/tls/client-key.pem").with_key_id("2026-12");
+/// let source = ClientCredentials::builder(
+///     "https://auth.example.com/oauth2/token",
+///     ClientAuth::private_key_jwt_signed_by("my-client", key),
+/// )
+/// .build()?;
+/// # let _ = source; Ok(()) }
+/// ```
+pub struct KeyFile {
+    inner: Arc<KeyFileInner>,
+}
+
+struct KeyFileInner {
+    path: std::path::PathBuf,
+    kind: KeyKind,
+    key_id: Option<String>,
+    /// The key last parsed, and the file's stamp then.
+    current: std::sync::Mutex<Option<(FileStamp, SigningKey)>>,
+}
+
+/// What changes when a file is replaced or rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        FileStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(metadata),
+        }
+    }
+}
+
+impl KeyFile {
+    /// An RSA key (PKCS#1 or PKCS#8 PEM, 2048 bits or more), signing RS256.
+    pub fn rs256(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(path.into(), KeyKind::Rs256)
+    }
+
+    /// An RSA key, signing PS256.
+    pub fn ps256(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(path.into(), KeyKind::Ps256)
+    }
+
+    /// A P-256 key (PKCS#8 PEM), signing ES256.
+    pub fn es256(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(path.into(), KeyKind::Es256)
+    }
+
+    fn new(path: std::path::PathBuf, kind: KeyKind) -> Self {
+        KeyFile {
+            inner: Arc::new(KeyFileInner {
+                path,
+                kind,
+                key_id: None,
+                current: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Put `kid` in the JWT header.
+    pub fn with_key_id(self, key_id: impl Into<String>) -> Self {
+        let inner = &*self.inner;
+        Self {
+            inner: Arc::new(KeyFileInner {
+                path: inner.path.clone(),
+                kind: inner.kind,
+                key_id: Some(key_id.into()),
+                current: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl KeyFileInner {
+    /// The key for this signature: the one parsed before, unless the file has changed.
+    fn key(&self) -> Result<SigningKey, Error> {
+        let shown = self.path.display();
+        let metadata = std::fs::metadata(&self.path).map_err(|e| {
+            Error::config(format!("the key file {shown} cannot be read")).with_source(e)
+        })?;
+        let stamp = FileStamp::of(&metadata);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, key)) = &*current
+            && *seen == stamp
+        {
+            return Ok(key.clone());
+        }
+        let pem = Zeroizing::new(std::fs::read(&self.path).map_err(|e| {
+            Error::config(format!("the key file {shown} cannot be read")).with_source(e)
+        })?);
+        let key = match self.kind {
+            KeyKind::Rs256 => SigningKey::rs256_pem(&pem),
+            KeyKind::Ps256 => SigningKey::ps256_pem(&pem),
+            KeyKind::Es256 => SigningKey::es256_pem(&pem),
+        }
+        .map_err(|e| {
+            Error::config(format!("the key file {shown} does not hold a usable key")).with_source(e)
+        })?;
+        let key = match &self.key_id {
+            Some(kid) => key.with_key_id(kid.clone()),
+            None => key,
+        };
+        if current.is_some() {
+            tracing::info!(path = %shown, "the key file has changed; signing with the new key");
+        }
+        *current = Some((stamp, key.clone()));
+        Ok(key)
+    }
+}
+
+impl AssertionSigner for KeyFile {
+    fn algorithm(&self) -> &str {
+        match self.inner.kind {
+            KeyKind::Rs256 => "RS256",
+            KeyKind::Ps256 => "PS256",
+            KeyKind::Es256 => "ES256",
+        }
+    }
+
+    fn key_id(&self) -> Option<&str> {
+        self.inner.key_id.as_deref()
+    }
+
+    fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignatureFuture<'a> {
+        let inner = Arc::clone(&self.inner);
+        let input = signing_input.to_vec();
+        Box::pin(async move {
+            // Reading and parsing a key file blocks: on the blocking pool.
+            tokio::task::spawn_blocking(move || inner.key()?.sign_bytes(&input))
+                .await
+                .map_err(|_| Error::transient("signing with the key file was interrupted"))?
+        })
+    }
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("path", &self.inner.path)
+            .field("algorithm", &self.algorithm())
+            .field("key_id", &self.inner.key_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -173,3 +173,63 @@ async fn an_in_process_key_is_one_signer_and_a_failing_kms_is_a_typed_error() {
     // Nothing reached the token endpoint without a signature.
     assert_eq!(token_endpoint.seen().len(), 1);
 }
+
+/// A token endpoint that accepts ES256 assertions signed by the key it currently trusts.
+async fn es256_endpoint(trusted: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> StandIn {
+    StandIn::start(move |seen, i| {
+        let form = seen.form();
+        let (input, signature) = form["client_assertion"].rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let public = trusted.lock().unwrap().clone();
+        let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            public,
+        );
+        match key.verify(input.as_bytes(), &signature) {
+            Ok(()) => token(&format!("es256-{i}")),
+            Err(_) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_rotated_key_file_signs_the_next_assertion_and_the_cached_token_stays() {
+    use tower_bearer::TokenCache;
+    use tower_bearer::source::signer::KeyFile;
+
+    let first = rcgen::KeyPair::generate().unwrap();
+    let second = rcgen::KeyPair::generate().unwrap();
+    let dir = crate::support::temp_dir("key-file");
+    let path = dir.join("client-key.pem");
+    std::fs::write(&path, first.serialize_pem()).unwrap();
+    let trusted = std::sync::Arc::new(std::sync::Mutex::new(first.public_key_raw().to_vec()));
+    let endpoint = es256_endpoint(trusted.clone()).await;
+    let source = ClientCredentials::builder(
+        endpoint.url("/token"),
+        ClientAuth::private_key_jwt_signed_by("client", KeyFile::es256(&path).with_key_id("k")),
+    )
+    .build()
+    .unwrap();
+    let cache = TokenCache::new(source);
+    let before = cache.token().await.unwrap();
+    assert_eq!(before.secret(), "es256-0");
+
+    // The key is rotated: the server now trusts only the new one.
+    crate::support::replace_file(&path, &second.serialize_pem());
+    *trusted.lock().unwrap() = second.public_key_raw().to_vec();
+    // The cache and its token are untouched by the rotation.
+    assert_eq!(cache.token().await.unwrap().secret(), "es256-0");
+    assert_eq!(endpoint.seen().len(), 1);
+    // The next token request is signed with the new key, and accepted.
+    cache.invalidate(&before);
+    assert_eq!(cache.token().await.unwrap().secret(), "es256-1");
+
+    // A rotated file that is not a key is a typed error, never the old key.
+    let fresh = cache.current().unwrap();
+    crate::support::replace_file(&path, "not a key");
+    cache.invalidate(&fresh);
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(endpoint.seen().len(), 2);
+}

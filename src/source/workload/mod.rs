@@ -15,6 +15,10 @@
 //! | `Executable` (feature `executable`) | a credential helper program | a [`CredentialProvider`]; a [`TokenSource`](crate::TokenSource) |
 //! | [`from_env`] | whichever of the above the environment names | a [`WorkloadIdentity`] |
 //!
+//! For keys that are not in the process: `source::signer` (feature `jwt`) signs client
+//! assertions with an async `AssertionSigner` (a KMS, an HSM) or a `KeyFile` parsed again
+//! when the platform rotates it.
+//!
 //! A [`CredentialProvider`] is what the grants take as the workload's own credential: the
 //! subject token of a token exchange
 //! ([`TokenExchangeBuilder::subject_from`](crate::source::TokenExchangeBuilder::subject_from)),
