@@ -15,6 +15,7 @@ mod chain;
 mod executable;
 mod github;
 mod managed;
+mod redaction;
 #[cfg(all(feature = "jwt", feature = "dpop"))]
 mod signer;
 mod token_file;
