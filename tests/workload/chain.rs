@@ -71,6 +71,19 @@ async fn azure_comes_first_and_github_before_the_metadata_servers() {
     let identity = from_env_with("api://orders", ci).unwrap();
     assert!(matches!(identity, WorkloadIdentity::GitHubActions(_)));
     assert_eq!(identity.describe(), "GitHub Actions OIDC");
+
+    // App Service comes before a metadata server named by GCE_METADATA_HOST.
+    let app_service = env(&[
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token".into()),
+        ("IDENTITY_HEADER", "h".into()),
+        ("GCE_METADATA_HOST", "127.0.0.1:9".into()),
+    ]);
+    let identity = from_env_with("api://orders", app_service).unwrap();
+    assert!(matches!(identity, WorkloadIdentity::ManagedIdentity(_)));
+    assert!(
+        format!("{identity:?}").contains("App Service"),
+        "{identity:?}"
+    );
 }
 
 #[tokio::test]

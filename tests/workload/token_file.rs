@@ -224,3 +224,30 @@ async fn a_token_file_is_a_source_of_its_own_with_the_jwt_lifetime() {
     let opaque = TokenFile::new(&path).any_format().fetch().await.unwrap();
     assert_eq!(opaque.secret(), "opaque");
 }
+
+#[tokio::test]
+async fn a_refused_jwt_bearer_assertion_is_read_again_once() {
+    let dir = temp_dir("jwt-bearer-refused");
+    let path = dir.join("token");
+    let old = jwt_expiring_in(Duration::from_secs(3600), "old");
+    let new = jwt_expiring_in(Duration::from_secs(3600), "new");
+    std::fs::write(&path, &old).unwrap();
+    let (rotate_path, rotated) = (path.clone(), new.clone());
+    let server = StandIn::start(move |seen, _| {
+        if seen.form()["assertion"] == rotated {
+            token("jb-token")
+        } else {
+            replace_file(&rotate_path, &rotated);
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant")
+        }
+    })
+    .await;
+    let source = JwtBearer::builder_from(server.url("/token"), TokenFile::new(&path))
+        .build()
+        .unwrap();
+    assert_eq!(source.fetch().await.unwrap().secret(), "jb-token");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].form()["assertion"], old);
+    assert_eq!(seen[1].form()["assertion"], new);
+}
