@@ -143,7 +143,8 @@ impl<S, P: TokenSource> Layer<S> for GrpcAuthLayer<P> {
         let auth = self.bearer.layer(watch);
         // The origin's verdict is the same for every path-only call: read it once.
         let attaches = matches!(
-            auth.destinations
+            auth.front
+                .destinations
                 .check_uri(&self.origin.uri, &mut Approved::NONE.clone()),
             Verdict::Attach
         );
@@ -175,14 +176,14 @@ impl<P> fmt::Debug for GrpcAuthLayer<P> {
 
 /// The service made by [`GrpcAuthLayer`]: a [`BearerAuth`] for calls to the channel's origin,
 /// whose responses carry a [`GrpcBody`].
-pub struct GrpcAuth<S, P> {
+pub struct GrpcAuth<S, P: TokenSource> {
     auth: BearerAuth<Watch<S, P>, P>,
     origin: Arc<GrpcOrigin>,
     /// Whether the destination rules let the token go to the origin.
     attaches: bool,
 }
 
-impl<S, P> GrpcAuth<S, P> {
+impl<S, P: TokenSource> GrpcAuth<S, P> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.auth.inner.inner
@@ -243,13 +244,14 @@ impl<S, P: TokenSource> GrpcAuth<S, P> {
         let verdict = match Place::of_uri(request.uri()) {
             Place::Relative => self
                 .auth
+                .front
                 .destinations
                 .check_uri(&self.origin.uri, &mut Approved::NONE.clone()),
             // The channel's origin written out: the bearer layer judges it by the same rules.
             Place::Site(site) if self.origin.origin.matches(&site) => {
                 return ResponseFuture::auth(self.auth.call(request));
             }
-            Place::Site(_) | Place::Unclear(_) => self.auth.destinations.refuse(|| {
+            Place::Site(_) | Place::Unclear(_) => self.auth.front.destinations.refuse(|| {
                 format!(
                     "refusing to send the bearer token to a gRPC call whose URI names another \
                      authority than the channel's origin, {}",
@@ -265,7 +267,7 @@ impl<S, P: TokenSource> GrpcAuth<S, P> {
     }
 }
 
-impl<S: Clone, P> Clone for GrpcAuth<S, P> {
+impl<S: Clone, P: TokenSource> Clone for GrpcAuth<S, P> {
     fn clone(&self) -> Self {
         GrpcAuth {
             auth: self.auth.clone(),
@@ -275,7 +277,7 @@ impl<S: Clone, P> Clone for GrpcAuth<S, P> {
     }
 }
 
-impl<S: fmt::Debug, P> fmt::Debug for GrpcAuth<S, P> {
+impl<S: fmt::Debug, P: TokenSource> fmt::Debug for GrpcAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcAuth")
             .field("auth", &self.auth)
