@@ -8,8 +8,9 @@
 //!   [`grpc`](BearerAuthLayer::grpc), the one the channel connects to, is the one the
 //!   allow-list ([`allow_origin`](BearerAuthLayer::allow_origin)) and the plain-http rule
 //!   judge, exactly as for an absolute URI to it (the layer cannot see the channel's endpoint:
-//!   name it right). A request whose URI does name an authority (a client built with an origin of its own) must name that origin; one
-//!   to another is a disallowed destination: sent without the token or failed, as
+//!   name it right). A request whose URI does name an authority (a client built with an origin
+//!   of its own) must name that origin; one to another is a disallowed destination: sent
+//!   without the token or failed, as
 //!   [`on_disallowed_origin`](BearerAuthLayer::on_disallowed_origin) says.
 //! - **UNAUTHENTICATED, not 401.** gRPC answers HTTP 200 and reports a rejected token as
 //!   `grpc-status: 16`, in the response headers (a trailers-only response) or in the trailers
