@@ -132,6 +132,23 @@ pub trait TokenSource: Send + Sync + 'static {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         None
     }
+
+    /// The client certificate this source authenticates with at the token endpoint (mutual
+    /// TLS, RFC 8705), to which the server binds its tokens (`cnf.x5t#S256`). Default: none.
+    ///
+    /// The built-in grants declare the certificate of their
+    /// [`ClientAuth::tls_client_auth`] or [`ClientAuth::self_signed_tls_client_auth`]; the
+    /// crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it. The fleet tier
+    /// shares a token only between processes declaring the same certificate (unless it was
+    /// given one with [`certificate_bound`](crate::fleet::RedisFleetBuilder::certificate_bound)),
+    /// so a process never adopts a token bound to a certificate it does not hold. A source
+    /// whose own HTTP client presents a certificate (not through [`ClientAuth`]) declares it
+    /// by overriding this.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        None
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
@@ -143,6 +160,11 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         (**self).dpop()
     }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        (**self).client_identity()
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
@@ -153,5 +175,10 @@ impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     #[cfg(feature = "dpop")]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         (**self).dpop()
+    }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        (**self).client_identity()
     }
 }
