@@ -8,8 +8,10 @@
 //! | stale | inside the refresh window | returns the cached token **and** makes sure one background refresh runs |
 //! | expired / none | past the safety margin | waits for the one in-flight refresh (starting it if needed) |
 //!
-//! At most one refresh runs per cache, in a spawned task: a caller that stops waiting
-//! (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. Failures
+//! At most one refresh runs per cache, in a task of its own: a caller that stops waiting
+//! (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. (A
+//! caller with no token to serve runs the refresh itself up to its first wait, and spawns the
+//! rest: a source that answers at once costs no task.) Failures
 //! are backed off (transient) or remembered for a while (rejections); a token that is still
 //! usable keeps being served while refreshes fail.
 //!
@@ -321,7 +323,7 @@ impl<P: TokenSource> TokenCache<P> {
             };
             let own = started.is_some();
             if let Some(refresh) = started {
-                refresh.spawn();
+                refresh.run_or_spawn();
             }
             if !std::mem::replace(&mut counted, true) {
                 metrics::waited(&self.shared.config);

@@ -106,8 +106,10 @@ use crate::{Error, Token};
 
 /// Something that can produce a fresh access token.
 ///
-/// The cache calls [`fetch`](TokenSource::fetch) from a spawned task, at most once at a time per
-/// cache, and never cancels it because a request gave up. Return errors classified by kind
+/// The cache calls [`fetch`](TokenSource::fetch) at most once at a time per cache, and never
+/// cancels it because a request gave up: the refresh runs in a task of its own (started, up to
+/// its first wait, by a caller that has no token to serve and would wait for it anyway; a
+/// fetch that answers at once is done by then). Return errors classified by kind
 /// ([`Error::transient`], [`Error::rejected`], ...): the cache backs off on transient errors and
 /// remembers rejections for a while, so a dead credential does not turn every request into a
 /// token-endpoint call.
