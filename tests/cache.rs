@@ -796,7 +796,11 @@ fn a_source_that_answers_at_once_is_run_by_its_waiter_without_a_task() {
         std::task::Poll::Ready(Ok(token)) => assert_eq!(token.secret(), "abc"),
         other => panic!("not answered on the first poll: {other:?}"),
     }
-    assert_eq!(runtime.metrics().num_alive_tasks(), 0, "no task (nor timer: no expiry)");
+    assert_eq!(
+        runtime.metrics().num_alive_tasks(),
+        0,
+        "no task (nor timer: no expiry)"
+    );
 
     // One that waits (a timer here): its refresh goes on without the caller.
     let waits = TokenCache::new(source);

@@ -329,11 +329,17 @@ impl<P: TokenSource> TokenCache<P> {
                 metrics::waited(&self.shared.config);
             }
             let wait_until = abandoned_at.tokio.min(give_up.tokio);
-            let waited =
-                tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
+            // A refresh this caller ran to its end has its outcome in already: no timer.
+            let finished = outcome.borrow().clone();
+            let waited = match finished {
+                Some(finished) => Ok(Ok(finished)),
+                None => tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some))
+                    .await
+                    .map(|waited| waited.map(|ready| ready.clone().expect("waited for Some"))),
+            };
             match waited {
                 Ok(Ok(outcome)) => {
-                    match settle(outcome.clone().expect("waited for Some"), &mut late) {
+                    match settle(outcome, &mut late) {
                         Some(outcome) => return outcome,
                         // Look again, with a new deadline: the current token may be newer,
                         // else a new refresh starts.
