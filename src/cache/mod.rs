@@ -759,6 +759,12 @@ mod tests {
         ));
         let first = runtime();
         first.block_on(cache.token()).unwrap();
+        assert_eq!(
+            phase(&cache),
+            PHASE_STALE,
+            "no timer until the token is used again"
+        );
+        first.block_on(cache.token()).unwrap(); // the slow path arms it
         assert_eq!(phase(&cache), PHASE_FRESH);
         // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
         // a runtime per request batch...): the fast path must stop trusting the token.
@@ -858,6 +864,10 @@ mod tests {
         let first = cache.token().await.unwrap();
         cache.invalidate(&first);
         let second = cache.token().await.unwrap();
+        assert_eq!(
+            cache.token().await.unwrap().generation(),
+            second.generation()
+        ); // arms its timer
         tokio::task::yield_now().await; // let the aborted timer be dropped
         assert_eq!(cache.state(), pack(second.generation(), PHASE_FRESH));
     }

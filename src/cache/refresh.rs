@@ -313,14 +313,19 @@ impl<P: TokenSource> Shared<P> {
                 entry.generation = control.generation;
                 let entry = Arc::new(entry);
                 self.current.store(Some(Arc::clone(&entry)));
-                let stale = entry.is_stale(now);
-                let phase = if stale { PHASE_STALE } else { PHASE_FRESH };
+                // A token that expires is published fresh only with a timer to end that. In
+                // background mode the timer is armed now (it refreshes without traffic; for a
+                // token already stale it fires at once, as a request on the stale path would).
+                // Otherwise the token is published stale, as an inserted one is, and its first
+                // use on the slow path arms the timer and marks it fresh (`usable`): a token
+                // fetched for one request only (a keyed slot used once) costs no timer task.
+                let fresh = !entry.is_stale(now)
+                    && (entry.refresh_at.is_none() || self.config.background_refresh);
+                let phase = if fresh { PHASE_FRESH } else { PHASE_STALE };
                 self.state
                     .store(pack(entry.generation, phase), Ordering::Release);
                 match entry.refresh_at {
-                    // Already stale: in background mode the timer fires at once and refreshes,
-                    // as a request on the stale path would.
-                    Some(at) if !stale || self.config.background_refresh => {
+                    Some(at) if self.config.background_refresh => {
                         self.schedule(&mut control, at, entry.generation)
                     }
                     _ => {
