@@ -625,9 +625,8 @@ impl RedisFleetBuilder {
     ///
     /// A source that authenticates with the certificate through
     /// [`ClientAuth::tls_client_auth`](crate::source::ClientAuth::tls_client_auth) (or the
-    /// self-signed variant) declares it itself
-    /// ([`TokenSource::client_identity`](crate::TokenSource::client_identity)), and the fleet
-    /// binds its tokens to it without this. Name it here when an HTTP client of your own
+    /// self-signed variant) declares it itself ([`TokenSource::client_identity`]), and the
+    /// fleet binds its tokens to it without this. Name it here when an HTTP client of your own
     /// presents the certificate; this one wins over the source's.
     #[cfg(feature = "reqwest")]
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
