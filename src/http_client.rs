@@ -119,6 +119,15 @@ pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
     }
 }
 
+mod read;
+#[cfg(feature = "reqwest")]
+mod reqwest_impls;
+mod service;
+
+#[cfg(feature = "reqwest")]
+pub(crate) use self::reqwest_impls::shared_default;
+pub use self::service::{TowerClient, from_service};
+
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
 #[cfg(feature = "reqwest")]
@@ -131,8 +140,7 @@ mod reqwest_client {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
-    use zeroize::Zeroizing;
-
+    use super::read::Limits;
     use super::{
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
         HttpResponse, check_token_url, is_loopback_host,
@@ -299,94 +307,29 @@ mod reqwest_client {
             self
         }
 
+        fn limits(&self) -> Limits {
+            Limits {
+                timeout: self.timeout,
+                max_response_bytes: self.max_response_bytes,
+            }
+        }
+
         async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
             check_token_url(request.uri())?;
             let client = self.client_for(request.uri())?;
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
-            let mut response =
-                match tokio::time::timeout(self.timeout, client.execute(request)).await {
-                    Ok(response) => response.map_err(transport_error)?,
-                    Err(_elapsed) => {
-                        return Err(Error::transient(format!(
-                            "the token endpoint did not answer within {:?}",
-                            self.timeout
-                        )));
-                    }
-                };
-            let status = response.status();
-            let too_large = || {
-                Error::invalid_response(format!(
-                    "the token endpoint's answer is larger than {} bytes",
-                    self.max_response_bytes
-                ))
-                .with_status(status)
-            };
-            let declared = response.content_length();
-            if declared.is_some_and(|len| len > self.max_response_bytes as u64) {
-                return Err(too_large());
-            }
-            let mut body = ZeroizingBuf::with_capacity(declared.unwrap_or(0) as usize);
-            let read = async {
-                while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-                    if body.len() + chunk.len() > self.max_response_bytes {
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(())
-            };
-            match tokio::time::timeout(self.timeout, read).await {
-                Ok(read) => read?,
-                Err(_elapsed) => {
-                    return Err(Error::transient(format!(
-                        "the token endpoint's answer was not read within {:?} of its headers",
-                        self.timeout
-                    ))
-                    .with_status(status));
-                }
-            }
-            let mut out = http::Response::new(body.into_bytes());
-            *out.status_mut() = response.status();
-            *out.headers_mut() = std::mem::take(response.headers_mut());
-            Ok(out)
-        }
-    }
-
-    /// The answer's body as it arrives: it holds the access and refresh tokens, so it is
-    /// zeroized on drop, and it grows by moving to a new buffer (the old one wiped) rather than
-    /// by reallocation, which would free a copy without wiping it.
-    pub(super) struct ZeroizingBuf(Zeroizing<Vec<u8>>);
-
-    impl ZeroizingBuf {
-        pub(super) fn with_capacity(capacity: usize) -> Self {
-            ZeroizingBuf(Zeroizing::new(Vec::with_capacity(capacity)))
-        }
-
-        pub(super) fn len(&self) -> usize {
-            self.0.len()
-        }
-
-        pub(super) fn extend_from_slice(&mut self, bytes: &[u8]) {
-            let needed = self.0.len() + bytes.len();
-            if needed > self.0.capacity() {
-                let mut grown = Vec::with_capacity(needed.max(2 * self.0.capacity()).max(1024));
-                grown.extend_from_slice(&self.0);
-                // The old buffer is zeroized as it is dropped here.
-                self.0 = Zeroizing::new(grown);
-            }
-            self.0.extend_from_slice(bytes);
-        }
-
-        /// Bytes that are zeroized when their last clone is dropped.
-        pub(super) fn into_bytes(self) -> bytes::Bytes {
-            bytes::Bytes::from_owner(self.0)
+            let limits = self.limits();
+            let response = limits
+                .head(async { client.execute(request).await.map_err(transport_error) })
+                .await?;
+            limits.read(http::Response::from(response)).await
         }
     }
 
     /// Classify a reqwest error. The URL is stripped: its query string can hold a credential.
-    fn transport_error(err: reqwest::Error) -> Error {
+    pub(super) fn transport_error(err: reqwest::Error) -> Error {
         if let Some(tls) = crate::mtls::tls_error(&err) {
             return tls.with_source(err.without_url());
         }
@@ -420,18 +363,6 @@ mod reqwest_client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(feature = "reqwest")]
-    #[test]
-    fn the_response_buffer_grows_by_moving() {
-        let mut buf = super::reqwest_client::ZeroizingBuf::with_capacity(4);
-        buf.extend_from_slice(b"abc");
-        buf.extend_from_slice(&[b'x'; 3000]);
-        buf.extend_from_slice(b"end");
-        assert_eq!(buf.len(), 3006);
-        let bytes = buf.into_bytes();
-        assert!(bytes.starts_with(b"abcxxx") && bytes.ends_with(b"xxend"));
-    }
 
     #[test]
     fn plain_http_to_a_public_host_is_a_config_error() {

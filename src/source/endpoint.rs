@@ -24,17 +24,18 @@ use crate::Error;
 use crate::error::MAX_RETRY_AFTER;
 use crate::http_client::{HttpClient, HttpResponse, check_token_url};
 
-/// The HTTP client a source uses when none was given.
+/// The HTTP client a source uses when none was given: one shared by every source.
+///
+/// Without the `reqwest` feature, the builders have no `build()` (only `build_with(client)`),
+/// so no source is ever built without a client: this error is not reachable from the API.
 pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, Error> {
     #[cfg(feature = "reqwest")]
     {
-        Ok(Arc::new(crate::http_client::ReqwestClient::new()?))
+        Ok(crate::http_client::shared_default())
     }
     #[cfg(not(feature = "reqwest"))]
     {
-        Err(Error::config(
-            "no HTTP client for the token endpoint: enable the `reqwest` feature or give one with `.http_client(..)`",
-        ))
+        Err(Error::config("no HTTP client for the token endpoint"))
     }
 }
 

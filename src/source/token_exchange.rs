@@ -329,14 +329,26 @@ impl TokenExchangeBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the configuration and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<TokenExchange, Error> {
+        self.finish()
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    pub fn build(self) -> Result<TokenExchange, Error> {
+    /// Build as [`build`](Self::build) does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<TokenExchange, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<TokenExchange, Error> {
         let subject = self.subject.ok_or_else(|| {
             Error::config("a token exchange needs a subject token: call `subject(..)`")
         })?;
