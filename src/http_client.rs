@@ -1,15 +1,46 @@
-//! [`HttpClient`]: the small trait the built-in sources use to call token endpoints, and
-//! [`ReqwestClient`], its default implementation.
+//! [`HttpClient`]: the small trait the built-in sources call token endpoints through, its
+//! implementations for the clients you already have, and `ReqwestClient`, the default.
 //!
 //! A token endpoint is called with one request (method, URL, headers, body) and answers with one
-//! response (status, headers, body): the trait is exactly that, in [`http`] types, so that you can
-//! plug in your own client (a corporate proxy, a mock, fault injection in tests).
+//! response (status, headers, body): the trait is exactly that, in [`http`] types.
 //!
-//! Whatever client is used, the sources refuse a token URL that is not `https`, except to a
-//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`), and never treat a
-//! redirect as a token. [`ReqwestClient`] adds what a token endpoint call needs on the wire: no
-//! redirects followed, no proxy for a loopback endpoint, a response size cap read
-//! incrementally, and timeouts that never cut an answer the server has begun to send.
+//! | client | how |
+//! |---|---|
+//! | the default: one `ReqwestClient` shared by every source and keyed slot | `builder.build()` (feature `reqwest`) |
+//! | your `reqwest::Client` (its proxy, DNS, TLS, pool) | `builder.build_with(client)` |
+//! | your `reqwest_middleware::ClientWithMiddleware` (tracing, retries) | `builder.build_with(client)` |
+//! | any tower HTTP client (hyper-util's `Client`, a stack around it) | `builder.build_with(from_service(client))` |
+//! | your own (a mock, fault injection) | implement [`HttpClient`] |
+//!
+//! Every one of them is held to the same rules: the token URL must be `https`, except to a
+//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`); a redirect is never
+//! taken for a token (the sources refuse a 3xx, and an answer that a redirect-following client
+//! fetched from another URL is refused too); the answer is read incrementally, refused past a
+//! size cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), with a deadline for its head and another for its
+//! body ([`DEFAULT_TIMEOUT`]), so that an answer the server has begun to send is not cut.
+//!
+//! Your client's own settings apply, which the crate cannot check: configure it not to follow
+//! redirects (`reqwest::redirect::Policy::none()`; a followed 307 re-sends the request body,
+//! client secret included, before the answer is refused), and not to send a loopback endpoint's
+//! requests through a proxy (`no_proxy`, or `NO_PROXY=127.0.0.1,localhost`): plain `http` is
+//! allowed there only because the request never leaves the machine. `ReqwestClient` does
+//! both itself.
+//!
+//! Without the `reqwest` feature there is no default client, so the builders have no `build()`:
+//! forgetting the client is a compile error, not a run-time one. This compiles only with the
+//! feature:
+//!
+#![cfg_attr(feature = "reqwest", doc = "```")]
+#![cfg_attr(not(feature = "reqwest"), doc = "```compile_fail")]
+//! use tower_bearer::source::{ClientAuth, ClientCredentials};
+//!
+//! let source = ClientCredentials::builder("https://auth.example.com/token", ClientAuth::none("id"))
+//!     .build()?;
+//! # let _ = source;
+//! # Ok::<(), tower_bearer::Error>(())
+//! ```
+//!
+//! A client of your own:
 //!
 //! ```
 //! use bytes::Bytes;

@@ -411,7 +411,7 @@ impl DiscoveryBuilder {
         self.finish()
     }
 
-    /// Build as [`build`](Self::build) does, calling the endpoint through `client`: your
+    /// Build as `build()` does, calling the endpoint through `client`: your
     /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
     /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
     pub fn build_with(mut self, client: impl HttpClient) -> Result<Discovery, Error> {
