@@ -66,7 +66,7 @@ pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
-pub use source::TokenSource;
+pub use source::{BoxTokenSource, TokenSource};
 pub use token::Token;
 
 /// The README's examples, compiled and run by `cargo test --all-features`.

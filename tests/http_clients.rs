@@ -75,10 +75,7 @@ async fn a_hyper_util_client_as_a_tower_service_fetches_a_token() {
 
 #[tokio::test]
 async fn a_tower_client_is_held_to_the_size_cap() {
-    let app = Router::new().route(
-        "/token",
-        post(|| async { token_json(&"x".repeat(4096)) }),
-    );
+    let app = Router::new().route("/token", post(|| async { token_json(&"x".repeat(4096)) }));
     let addr = common::serve(app).await;
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let client = tower_bearer::http_client::from_service(hyper).with_max_response_bytes(1024);
@@ -98,7 +95,10 @@ async fn a_users_client_that_follows_redirects_is_still_refused_a_redirect() {
             "/token",
             post(|| async { Redirect::temporary("/elsewhere").into_response() }),
         )
-        .route("/elsewhere", post(|| async { token_json("from-elsewhere") }));
+        .route(
+            "/elsewhere",
+            post(|| async { token_json("from-elsewhere") }),
+        );
     let addr = common::serve(app).await;
     let source = builder(&format!("http://{addr}/token"))
         .build_with(reqwest::Client::new())
@@ -166,9 +166,8 @@ async fn a_keyed_cache_with_many_keys_shares_one_default_client() {
         .unwrap()
     });
     let url = format!("http://{addr}/token");
-    let keyed = KeyedTokenCache::new(move |scope: &String| {
-        builder(&url).scope(scope.clone()).build()
-    });
+    let keyed =
+        KeyedTokenCache::new(move |scope: &String| builder(&url).scope(scope.clone()).build());
     const KEYS: usize = 6;
     for key in 0..KEYS {
         keyed.token(&format!("scope-{key}")).await.unwrap();
@@ -176,5 +175,9 @@ async fn a_keyed_cache_with_many_keys_shares_one_default_client() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(keyed.len(), KEYS);
-    assert_eq!(peers.lock().unwrap().len(), 1, "one connection for {KEYS} keys");
+    assert_eq!(
+        peers.lock().unwrap().len(),
+        1,
+        "one connection for {KEYS} keys"
+    );
 }

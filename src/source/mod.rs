@@ -14,6 +14,9 @@
 //! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
 //!
+//! [`BoxTokenSource`] ([`TokenSource::boxed`]) holds any of them behind one type, to mix grants
+//! in one keyed cache or pick one per environment.
+//!
 //! [`Discovery`] builds the OAuth 2.0 sources from an issuer URL (RFC 8414, OpenID Connect
 //! Discovery), and [`Revocation`] revokes tokens (RFC 7009).
 //!
@@ -63,6 +66,7 @@ pub mod api_video;
 #[cfg(feature = "__jwt")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod assertion;
+mod boxed;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod discovery;
@@ -88,6 +92,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
+pub use boxed::BoxTokenSource;
 pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
@@ -131,6 +136,14 @@ pub trait TokenSource: Send + Sync + 'static {
     #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         None
+    }
+
+    /// This source as a [`BoxTokenSource`]: one type for sources of any grant.
+    fn boxed(self) -> BoxTokenSource
+    where
+        Self: Sized,
+    {
+        BoxTokenSource::new(self)
     }
 }
 
