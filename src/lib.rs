@@ -55,7 +55,8 @@ mod proptests;
 
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{
-    Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
+    Backoff, CachedToken, Health, HealthStatus, RefreshEvent, RefreshReason, RefreshTier,
+    TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
 pub use keyed::KeyedTokenCache;

@@ -283,6 +283,8 @@ impl<P: TokenSource> Shared<P> {
                 entry.generation = control.generation;
                 let entry = Arc::new(entry);
                 self.current.store(Some(Arc::clone(&entry)));
+                self.changes
+                    .send_replace(Some(CachedToken(Arc::clone(&entry))));
                 let stale = entry.is_stale(now);
                 let phase = if stale { PHASE_STALE } else { PHASE_FRESH };
                 self.state
