@@ -154,10 +154,12 @@ mod read;
 #[cfg(feature = "reqwest")]
 mod reqwest_impls;
 mod service;
+mod span;
 
 #[cfg(feature = "reqwest")]
 pub(crate) use self::reqwest_impls::shared_default;
 pub use self::service::{TowerClient, from_service};
+pub(crate) use self::span::traced;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;

@@ -22,7 +22,7 @@ use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
 use crate::error::MAX_RETRY_AFTER;
-use crate::http_client::{HttpClient, HttpResponse, check_token_url};
+use crate::http_client::{HttpClient, HttpResponse, check_token_url, traced};
 
 /// The HTTP client a source uses when none was given: one shared by every source.
 ///
@@ -220,9 +220,7 @@ impl Endpoint {
     ) -> Result<HttpResponse, Error> {
         let headers = self.authenticate(&mut form, auth)?;
         let request = self.request(Method::POST, &[], headers, form.into_body())?;
-        let response = self
-            .client
-            .execute(request)
+        let response = traced(&*self.client, request)
             .await
             .map_err(|e| self.tag(e))?;
         tracing::debug!(host = %self.host, status = response.status().as_u16(), "endpoint answered");
@@ -254,9 +252,7 @@ impl Endpoint {
             headers.insert(crate::dpop::DPOP, proof);
         }
         let request = self.request(method, query, headers, body)?;
-        let response = self
-            .client
-            .execute(request)
+        let response = traced(&*self.client, request)
             .await
             .map_err(|e| self.tag(e))?;
         tracing::debug!(host = %self.host, status = response.status().as_u16(), "token endpoint answered");

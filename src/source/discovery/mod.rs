@@ -322,7 +322,7 @@ impl Shared {
         request
             .headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let response = self.client.execute(request).await?;
+        let response = crate::http_client::traced(&*self.client, request).await?;
         let status = response.status();
         tracing::debug!(host = %self.host, path = url.path(), status = status.as_u16(), "authorization server metadata answered");
         if matches!(
