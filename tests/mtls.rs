@@ -124,7 +124,7 @@ async fn an_untrusted_server_certificate_is_a_config_error() {
 
 #[tokio::test]
 async fn without_an_http_client_tls_client_auth_builds_the_built_in_one() {
-    // No `.http_client(..)`: the source builds a ReqwestClient presenting the identity. It
+    // `build()`, no client given: the source builds a ReqwestClient presenting the identity. It
     // trusts the platform's roots, not the test CA, so the handshake stops at the server's
     // certificate: the TLS error a built-in client reports, not a refusal of ours.
     let pki = mtls_server::pki();

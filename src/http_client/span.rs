@@ -75,9 +75,12 @@ mod tests {
     const ACCESS_TOKEN: &str = "the-access-token";
     const QUERY_SECRET: &str = "q-secret";
 
-    /// Every span's name and fields, as text.
+    /// A span's name and its fields, as text.
+    type Captured = (String, Vec<(String, String)>);
+
+    /// Every span, by id.
     #[derive(Clone, Default)]
-    struct Spans(Arc<Mutex<HashMap<u64, (String, Vec<(String, String)>)>>>);
+    struct Spans(Arc<Mutex<HashMap<u64, Captured>>>);
 
     struct Fields<'a>(&'a mut Vec<(String, String)>);
 
