@@ -181,3 +181,63 @@ async fn a_keyed_cache_with_many_keys_shares_one_default_client() {
         "one connection for {KEYS} keys"
     );
 }
+
+/// A connection's task runs on the runtime that opened it. A current-thread runtime that is
+/// alive but not being driven (a sync program between two `block_on` calls) would stall any
+/// call from another runtime handed its pooled connection: each runtime gets its own default
+/// client.
+#[test]
+fn a_runtime_is_never_handed_the_connections_of_another_one() {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, seen) = server.block_on(token_server());
+    let source = builder(&url).build().unwrap();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let idle = current_thread();
+    idle.block_on(source.fetch()).unwrap();
+    // `idle` stays alive, undriven, with a kept-alive connection in its tasks.
+    let other = current_thread();
+    let token = other
+        .block_on(async { tokio::time::timeout(Duration::from_secs(3), source.fetch()).await });
+    assert_eq!(
+        token
+            .expect("not stalled on the idle runtime's connection")
+            .unwrap()
+            .secret(),
+        "from-the-server"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    drop(idle);
+}
+
+/// A sync program driving each call with `block_on` on a fresh runtime: the shared default
+/// client must not hand a new runtime the pooled connections of a dropped one (their tasks
+/// died with it).
+#[test]
+fn fresh_runtimes_one_after_another_each_get_a_working_default_client() {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, seen) = server.block_on(token_server());
+    let source = builder(&url).build().unwrap();
+    for round in 0..4 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let token = rt.block_on(source.fetch());
+        assert_eq!(token.unwrap().secret(), "from-the-server", "round {round}");
+        drop(rt);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 4);
+}

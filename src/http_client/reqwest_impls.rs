@@ -11,8 +11,13 @@ use super::{HttpClient, HttpFuture, HttpRequest, HttpResponse, ReqwestClient, ch
 use crate::Error;
 
 /// The user's client: its proxy, DNS, TLS, timeouts and connection pool apply. The answer is
-/// read by the same reader as [`ReqwestClient`]'s (size cap, deadlines), and an answer from
-/// another URL than the one asked (the client followed a redirect) is refused.
+/// read by the same reader as [`ReqwestClient`]'s: refused past
+/// [`DEFAULT_MAX_RESPONSE_BYTES`](super::DEFAULT_MAX_RESPONSE_BYTES), and given
+/// [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT) for its head and again for its body (the client's
+/// own timeouts apply too, when shorter). An answer from another URL than the one asked (the
+/// client followed a redirect) is refused: build the client with
+/// `reqwest::redirect::Policy::none()`, as a followed 307 sends the request body (a client
+/// secret, an assertion) to the new location before the answer is refused.
 impl HttpClient for reqwest::Client {
     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
         Box::pin(async move {
@@ -98,10 +103,10 @@ const RUNTIMES: usize = 8;
 /// for all of them (every source, every keyed slot), so that a keyed factory does not make a
 /// connection pool and a TLS configuration per key.
 ///
-/// One per tokio runtime, though: a reqwest connection lives in a task of the runtime that
-/// opened it, and dies with it, so a program that drives each call with `block_on` on a fresh
-/// runtime must not be handed the dead connections of the previous one. The few last runtimes
-/// keep theirs ([`RUNTIMES`]). This is the crate's one process-wide value: a connection pool
+/// One per tokio runtime, though: a reqwest connection is driven by a task of the runtime that
+/// opened it. A call from another runtime handed that connection would stall while that
+/// runtime is not driven (a current-thread runtime between two `block_on` calls of a sync
+/// program) and fail when it shuts down. The last few runtimes keep theirs ([`RUNTIMES`]). This is the crate's one process-wide value: a connection pool
 /// is only worth anything shared, and it holds no token or secret.
 pub(crate) fn shared_default() -> Arc<dyn HttpClient> {
     static SHARED: OnceLock<Arc<SharedDefault>> = OnceLock::new();
