@@ -7,12 +7,13 @@ use std::collections::HashMap;
 
 use axum::routing::post;
 use axum::{Form, Json, Router};
+use tower_bearer::keyed::KeyedTokenCache;
 use tower_bearer::secret::RefreshToken;
 use tower_bearer::source::{
     BoxTokenSource, ClientAuth, ClientCredentials, RefreshTokenGrant, from_fn,
 };
 use tower_bearer::store::MemoryStore;
-use tower_bearer::{Error, KeyedTokenCache, Token, TokenSource};
+use tower_bearer::{Error, Token, TokenSource};
 
 #[tokio::test]
 async fn one_keyed_cache_mixes_client_credentials_refresh_token_and_a_closure() {

@@ -18,8 +18,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower_bearer::keyed::KeyedTokenCache;
 use tower_bearer::source::{ClientAuth, ClientCredentials};
-use tower_bearer::{ErrorKind, KeyedTokenCache, TokenSource};
+use tower_bearer::{ErrorKind, TokenSource};
 
 fn token_json(token: &str) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({

@@ -194,6 +194,31 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// The JWS `alg` name.
+    pub(crate) fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::HS256 => "HS256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::PS256 => "PS256",
+            Algorithm::ES256 => "ES256",
+            _ => "unsupported",
+        }
+    }
+
+    /// The `kid`, if set.
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// Sign `message` (a JWS signing input) with [`BACKEND`].
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let failed = || Error::config("could not sign the JWT assertion");
+        let signer = (BACKEND.signer_factory)(&self.algorithm, &self.key).map_err(|_| failed())?;
+        signer.try_sign(message).map_err(|_| failed())
+    }
+}
+
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
@@ -293,7 +318,7 @@ impl Assertion {
 }
 
 /// 128 random bits from the operating system's CSPRNG, as 32 hex digits.
-fn new_jti() -> Result<String, Error> {
+pub(crate) fn new_jti() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| {
         Error::config("the operating system's random number generator failed").with_source(e)

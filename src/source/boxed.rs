@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::TokenSource;
+use crate::TokenSource;
 use crate::{Error, Token};
 
 /// Any [`TokenSource`], behind one type: a token cache, a keyed cache's factory or a layer can
@@ -19,7 +19,8 @@ use crate::{Error, Token};
 ///
 /// ```
 /// use tower_bearer::source::{BoxTokenSource, from_fn, static_token};
-/// use tower_bearer::{Error, KeyedTokenCache, Token, TokenSource};
+/// use tower_bearer::keyed::KeyedTokenCache;
+/// use tower_bearer::{Error, Token, TokenSource};
 ///
 /// // One keyed cache, a different source per key (a `ClientCredentials`, a
 /// // `RefreshTokenGrant`, ... are boxed the same way).

@@ -139,6 +139,16 @@ impl ClientCredentialsBuilder {
         self.finish()
     }
 
+    /// For the crate's sources that wrap this one and take their client as an option (the
+    /// workload sources): `client`, or the default one.
+    pub(crate) fn build_with_option(
+        mut self,
+        client: Option<Arc<dyn HttpClient>>,
+    ) -> Result<ClientCredentials, Error> {
+        self.client = client;
+        self.finish()
+    }
+
     fn finish(self) -> Result<ClientCredentials, Error> {
         Ok(ClientCredentials {
             endpoint: self.endpoint()?,

@@ -1,4 +1,4 @@
-//! Where tokens come from: the [`TokenSource`] trait and the built-in sources.
+//! Where tokens come from: the [`TokenSource`](crate::TokenSource) trait and the built-in sources.
 //!
 //! A source answers one question, "give me a new token", and nothing else: caching,
 //! single-flight, refresh windows, backoff and 401 handling are the
@@ -10,9 +10,10 @@
 //! | [`RefreshEndpoint`] | vendor refresh endpoint: `GET url?param=R` → `{"access_token"}`, lifetime from the JWT | [`kensho::personal_token`], [`kensho::link`] |
 //! | [`ClientCredentials`] | RFC 6749 §4.4, with every [`ClientAuth`] method | `kensho::keypair` (feature `jwt`) |
 //! | [`RefreshTokenGrant`] | RFC 6749 §6, rotation saved through a [`RefreshTokenStore`](crate::store::RefreshTokenStore) | |
-//! | `JwtBearer` (feature `jwt`) | RFC 7523 §2.1 | `disruptive::service_account` |
+//! | [`JwtBearer`] | RFC 7523 §2.1: an assertion signed here (feature `jwt`) or by the platform | `disruptive::service_account` |
 //! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
+//! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | [`workload::from_env`] |
 //!
 //! [`BoxTokenSource`] ([`TokenSource::boxed`]) holds any of them behind one type, to mix grants
 //! in one keyed cache or pick one per environment.
@@ -73,23 +74,23 @@ pub mod discovery;
 #[cfg(feature = "__jwt")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod disruptive;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
 pub mod revocation;
+#[cfg(feature = "__jwt")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+pub mod signer;
 pub mod token_exchange;
+pub mod workload;
 
+pub(crate) mod contract;
 pub(crate) mod endpoint;
 mod from_fn;
 mod rotation;
 mod static_token;
 pub(crate) mod token_response;
-
-use std::future::Future;
-use std::sync::Arc;
 
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use boxed::BoxTokenSource;
@@ -97,8 +98,6 @@ pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
 pub use from_fn::{FromFn, from_fn};
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
 pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
@@ -106,65 +105,3 @@ pub use revocation::{Revocation, RevocationBuilder, TokenTypeHint};
 pub use static_token::{StaticToken, static_token};
 pub use token_exchange::{TokenExchange, TokenExchangeBuilder, token_type};
 pub use token_response::TokenFields;
-
-use crate::{Error, Token};
-
-/// Something that can produce a fresh access token.
-///
-/// The cache calls [`fetch`](TokenSource::fetch) from a spawned task, at most once at a time per
-/// cache, and never cancels it because a request gave up. Return errors classified by kind
-/// ([`Error::transient`], [`Error::rejected`], ...): the cache backs off on transient errors and
-/// remembers rejections for a while, so a dead credential does not turn every request into a
-/// token-endpoint call.
-///
-/// Implement it with `async fn fetch(&self) -> Result<Token, Error>`.
-pub trait TokenSource: Send + Sync + 'static {
-    /// Fetch a new token.
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
-
-    /// The DPoP key and nonces this source's tokens are bound to, if it asks for DPoP-bound
-    /// tokens (RFC 9449). Default: none.
-    ///
-    /// The tokens carry their binding themselves ([`Token::with_dpop`], set by the built-in
-    /// sources configured with `.dpop(..)`), and the layer and middleware attach each token
-    /// as its binding says, so a wrapper source that only implements `fetch` still sends DPoP.
-    /// This declaration is for tokens that did not come from this process's `fetch`: the
-    /// fleet tier (which key the process holds), and the layer and middleware for a token
-    /// adopted from it. The crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it;
-    /// a wrapper of your own used with the fleet tier must forward it too.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        None
-    }
-
-    /// This source as a [`BoxTokenSource`]: one type for sources of any grant.
-    fn boxed(self) -> BoxTokenSource
-    where
-        Self: Sized,
-    {
-        BoxTokenSource::new(self)
-    }
-}
-
-impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
-
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
-}
-
-impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
-
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
-}
