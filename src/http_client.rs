@@ -13,7 +13,8 @@
 //! | your own (a mock, fault injection) | implement [`HttpClient`] |
 //!
 //! Every one of them is held to the same rules: the token URL must be `https`, except to a
-//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`); a redirect is never
+//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`) or, for a managed
+//! identity's requests only, a platform metadata host; a redirect is never
 //! taken for a token (the sources refuse a 3xx, and an answer that a redirect-following client
 //! fetched from another URL is refused too); the answer is read incrementally, refused past a
 //! size cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), with a deadline for its head and another for its
@@ -169,6 +170,16 @@ pub(crate) fn is_metadata_host(host: &str) -> bool {
         || name
             .parse::<std::net::Ipv4Addr>()
             .is_ok_and(|ip| ip.is_link_local())
+}
+
+/// The URL check every client makes: [`check_metadata_url`] for a request a metadata source
+/// marked ([`MetadataRequest`]), else [`check_token_url`].
+pub(crate) fn check_request_url(request: &HttpRequest) -> Result<(), Error> {
+    if request.extensions().get::<MetadataRequest>().is_some() {
+        check_metadata_url(request.uri())
+    } else {
+        check_token_url(request.uri())
+    }
 }
 
 /// [`check_token_url`] for a metadata server: plain `http` to a [`is_metadata_host`] too.

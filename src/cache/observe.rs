@@ -136,8 +136,7 @@ impl<P> TokenCache<P> {
     /// probe or a dashboard, not for every request.
     ///
     /// ```
-    /// use tower_bearer::{Error, ErrorKind, Token, TokenCache, source::from_fn};
-    /// use tower_bearer::cache::HealthStatus;
+    /// use tower_bearer::{Error, ErrorKind, HealthStatus, Token, TokenCache, source::from_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let cache = TokenCache::new(from_fn(|| async {

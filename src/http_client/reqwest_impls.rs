@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::read::Limits;
 use super::reqwest_client::transport_error;
-use super::{HttpClient, HttpFuture, HttpRequest, HttpResponse, ReqwestClient, check_token_url};
+use super::{HttpClient, HttpFuture, HttpRequest, HttpResponse, ReqwestClient, check_request_url};
 use crate::Error;
 
 /// The user's client: its proxy, DNS, TLS, timeouts and connection pool apply. The answer is
@@ -74,7 +74,7 @@ impl std::fmt::Display for BoxedMiddlewareError {
 impl std::error::Error for BoxedMiddlewareError {}
 
 fn into_reqwest(request: HttpRequest) -> Result<reqwest::Request, Error> {
-    check_token_url(request.uri())?;
+    check_request_url(&request)?;
     reqwest::Request::try_from(request)
         .map_err(|e| Error::config("the token request cannot be sent").with_source(e.without_url()))
 }

@@ -10,7 +10,7 @@ use http_body::Body;
 use tower::Service;
 
 use super::read::Limits;
-use super::{HttpClient, HttpFuture, HttpRequest, check_token_url};
+use super::{HttpClient, HttpFuture, HttpRequest, check_request_url};
 use crate::{BoxError, Error};
 
 /// Call token endpoints through `service`, a tower HTTP client (a hyper-util `Client`, a stack
@@ -89,7 +89,7 @@ where
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         Box::pin(async move {
-            check_token_url(request.uri())?;
+            check_request_url(&request)?;
             let request = request.map(B::from);
             let response = self
                 .limits

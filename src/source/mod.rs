@@ -15,7 +15,7 @@
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
 //! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | [`workload::from_env`] |
 //!
-//! [`BoxTokenSource`] ([`TokenSource::boxed`]) holds any of them behind one type, to mix grants
+//! [`BoxTokenSource`] ([`TokenSource::boxed`](crate::TokenSource::boxed)) holds any of them behind one type, to mix grants
 //! in one keyed cache or pick one per environment.
 //!
 //! [`Discovery`] builds the OAuth 2.0 sources from an issuer URL (RFC 8414, OpenID Connect
