@@ -51,8 +51,10 @@ use sync::{AbortHandle, ArcSwapOption, AtomicU64, Mutex, MutexGuard};
 /// | stale | inside the refresh window | returns the cached token **and** makes sure one background refresh runs |
 /// | expired / none | past the safety margin | waits for the one in-flight refresh (starting it if needed) |
 ///
-/// At most one refresh runs per cache, in a spawned task: a caller that stops waiting
-/// (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. Failures
+/// At most one refresh runs per cache, in a task of its own: a caller that stops waiting
+/// (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. (A
+/// caller with no token to serve runs the refresh itself up to its first wait, and spawns the
+/// rest: a source that answers at once costs no task.) Failures
 /// are backed off (transient) or remembered for a while (rejections); a token that is still
 /// usable keeps being served while refreshes fail.
 ///
@@ -327,17 +329,23 @@ impl<P: TokenSource> TokenCache<P> {
             };
             let own = started.is_some();
             if let Some(refresh) = started {
-                refresh.spawn();
+                refresh.run_or_spawn();
             }
             if !std::mem::replace(&mut counted, true) {
                 metrics::waited(&self.shared.config);
             }
             let wait_until = abandoned_at.tokio.min(give_up.tokio);
-            let waited =
-                tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
+            // A refresh this caller ran to its end has its outcome in already: no timer.
+            let finished = outcome.borrow().clone();
+            let waited = match finished {
+                Some(finished) => Ok(Ok(finished)),
+                None => tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some))
+                    .await
+                    .map(|waited| waited.map(|ready| ready.clone().expect("waited for Some"))),
+            };
             match waited {
                 Ok(Ok(outcome)) => {
-                    match settle(outcome.clone().expect("waited for Some"), &mut late) {
+                    match settle(outcome, &mut late) {
                         Some(outcome) => return outcome,
                         // Look again, with a new deadline: the current token may be newer,
                         // else a new refresh starts.
@@ -761,6 +769,12 @@ mod tests {
         ));
         let first = runtime();
         first.block_on(cache.token()).unwrap();
+        assert_eq!(
+            phase(&cache),
+            PHASE_STALE,
+            "no timer until the token is used again"
+        );
+        first.block_on(cache.token()).unwrap(); // the slow path arms it
         assert_eq!(phase(&cache), PHASE_FRESH);
         // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
         // a runtime per request batch...): the fast path must stop trusting the token.
@@ -860,6 +874,10 @@ mod tests {
         let first = cache.token().await.unwrap();
         cache.invalidate(&first);
         let second = cache.token().await.unwrap();
+        assert_eq!(
+            cache.token().await.unwrap().generation(),
+            second.generation()
+        ); // arms its timer
         tokio::task::yield_now().await; // let the aborted timer be dropped
         assert_eq!(cache.state(), pack(second.generation(), PHASE_FRESH));
     }

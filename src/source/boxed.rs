@@ -13,7 +13,7 @@ use crate::{Error, Token};
 /// hold sources of different grants at once.
 ///
 /// It is a source itself, and forwards everything the trait has (`fetch`, and the DPoP
-/// binding with the `dpop` feature). A fetch costs one allocation (its boxed future), once per
+/// binding with the `dpop` feature, the client certificate with `reqwest`). A fetch costs one allocation (its boxed future), once per
 /// token refresh: the request path, which reads the cached token, is not affected. Clones share
 /// the source.
 ///
@@ -61,6 +61,9 @@ trait DynSource: Send + Sync + 'static {
     #[cfg(feature = "dpop")]
     fn dpop_dyn(&self) -> Option<&crate::dpop::Dpop>;
 
+    #[cfg(feature = "reqwest")]
+    fn client_identity_dyn(&self) -> Option<&crate::http_client::ClientIdentity>;
+
     fn type_name(&self) -> &'static str;
 }
 
@@ -72,6 +75,11 @@ impl<S: TokenSource> DynSource for S {
     #[cfg(feature = "dpop")]
     fn dpop_dyn(&self) -> Option<&crate::dpop::Dpop> {
         self.dpop()
+    }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity_dyn(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.client_identity()
     }
 
     fn type_name(&self) -> &'static str {
@@ -87,6 +95,11 @@ impl TokenSource for BoxTokenSource {
     #[cfg(feature = "dpop")]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.inner.dpop_dyn()
+    }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.inner.client_identity_dyn()
     }
 }
 

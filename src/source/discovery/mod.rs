@@ -202,6 +202,7 @@ impl Discovery {
         configure: impl Fn(ClientCredentialsBuilder) -> ClientCredentialsBuilder + Send + Sync + 'static,
     ) -> Discovered<ClientCredentials> {
         let method = auth.method();
+        let declared = auth.clone();
         self.source(
             Some(method),
             "client_credentials",
@@ -210,6 +211,7 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
+        .authenticating_with(Some(&declared))
     }
 
     /// The refresh-token grant ([`RefreshTokenGrant`]) at the discovered token endpoint, with
@@ -229,6 +231,7 @@ impl Discovery {
         St: RefreshTokenStore + Clone,
     {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(method, "refresh_token", move |metadata, client| {
             let mut builder = RefreshTokenGrant::builder(metadata.token_endpoint(), store.clone());
             if let Some(auth) = &auth {
@@ -239,6 +242,7 @@ impl Discovery {
             }
             configure(builder).build_with(client)
         })
+        .authenticating_with(declared.as_ref())
     }
 
     /// The JWT-bearer grant ([`JwtBearer`](super::JwtBearer)) at the discovered token endpoint;
@@ -252,6 +256,7 @@ impl Discovery {
         configure: impl Fn(super::JwtBearerBuilder) -> super::JwtBearerBuilder + Send + Sync + 'static,
     ) -> Discovered<super::JwtBearer> {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(
             method,
             super::jwt_bearer::JWT_BEARER_GRANT_TYPE,
@@ -264,6 +269,7 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
+        .authenticating_with(declared.as_ref())
     }
 
     /// The token exchange ([`TokenExchange`](super::TokenExchange), RFC 8693) at the discovered
@@ -277,6 +283,7 @@ impl Discovery {
         + 'static,
     ) -> Discovered<super::TokenExchange> {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(
             method,
             super::token_exchange::TOKEN_EXCHANGE_GRANT_TYPE,
@@ -288,6 +295,7 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
+        .authenticating_with(declared.as_ref())
     }
 }
 
