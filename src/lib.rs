@@ -56,7 +56,8 @@ mod proptests;
 
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{
-    Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
+    Backoff, CachedToken, Health, HealthStatus, RefreshEvent, RefreshReason, RefreshTier,
+    TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
 pub use layer::BearerAuthLayer;
@@ -66,6 +67,7 @@ pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
+pub use source::BoxTokenSource;
 pub use source::contract::TokenSource;
 pub use token::{JwtTimes, Token, jwt_claims};
 
