@@ -425,16 +425,6 @@ impl TokenExchangeBuilder {
         self.finish()
     }
 
-    /// For the crate's sources that build this one and take their client as an option (the
-    /// workload sources): `client`, or the default one.
-    pub(crate) fn build_with_option(
-        mut self,
-        client: Option<Arc<dyn HttpClient>>,
-    ) -> Result<TokenExchange, Error> {
-        self.client = client;
-        self.finish()
-    }
-
     fn finish(self) -> Result<TokenExchange, Error> {
         let subject = self.subject.ok_or_else(|| {
             Error::config("a token exchange needs a subject token: call `subject(..)`")

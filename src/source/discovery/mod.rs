@@ -483,7 +483,6 @@ impl fmt::Debug for DiscoveryBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
 
     fn urls(issuer: &str) -> Vec<String> {
         well_known_urls(&issuer.parse().unwrap())
@@ -512,7 +511,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "reqwest")]
     fn issuer_urls_that_cannot_be_issuers_are_refused() {
+        use crate::ErrorKind;
+
         for bad in [
             "auth.example.com",
             "http://auth.example.com",

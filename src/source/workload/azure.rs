@@ -145,16 +145,28 @@ impl AzureWorkloadIdentityBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
-    }
-
     /// Check the configuration (a [`Config`](crate::ErrorKind::Config) error names each
     /// setting and variable missing) and build the source. Does no I/O: the token file is
     /// read for each token request.
+    ///
+    /// Calls the endpoint through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn build(self) -> Result<AzureWorkloadIdentity, Error> {
+        self.finish()
+    }
+
+    /// Build as `build()` does, calling the endpoint through `client`: your `reqwest::Client`, a
+    /// `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<AzureWorkloadIdentity, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<AzureWorkloadIdentity, Error> {
         let missing: Vec<&str> = [
             (self.client_id.is_none(), "client id (AZURE_CLIENT_ID)"),
             (self.tenant_id.is_none(), "tenant id (AZURE_TENANT_ID)"),
@@ -230,6 +242,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "reqwest")]
     fn missing_settings_are_named() {
         let err = AzureWorkloadIdentity::builder("api://x")
             .from_env_with(|_| None)

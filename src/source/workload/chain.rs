@@ -129,8 +129,7 @@ pub fn from_env_with(
             builder
                 .audience(resource)
                 .requested_token_type(token_type::ACCESS_TOKEN)
-                // The default client (a configuration error without the `reqwest` feature).
-                .build_with_option(None)?,
+                .build()?,
         ))
     };
 

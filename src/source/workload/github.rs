@@ -147,14 +147,26 @@ impl GitHubActionsBuilder {
         self
     }
 
-    /// The HTTP client to call GitHub with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the configuration and build the source. Does no I/O.
+    ///
+    /// Calls GitHub through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<GitHubActions, Error> {
+        self.finish()
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    pub fn build(self) -> Result<GitHubActions, Error> {
+    /// Build as `build()` does, calling GitHub through `client`: your `reqwest::Client`, a
+    /// `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<GitHubActions, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<GitHubActions, Error> {
         let (Some(url), Some(token)) = (self.request_url, self.request_token) else {
             return Err(Error::config(
                 "GitHub Actions OIDC needs ACTIONS_ID_TOKEN_REQUEST_URL and \

@@ -261,14 +261,26 @@ impl ManagedIdentityBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the configuration and build the source. Does no I/O.
+    ///
+    /// Calls the metadata endpoint through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<ManagedIdentity, Error> {
+        self.finish()
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    pub fn build(self) -> Result<ManagedIdentity, Error> {
+    /// Build as `build()` does, calling the metadata endpoint through `client`: your `reqwest::Client`, a
+    /// `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<ManagedIdentity, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<ManagedIdentity, Error> {
         let mut headers = HeaderMap::new();
         let mut query: Vec<(&'static str, String)> = Vec::new();
         let url = match self.platform {

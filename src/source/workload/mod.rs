@@ -83,6 +83,7 @@ use crate::Error;
 use crate::secret::IdentityToken;
 
 mod azure;
+#[cfg(feature = "reqwest")]
 mod chain;
 #[cfg(feature = "executable")]
 mod executable;
@@ -91,6 +92,8 @@ mod managed;
 mod token_file;
 
 pub use azure::{AzureWorkloadIdentity, AzureWorkloadIdentityBuilder, DEFAULT_AUTHORITY_HOST};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use chain::{
     METADATA_SERVER_VAR, TOKEN_EXCHANGE_URL_VAR, TOKEN_FILE_VAR, WorkloadIdentity, from_env,
     from_env_with,
