@@ -623,7 +623,7 @@ impl RedisFleetBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn certificate_bound(mut self, identity: &crate::http_client::ClientIdentity) -> Self {
         use base64::Engine as _;
-        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.leaf_der());
+        let hash = crate::crypto::sha256(&[identity.leaf_der()]);
         self.certificate = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash));
         self
     }

@@ -27,7 +27,7 @@
 //! ```
 
 use std::fmt;
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -37,7 +37,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use super::assertion::{Assertion, SigningKey};
 use super::endpoint::Form;
 use crate::Error;
@@ -61,7 +61,7 @@ enum Method {
     None,
     SecretBasic(ClientSecret),
     SecretPost(ClientSecret),
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     Jwt {
         assertion: Assertion,
         name: &'static str,
@@ -92,8 +92,8 @@ impl ClientAuth {
 
     /// A JWT client assertion signed with the client's private key (RFC 7523 §2.2,
     /// `private_key_jwt`).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn private_key_jwt(client_id: impl Into<String>, key: SigningKey) -> Self {
         Self::jwt(client_id, key, "private_key_jwt")
     }
@@ -103,8 +103,8 @@ impl ClientAuth {
     ///
     /// A secret shorter than 32 bytes, or empty, is a [`Config`](crate::ErrorKind::Config)
     /// error (RFC 7518 §3.2; see [`SigningKey::hs256`]).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn client_secret_jwt(
         client_id: impl Into<String>,
         secret: &ClientSecret,
@@ -116,7 +116,7 @@ impl ClientAuth {
         ))
     }
 
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     fn jwt(client_id: impl Into<String>, key: SigningKey, name: &'static str) -> Self {
         let client_id = client_id.into();
         let assertion = Assertion::new(key, client_id.clone()).subject(client_id.clone());
@@ -127,20 +127,20 @@ impl ClientAuth {
     }
 
     /// The `aud` of client assertions (default: the token URL). No effect on other methods.
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn assertion_audience(self, audience: impl Into<String>) -> Self {
         self.map_assertion(|a| a.audience(audience))
     }
 
     /// How long each client assertion is valid (default 5 minutes). No effect on other methods.
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn assertion_lifetime(self, lifetime: Duration) -> Self {
         self.map_assertion(|a| a.lifetime(lifetime))
     }
 
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     fn map_assertion(mut self, f: impl FnOnce(Assertion) -> Assertion) -> Self {
         if let Method::Jwt { assertion, name } = self.method {
             self.method = Method::Jwt {
@@ -215,7 +215,7 @@ impl ClientAuth {
             Method::None => "none",
             Method::SecretBasic(_) => "client_secret_basic",
             Method::SecretPost(_) => "client_secret_post",
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Jwt { name, .. } => name,
             #[cfg(feature = "reqwest")]
             Method::Tls { self_signed, .. } => {
@@ -229,7 +229,7 @@ impl ClientAuth {
     }
 
     /// Add the client's credentials to a token request for `token_url`.
-    #[cfg_attr(not(feature = "__jwt"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
     pub(crate) fn apply(
         &self,
         token_url: &str,
@@ -248,7 +248,7 @@ impl ClientAuth {
                 form.push("client_id", &self.client_id);
                 form.push("client_secret", secret.secret());
             }
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Jwt { assertion, .. } => {
                 let jwt = assertion.mint(token_url, std::time::SystemTime::now())?;
                 form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);

@@ -1,7 +1,7 @@
 //! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
 //!
 //! A signed JWT *is* the grant: a fresh one is minted for every token request. Needs the `jwt`
-//! feature (or `jwt-rust-crypto`).
+//! feature.
 //!
 //! ```text
 //! POST {token_url}

@@ -60,17 +60,17 @@
 
 pub mod api_key;
 pub mod api_video;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod assertion;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod discovery;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod disruptive;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
@@ -92,8 +92,8 @@ pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
 pub use from_fn::{FromFn, from_fn};
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
