@@ -185,9 +185,8 @@ macro_rules! provider {
                         point: pair.public_key().as_ref().to_vec(),
                     },
                     Kind::Rsa(pair, _) => {
-                        let public = signature::RsaPublicKeyComponents::<Vec<u8>>::from(
-                            pair.public_key(),
-                        );
+                        let public =
+                            signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
                         super::PublicKey::Rsa {
                             n: super::unsigned(public.n),
                             e: super::unsigned(public.e),
@@ -236,12 +235,11 @@ macro_rules! provider {
         ) -> bool {
             use super::PublicKey;
             match (alg, public) {
-                ("ES256", PublicKey::P256 { point }) => signature::UnparsedPublicKey::new(
-                    &signature::ECDSA_P256_SHA256_FIXED,
-                    point,
-                )
-                .verify(message, signature)
-                .is_ok(),
+                ("ES256", PublicKey::P256 { point }) => {
+                    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                        .verify(message, signature)
+                        .is_ok()
+                }
                 ("RS256" | "PS256", PublicKey::Rsa { n, e }) => {
                     let params = match alg {
                         "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
@@ -251,10 +249,12 @@ macro_rules! provider {
                         .verify(params, message, signature)
                         .is_ok()
                 }
-                ("HS256", PublicKey::None) => {
-                    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, hmac_key), message, signature)
-                        .is_ok()
-                }
+                ("HS256", PublicKey::None) => hmac::verify(
+                    &hmac::Key::new(hmac::HMAC_SHA256, hmac_key),
+                    message,
+                    signature,
+                )
+                .is_ok(),
                 _ => false,
             }
         }
@@ -445,39 +445,48 @@ mod tests {
         #[test]
         fn signatures_of_one_provider_verify_with_the_other() {
             let message = b"eyJhbGciOiJFUzI1NiJ9.e30";
-            let keys = |which: &str| -> Vec<(&str, Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>, PublicKey)> {
-                let pkcs8 = pem_der("ec_pkcs8.pem");
-                let rsa8 = pem_der("rsa_pkcs8.pem");
-                let rsa1 = pem_der("rsa_pkcs1.pem");
-                match which {
-                    "ring" => {
-                        let es = ring::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                        let rs = ring::JwsKey::rsa(&rsa1, true, false).unwrap();
-                        let ps = ring::JwsKey::rsa(&rsa8, false, true).unwrap();
-                        let hs = ring::JwsKey::hs256(&[9; 32]);
-                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                        vec![
-                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                            ("HS256", Box::new(move |m: &[u8]| hs.sign(m)), PublicKey::None),
-                        ]
+            let keys =
+                |which: &str| -> Vec<(&str, Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>, PublicKey)> {
+                    let pkcs8 = pem_der("ec_pkcs8.pem");
+                    let rsa8 = pem_der("rsa_pkcs8.pem");
+                    let rsa1 = pem_der("rsa_pkcs1.pem");
+                    match which {
+                        "ring" => {
+                            let es = ring::JwsKey::es256_pkcs8(&pkcs8).unwrap();
+                            let rs = ring::JwsKey::rsa(&rsa1, true, false).unwrap();
+                            let ps = ring::JwsKey::rsa(&rsa8, false, true).unwrap();
+                            let hs = ring::JwsKey::hs256(&[9; 32]);
+                            let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
+                            vec![
+                                ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
+                                ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
+                                ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
+                                (
+                                    "HS256",
+                                    Box::new(move |m: &[u8]| hs.sign(m)),
+                                    PublicKey::None,
+                                ),
+                            ]
+                        }
+                        _ => {
+                            let es = aws::JwsKey::es256_pkcs8(&pkcs8).unwrap();
+                            let rs = aws::JwsKey::rsa(&rsa1, true, false).unwrap();
+                            let ps = aws::JwsKey::rsa(&rsa8, false, true).unwrap();
+                            let hs = aws::JwsKey::hs256(&[9; 32]);
+                            let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
+                            vec![
+                                ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
+                                ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
+                                ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
+                                (
+                                    "HS256",
+                                    Box::new(move |m: &[u8]| hs.sign(m)),
+                                    PublicKey::None,
+                                ),
+                            ]
+                        }
                     }
-                    _ => {
-                        let es = aws::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                        let rs = aws::JwsKey::rsa(&rsa1, true, false).unwrap();
-                        let ps = aws::JwsKey::rsa(&rsa8, false, true).unwrap();
-                        let hs = aws::JwsKey::hs256(&[9; 32]);
-                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                        vec![
-                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                            ("HS256", Box::new(move |m: &[u8]| hs.sign(m)), PublicKey::None),
-                        ]
-                    }
-                }
-            };
+                };
             type Verify = fn(&str, &PublicKey, &[u8], &[u8], &[u8]) -> bool;
             for (signer, verifier, verify) in [
                 ("ring", "aws-lc-rs", aws::verify as Verify),

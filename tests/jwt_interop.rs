@@ -118,5 +118,4 @@ fn assertions_verify_with_both_jsonwebtoken_backends() {
             assert!(verifies(backend, jwt, *alg, public), "{alg:?} with {name}");
         }
     }
-
 }

@@ -169,7 +169,10 @@ impl DpopKey {
         let failed = || Error::config("could not sign the DPoP proof");
         let encoded = |n: usize| base64::encoded_len(n, false).unwrap_or(0);
         let mut jwt = String::with_capacity(
-            inner.header_dot.len() + encoded(claims.len()) + 1 + encoded(inner.signer.signature_len()),
+            inner.header_dot.len()
+                + encoded(claims.len())
+                + 1
+                + encoded(inner.signer.signature_len()),
         );
         jwt.push_str(&inner.header_dot);
         URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);

@@ -146,9 +146,8 @@ impl SigningKey {
             key: std::sync::Arc::new(key),
             key_id: None,
         };
-        key.sign(&serde_json::json!({})).map_err(|_| {
-            Error::config("the private key cannot sign with this algorithm")
-        })?;
+        key.sign(&serde_json::json!({}))
+            .map_err(|_| Error::config("the private key cannot sign with this algorithm"))?;
         Ok(key)
     }
 
@@ -382,9 +381,18 @@ mod tests {
         let read = |name: &str| std::fs::read(format!("{keys}{name}")).unwrap();
         for (key, hmac_key) in [
             (hs256(), KEY.as_bytes()),
-            (SigningKey::es256_pem(&read("ec_pkcs8.pem")).unwrap(), &[][..]),
-            (SigningKey::rs256_pem(&read("rsa_pkcs1.pem")).unwrap(), &[][..]),
-            (SigningKey::ps256_pem(&read("rsa_pkcs8.pem")).unwrap(), &[][..]),
+            (
+                SigningKey::es256_pem(&read("ec_pkcs8.pem")).unwrap(),
+                &[][..],
+            ),
+            (
+                SigningKey::rs256_pem(&read("rsa_pkcs1.pem")).unwrap(),
+                &[][..],
+            ),
+            (
+                SigningKey::ps256_pem(&read("rsa_pkcs8.pem")).unwrap(),
+                &[][..],
+            ),
         ] {
             let alg = key.algorithm;
             let public = key.key.public_key();
