@@ -1,5 +1,5 @@
 //! [`HttpClient`]: the small trait the built-in sources use to call token endpoints, and
-//! [`ReqwestClient`], its default implementation.
+//! `ReqwestClient` (feature `reqwest`), its default implementation.
 //!
 //! A token endpoint is called with one request (method, URL, headers, body) and answers with one
 //! response (status, headers, body): the trait is exactly that, in [`http`] types, so that you can
@@ -7,7 +7,7 @@
 //!
 //! Whatever client is used, the sources refuse a token URL that is not `https`, except to a
 //! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`), and never treat a
-//! redirect as a token. [`ReqwestClient`] adds what a token endpoint call needs on the wire: no
+//! redirect as a token. `ReqwestClient` adds what a token endpoint call needs on the wire: no
 //! redirects followed, no proxy for a loopback endpoint, a response size cap read
 //! incrementally, and timeouts that never cut an answer the server has begun to send.
 //!

@@ -138,7 +138,7 @@ impl<S: RefreshTokenStore> ApiKeyExchangeBuilder<S> {
         }
     }
 
-    /// The HTTP client to call the endpoints with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    /// The HTTP client to call the endpoints with (default: `http_client::ReqwestClient` (feature `reqwest`)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
         self

@@ -102,7 +102,7 @@ impl RevocationBuilder {
         self
     }
 
-    /// The HTTP client (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    /// The HTTP client (default: `http_client::ReqwestClient` (feature `reqwest`)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
         self

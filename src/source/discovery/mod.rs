@@ -397,7 +397,7 @@ pub struct DiscoveryBuilder {
 
 impl DiscoveryBuilder {
     /// The HTTP client for the metadata and for the sources built from it (default:
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    /// `http_client::ReqwestClient` (feature `reqwest`)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
         self
