@@ -126,7 +126,7 @@ macro_rules! provider {
         enum Kind {
             Es256(signature::EcdsaKeyPair),
             Rsa(signature::RsaKeyPair, &'static dyn signature::RsaEncoding),
-            Hs256(hmac::Key),
+            Hs256(Box<hmac::Key>),
         }
 
         impl JwsKey {
@@ -173,7 +173,7 @@ macro_rules! provider {
             /// An HMAC-SHA256 key (the caller checks its length).
             pub(crate) fn hs256(key: &[u8]) -> Self {
                 JwsKey {
-                    kind: Kind::Hs256(hmac::Key::new(hmac::HMAC_SHA256, key)),
+                    kind: Kind::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, key))),
                     rng: rand::SystemRandom::new(),
                 }
             }
@@ -445,48 +445,48 @@ mod tests {
         #[test]
         fn signatures_of_one_provider_verify_with_the_other() {
             let message = b"eyJhbGciOiJFUzI1NiJ9.e30";
-            let keys =
-                |which: &str| -> Vec<(&str, Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>, PublicKey)> {
-                    let pkcs8 = pem_der("ec_pkcs8.pem");
-                    let rsa8 = pem_der("rsa_pkcs8.pem");
-                    let rsa1 = pem_der("rsa_pkcs1.pem");
-                    match which {
-                        "ring" => {
-                            let es = ring::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                            let rs = ring::JwsKey::rsa(&rsa1, true, false).unwrap();
-                            let ps = ring::JwsKey::rsa(&rsa8, false, true).unwrap();
-                            let hs = ring::JwsKey::hs256(&[9; 32]);
-                            let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                            vec![
-                                ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                                ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                                ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                                (
-                                    "HS256",
-                                    Box::new(move |m: &[u8]| hs.sign(m)),
-                                    PublicKey::None,
-                                ),
-                            ]
-                        }
-                        _ => {
-                            let es = aws::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                            let rs = aws::JwsKey::rsa(&rsa1, true, false).unwrap();
-                            let ps = aws::JwsKey::rsa(&rsa8, false, true).unwrap();
-                            let hs = aws::JwsKey::hs256(&[9; 32]);
-                            let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                            vec![
-                                ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                                ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                                ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                                (
-                                    "HS256",
-                                    Box::new(move |m: &[u8]| hs.sign(m)),
-                                    PublicKey::None,
-                                ),
-                            ]
-                        }
+            type Sign = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
+            let keys = |which: &str| -> Vec<(&str, Sign, PublicKey)> {
+                let pkcs8 = pem_der("ec_pkcs8.pem");
+                let rsa8 = pem_der("rsa_pkcs8.pem");
+                let rsa1 = pem_der("rsa_pkcs1.pem");
+                match which {
+                    "ring" => {
+                        let es = ring::JwsKey::es256_pkcs8(&pkcs8).unwrap();
+                        let rs = ring::JwsKey::rsa(&rsa1, true, false).unwrap();
+                        let ps = ring::JwsKey::rsa(&rsa8, false, true).unwrap();
+                        let hs = ring::JwsKey::hs256(&[9; 32]);
+                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
+                        vec![
+                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
+                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
+                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
+                            (
+                                "HS256",
+                                Box::new(move |m: &[u8]| hs.sign(m)),
+                                PublicKey::None,
+                            ),
+                        ]
                     }
-                };
+                    _ => {
+                        let es = aws::JwsKey::es256_pkcs8(&pkcs8).unwrap();
+                        let rs = aws::JwsKey::rsa(&rsa1, true, false).unwrap();
+                        let ps = aws::JwsKey::rsa(&rsa8, false, true).unwrap();
+                        let hs = aws::JwsKey::hs256(&[9; 32]);
+                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
+                        vec![
+                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
+                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
+                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
+                            (
+                                "HS256",
+                                Box::new(move |m: &[u8]| hs.sign(m)),
+                                PublicKey::None,
+                            ),
+                        ]
+                    }
+                }
+            };
             type Verify = fn(&str, &PublicKey, &[u8], &[u8], &[u8]) -> bool;
             for (signer, verifier, verify) in [
                 ("ring", "aws-lc-rs", aws::verify as Verify),

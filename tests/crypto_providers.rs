@@ -8,7 +8,6 @@
 //! rustls' process default is global state: this binary holds one test.
 
 #[path = "support/mtls_server.rs"]
-#[allow(dead_code)]
 mod mtls_server;
 
 use std::sync::Arc;
