@@ -119,6 +119,40 @@ pub fn check_token_url(uri: &Uri) -> Result<(), Error> {
     }
 }
 
+/// The mark a [`ManagedIdentity`](crate::source::workload::ManagedIdentity) puts on its
+/// requests (a request extension only this crate can make): the built-in client then allows
+/// plain `http` to a metadata host ([`is_metadata_host`]) and sends the request without a
+/// proxy. No other request gets the exception.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetadataRequest;
+
+/// A host a platform metadata server is reached at over plain `http`: loopback, an IPv4
+/// link-local address (`169.254.0.0/16`: Azure IMDS and the Google metadata server at
+/// `169.254.169.254`, Linux App Service's identity endpoint), or the name
+/// `metadata.google.internal`. Link-local addresses are not routed off the host's own link,
+/// and the platform answers them from the hypervisor.
+pub(crate) fn is_metadata_host(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    is_loopback_host(host)
+        || name.eq_ignore_ascii_case("metadata.google.internal")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_link_local())
+}
+
+/// [`check_token_url`] for a metadata server: plain `http` to a [`is_metadata_host`] too.
+pub(crate) fn check_metadata_url(uri: &Uri) -> Result<(), Error> {
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(host)) if is_metadata_host(host) => Ok(()),
+        (Some("http"), Some(host)) => Err(Error::config(
+            "the metadata endpoint must use https, or plain http to a loopback or link-local \
+             address or metadata.google.internal",
+        )
+        .with_host(host)),
+        _ => check_token_url(uri),
+    }
+}
+
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
 #[cfg(feature = "reqwest")]
@@ -138,7 +172,7 @@ mod reqwest_client {
 
     use super::{
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
-        HttpResponse, check_token_url, is_loopback_host,
+        HttpResponse, MetadataRequest, check_metadata_url, check_token_url, is_loopback_host,
     };
     use crate::Error;
     use crate::mtls::ClientIdentity;
@@ -158,7 +192,10 @@ mod reqwest_client {
     /// - a loopback endpoint ([`is_loopback_host`](crate::origin::is_loopback_host)) is called
     ///   directly, never through a proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...),
     ///   and the name `localhost` always means `127.0.0.1` / `::1`, whatever the resolver says;
-    ///   other hosts go through the environment's proxy settings, as reqwest reads them;
+    ///   other hosts go through the environment's proxy settings, as reqwest reads them,
+    ///   except a [`ManagedIdentity`](crate::source::workload::ManagedIdentity)'s requests to a
+    ///   metadata server, which go direct (and may use plain http to a link-local address or
+    ///   `metadata.google.internal`: see [`workload`](crate::source::workload));
     /// - the answer is read incrementally and refused past a size cap
     ///   ([`DEFAULT_MAX_RESPONSE_BYTES`] unless changed) with an
     ///   [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error, into a buffer that is
@@ -339,8 +376,10 @@ mod reqwest_client {
             Ok(self)
         }
 
-        fn client_for(&self, uri: &http::Uri) -> Result<&reqwest::Client, Error> {
-            if !uri.host().is_some_and(is_loopback_host) {
+        /// The direct client (no proxy) for loopback hosts and metadata servers, the
+        /// environment's proxy settings for the rest.
+        fn client_for(&self, uri: &http::Uri, metadata: bool) -> Result<&reqwest::Client, Error> {
+            if !metadata && !uri.host().is_some_and(is_loopback_host) {
                 return Ok(&self.client);
             }
             if let Some(direct) = self.direct.get() {
@@ -365,8 +404,15 @@ mod reqwest_client {
         }
 
         async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-            check_token_url(request.uri())?;
-            let client = self.client_for(request.uri())?;
+            // Only a request marked by a managed-identity source may use plain http to a
+            // metadata host, and it never goes through a proxy.
+            let metadata = request.extensions().get::<MetadataRequest>().is_some();
+            if metadata {
+                check_metadata_url(request.uri())?;
+            } else {
+                check_token_url(request.uri())?;
+            }
+            let client = self.client_for(request.uri(), metadata)?;
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
@@ -480,6 +526,25 @@ mod reqwest_client {
                 .finish_non_exhaustive()
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn metadata_requests_never_use_the_proxied_client() {
+            let client = ReqwestClient::new().unwrap();
+            let imds: http::Uri = "http://169.254.169.254/metadata".parse().unwrap();
+            let chosen = client.client_for(&imds, true).unwrap();
+            assert!(std::ptr::eq(chosen, client.direct.get().unwrap()));
+            assert!(!std::ptr::eq(chosen, &client.client));
+            let public: http::Uri = "https://sts.example.com/token".parse().unwrap();
+            assert!(std::ptr::eq(
+                client.client_for(&public, false).unwrap(),
+                &client.client
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +570,51 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::Config);
         assert_eq!(err.host(), Some("auth.example.com"));
         assert!(!err.to_string().contains("secret=x"));
+    }
+
+    #[test]
+    fn metadata_hosts_are_exactly_loopback_link_local_and_the_google_name() {
+        for host in [
+            "169.254.169.254",
+            "169.254.129.2",
+            "metadata.google.internal",
+            "METADATA.GOOGLE.INTERNAL.",
+            "127.0.0.1",
+            "localhost",
+        ] {
+            assert!(is_metadata_host(host), "{host}");
+        }
+        for host in [
+            "169.254.169.254.nip.io",
+            "metadata.google.internal.evil.example",
+            "metadata",
+            "10.0.0.1",
+            "169.255.0.1",
+            "[fe80::1]",
+        ] {
+            assert!(!is_metadata_host(host), "{host}");
+        }
+        let ok = "http://169.254.169.254/metadata/identity/oauth2/token"
+            .parse()
+            .unwrap();
+        assert!(check_metadata_url(&ok).is_ok());
+        // The exception is for metadata requests only: a token URL there is still refused.
+        assert!(check_token_url(&ok).is_err());
+        let public = "http://sts.example.com/token".parse().unwrap();
+        assert!(check_metadata_url(&public).is_err());
+    }
+
+    /// An unmarked request to a metadata address is refused by the built-in client, before
+    /// any packet is sent.
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn the_built_in_client_refuses_unmarked_metadata_requests() {
+        let client = ReqwestClient::new().unwrap();
+        let request = http::Request::get("http://169.254.169.254/metadata/identity/oauth2/token")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let err = client.execute(request).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Newtypes for the credentials the built-in sources hold: [`ClientSecret`], [`RefreshToken`],
-//! [`ApiKey`].
+//! [`ApiKey`], [`IdentityToken`].
 //!
 //! Each one prints `"[redacted]"` in `Debug`, is zeroized when dropped, and gives its value only
 //! through an explicit [`secret()`](ClientSecret::secret) call, so a reviewer can find every place
@@ -83,6 +83,13 @@ secret_type!(
     ApiKey
 );
 
+secret_type!(
+    /// A credential the platform gives the workload (a Kubernetes service-account token, a
+    /// federated token, a CI OIDC token), sent as a subject token, an assertion or a client
+    /// assertion; see [`source::workload`](crate::source::workload).
+    IdentityToken
+);
+
 /// Compare without an early exit, so the time taken says nothing about where values differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -98,6 +105,7 @@ mod tests {
             format!("{:?}", ClientSecret::new("cs-value")),
             format!("{:?}", RefreshToken::new("rt-value")),
             format!("{:?}", ApiKey::new("ak-value")),
+            format!("{:?}", IdentityToken::new("it-value")),
         ];
         for shown in values {
             assert!(shown.ends_with("([redacted])"), "{shown}");

@@ -178,7 +178,7 @@ impl SigningKey {
         message.push('.');
         URL_SAFE_NO_PAD.encode_string(&*claims, &mut message);
 
-        let signature = self.key.sign(message.as_bytes()).ok_or_else(failed)?;
+        let signature = self.sign_bytes(message.as_bytes())?;
 
         let mut jwt = Zeroizing::new(String::with_capacity(
             message.len() + 1 + encoded_len(signature.len()),
@@ -187,6 +187,25 @@ impl SigningKey {
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
         Ok(jwt)
+    }
+}
+
+impl SigningKey {
+    /// The JWS `alg` name.
+    pub(crate) fn algorithm_name(&self) -> &'static str {
+        self.algorithm
+    }
+
+    /// The `kid`, if set.
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// Sign `message` (a JWS signing input) with the crypto provider.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        self.key
+            .sign(message)
+            .ok_or_else(|| Error::config("could not sign the JWT assertion"))
     }
 }
 
@@ -289,7 +308,7 @@ impl Assertion {
 }
 
 /// 128 random bits from the operating system's CSPRNG, as 32 hex digits.
-fn new_jti() -> Result<String, Error> {
+pub(crate) fn new_jti() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     crypto::fill_random(&mut bytes)?;
     Ok(format!("{:032x}", u128::from_be_bytes(bytes)))

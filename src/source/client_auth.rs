@@ -6,8 +6,10 @@
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
 //! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
+//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async [`AssertionSigner`](super::signer::AssertionSigner) (a KMS, an HSM) |
 //! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
 //! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
+//! | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |
 //! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
 //!
 //! The Basic header value, the form with `client_secret` and each assertion are built in
@@ -27,6 +29,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 #[cfg(feature = "jwt")]
 use std::time::Duration;
 
@@ -40,10 +43,11 @@ use zeroize::Zeroizing;
 #[cfg(feature = "jwt")]
 use super::assertion::{Assertion, SigningKey};
 use super::endpoint::Form;
+use super::workload::CredentialProvider;
 use crate::Error;
 #[cfg(feature = "reqwest")]
 use crate::http_client::ClientIdentity;
-use crate::secret::ClientSecret;
+use crate::secret::{ClientSecret, IdentityToken};
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
@@ -71,6 +75,11 @@ enum Method {
         identity: ClientIdentity,
         self_signed: bool,
     },
+    /// A client assertion the platform provides (a federated token file).
+    Provided(Arc<dyn CredentialProvider>),
+    /// A client assertion built here and signed by an async signer (a KMS, an HSM).
+    #[cfg(feature = "jwt")]
+    Signer(Arc<dyn super::signer::AssertionSigner>),
 }
 
 impl ClientAuth {
@@ -151,6 +160,56 @@ impl ClientAuth {
         self
     }
 
+    /// A client assertion provided by the platform (RFC 7523 §2.2 with a JWT someone else
+    /// signed): a federated token file (Azure workload identity, a Kubernetes projected token),
+    /// a GitHub Actions OIDC token, or a signer of your own behind
+    /// [`credential_fn`](super::workload::credential_fn).
+    ///
+    /// `provider` is asked for the assertion for every token request, and again when the token
+    /// endpoint refuses one, in case the platform has rotated it since: then the request is
+    /// sent once more with the new assertion. [`method`](Self::method) says
+    /// `private_key_jwt`, as the server's metadata names it.
+    ///
+    /// ```
+    /// use tower_bearer::source::{ClientAuth, workload::TokenFile};
+    ///
+    /// let auth = ClientAuth::client_assertion(
+    ///     "my-client",
+    ///     TokenFile::new("/var/run/secrets/azure/tokens/azure-identity-token"),
+    /// );
+    /// assert_eq!(auth.method(), "private_key_jwt");
+    /// ```
+    pub fn client_assertion(
+        client_id: impl Into<String>,
+        provider: impl CredentialProvider,
+    ) -> Self {
+        Self::with(client_id, Method::Provided(Arc::new(provider)))
+    }
+
+    /// A JWT client assertion (RFC 7523 §2.2, `private_key_jwt`) signed by `signer`: a key
+    /// held by a KMS or an HSM, asked to sign each assertion; see [`signer`](super::signer).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn private_key_jwt_signed_by(
+        client_id: impl Into<String>,
+        signer: impl super::signer::AssertionSigner,
+    ) -> Self {
+        Self::with(client_id, Method::Signer(Arc::new(signer)))
+    }
+
+    /// Whether the client assertion comes from a [`CredentialProvider`].
+    pub(crate) fn has_provider(&self) -> bool {
+        matches!(self.method, Method::Provided(_))
+    }
+
+    /// The provider's current credential, if the client assertion comes from one.
+    pub(crate) async fn provided_credential(&self) -> Result<Option<IdentityToken>, Error> {
+        match &self.method {
+            Method::Provided(provider) => provider.credential().await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Mutual TLS with a certificate from a CA the server trusts (RFC 8705 §2.1,
     /// `tls_client_auth`): the built-in HTTP client presents `identity`, and only `client_id`
     /// goes in the form.
@@ -217,6 +276,9 @@ impl ClientAuth {
             Method::SecretPost(_) => "client_secret_post",
             #[cfg(feature = "jwt")]
             Method::Jwt { name, .. } => name,
+            Method::Provided(_) => "private_key_jwt",
+            #[cfg(feature = "jwt")]
+            Method::Signer(_) => "private_key_jwt",
             #[cfg(feature = "reqwest")]
             Method::Tls { self_signed, .. } => {
                 if *self_signed {
@@ -229,13 +291,17 @@ impl ClientAuth {
     }
 
     /// Add the client's credentials to a token request for `token_url`.
+    ///
+    /// A provided client assertion is `preset` if given, else read from the provider now; it
+    /// is returned, so that the caller can tell after a rejection whether it has rotated.
     #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
-    pub(crate) fn apply(
+    pub(crate) async fn apply(
         &self,
         token_url: &str,
         form: &mut Form,
         headers: &mut HeaderMap,
-    ) -> Result<(), Error> {
+        preset: Option<IdentityToken>,
+    ) -> Result<Option<IdentityToken>, Error> {
         match &self.method {
             Method::None => form.push("client_id", &self.client_id),
             // The certificate, presented in the TLS handshake, is the credential.
@@ -254,8 +320,28 @@ impl ClientAuth {
                 form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
                 form.push("client_assertion", &jwt);
             }
+            #[cfg(feature = "jwt")]
+            Method::Signer(signer) => {
+                let jwt =
+                    super::signer::client_assertion(&**signer, &self.client_id, token_url).await?;
+                form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
+                form.push("client_assertion", &jwt);
+            }
+            Method::Provided(provider) => {
+                let assertion = match preset {
+                    Some(assertion) => assertion,
+                    None => provider.credential().await.map_err(|e| {
+                        Error::new(e.kind(), "could not get the client assertion").with_source(e)
+                    })?,
+                };
+                // RFC 7523 §3: the server may want `client_id` too; it must match `sub`.
+                form.push("client_id", &self.client_id);
+                form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
+                form.push("client_assertion", assertion.secret());
+                return Ok(Some(assertion));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -357,8 +443,15 @@ mod tests {
         // The form carries the client id and nothing secret.
         let mut form = Form::default();
         let mut headers = HeaderMap::new();
-        tls.apply("https://as.example/token", &mut form, &mut headers)
-            .unwrap();
+        let used = futures_util::FutureExt::now_or_never(tls.apply(
+            "https://as.example/token",
+            &mut form,
+            &mut headers,
+            None,
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(used.is_none());
         assert!(headers.is_empty());
         let Body::Form(body) = form.into_body() else {
             unreachable!()

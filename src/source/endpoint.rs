@@ -22,7 +22,10 @@ use super::client_auth::ClientAuth;
 use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
 use crate::error::MAX_RETRY_AFTER;
-use crate::http_client::{HttpClient, HttpResponse, check_token_url};
+use crate::http_client::{
+    HttpClient, HttpResponse, MetadataRequest, check_metadata_url, check_token_url,
+};
+use crate::secret::IdentityToken;
 
 /// The HTTP client a source uses when none was given.
 pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, Error> {
@@ -46,6 +49,9 @@ pub(crate) struct Endpoint {
     uri: Uri,
     host: Arc<str>,
     client: Arc<dyn HttpClient>,
+    /// A platform metadata server (plain http to a link-local host allowed, never a proxy):
+    /// every request carries the [`MetadataRequest`] mark.
+    metadata: bool,
     /// DPoP-bound tokens asked for: every request carries a proof (RFC 9449 §5).
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::Dpop>,
@@ -116,6 +122,27 @@ impl Endpoint {
             .parse()
             .map_err(|_| Error::config("the token URL is not a valid absolute URL"))?;
         check_token_url(&uri)?;
+        Self::checked(url, uri, client, false)
+    }
+
+    /// A platform metadata server at `url`: `https`, or plain `http` to a metadata host
+    /// (loopback, link-local `169.254.0.0/16`, `metadata.google.internal`). Its requests are
+    /// marked ([`MetadataRequest`]) so that the built-in client allows them and sends them
+    /// without a proxy.
+    pub(crate) fn metadata(url: &str, client: Option<Arc<dyn HttpClient>>) -> Result<Self, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Error::config("the metadata endpoint URL is not a valid absolute URL"))?;
+        check_metadata_url(&uri)?;
+        Self::checked(url, uri, client, true)
+    }
+
+    fn checked(
+        url: &str,
+        uri: Uri,
+        client: Option<Arc<dyn HttpClient>>,
+        metadata: bool,
+    ) -> Result<Self, Error> {
         let host = uri.host().unwrap_or_default().into();
         let client = match client {
             Some(client) => client,
@@ -126,9 +153,27 @@ impl Endpoint {
             uri,
             host,
             client,
+            metadata,
             #[cfg(feature = "dpop")]
             dpop: None,
         })
+    }
+
+    /// Send one request and return the answer as it is (status not checked).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        query: &[(&str, &str)],
+        headers: HeaderMap,
+    ) -> Result<HttpResponse, Error> {
+        let request = self.request(method, query, headers, Body::Empty)?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| self.tag(e))?;
+        tracing::debug!(host = %self.host, status = response.status().as_u16(), "endpoint answered");
+        Ok(response)
     }
 
     /// Ask for DPoP-bound tokens, with proofs from `dpop`.
@@ -159,6 +204,11 @@ impl Endpoint {
     ///
     /// With DPoP, a `use_dpop_nonce` error is answered by sending the request once more (with
     /// a new client assertion, if any), now that the nonce it came with is remembered.
+    ///
+    /// With a client assertion from a [`CredentialProvider`](super::workload::CredentialProvider)
+    /// (a platform token file), a rejection is answered by asking the provider again: if the
+    /// platform has rotated the credential since it was read, the request is sent once more
+    /// with the new one.
     pub(crate) async fn grant(
         &self,
         form: Form,
@@ -166,47 +216,98 @@ impl Endpoint {
         fields: &TokenFields,
         refused: &'static str,
     ) -> Result<TokenResponse, Error> {
+        let again = auth
+            .is_some_and(ClientAuth::has_provider)
+            .then(|| form.clone());
+        let (result, used) = self
+            .grant_with_nonce(form, auth, None, fields, refused)
+            .await;
+        let (Some(again), Some(auth), Some(used)) = (again, auth, used) else {
+            return result;
+        };
+        if !matches!(&result, Err(e) if e.kind() == crate::ErrorKind::Rejected) {
+            return result;
+        }
+        match auth.provided_credential().await {
+            Ok(Some(fresh)) if fresh != used => {
+                tracing::info!(host = %self.host, "the client assertion was refused and the platform has rotated it since; sending the request once more with the new one");
+                self.grant_with_nonce(again, Some(auth), Some(fresh), fields, refused)
+                    .await
+                    .0
+            }
+            _ => result,
+        }
+    }
+
+    /// [`grant_once`](Self::grant_once), and once more after a `use_dpop_nonce` error. Returns
+    /// the provided client assertion sent, if any.
+    async fn grant_with_nonce(
+        &self,
+        form: Form,
+        auth: Option<&ClientAuth>,
+        preset: Option<IdentityToken>,
+        fields: &TokenFields,
+        refused: &'static str,
+    ) -> (Result<TokenResponse, Error>, Option<IdentityToken>) {
         #[cfg(feature = "dpop")]
         if self.dpop.is_some() {
             let again = form.clone();
-            match self.grant_once(form, auth, fields, refused).await {
-                Err(e) if e.oauth_error() == Some(crate::dpop::USE_DPOP_NONCE) => {
+            let first = self
+                .grant_once(form, auth, preset.clone(), fields, refused)
+                .await;
+            return match first {
+                (Err(e), _) if e.oauth_error() == Some(crate::dpop::USE_DPOP_NONCE) => {
                     tracing::debug!(host = %self.host, "the token endpoint asked for a DPoP nonce; sending the request once more");
-                    return self.grant_once(again, auth, fields, refused).await;
+                    self.grant_once(again, auth, preset, fields, refused).await
                 }
-                other => return other,
-            }
+                other => other,
+            };
         }
-        self.grant_once(form, auth, fields, refused).await
+        self.grant_once(form, auth, preset, fields, refused).await
     }
 
     async fn grant_once(
         &self,
         mut form: Form,
         auth: Option<&ClientAuth>,
+        preset: Option<IdentityToken>,
         fields: &TokenFields,
         refused: &'static str,
-    ) -> Result<TokenResponse, Error> {
-        let headers = self.authenticate(&mut form, auth)?;
-        self.exchange(
-            Method::POST,
-            &[],
-            headers,
-            form.into_body(),
-            fields,
-            refused,
-        )
-        .await
+    ) -> (Result<TokenResponse, Error>, Option<IdentityToken>) {
+        let (headers, used) = match self.authenticate(&mut form, auth, preset).await {
+            Ok(applied) => applied,
+            Err(e) => return (Err(e), None),
+        };
+        let result = self
+            .exchange(
+                Method::POST,
+                &[],
+                headers,
+                form.into_body(),
+                fields,
+                refused,
+            )
+            .await;
+        (result, used)
     }
 
-    /// The headers carrying the client's credentials, if any (some go in `form` instead).
-    fn authenticate(&self, form: &mut Form, auth: Option<&ClientAuth>) -> Result<HeaderMap, Error> {
+    /// The headers carrying the client's credentials, if any (some go in `form` instead), and
+    /// the provided client assertion sent, if any (`preset`, or read now).
+    async fn authenticate(
+        &self,
+        form: &mut Form,
+        auth: Option<&ClientAuth>,
+        preset: Option<IdentityToken>,
+    ) -> Result<(HeaderMap, Option<IdentityToken>), Error> {
         let mut headers = HeaderMap::new();
+        let mut used = None;
         if let Some(auth) = auth {
-            auth.apply(&self.url, form, &mut headers)
+            used = auth
+                .apply(&self.url, form, &mut headers, preset)
+                .await
                 .map_err(|e| self.tag(e))?;
         }
-        Ok(headers)
+        Ok((headers, used))
     }
 
     /// POST a form (with the client's credentials, if any) and check the status; the body of a
@@ -217,7 +318,7 @@ impl Endpoint {
         auth: Option<&ClientAuth>,
         refused: &'static str,
     ) -> Result<HttpResponse, Error> {
-        let headers = self.authenticate(&mut form, auth)?;
+        let (headers, _) = self.authenticate(&mut form, auth, None).await?;
         let request = self.request(Method::POST, &[], headers, form.into_body())?;
         let response = self
             .client
@@ -308,6 +409,9 @@ impl Endpoint {
             ),
         };
         let mut request = Request::new(body);
+        if self.metadata {
+            request.extensions_mut().insert(MetadataRequest);
+        }
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;

@@ -1,7 +1,9 @@
 //! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
 //!
-//! A signed JWT *is* the grant: a fresh one is minted for every token request. Needs the `jwt`
-//! feature.
+//! A signed JWT *is* the grant: a fresh one is minted for every token request
+//! ([`JwtBearer::builder`], feature `jwt`), or one the platform signed is
+//! read afresh for every token request ([`JwtBearer::builder_from`]: a Kubernetes projected
+//! token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
 //!
 //! ```text
 //! POST {token_url}
@@ -11,6 +13,7 @@
 //! ```
 //!
 //! ```
+//! # #[cfg(feature = "jwt")] {
 //! use std::time::Duration;
 //! use tower_bearer::{BearerAuthLayer, secret::ClientSecret};
 //! use tower_bearer::source::JwtBearer;
@@ -23,20 +26,25 @@
 //! let source = JwtBearer::builder("https://identity.example.com/oauth2/token", assertion).build()?;
 //! let layer = BearerAuthLayer::new(source);
 //! # let _ = layer; Ok(()) }
+//! # }
 //! ```
 //!
 //! See [`disruptive`](crate::source::disruptive) for a preset.
 
 use std::fmt;
 use std::sync::Arc;
+#[cfg(feature = "jwt")]
 use std::time::SystemTime;
 
+#[cfg(feature = "jwt")]
 use super::assertion::Assertion;
 use super::client_auth::ClientAuth;
 use super::endpoint::{Endpoint, Form};
 use super::token_response::TokenFields;
+use super::workload::CredentialProvider;
 use crate::http_client::HttpClient;
-use crate::{Error, Token, TokenSource};
+use crate::secret::IdentityToken;
+use crate::{Error, ErrorKind, Token, TokenSource};
 
 /// `grant_type` of the JWT-bearer grant (RFC 7523 §2.1).
 pub const JWT_BEARER_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -44,11 +52,31 @@ pub const JWT_BEARER_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-be
 const REFUSED: &str =
     "the token endpoint refused the JWT assertion (check the key id, secret and issuer)";
 
+/// Where the assertion comes from.
+#[derive(Clone)]
+enum Grant {
+    /// Minted and signed here, fresh for every request.
+    #[cfg(feature = "jwt")]
+    Signed(Assertion),
+    /// Signed by someone else (the platform), read for every request.
+    Provided(Arc<dyn CredentialProvider>),
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            #[cfg(feature = "jwt")]
+            Grant::Signed(assertion) => assertion.fmt(f),
+            Grant::Provided(_) => f.write_str("Provided"),
+        }
+    }
+}
+
 /// A [`TokenSource`] for the JWT-bearer grant; see the [module docs](self).
 #[derive(Clone)]
 pub struct JwtBearer {
     endpoint: Endpoint,
-    assertion: Assertion,
+    assertion: Grant,
     auth: Option<ClientAuth>,
     scope: Option<String>,
     fields: TokenFields,
@@ -57,17 +85,49 @@ pub struct JwtBearer {
 impl JwtBearer {
     /// Start configuring the grant against `token_url`, with assertions minted from `assertion`
     /// (whose audience defaults to `token_url`).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn builder(token_url: impl Into<String>, assertion: Assertion) -> JwtBearerBuilder {
         JwtBearerBuilder::with_assertion(token_url.into(), Ok(assertion))
+    }
+
+    /// Start configuring the grant against `token_url`, with the assertion read from
+    /// `provider` for every token request: a JWT the platform signed (a Kubernetes projected
+    /// service-account token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
+    /// When the endpoint refuses it, the provider is asked again and the request sent once
+    /// more if the assertion has changed (the platform rotated it).
+    ///
+    /// ```
+    /// use tower_bearer::source::{JwtBearer, workload::TokenFile};
+    ///
+    /// # fn main() -> Result<(), tower_bearer::Error> {
+    /// let source = JwtBearer::builder_from(
+    ///     "https://sts.example.com/oauth2/token",
+    ///     TokenFile::new("/var/run/secrets/tokens/sts-token"),
+    /// )
+    /// .scope("orders:read")
+    /// .build()?;
+    /// # let _ = source; Ok(()) }
+    /// ```
+    pub fn builder_from(
+        token_url: impl Into<String>,
+        provider: impl CredentialProvider,
+    ) -> JwtBearerBuilder {
+        JwtBearerBuilder::with_grant(token_url.into(), Ok(Grant::Provided(Arc::new(provider))))
     }
 }
 
 impl JwtBearerBuilder {
     /// A builder whose [`build`](Self::build) reports `assertion`'s error, if any.
+    #[cfg(feature = "jwt")]
     pub(crate) fn with_assertion(
         token_url: String,
         assertion: Result<Assertion, Error>,
     ) -> JwtBearerBuilder {
+        Self::with_grant(token_url, assertion.map(Grant::Signed))
+    }
+
+    fn with_grant(token_url: String, assertion: Result<Grant, Error>) -> JwtBearerBuilder {
         JwtBearerBuilder {
             token_url,
             assertion,
@@ -85,7 +145,7 @@ impl JwtBearerBuilder {
 pub struct JwtBearerBuilder {
     token_url: String,
     /// An error here (from a preset given a key that cannot sign) is reported by `build`.
-    assertion: Result<Assertion, Error>,
+    assertion: Result<Grant, Error>,
     auth: Option<ClientAuth>,
     scope: Option<String>,
     fields: TokenFields,
@@ -152,14 +212,28 @@ impl JwtBearerBuilder {
     }
 }
 
-impl TokenSource for JwtBearer {
-    async fn fetch(&self) -> Result<Token, Error> {
-        let assertion = self
-            .assertion
-            .mint(self.endpoint.url(), SystemTime::now())
-            .map_err(|e| self.endpoint.tag(e))?;
+impl JwtBearer {
+    /// The assertion for one request: minted now, or read from the provider now.
+    async fn assertion(&self) -> Result<IdentityToken, Error> {
+        match &self.assertion {
+            #[cfg(feature = "jwt")]
+            Grant::Signed(assertion) => assertion
+                .mint(self.endpoint.url(), SystemTime::now())
+                .map(|mut jwt| IdentityToken::new(std::mem::take(&mut *jwt))),
+            Grant::Provided(provider) => provider.credential().await.map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    "could not get the assertion for the JWT-bearer grant",
+                )
+                .with_source(e)
+            }),
+        }
+        .map_err(|e| self.endpoint.tag(e))
+    }
+
+    async fn grant(&self, assertion: &IdentityToken) -> Result<Token, Error> {
         let mut form = Form::new(JWT_BEARER_GRANT_TYPE);
-        form.push("assertion", &assertion);
+        form.push("assertion", assertion.secret());
         if let Some(scope) = &self.scope {
             form.push("scope", scope);
         }
@@ -168,6 +242,25 @@ impl TokenSource for JwtBearer {
             .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
             .await?;
         response.into_token(false).map_err(|e| self.endpoint.tag(e))
+    }
+}
+
+impl TokenSource for JwtBearer {
+    async fn fetch(&self) -> Result<Token, Error> {
+        let assertion = self.assertion().await?;
+        let result = self.grant(&assertion).await;
+        // A provided assertion may have been rotated by the platform since it was read.
+        if matches!(self.assertion, Grant::Provided(_))
+            && matches!(&result, Err(e) if e.kind() == ErrorKind::Rejected)
+            && let Ok(fresh) = self.assertion().await
+            && fresh != assertion
+        {
+            tracing::info!(
+                "the JWT-bearer grant was refused and the platform has rotated the assertion since; trying once more with the new one"
+            );
+            return self.grant(&fresh).await;
+        }
+        result
     }
     #[cfg(feature = "dpop")]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {

@@ -10,9 +10,10 @@
 //! | [`RefreshEndpoint`] | vendor refresh endpoint: `GET url?param=R` → `{"access_token"}`, lifetime from the JWT | [`kensho::personal_token`], [`kensho::link`] |
 //! | [`ClientCredentials`] | RFC 6749 §4.4, with every [`ClientAuth`] method | `kensho::keypair` (feature `jwt`) |
 //! | [`RefreshTokenGrant`] | RFC 6749 §6, rotation saved through a [`RefreshTokenStore`](crate::store::RefreshTokenStore) | |
-//! | `JwtBearer` (feature `jwt`) | RFC 7523 §2.1 | `disruptive::service_account` |
+//! | [`JwtBearer`] | RFC 7523 §2.1: an assertion signed here (feature `jwt`) or by the platform | `disruptive::service_account` |
 //! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
+//! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | [`workload::from_env`] |
 //!
 //! [`Discovery`] builds the OAuth 2.0 sources from an issuer URL (RFC 8414, OpenID Connect
 //! Discovery), and [`Revocation`] revokes tokens (RFC 7009).
@@ -69,14 +70,16 @@ pub mod discovery;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod disruptive;
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
 pub mod revocation;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod signer;
 pub mod token_exchange;
+pub mod workload;
 
 pub(crate) mod endpoint;
 mod from_fn;
@@ -92,8 +95,6 @@ pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
 pub use from_fn::{FromFn, from_fn};
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};

@@ -14,12 +14,15 @@
 //! &audience=...&resource=https://api.example.com/&resource=...&scope=...
 //! ```
 //!
-//! The subject (and actor) token comes from a [`TokenCache`] of its own, so it is cached and
-//! refreshed independently of the token it is exchanged for: each exchange takes the subject
+//! The subject (and actor) token comes from a [`TokenCache`] of its own
+//! ([`subject`](TokenExchangeBuilder::subject)), so it is cached and refreshed independently
+//! of the token it is exchanged for, or from a platform credential read afresh for every
+//! exchange ([`subject_from`](TokenExchangeBuilder::subject_from), a
+//! [`workload`](super::workload) identity). From a cache, each exchange takes the subject
 //! cache's current token (fetching one only when it has none usable). When the server refuses
-//! the exchange with `invalid_grant` or `invalid_request` (the subject token may be revoked, or
-//! expired early), that subject token is dropped from its cache and the exchange is tried once
-//! more with a new one, if the new one differs.
+//! the exchange with `invalid_grant` or `invalid_request` (the subject token may be revoked,
+//! expired early or rotated), a cached subject token is dropped from its cache (a provided one
+//! is read again) and the exchange is tried once more with a new one, if the new one differs.
 //!
 //! The answer must say what it issued (`issued_token_type`, RFC 8693 §2.2.1), and that must be
 //! the [`requested_token_type`](TokenExchangeBuilder::requested_token_type) when one was asked
@@ -61,8 +64,10 @@ use std::sync::Arc;
 use super::client_auth::ClientAuth;
 use super::endpoint::{Endpoint, Form};
 use super::token_response::{TokenFields, TokenResponse};
+use super::workload::CredentialProvider;
 use crate::cache::handle::ErasedCache;
 use crate::http_client::HttpClient;
+use crate::secret::IdentityToken;
 use crate::{CachedToken, Error, ErrorKind, Token, TokenCache, TokenSource};
 
 /// `grant_type` of the token exchange (RFC 8693 §2.1).
@@ -86,29 +91,77 @@ pub mod token_type {
 
 const REFUSED: &str = "the token endpoint refused the token exchange";
 
-/// A token from a cache of its own, with its type: the subject or the actor of an exchange.
+/// The subject or the actor of an exchange: a token of a type, from a cache of its own or
+/// read afresh from a [`CredentialProvider`] for every exchange.
 #[derive(Clone)]
 struct Party {
-    cache: Arc<dyn ErasedCache>,
+    from: PartySource,
     token_type: String,
+}
+
+#[derive(Clone)]
+enum PartySource {
+    Cache(Arc<dyn ErasedCache>),
+    Provider(Arc<dyn CredentialProvider>),
+}
+
+/// A party's token, as sent in one exchange.
+enum PartyToken {
+    Cached(CachedToken),
+    Provided(IdentityToken),
+}
+
+impl PartyToken {
+    fn secret(&self) -> &str {
+        match self {
+            PartyToken::Cached(token) => token.secret(),
+            PartyToken::Provided(token) => token.secret(),
+        }
+    }
 }
 
 impl Party {
     fn new<P: TokenSource>(cache: TokenCache<P>, token_type: impl Into<String>) -> Self {
         Party {
-            cache: cache.erased(),
+            from: PartySource::Cache(cache.erased()),
             token_type: token_type.into(),
         }
     }
 
-    async fn token(&self, role: &'static str) -> Result<CachedToken, Error> {
-        Arc::clone(&self.cache).token().await.map_err(|e| {
+    fn provided(provider: impl CredentialProvider, token_type: impl Into<String>) -> Self {
+        Party {
+            from: PartySource::Provider(Arc::new(provider)),
+            token_type: token_type.into(),
+        }
+    }
+
+    async fn token(&self, role: &'static str) -> Result<PartyToken, Error> {
+        let token = match &self.from {
+            PartySource::Cache(cache) => Arc::clone(cache).token().await.map(PartyToken::Cached),
+            PartySource::Provider(provider) => {
+                provider.credential().await.map(PartyToken::Provided)
+            }
+        };
+        token.map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("could not get the {role} token for the token exchange"),
             )
             .with_source(e)
         })
+    }
+
+    /// After the exchange was refused: a new token, if there is one that differs from `seen`.
+    /// A cached token is dropped from its cache first (if still current, at most once a
+    /// second); a provided one is read again (the platform may have rotated it).
+    async fn renewed(&self, seen: &PartyToken, role: &'static str) -> Option<PartyToken> {
+        if let (PartySource::Cache(cache), PartyToken::Cached(token)) = (&self.from, seen)
+            && !Arc::clone(cache).invalidate_after_401(token.generation() as u32)
+        {
+            return None;
+        }
+        let fresh = self.token(role).await.ok()?;
+        (fresh.secret() != seen.secret()).then_some(fresh)
     }
 }
 
@@ -145,8 +198,8 @@ impl TokenExchange {
 
     async fn exchange(
         &self,
-        subject: &CachedToken,
-        actor: Option<&CachedToken>,
+        subject: &PartyToken,
+        actor: Option<&PartyToken>,
     ) -> Result<Token, Error> {
         let mut form = Form::new(TOKEN_EXCHANGE_GRANT_TYPE);
         form.push("subject_token", subject.secret());
@@ -217,17 +270,11 @@ impl TokenSource for TokenExchange {
         if !refused_subject {
             return result;
         }
-        // The subject token may be what was refused: drop it (if still current, at most once a
-        // second) and try once more with a new one, if it differs.
-        if !Arc::clone(&self.subject.cache).invalidate_after_401(subject.generation() as u32) {
-            return result;
-        }
-        let Ok(fresh) = self.subject.token("subject").await else {
+        // The subject token may be what was refused (revoked, expired early, rotated by the
+        // platform): try once more with a new one, if there is one that differs.
+        let Some(fresh) = self.subject.renewed(&subject, "subject").await else {
             return result;
         };
-        if fresh.secret() == subject.secret() {
-            return result;
-        }
         tracing::info!("the token exchange was refused; trying once more with a new subject token");
         self.exchange(&fresh, actor.as_ref()).await
     }
@@ -266,6 +313,20 @@ impl TokenExchangeBuilder {
         self.subject(TokenCache::new(source), token_type)
     }
 
+    /// The subject token read from `provider` for **every** exchange, never cached: a
+    /// platform token file (a Kubernetes projected service-account token), a GitHub Actions
+    /// OIDC token; see [`workload`](super::workload). When the exchange is refused with
+    /// `invalid_grant` or `invalid_request`, the provider is asked again and the exchange
+    /// is tried once more if the token has changed (the platform rotated it).
+    pub fn subject_from(
+        mut self,
+        provider: impl CredentialProvider,
+        token_type: impl Into<String>,
+    ) -> Self {
+        self.subject = Some(Party::provided(provider, token_type));
+        self
+    }
+
     /// The actor token (RFC 8693 §2.1, for delegation): the current token of `cache`.
     pub fn actor<P: TokenSource>(
         mut self,
@@ -279,6 +340,17 @@ impl TokenExchangeBuilder {
     /// The actor token from `source`, cached in a [`TokenCache`] of its own.
     pub fn actor_source<P: TokenSource>(self, source: P, token_type: impl Into<String>) -> Self {
         self.actor(TokenCache::new(source), token_type)
+    }
+
+    /// The actor token read from `provider` for every exchange, as
+    /// [`subject_from`](Self::subject_from) reads the subject.
+    pub fn actor_from(
+        mut self,
+        provider: impl CredentialProvider,
+        token_type: impl Into<String>,
+    ) -> Self {
+        self.actor = Some(Party::provided(provider, token_type));
+        self
     }
 
     /// `requested_token_type`: the type of token wanted (see [`token_type`]); the answer's

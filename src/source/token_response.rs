@@ -102,6 +102,9 @@ pub(crate) struct TokenResponse {
     access_token: Option<Zeroizing<String>>,
     token_type: Option<Value>,
     expires_in: Option<Value>,
+    /// `expires_on` (epoch seconds, a number or a numeric string): what Azure managed
+    /// identity endpoints and Entra v1 answers give, sometimes instead of `expires_in`.
+    expires_on: Option<Value>,
     refresh_token: Option<RefreshToken>,
     access_token_name: Cow<'static, str>,
     /// A DPoP-bound token was asked for: `token_type` must say `DPoP`.
@@ -149,6 +152,7 @@ impl TokenResponse {
             access_token,
             token_type: object.remove(fields.token_type.as_ref()),
             expires_in: object.remove(fields.expires_in.as_ref()),
+            expires_on: object.remove("expires_on"),
             refresh_token,
             access_token_name: fields.access_token.clone(),
             dpop: false,
@@ -189,7 +193,8 @@ impl TokenResponse {
 
     /// Judge the answer and make the [`Token`].
     ///
-    /// The lifetime is `expires_in` when present, else the JWT `exp` of the token. With
+    /// The lifetime is `expires_in` when present, else `expires_on` (epoch seconds) when it is
+    /// a number, else the JWT `exp` of the token. With
     /// `require_expiry`, a token with neither is an error instead of a token that never expires.
     pub(crate) fn into_token(mut self, require_expiry: bool) -> Result<Token, Error> {
         check_token_type(self.token_type.as_ref(), self.dpop)?;
@@ -209,10 +214,11 @@ impl TokenResponse {
             Some(dpop) => token.with_dpop(dpop),
             None => token,
         };
-        match expires_in {
-            Some(expires_in) => Ok(token.with_expires_in(expires_in)),
-            None if require_expiry => token.with_jwt_expiry(),
-            None => Ok(token),
+        match (expires_in, parse_expires_on(self.expires_on.as_ref())) {
+            (Some(expires_in), _) => Ok(token.with_expires_in(expires_in)),
+            (None, Some(at)) => Ok(token.with_expires_at(at)),
+            (None, None) if require_expiry => token.with_jwt_expiry(),
+            (None, None) => Ok(token),
         }
     }
 }
@@ -275,6 +281,17 @@ fn check_token_type(token_type: Option<&Value>, dpop: bool) -> Result<(), Error>
         }
         Some(_) => Err(Error::invalid_response("the token type is not a string")),
     }
+}
+
+/// `expires_on` as epoch seconds (a JSON number or a numeric string); anything else (the
+/// date strings of old App Service versions) is ignored.
+fn parse_expires_on(value: Option<&Value>) -> Option<std::time::SystemTime> {
+    let secs = match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }?;
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs.min(1 << 40)))
 }
 
 /// Seconds as a JSON number or a numeric string (both occur in the wild).
