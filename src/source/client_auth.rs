@@ -6,7 +6,7 @@
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
 //! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
-//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async [`AssertionSigner`](super::signer::AssertionSigner) (a KMS, an HSM) |
+//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async `AssertionSigner` (a KMS, an HSM) |
 //! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
 //! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
 //! | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |

@@ -1,7 +1,7 @@
 //! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
 //!
 //! A signed JWT *is* the grant: a fresh one is minted for every token request
-//! ([`JwtBearer::builder`], feature `jwt`), or one the platform signed is
+//! (`JwtBearer::builder`, feature `jwt`), or one the platform signed is
 //! read afresh for every token request ([`JwtBearer::builder_from`]: a Kubernetes projected
 //! token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
 //!
@@ -29,7 +29,7 @@
 //! # }
 //! ```
 //!
-//! See [`disruptive`](crate::source::disruptive) for a preset.
+//! See `source::disruptive` (feature `jwt`) for a preset.
 
 use std::fmt;
 use std::sync::Arc;

@@ -145,7 +145,7 @@ impl AzureWorkloadIdentityBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    /// The HTTP client to call the endpoint with (default: `http_client::ReqwestClient` (feature `reqwest`)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
         self

@@ -147,7 +147,7 @@ impl GitHubActionsBuilder {
         self
     }
 
-    /// The HTTP client to call GitHub with (default: [`ReqwestClient`](crate::http_client::ReqwestClient)).
+    /// The HTTP client to call GitHub with (default: `http_client::ReqwestClient` (feature `reqwest`)).
     pub fn http_client(mut self, client: impl HttpClient) -> Self {
         self.client = Some(Arc::new(client));
         self
