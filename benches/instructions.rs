@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench instructions --no-run
 //! BIN=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
-//! for row in limit bearer bearer_allow_list; do
+//! for row in limit bearer bearer_allow_list per_origin_1 per_origin_3 per_request_3; do
 //!   for n in 100000 200000; do
 //!     valgrind --tool=callgrind --callgrind-out-file=/dev/null $BIN $row $n 2>&1 | grep refs
 //!   done
@@ -23,20 +23,44 @@ use std::time::Duration;
 use http::{Request, Uri};
 use support::NoOp;
 use tower::{Layer, Service, ServiceExt};
+use tower_bearer::keyed::KeyedTokenCache;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
 
-async fn drive<S>(mut svc: S, n: u64)
+async fn drive<S>(svc: S, n: u64)
 where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
-    let uri = Uri::from_static("https://api.example.com/v1/items");
-    for _ in 0..n {
+    drive_among(svc, n, &["api"]).await
+}
+
+/// `n` requests through one service, to `https://{host}.example.com` for each of `hosts` in
+/// turn.
+async fn drive_among<S>(mut svc: S, n: u64, hosts: &[&str])
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let uris: Vec<Uri> = hosts
+        .iter()
+        .map(|host| {
+            format!("https://{host}.example.com/v1/items")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..n {
+        let uri = &uris[i as usize % uris.len()];
         let request = Request::builder().uri(uri.clone()).body(()).unwrap();
         let svc = svc.ready().await.unwrap();
         let _ = black_box(svc.call(black_box(request)).await);
     }
 }
+
+/// The destinations of the keyed rows.
+const HOSTS: [&str; 12] = [
+    "h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9", "h10", "h11",
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,6 +85,33 @@ fn main() {
                 let layer = BearerAuthLayer::from_cache(cache)
                     .allow_origin(Origin::from_static("https://api.example.com"));
                 drive(layer.layer(NoOp), n).await
+            }
+            // Keyed caches, one service taking turns among destinations (`per_origin_3`: three).
+            keyed if keyed.starts_with("per_") => {
+                let (route, count) = keyed.rsplit_once('_').unwrap_or((keyed, "1"));
+                let hosts = &HOSTS[..count.parse().unwrap_or(1)];
+                let tokens = KeyedTokenCache::new(move |_: &&'static str| {
+                    Ok(StaticToken::new(
+                        Token::new(token.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
+                    ))
+                });
+                for host in hosts {
+                    tokens.token(host).await.unwrap();
+                }
+                if route == "per_origin" {
+                    let origins = hosts.iter().map(|host| {
+                        let origin = format!("https://{host}.example.com");
+                        (origin.parse::<Origin>().unwrap(), *host)
+                    });
+                    let layer = BearerAuthLayer::per_origin(tokens, origins);
+                    drive_among(layer.layer(NoOp), n, hosts).await
+                } else {
+                    let layer = BearerAuthLayer::per_request(tokens, |dest| {
+                        let host = dest.host()?.strip_suffix(".example.com")?;
+                        HOSTS.iter().find(|h| **h == host).copied()
+                    });
+                    drive_among(layer.layer(NoOp), n, hosts).await
+                }
             }
             other => panic!("unknown row {other}"),
         }

@@ -1,27 +1,3 @@
-//! The one error type of the crate, with a [`kind`](Error::kind) a caller can match on.
-//!
-//! Errors say what failed in words a user can act on, and never carry a token, secret,
-//! assertion or raw response body: only a status code, an RFC 6749 §5.2 error code and the
-//! host of the endpoint that answered.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_bearer::{Error, ErrorKind};
-//!
-//! let err = Error::rejected("the token endpoint refused the refresh token")
-//!     .with_oauth_error("invalid_grant");
-//! assert_eq!(err.kind(), ErrorKind::Rejected);
-//! assert!(!err.is_transient());
-//! assert_eq!(
-//!     err.to_string(),
-//!     "the token endpoint refused the refresh token: invalid_grant"
-//! );
-//!
-//! let err = Error::transient("token endpoint is overloaded").with_retry_after(Duration::from_secs(5));
-//! assert!(err.is_transient());
-//! assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
-//! ```
-
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -106,6 +82,30 @@ impl fmt::Display for ErrorKind {
 /// the failure ([`transient`](Error::transient), [`rejected`](Error::rejected),
 /// [`invalid_response`](Error::invalid_response), [`config`](Error::config)) and add detail
 /// with the `with_*` methods. Never put a secret in the message.
+///
+/// The one error type of the crate, with a [`kind`](Error::kind) a caller can match on.
+///
+/// Errors say what failed in words a user can act on, and never carry a token, secret,
+/// assertion or raw response body: only a status code, an RFC 6749 §5.2 error code and the
+/// host of the endpoint that answered.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{Error, ErrorKind};
+///
+/// let err = Error::rejected("the token endpoint refused the refresh token")
+///     .with_oauth_error("invalid_grant");
+/// assert_eq!(err.kind(), ErrorKind::Rejected);
+/// assert!(!err.is_transient());
+/// assert_eq!(
+///     err.to_string(),
+///     "the token endpoint refused the refresh token: invalid_grant"
+/// );
+///
+/// let err = Error::transient("token endpoint is overloaded").with_retry_after(Duration::from_secs(5));
+/// assert!(err.is_transient());
+/// assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,

@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The layer is also where the policy is set: where tokens may go ([`origin`](crate::origin))
+//! The layer is also where the policy is set: where tokens may go ([`origin`](crate::Origin))
 //! and what a 401 does ([`challenge`](crate::challenge)):
 //!
 //! ```
@@ -47,21 +47,25 @@ use tower::layer::util::Identity;
 
 use crate::body_rule::BodyRuleLayer;
 use crate::challenge::RejectionRule;
+use crate::keyed::{Destination, Key, KeyedTokenCache, PerKey};
 use crate::origin::Destinations;
-use crate::pipeline::Judge;
+use crate::pipeline::{Judge, Tokens};
 use crate::service::{InvalidateOnly, Replay};
 use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
 /// A [`Layer`] that adds `Authorization: Bearer <token>` to every request, with tokens from a
-/// shared [`TokenCache`].
+/// shared [`TokenCache`], or from the slot of each request's key in a
+/// [`KeyedTokenCache`] ([`per_origin`](Self::per_origin), [`per_request`](Self::per_request)).
 ///
 /// Cloning the layer (or the services it makes) shares the cache: one token, one refresh.
 ///
-/// Configured with consuming setters, as tower-http's layers are:
+/// Configured with consuming setters, as tower-http's layers are, the same for one cache and
+/// for a keyed one:
 ///
 /// - where tokens may go: [`allow_origin`](Self::allow_origin),
 ///   [`allow_insecure_http`](Self::allow_insecure_http),
-///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::origin));
+///   [`on_disallowed_origin`](Self::on_disallowed_origin) (see [`origin`](crate::Origin)), and
+///   for a keyed cache [`on_unknown_destination`](Self::on_unknown_destination);
 /// - what a 401 does: by default ([`InvalidateOnly`]) a 401 that
 ///   [rejects the token](crate::challenge::rejects_token) drops that token from the cache (at
 ///   most one token per second per cache) and is returned to the caller;
@@ -74,14 +78,14 @@ use crate::{BearerAuth, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 /// `SetRequestHeader::overriding`, say): the server's 401 would then be about a token this layer
 /// never sent, and it cannot tell. A second bearer layer of this crate further in is recognised
 /// (it marks the 401 as being about its own token), and this layer then keeps its token.
-pub struct BearerAuthLayer<P, M = InvalidateOnly, L = Identity> {
-    cache: TokenCache<P>,
+pub struct BearerAuthLayer<P, M = InvalidateOnly, L = Identity, C = TokenCache<P>> {
+    tokens: C,
     destinations: Destinations,
     judge: Judge,
     /// What the layer puts between its services and the inner service: nothing, or the body
     /// rule's reader ([`rejects_token_when_body`](Self::rejects_token_when_body)).
     below: L,
-    mode: PhantomData<fn() -> M>,
+    mode: PhantomData<fn() -> (M, P)>,
 }
 
 impl<P: TokenSource> BearerAuthLayer<P> {
@@ -94,8 +98,83 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// stack and a reqwest middleware at once, say) or to use a cache built with
     /// [`TokenCache::builder`].
     pub fn from_cache(cache: TokenCache<P>) -> Self {
+        BearerAuthLayer::with_tokens(cache)
+    }
+
+    /// A layer that gives each request the token of its origin's key: a request to an origin in
+    /// `origins` gets the token of the key it maps to, from that key's slot of `cache`; any
+    /// other request gets no token (or fails, see
+    /// [`on_unknown_destination`](Self::on_unknown_destination)), never another destination's.
+    /// Every origin rule of [`allow_origin`](Self::allow_origin) applies to the map's origins.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response, header::AUTHORIZATION};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    /// use tower_bearer::{BearerAuthLayer, Origin, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let tokens = KeyedTokenCache::new(|audience: &&str| Ok(static_token(format!("for-{audience}"))));
+    /// let client = ServiceBuilder::new()
+    ///     .layer(BearerAuthLayer::per_origin(tokens, [
+    ///         (Origin::from_static("https://billing.example.com"), "billing"),
+    ///         (Origin::from_static("https://search.example.com"), "search"),
+    ///     ]))
+    ///     .service(service_fn(|req: Request<()>| async move {
+    ///         let auth = req.headers().get(AUTHORIZATION).cloned();
+    ///         Ok::<_, Infallible>(Response::new(auth))
+    ///     }));
+    ///
+    /// let to = |uri: &str| Request::get(uri).body(()).unwrap();
+    /// let billing = client.clone().oneshot(to("https://billing.example.com/invoices")).await?;
+    /// assert_eq!(billing.body().as_ref().unwrap(), "Bearer for-billing");
+    /// let search = client.clone().oneshot(to("https://search.example.com/q")).await?;
+    /// assert_eq!(search.body().as_ref().unwrap(), "Bearer for-search");
+    /// let cdn = client.clone().oneshot(to("https://cdn.example.com/logo.png")).await?;
+    /// assert!(cdn.body().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn per_origin<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        origins: impl IntoIterator<Item = (Origin, K)>,
+    ) -> BearerAuthLayer<P, InvalidateOnly, Identity, PerKey<K, P>> {
+        BearerAuthLayer::with_tokens(PerKey::origins(cache, origins))
+    }
+
+    /// A layer that gives each request the token of the key `pick` returns for it (a tenant
+    /// from the path, an audience from a header), from that key's slot of `cache`; `None`
+    /// means no token (or a failure, see
+    /// [`on_unknown_destination`](Self::on_unknown_destination)).
+    ///
+    /// `pick` runs for every request: keep it to a few comparisons. The token still goes only
+    /// over https (or to loopback), as with one cache. Every new key costs a token
+    /// fetch (and, past [`max_keys`](crate::keyed::KeyedTokenCacheBuilder::max_keys), evicts
+    /// another key's token): when the key comes from input you do not control (a tenant in a
+    /// path), return `None` for values that are not known tenants.
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// let tokens = KeyedTokenCache::new(|tenant: &String| Ok(static_token(format!("for-{tenant}"))));
+    /// // https://api.example.com/tenants/{tenant}/...
+    /// let layer = BearerAuthLayer::per_request(tokens, |dest| {
+    ///     let tenant = dest.path().strip_prefix("/tenants/")?.split('/').next()?;
+    ///     Some(tenant.to_owned())
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn per_request<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
+    ) -> BearerAuthLayer<P, InvalidateOnly, Identity, PerKey<K, P>> {
+        BearerAuthLayer::with_tokens(PerKey::request(cache, pick))
+    }
+}
+
+impl<P, C> BearerAuthLayer<P, InvalidateOnly, Identity, C> {
+    fn with_tokens(tokens: C) -> Self {
         BearerAuthLayer {
-            cache,
+            tokens,
             destinations: Destinations::default(),
             judge: Judge::default(),
             below: Identity::new(),
@@ -104,11 +183,12 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     }
 }
 
-impl<P: TokenSource, L> BearerAuthLayer<P, InvalidateOnly, L> {
-    /// After a response that rejects the token, send the request once more with a new token,
-    /// when its body can be copied ([`ReplayBody`](crate::ReplayBody), up to
-    /// [`MAX_REPLAY_BODY`](crate::MAX_REPLAY_BODY)); and a DPoP request once more
-    /// after a `use_dpop_nonce` challenge, which does not count as the replay.
+impl<P, L, C> BearerAuthLayer<P, InvalidateOnly, L, C> {
+    /// After a response that rejects the token, send the request once more with a new token
+    /// (of the same key, for a keyed cache), when its body can be copied
+    /// ([`ReplayBody`](crate::ReplayBody), up to [`MAX_REPLAY_BODY`](crate::MAX_REPLAY_BODY));
+    /// and a DPoP request once more after a `use_dpop_nonce` challenge, which does not count as
+    /// the replay.
     ///
     /// The default is to drop the rejected token and return the response (a DPoP nonce is
     /// remembered for the next request). Replaying needs a copy of every request made before
@@ -116,9 +196,9 @@ impl<P: TokenSource, L> BearerAuthLayer<P, InvalidateOnly, L> {
     /// fast path: hence the opt-in. Never a second replay. The services this layer makes then
     /// require `B: ReplayBody`; a request whose body cannot be copied is sent once, and a
     /// rejection only drops the token. The same option as `BearerAuthMiddleware::replay_on_401`.
-    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay, L> {
+    pub fn replay_on_401(self) -> BearerAuthLayer<P, Replay, L, C> {
         BearerAuthLayer {
-            cache: self.cache,
+            tokens: self.tokens,
             destinations: self.destinations,
             judge: Judge {
                 replay: true,
@@ -130,7 +210,7 @@ impl<P: TokenSource, L> BearerAuthLayer<P, InvalidateOnly, L> {
     }
 }
 
-impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
+impl<P, M, C> BearerAuthLayer<P, M, Identity, C> {
     /// Also treat a response as rejecting the token when `rule` says so after reading its body:
     /// for servers that say "this token expired" only in the body (a 403 with
     /// `{"error": "token_expired"}`); see
@@ -140,7 +220,8 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
     /// (5 s); a larger or slower body is not judged. The caller gets the whole body all the
     /// same, as a [`JudgedBody`](crate::body_rule::JudgedBody) (the services this layer makes
     /// then wrap the inner service in a [`BodyRule`](crate::body_rule::BodyRule), which reads
-    /// the body and marks the response for this layer's judge).
+    /// the body and marks the response for this layer's judge). The token dropped is the one
+    /// the request carried (its key's, for a keyed cache).
     ///
     /// ```
     /// use http::StatusCode;
@@ -159,9 +240,9 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
         self,
         statuses: impl IntoIterator<Item = StatusCode>,
         rule: impl Fn(StatusCode, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static,
-    ) -> BearerAuthLayer<P, M, BodyRuleLayer> {
+    ) -> BearerAuthLayer<P, M, BodyRuleLayer, C> {
         BearerAuthLayer {
-            cache: self.cache,
+            tokens: self.tokens,
             destinations: self.destinations,
             judge: self.judge,
             below: BodyRuleLayer::new(statuses, rule),
@@ -170,10 +251,11 @@ impl<P: TokenSource, M> BearerAuthLayer<P, M, Identity> {
     }
 }
 
-impl<P: TokenSource, M, L> BearerAuthLayer<P, M, L> {
+impl<P, M, L, C: Tokens<P>> BearerAuthLayer<P, M, L, C> {
     /// Send the token only to this origin (and any others allowed). Without any call, every
     /// origin may receive it (subject to [`allow_insecure_http`](Self::allow_insecure_http)).
-    /// Relative URIs always get the token.
+    /// Relative URIs always get the token. With a keyed cache, this applies beside the key
+    /// picker's own rule.
     pub fn allow_origin(mut self, origin: Origin) -> Self {
         self.destinations.allow_origin(origin);
         self
@@ -216,29 +298,38 @@ impl<P: TokenSource, M, L> BearerAuthLayer<P, M, L> {
         self
     }
 
-    /// The cache this layer's services take tokens from.
-    pub fn cache(&self) -> &TokenCache<P> {
-        &self.cache
+    /// The cache this layer's services take tokens from: the [`TokenCache`], or the
+    /// [`KeyedTokenCache`].
+    pub fn cache(&self) -> &C::Cache {
+        self.tokens.cache()
     }
 }
 
-impl<S, P: TokenSource, M, L: Layer<S>> Layer<S> for BearerAuthLayer<P, M, L> {
-    type Service = BearerAuth<L::Service, P, M>;
+impl<K, P, M, L> BearerAuthLayer<P, M, L, PerKey<K, P>> {
+    /// What to do with a request whose destination has no key: send it without a token
+    /// ([`OnDisallowedOrigin::SendWithoutToken`], the default) or fail it
+    /// ([`OnDisallowedOrigin::Fail`], an error of kind [`Disallowed`](crate::ErrorKind::Disallowed)).
+    pub fn on_unknown_destination(mut self, action: OnDisallowedOrigin) -> Self {
+        self.tokens.on_unknown = action;
+        self
+    }
+}
+
+impl<S, P, M, L: Layer<S>, C: Tokens<P>> Layer<S> for BearerAuthLayer<P, M, L, C> {
+    type Service = BearerAuth<L::Service, P, M, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::with_parts(
+        BearerAuth::from_front(
             self.below.layer(inner),
-            self.cache.clone(),
-            self.destinations.clone(),
-            self.judge.clone(),
+            self.tokens.front(&self.destinations, &self.judge),
         )
     }
 }
 
-impl<P, M, L: Clone> Clone for BearerAuthLayer<P, M, L> {
+impl<P, M, L: Clone, C: Clone> Clone for BearerAuthLayer<P, M, L, C> {
     fn clone(&self) -> Self {
         BearerAuthLayer {
-            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
             below: self.below.clone(),
@@ -247,10 +338,10 @@ impl<P, M, L: Clone> Clone for BearerAuthLayer<P, M, L> {
     }
 }
 
-impl<P, M, L: fmt::Debug> fmt::Debug for BearerAuthLayer<P, M, L> {
+impl<P, M, L: fmt::Debug, C: fmt::Debug> fmt::Debug for BearerAuthLayer<P, M, L, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
-            .field("cache", &self.cache)
+            .field("tokens", &self.tokens)
             .field("destinations", &self.destinations)
             .field("judge", &self.judge)
             .field("below", &self.below)

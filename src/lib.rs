@@ -15,14 +15,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body_rule;
-pub mod cache;
+mod cache;
 pub mod challenge;
 #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
 mod crypto;
 #[cfg(feature = "dpop")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
 pub mod dpop;
-pub mod error;
+mod error;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
@@ -32,7 +32,7 @@ mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod mtls;
-pub mod origin;
+mod origin;
 pub mod pipeline;
 pub mod redirect;
 mod replay;
@@ -42,7 +42,7 @@ pub mod secret;
 mod service;
 pub mod source;
 pub mod store;
-pub mod token;
+mod token;
 
 mod builder_ext;
 mod time;
@@ -70,16 +70,15 @@ pub use cache::{
     Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
-pub use keyed::KeyedTokenCache;
 pub use layer::BearerAuthLayer;
-pub use origin::{OnDisallowedOrigin, Origin};
+pub use origin::{OnDisallowedOrigin, Origin, is_loopback_host};
 pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
-pub use source::TokenSource;
-pub use token::Token;
+pub use source::contract::TokenSource;
+pub use token::{JwtTimes, Token, jwt_claims};
 
 /// The README's examples, compiled and run by `cargo test --all-features`.
 #[cfg(all(

@@ -1,50 +1,3 @@
-//! Where tokens may go: an optional allow-list of [`Origin`]s and the plain-http rule, shared by
-//! the tower layer and the reqwest middleware.
-//!
-//! Before attaching the token to a request, the middleware looks at its destination:
-//!
-//! - a relative URI (no scheme, no authority, as in a request to a service that adds the base
-//!   URL itself) gets the token;
-//! - plain `http://` gets the token only when the host is loopback by [`is_loopback_host`]
-//!   (`localhost`, `127.0.0.0/8`, `[::1]`), unless
-//!   [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http) (for tests);
-//! - when an allow-list is set, only requests to one of its origins (scheme, host and port,
-//!   with default ports filled in) get the token;
-//! - a URI whose authority parsers read two ways (`https://api.example.com:443.other.example`,
-//!   which `http::Uri` reads as host `api.example.com` and no port) never gets it;
-//! - a hop of a redirect chain that has left the origin of its first request (marked by
-//!   [`redirect::TokensStayHome`](crate::redirect), with `FollowRedirect` above the layer) never
-//!   gets it either.
-//!
-//! Keys by origin ([`per_origin`](crate::BearerAuthLayer::per_origin)) read a destination by
-//! the same rules.
-//!
-//! Any other request goes out without the token, or fails with an [`Error`] of kind
-//! [`Disallowed`](crate::ErrorKind::Disallowed), as [`OnDisallowedOrigin`] says. An
-//! `Authorization` header that the caller set on such a request is left as it is.
-//!
-//! ```
-//! use std::convert::Infallible;
-//! use http::{Request, Response, header::AUTHORIZATION};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_bearer::{BearerAuthLayer, OnDisallowedOrigin, Origin, source::static_token};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-//! let layer = BearerAuthLayer::new(static_token("abc"))
-//!     .allow_origin(Origin::from_static("https://api.example.com"))
-//!     .on_disallowed_origin(OnDisallowedOrigin::SendWithoutToken);
-//! let client = ServiceBuilder::new().layer(layer).service(service_fn(|req: Request<()>| async move {
-//!     Ok::<_, Infallible>(Response::new(req.headers().contains_key(AUTHORIZATION)))
-//! }));
-//!
-//! let to = |uri: &str| Request::get(uri).body(()).unwrap();
-//! // `:443` is the default port of https: the same origin.
-//! assert!(*client.clone().oneshot(to("https://api.example.com:443/v1/items")).await?.body());
-//! assert!(!*client.clone().oneshot(to("https://cdn.example.com/file")).await?.body());
-//! assert!(!*client.clone().oneshot(to("http://api.example.com/v1/items")).await?.body());
-//! # Ok(()) }
-//! ```
-
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
@@ -71,6 +24,53 @@ use crate::redirect::left_home;
 /// assert_eq!(origin.port(), 443);
 /// assert!("https://api.example.com/v1".parse::<Origin>().is_err());
 /// # Ok::<_, tower_bearer::Error>(())
+/// ```
+///
+/// Where tokens may go: an optional allow-list of [`Origin`]s and the plain-http rule, shared by
+/// the tower layer and the reqwest middleware.
+///
+/// Before attaching the token to a request, the middleware looks at its destination:
+///
+/// - a relative URI (no scheme, no authority, as in a request to a service that adds the base
+///   URL itself) gets the token;
+/// - plain `http://` gets the token only when the host is loopback by [`is_loopback_host`]
+///   (`localhost`, `127.0.0.0/8`, `[::1]`), unless
+///   [`allow_insecure_http(true)`](crate::BearerAuthLayer::allow_insecure_http) (for tests);
+/// - when an allow-list is set, only requests to one of its origins (scheme, host and port,
+///   with default ports filled in) get the token;
+/// - a URI whose authority parsers read two ways (`https://api.example.com:443.other.example`,
+///   which `http::Uri` reads as host `api.example.com` and no port) never gets it;
+/// - a hop of a redirect chain that has left the origin of its first request (marked by
+///   [`redirect::TokensStayHome`](crate::redirect), with `FollowRedirect` above the layer) never
+///   gets it either.
+///
+/// Keys by origin ([`per_origin`](crate::BearerAuthLayer::per_origin)) read a destination by
+/// the same rules.
+///
+/// Any other request goes out without the token, or fails with an [`Error`] of kind
+/// [`Disallowed`](crate::ErrorKind::Disallowed), as [`OnDisallowedOrigin`] says. An
+/// `Authorization` header that the caller set on such a request is left as it is.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, header::AUTHORIZATION};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_bearer::{BearerAuthLayer, OnDisallowedOrigin, Origin, source::static_token};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// let layer = BearerAuthLayer::new(static_token("abc"))
+///     .allow_origin(Origin::from_static("https://api.example.com"))
+///     .on_disallowed_origin(OnDisallowedOrigin::SendWithoutToken);
+/// let client = ServiceBuilder::new().layer(layer).service(service_fn(|req: Request<()>| async move {
+///     Ok::<_, Infallible>(Response::new(req.headers().contains_key(AUTHORIZATION)))
+/// }));
+///
+/// let to = |uri: &str| Request::get(uri).body(()).unwrap();
+/// // `:443` is the default port of https: the same origin.
+/// assert!(*client.clone().oneshot(to("https://api.example.com:443/v1/items")).await?.body());
+/// assert!(!*client.clone().oneshot(to("https://cdn.example.com/file")).await?.body());
+/// assert!(!*client.clone().oneshot(to("http://api.example.com/v1/items")).await?.body());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
@@ -376,7 +376,7 @@ impl fmt::Display for Site<'_> {
 /// A host that is not loopback by this rule is treated as remote: the safe side.
 ///
 /// ```
-/// use tower_bearer::origin::is_loopback_host;
+/// use tower_bearer::is_loopback_host;
 ///
 /// assert!(is_loopback_host("127.0.0.1"));
 /// assert!(is_loopback_host("[::1]"));

@@ -3,7 +3,7 @@
 //! at once.
 //!
 //! It follows the same rules as the tower layer: the token goes only where it may
-//! ([`origin`](crate::origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
+//! ([`origin`](crate::Origin)), and a 401 that [rejects the token](crate::challenge::rejects_token)
 //! drops it from the cache (compare-and-invalidate, so a storm of 401s costs one refresh) and,
 //! with [`replay_on_401`](BearerAuthMiddleware::replay_on_401), replays the request once with a
 //! new token when [`try_clone`](reqwest::Request::try_clone) can copy it (a streaming body
@@ -44,6 +44,7 @@
 //! `anyhow_error.downcast_ref::<tower_bearer::Error>()` gets it back.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use ::reqwest::header::HeaderMap;
 use ::reqwest::{Request, Response, StatusCode};
@@ -51,18 +52,22 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::challenge::RejectionRule;
+use crate::keyed::{Destination, Key, KeyedTokenCache, PerKey};
 use crate::origin::{Destinations, Verdict};
-use crate::pipeline::{self, BodyRule, Judge, Transport};
+use crate::pipeline::{self, BodyRule, Judge, Tokens, Transport};
 use crate::{Error, OnDisallowedOrigin, Origin, TokenCache, TokenSource};
 
 /// A [`reqwest_middleware::Middleware`] that adds `Authorization: Bearer <token>` (or `DPoP
-/// <token>` and a proof, for a DPoP-bound token) from a shared [`TokenCache`].
+/// <token>` and a proof, for a DPoP-bound token) from a shared [`TokenCache`], or from the slot
+/// of each request's key in a [`KeyedTokenCache`] ([`per_origin`](Self::per_origin),
+/// [`per_request`](Self::per_request)).
 ///
 /// Configured as [`BearerAuthLayer`](crate::BearerAuthLayer) is, with the same options.
-pub struct BearerAuthMiddleware<P> {
-    cache: TokenCache<P>,
+pub struct BearerAuthMiddleware<P, C = TokenCache<P>> {
+    tokens: C,
     destinations: Destinations,
     judge: Judge,
+    source: PhantomData<fn() -> P>,
 }
 
 impl<P: TokenSource> BearerAuthMiddleware<P> {
@@ -73,23 +78,54 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
 
     /// A middleware using an existing cache, shared with other middlewares or tower layers.
     pub fn from_cache(cache: TokenCache<P>) -> Self {
-        Self::with_parts(cache, Destinations::default(), Judge::default())
+        BearerAuthMiddleware::with_tokens(cache)
     }
 
-    /// A middleware over `cache` with these rules (the per-destination middleware makes one
-    /// per request).
-    pub(crate) fn with_parts(
-        cache: TokenCache<P>,
-        destinations: Destinations,
-        judge: Judge,
-    ) -> Self {
+    /// A middleware that gives each request the token of its origin's key, from that key's
+    /// slot of `cache`; see [`BearerAuthLayer::per_origin`](crate::BearerAuthLayer::per_origin).
+    ///
+    /// ```
+    /// use reqwest_middleware::ClientBuilder;
+    /// use tower_bearer::{BearerAuthMiddleware, Origin, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// let tokens = KeyedTokenCache::new(|audience: &&str| Ok(static_token(format!("for-{audience}"))));
+    /// let client = ClientBuilder::new(reqwest::Client::new())
+    ///     .with(BearerAuthMiddleware::per_origin(tokens, [
+    ///         (Origin::from_static("https://billing.example.com"), "billing"),
+    ///         (Origin::from_static("https://search.example.com"), "search"),
+    ///     ]))
+    ///     .build();
+    /// # let _ = client;
+    /// ```
+    pub fn per_origin<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        origins: impl IntoIterator<Item = (Origin, K)>,
+    ) -> BearerAuthMiddleware<P, PerKey<K, P>> {
+        BearerAuthMiddleware::with_tokens(PerKey::origins(cache, origins))
+    }
+
+    /// A middleware that gives each request the token of the key `pick` returns for it; see
+    /// [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request).
+    pub fn per_request<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
+    ) -> BearerAuthMiddleware<P, PerKey<K, P>> {
+        BearerAuthMiddleware::with_tokens(PerKey::request(cache, pick))
+    }
+}
+
+impl<P, C> BearerAuthMiddleware<P, C> {
+    fn with_tokens(tokens: C) -> Self {
         BearerAuthMiddleware {
-            cache,
-            destinations,
-            judge,
+            tokens,
+            destinations: Destinations::default(),
+            judge: Judge::default(),
+            source: PhantomData,
         }
     }
+}
 
+impl<P, C: Tokens<P>> BearerAuthMiddleware<P, C> {
     /// Also treat a response as rejecting the token when `rule` says so after reading its body:
     /// for servers that say "this token expired" only in the body (a 403 with
     /// `{"error": "token_expired"}`). Only responses with one of `statuses` are read, up to
@@ -169,28 +205,53 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
         self
     }
 
-    /// The cache this middleware takes tokens from.
-    pub fn cache(&self) -> &TokenCache<P> {
-        &self.cache
+    /// The cache this middleware takes tokens from: the [`TokenCache`], or the
+    /// [`KeyedTokenCache`].
+    pub fn cache(&self) -> &C::Cache {
+        self.tokens.cache()
+    }
+}
+
+impl<K, P> BearerAuthMiddleware<P, PerKey<K, P>> {
+    /// Send a request whose destination has no key without a token (the default) or fail it;
+    /// see [`BearerAuthLayer::on_unknown_destination`](crate::BearerAuthLayer::on_unknown_destination).
+    pub fn on_unknown_destination(mut self, action: OnDisallowedOrigin) -> Self {
+        self.tokens.on_unknown = action;
+        self
     }
 }
 
 #[async_trait::async_trait]
-impl<P: TokenSource> Middleware for BearerAuthMiddleware<P> {
+impl<P: TokenSource, C: Tokens<P> + 'static> Middleware for BearerAuthMiddleware<P, C> {
     async fn handle(
         &self,
         request: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        match self.destinations.check_url(request.url()) {
-            Verdict::Attach => {}
-            Verdict::Skip => return next.run(request, extensions).await,
-            Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
-        }
-        let transport = Reqwest { next, extensions };
-        pipeline::send(&self.cache, &self.judge, transport, request).await
+        self.tokens
+            .handle(&self.destinations, &self.judge, request, extensions, next)
+            .await
     }
+}
+
+/// Send `request` on with a token from `cache`, under these rules: the whole path of a request
+/// through the middleware, once its cache is known.
+pub(crate) async fn handle<P: TokenSource>(
+    cache: &TokenCache<P>,
+    destinations: &Destinations,
+    judge: &Judge,
+    request: Request,
+    extensions: &mut Extensions,
+    next: Next<'_>,
+) -> reqwest_middleware::Result<Response> {
+    match destinations.check_url(request.url()) {
+        Verdict::Attach => {}
+        Verdict::Skip => return next.run(request, extensions).await,
+        Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
+    }
+    let transport = Reqwest { next, extensions };
+    pipeline::send(cache, judge, transport, request).await
 }
 
 /// The pipeline's transport over reqwest-middleware's `Next`.
@@ -317,20 +378,21 @@ async fn body_rejects(response: &mut Response, rule: &BodyRule) -> Result<bool, 
     Ok(rejects)
 }
 
-impl<P> Clone for BearerAuthMiddleware<P> {
+impl<P, C: Clone> Clone for BearerAuthMiddleware<P, C> {
     fn clone(&self) -> Self {
         BearerAuthMiddleware {
-            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
+            source: PhantomData,
         }
     }
 }
 
-impl<P> fmt::Debug for BearerAuthMiddleware<P> {
+impl<P, C: fmt::Debug> fmt::Debug for BearerAuthMiddleware<P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthMiddleware")
-            .field("cache", &self.cache)
+            .field("tokens", &self.tokens)
             .field("destinations", &self.destinations)
             .field("judge", &self.judge)
             .finish()

@@ -11,7 +11,7 @@
 //! Anything else (a new token, the refresh window, no token) takes the slow path, which reads
 //! both clocks, may start a background refresh or wait for one.
 //!
-//! The request's destination is checked too ([`origin`](crate::origin)): for a relative URI,
+//! The request's destination is checked too ([`origin`](crate::Origin)): for a relative URI,
 //! `https` without an allow-list, or `https` to the authority this service last approved, this is
 //! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
@@ -55,7 +55,7 @@ use crate::cache::{Freshness, coarse_now};
 use crate::origin::{Approved, Destinations, Verdict};
 use crate::pipeline::attach::{self, Attach, Declared};
 use crate::pipeline::judge::{Judging, Sent};
-use crate::pipeline::{self, BodyRule, Judge, Transport};
+use crate::pipeline::{self, BodyRule, Judge, Tokens, Transport};
 use crate::replay::{ReplayBody, try_clone_request};
 use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
 
@@ -75,29 +75,23 @@ pub struct Replay;
 /// token) to every request before passing it to `S`.
 ///
 /// An existing `Authorization` header is replaced, except on requests whose destination may not
-/// receive the token ([`origin`](crate::origin)), which are left as they are. Errors are
+/// receive the token ([`origin`](crate::Origin)), which are left as they are. Errors are
 /// [`BoxError`]: either the inner service's error or a [`tower_bearer::Error`](crate::Error)
 /// that stopped a token from being obtained or refused the destination
 /// (`err.downcast_ref::<tower_bearer::Error>()`).
 ///
 /// `M` is [`InvalidateOnly`] (the default) or [`Replay`] (whose services need `Send` inner
-/// services, futures and bodies, and `B: ReplayBody`).
-pub struct BearerAuth<S, P, M = InvalidateOnly> {
+/// services, futures and bodies, and `B: ReplayBody`). `C` is where the tokens come from
+/// ([`Tokens`]): one [`TokenCache`] (the default), or a
+/// [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) and its key picker
+/// ([`PerKey`](crate::keyed::PerKey), made by
+/// [`BearerAuthLayer::per_origin`](crate::BearerAuthLayer::per_origin) and
+/// [`per_request`](crate::BearerAuthLayer::per_request)).
+pub struct BearerAuth<S, P, M = InvalidateOnly, C: Tokens<P> = TokenCache<P>> {
     pub(crate) inner: S,
-    pub(crate) cache: TokenCache<P>,
-    /// The cache state word `header` was fresh under, and when it stops being fresh on the
-    /// coarse clock; [`Freshness::NONE`] when there is none. Only ever set for a bearer token.
-    pub(crate) fresh: Freshness,
-    pub(crate) header: HeaderValue,
-    /// The last `https` authority the allow-list let through (see `origin`).
-    pub(crate) approved: Approved,
-    /// Where response futures find the cache again to report a 401 (see `cache::handle`).
-    pub(crate) cache_id: NonZeroU32,
-    pub(crate) destinations: Destinations,
-    pub(crate) judge: Judge,
-    /// What the futures of bearer requests judge with (the user's rule), prebuilt.
-    pub(crate) judging: Option<Judging>,
-    pub(crate) mode: PhantomData<fn() -> M>,
+    /// What this service keeps of its tokens: one [`Single`], or a keyed service's memos.
+    pub(crate) front: C::Front,
+    mode: PhantomData<fn() -> (M, P)>,
 }
 
 impl<S, P: TokenSource> BearerAuth<S, P> {
@@ -105,40 +99,20 @@ impl<S, P: TokenSource> BearerAuth<S, P> {
     /// http only to loopback, invalidate-only on 401. [`BearerAuthLayer`](crate::BearerAuthLayer)
     /// sets the others.
     pub fn new(inner: S, cache: TokenCache<P>) -> Self {
-        Self::with_parts(inner, cache, Destinations::default(), Judge::default())
+        Self::from_front(
+            inner,
+            Single::new(cache, Destinations::default(), Judge::default()),
+        )
     }
 }
 
-impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
-    pub(crate) fn with_parts(
-        inner: S,
-        cache: TokenCache<P>,
-        destinations: Destinations,
-        judge: Judge,
-    ) -> Self {
+impl<S, P, M, C: Tokens<P>> BearerAuth<S, P, M, C> {
+    pub(crate) fn from_front(inner: S, front: C::Front) -> Self {
         BearerAuth {
             inner,
-            cache_id: cache.registry_id(),
-            cache,
-            fresh: Freshness::NONE,
-            header: HeaderValue::from_static(""),
-            approved: Approved::NONE,
-            destinations,
-            judging: Judging::new(judge.rule.clone(), None),
-            judge,
+            front,
             mode: PhantomData,
         }
-    }
-
-    /// Take tokens from `cache` from now on, forgetting what the fast path kept of the last
-    /// cache's token (the inner service and the rules stay): a keyed service moving one of its
-    /// memos to another destination, at the cost of a handle rather than of a new service.
-    pub(crate) fn retarget(&mut self, cache: TokenCache<P>) {
-        self.cache_id = cache.registry_id();
-        self.cache = cache;
-        self.fresh = Freshness::NONE;
-        self.header = HeaderValue::from_static("");
-        self.approved = Approved::NONE;
     }
 
     /// The inner service.
@@ -156,17 +130,19 @@ impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
         self.inner
     }
 
-    /// The cache this service takes tokens from.
-    pub fn cache(&self) -> &TokenCache<P> {
-        &self.cache
+    /// The cache this service takes tokens from: the [`TokenCache`], or the
+    /// [`KeyedTokenCache`](crate::keyed::KeyedTokenCache).
+    pub fn cache(&self) -> &C::Cache {
+        C::front_cache(&self.front)
     }
 }
 
-impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, InvalidateOnly>
+impl<S, P, M, C, B, RB> Service<Request<B>> for BearerAuth<S, P, M, C>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    P: TokenSource,
+    C: Tokens<P>,
+    M: Mode<S, B>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -178,30 +154,114 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Fast path: the bearer token this service used last is still current, no timer marked
-        // it stale, the coarse clock says it is still fresh (whether or not a timer ran), and
-        // the request goes to a relative URI or over https to a destination already approved.
-        let state = self.cache.state();
-        if self.is_fresh(state) && self.destinations.quick_attach(&request, &self.approved) {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, self.header.clone());
-            let sent = Sent::new(self.cache_id, state >> 2);
-            let judging = self.judging.clone();
-            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
-        }
-        self.call_slow(request, state)
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        C::call::<S, M, B>(&mut self.front, &mut self.inner, request)
     }
 }
 
-impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
+/// How a [`BearerAuth`] in mode `Self` sends a request with a token of one cache: the part of
+/// a service's call that [`InvalidateOnly`] and [`Replay`] do differently, for one cache or for
+/// the slot a keyed service picked. Sealed.
+pub trait Mode<S: Service<Request<B>>, B>: Sized + mode::Sealed {
+    /// Send `request` through `inner` with a token of `single`'s cache.
+    #[doc(hidden)]
+    fn call<Q: TokenSource>(
+        single: &mut Single<Q>,
+        inner: &mut S,
+        request: Request<B>,
+    ) -> ResponseFuture<S, B>;
+}
+
+mod mode {
+    pub trait Sealed {}
+    impl Sealed for super::InvalidateOnly {}
+    impl Sealed for super::Replay {}
+}
+
+/// What a service keeps of one cache: the cache, its rules, and what the fast path remembers
+/// of the token it used last. A [`BearerAuth`] over one cache holds one; a keyed one holds one
+/// per destination it remembers.
+pub struct Single<P> {
+    pub(crate) cache: TokenCache<P>,
+    /// The cache state word `header` was fresh under, and when it stops being fresh on the
+    /// coarse clock; [`Freshness::NONE`] when there is none. Only ever set for a bearer token.
+    fresh: Freshness,
+    header: HeaderValue,
+    /// The last `https` authority the allow-list let through (see `origin`).
+    approved: Approved,
+    /// Where response futures find the cache again to report a 401 (see `cache::handle`).
+    cache_id: NonZeroU32,
+    destinations: Destinations,
+    judge: Judge,
+    /// What the futures of bearer requests judge with (the user's rule), prebuilt.
+    judging: Option<Judging>,
+}
+
+impl<P: TokenSource> Single<P> {
+    pub(crate) fn new(cache: TokenCache<P>, destinations: Destinations, judge: Judge) -> Self {
+        Single {
+            cache_id: cache.registry_id(),
+            cache,
+            fresh: Freshness::NONE,
+            header: HeaderValue::from_static(""),
+            approved: Approved::NONE,
+            destinations,
+            judging: Judging::new(judge.rule.clone(), None),
+            judge,
+        }
+    }
+
+    /// Take tokens from `cache` from now on, forgetting what the fast path kept of the last
+    /// cache's token (the rules stay): a keyed service moving one of its memos to another
+    /// destination, at the cost of a handle rather than of a new service.
+    pub(crate) fn retarget(&mut self, cache: TokenCache<P>) {
+        self.cache_id = cache.registry_id();
+        self.cache = cache;
+        self.fresh = Freshness::NONE;
+        self.header = HeaderValue::from_static("");
+        self.approved = Approved::NONE;
+    }
+}
+
+impl<S, B, RB> Mode<S, B> for InvalidateOnly
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    #[inline]
+    fn call<Q: TokenSource>(
+        single: &mut Single<Q>,
+        inner: &mut S,
+        mut request: Request<B>,
+    ) -> ResponseFuture<S, B> {
+        // Fast path: the bearer token this service used last is still current, no timer marked
+        // it stale, the coarse clock says it is still fresh (whether or not a timer ran), and
+        // the request goes to a relative URI or over https to a destination already approved.
+        let state = single.cache.state();
+        if single.is_fresh(state) && single.destinations.quick_attach(&request, &single.approved) {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, single.header.clone());
+            let sent = Sent::new(single.cache_id, state >> 2);
+            let judging = single.judging.clone();
+            return ResponseFuture::called(inner.call(request), Some(sent), judging);
+        }
+        single.call_slow(inner, request, state)
+    }
+}
+
+impl<P: TokenSource> Single<P> {
     /// Everything but the fast path, kept out of line so the fast path stays small: the
     /// destination's full rules, then the token at hand (bearer, or DPoP-bound with a proof), or
     /// waiting for one.
     #[cold]
     #[inline(never)]
-    fn call_slow<B, RB>(&mut self, mut request: Request<B>, state: u64) -> ResponseFuture<S, B>
+    fn call_slow<S, B, RB>(
+        &mut self,
+        inner: &mut S,
+        mut request: Request<B>,
+        state: u64,
+    ) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
@@ -210,18 +270,18 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             .check_request(&request, &mut self.approved)
         {
             Verdict::Attach => {}
-            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
+            Verdict::Skip => return ResponseFuture::called(inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
         if let Some(sent) = self.bearer_now(&mut request, state) {
             let judging = self.judging.clone();
-            return ResponseFuture::called(self.inner.call(request), Some(sent), judging);
+            return ResponseFuture::called(inner.call(request), Some(sent), judging);
         }
         let declared = attach::declared(self.cache.source()).cloned();
         if let Some((token, _)) = self.cache.usable() {
             // A DPoP-bound token (starting a background refresh if it is stale).
             return ResponseFuture::attach(
-                &mut self.inner,
+                inner,
                 request,
                 &token,
                 self.cache_id,
@@ -230,9 +290,9 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
             );
         }
         // tower's clone-and-swap idiom: the service that was made ready is the one called once
-        // the token is there, and `self` keeps a fresh clone.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // the token is there, and the caller keeps a fresh clone.
+        let clone = inner.clone();
+        let inner = std::mem::replace(inner, clone);
         let cache = self.cache.clone();
         ResponseFuture {
             state: State::Waiting {
@@ -250,38 +310,32 @@ impl<S, P: TokenSource> BearerAuth<S, P, InvalidateOnly> {
     }
 }
 
-impl<S, P, B, RB> Service<Request<B>> for BearerAuth<S, P, Replay>
+impl<S, B, RB> Mode<S, B> for Replay
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    P: TokenSource,
     B: ReplayBody + Send + 'static,
     RB: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self
+    fn call<Q: TokenSource>(
+        single: &mut Single<Q>,
+        inner: &mut S,
+        request: Request<B>,
+    ) -> ResponseFuture<S, B> {
+        match single
             .destinations
-            .check_request(&request, &mut self.approved)
+            .check_request(&request, &mut single.approved)
         {
             Verdict::Attach => {}
-            Verdict::Skip => return ResponseFuture::called(self.inner.call(request), None, None),
+            Verdict::Skip => return ResponseFuture::called(inner.call(request), None, None),
             Verdict::Refuse(error) => return ResponseFuture::failed(error),
         }
-        // The service that was made ready is the one called; `self` keeps a clone.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let cache = self.cache.clone();
-        let judge = self.judge.clone();
+        // The service that was made ready is the one called; the caller keeps a clone.
+        let clone = inner.clone();
+        let inner = std::mem::replace(inner, clone);
+        let cache = single.cache.clone();
+        let judge = single.judge.clone();
         let transport = Tower {
             inner,
             called: false,
@@ -297,7 +351,7 @@ where
     }
 }
 
-impl<S, P: TokenSource, M> BearerAuth<S, P, M> {
+impl<P: TokenSource> Single<P> {
     /// Whether the header this service keeps is still current and fresh: the cache's word is
     /// the one it was fresh under, and the coarse clock has not reached the refresh window.
     #[inline]
@@ -484,6 +538,11 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
+    /// A request sent without a token.
+    pub(crate) fn plain(future: S::Future) -> Self {
+        Self::called(future, None, None)
+    }
+
     #[inline]
     fn called(future: S::Future, sent: Option<Sent>, judging: Option<Judging>) -> Self {
         ResponseFuture {
@@ -526,7 +585,7 @@ where
     }
 
     #[cold]
-    fn failed(error: Error) -> Self {
+    pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
         }
@@ -651,14 +710,13 @@ where
     }
 }
 
-impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
+impl<P> Clone for Single<P> {
     fn clone(&self) -> Self {
         // The remembered header is not handed on: clones often go to other threads (a client in
         // axum state, cloned per request), and each thread should use its own copy of the
         // token's header rather than share one reference count (see `cache::entry`). A clone's
         // first request finds the current token with one lock-free load.
-        BearerAuth {
-            inner: self.inner.clone(),
+        Single {
             cache: self.cache.clone(),
             fresh: Freshness::NONE,
             header: HeaderValue::from_static(""),
@@ -667,19 +725,36 @@ impl<S: Clone, P, M> Clone for BearerAuth<S, P, M> {
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
             judging: self.judging.clone(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for Single<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Single")
+            .field("cache", &self.cache)
+            .field("destinations", &self.destinations)
+            .field("judge", &self.judge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone, P, M, C: Tokens<P>> Clone for BearerAuth<S, P, M, C> {
+    fn clone(&self) -> Self {
+        BearerAuth {
+            inner: self.inner.clone(),
+            front: self.front.clone(),
             mode: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug, P, M> fmt::Debug for BearerAuth<S, P, M> {
+impl<S: fmt::Debug, P, M, C: Tokens<P>> fmt::Debug for BearerAuth<S, P, M, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
-            .field("cache", &self.cache)
-            .field("destinations", &self.destinations)
-            .field("judge", &self.judge)
+            .field("front", &self.front)
             .field("mode", &std::any::type_name::<M>())
-            .finish_non_exhaustive()
+            .finish()
     }
 }

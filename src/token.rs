@@ -1,45 +1,3 @@
-//! [`Token`]: an access token and how long it lives.
-//!
-//! The secret is redacted in `Debug` and zeroized on drop. Its lifetime is, in order of
-//! preference: what the source said ([`with_expires_in`](Token::with_expires_in) or
-//! [`with_expires_at`](Token::with_expires_at)), else the `exp` claim when the token is a JWT
-//! (read without verifying the signature: the token is not ours to verify), else none, meaning
-//! "valid until invalidated".
-//!
-//! # A JWT's lifetime and the local clock
-//!
-//! `exp` is a wall-clock time on the issuer's clock. Judged against a local clock that runs
-//! ahead, every token would look expired (or nearly); behind, tokens would look longer-lived
-//! than they are. When the JWT also has `iat`, the issuer's own word on the lifetime,
-//! `exp − iat`, bounds it:
-//!
-//! - the token expires at `exp` on the local clock, but never later than `exp − iat` after the
-//!   fetch started (a clock running behind does not stretch the token);
-//! - if the local clock says the token had already expired when it arrived, which no issuer
-//!   does, the local clock is taken to run ahead, and the token lives `exp − iat` from the
-//!   fetch start.
-//!
-//! A clock ahead by less than the lifetime still shortens it by that much: it cannot be told
-//! apart from a token issued earlier (a token file, a cache in front of the issuer), whose
-//! remaining life *is* shorter, and refreshing early is the safe side. Without `iat`, `exp` is
-//! judged on the local clock alone.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_bearer::Token;
-//!
-//! let token = Token::new("opaque-token").with_expires_in(Duration::from_secs(3600));
-//! assert_eq!(token.secret(), "opaque-token");
-//! assert_eq!(format!("{token:?}"), "Token { secret: \"[redacted]\", lifetime: ExpiresIn(3600s) }");
-//!
-//! // A JWT without signature verification: `exp` gives the lifetime.
-//! let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln"; // {"exp":4102444800}
-//! let token = Token::new(jwt);
-//! assert!(token.jwt_expiry().is_some());
-//! // Garbage never panics; it is simply not a JWT.
-//! assert!(Token::new("not.a.jwt").jwt_expiry().is_none());
-//! ```
-
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +11,48 @@ use zeroize::Zeroizing;
 use crate::Error;
 
 /// An access token returned by a [`TokenSource`](crate::TokenSource).
+///
+/// [`Token`]: an access token and how long it lives.
+///
+/// The secret is redacted in `Debug` and zeroized on drop. Its lifetime is, in order of
+/// preference: what the source said ([`with_expires_in`](Token::with_expires_in) or
+/// [`with_expires_at`](Token::with_expires_at)), else the `exp` claim when the token is a JWT
+/// (read without verifying the signature: the token is not ours to verify), else none, meaning
+/// "valid until invalidated".
+///
+/// # A JWT's lifetime and the local clock
+///
+/// `exp` is a wall-clock time on the issuer's clock. Judged against a local clock that runs
+/// ahead, every token would look expired (or nearly); behind, tokens would look longer-lived
+/// than they are. When the JWT also has `iat`, the issuer's own word on the lifetime,
+/// `exp − iat`, bounds it:
+///
+/// - the token expires at `exp` on the local clock, but never later than `exp − iat` after the
+///   fetch started (a clock running behind does not stretch the token);
+/// - if the local clock says the token had already expired when it arrived, which no issuer
+///   does, the local clock is taken to run ahead, and the token lives `exp − iat` from the
+///   fetch start.
+///
+/// A clock ahead by less than the lifetime still shortens it by that much: it cannot be told
+/// apart from a token issued earlier (a token file, a cache in front of the issuer), whose
+/// remaining life *is* shorter, and refreshing early is the safe side. Without `iat`, `exp` is
+/// judged on the local clock alone.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::Token;
+///
+/// let token = Token::new("opaque-token").with_expires_in(Duration::from_secs(3600));
+/// assert_eq!(token.secret(), "opaque-token");
+/// assert_eq!(format!("{token:?}"), "Token { secret: \"[redacted]\", lifetime: ExpiresIn(3600s) }");
+///
+/// // A JWT without signature verification: `exp` gives the lifetime.
+/// let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln"; // {"exp":4102444800}
+/// let token = Token::new(jwt);
+/// assert!(token.jwt_expiry().is_some());
+/// // Garbage never panics; it is simply not a JWT.
+/// assert!(Token::new("not.a.jwt").jwt_expiry().is_none());
+/// ```
 #[derive(Clone)]
 pub struct Token {
     secret: Zeroizing<String>,
@@ -153,8 +153,8 @@ impl Token {
     /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) error instead of a token that
     /// silently never expires.
     ///
-    /// The lifetime follows the [clock rules](self#a-jwts-lifetime-and-the-local-clock) of
-    /// the module docs: `exp`, bounded by `exp − iat` when the token has `iat`.
+    /// The lifetime follows the [clock rules](Token#a-jwts-lifetime-and-the-local-clock) of
+    /// the type's docs: `exp`, bounded by `exp − iat` when the token has `iat`.
     pub fn with_jwt_expiry(mut self) -> Result<Self, Error> {
         match jwt_claims(&self.secret).filter(|t| t.exp.is_some()) {
             Some(times) => {
@@ -316,9 +316,9 @@ pub struct JwtTimes {
 /// ```
 /// // {"exp":4102444800,"iat":1700000000}
 /// let jwt = "e30.eyJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTcwMDAwMDAwMH0.c2ln";
-/// let times = tower_bearer::token::jwt_claims(jwt).unwrap();
+/// let times = tower_bearer::jwt_claims(jwt).unwrap();
 /// assert!(times.exp.is_some() && times.iat.is_some());
-/// assert!(tower_bearer::token::jwt_claims("%%%.###.!!!").is_none());
+/// assert!(tower_bearer::jwt_claims("%%%.###.!!!").is_none());
 /// ```
 pub fn jwt_claims(token: &str) -> Option<JwtTimes> {
     // Accept padded and unpadded base64url, as real issuers produce both.

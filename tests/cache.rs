@@ -23,6 +23,24 @@ fn counting(lifetime: Duration, delay: Duration) -> (Arc<AtomicUsize>, impl Toke
     (calls, source)
 }
 
+/// A source that waits once (a yield) before it answers, as a source doing I/O does: a caller
+/// that starts its refresh runs it only up to that wait, and the rest runs in the refresh's
+/// own task (a source that answers at once is run to the end by that caller). Counts the
+/// fetches that got past the wait.
+fn answering_after_a_wait(lifetime: Duration) -> (Arc<AtomicUsize>, impl TokenSource) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = from_fn(move || {
+        let counter = counter.clone();
+        async move {
+            tokio::task::yield_now().await;
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(lifetime))
+        }
+    });
+    (calls, source)
+}
+
 fn no_jitter<P: TokenSource>(source: P) -> TokenCache<P> {
     TokenCache::builder(source)
         .jitter(Duration::ZERO)
@@ -733,7 +751,7 @@ fn a_refresh_asked_of_a_runtime_that_has_shut_down_fails_instead_of_hanging() {
     // A handle outlives its runtime (kept by a blocking thread, a library, a test helper):
     // a runtime that has shut down drops a task it is asked to spawn there and then, so the
     // refresh's cleanup runs inside `spawn`, while the cache is being updated.
-    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let (calls, source) = answering_after_a_wait(HOUR);
     let cache = no_jitter(source);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -760,9 +778,50 @@ fn a_refresh_asked_of_a_runtime_that_has_shut_down_fails_instead_of_hanging() {
     assert!(cache.current().is_none());
 }
 
+/// A waiting caller runs the refresh of a source that answers at once (a static token, a file,
+/// a token already in memory) to its end itself: the first poll has the token, with no task
+/// spawned and no wake-up. A source that waits is detached at its first wait instead.
+#[test]
+fn a_source_that_answers_at_once_is_run_by_its_waiter_without_a_task() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _inside = runtime.enter();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let (calls, source) = counting(HOUR, Duration::ZERO);
+    let at_once = TokenCache::new(tower_bearer::source::static_token("abc"));
+    let mut first = std::pin::pin!(at_once.token());
+    match first.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(token)) => assert_eq!(token.secret(), "abc"),
+        other => panic!("not answered on the first poll: {other:?}"),
+    }
+    assert_eq!(
+        runtime.metrics().num_alive_tasks(),
+        0,
+        "no task (nor timer: no expiry)"
+    );
+
+    // One that waits (a timer here): its refresh goes on without the caller.
+    let waits = TokenCache::new(source);
+    {
+        let mut waiter = std::pin::pin!(waits.token());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+    } // the caller gives up
+    let token = runtime.block_on(async {
+        while waits.current().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        waits.token().await.unwrap()
+    });
+    assert_eq!(token.secret(), "token-0");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn a_refresh_stuck_on_a_runtime_nobody_drives_does_not_hang_callers_elsewhere() {
-    let cache = TokenCache::builder(tower_bearer::source::static_token("abc"))
+    let (_, source) = answering_after_a_wait(HOUR);
+    let cache = TokenCache::builder(source)
         .fetch_timeout(Duration::from_secs(5))
         .build();
     // Runtime A starts the refresh (first poll of a request), then is never driven again.
@@ -830,7 +889,7 @@ async fn a_zero_refresh_window_keeps_the_safety_margin() {
 /// that token: it waits for another.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_polled_late_never_gets_a_token_inside_its_safety_margin() {
-    let (calls, source) = counting(Duration::from_secs(100), Duration::ZERO);
+    let (calls, source) = answering_after_a_wait(Duration::from_secs(100));
     let cache = no_jitter(source); // margin: min(10 s, 100 s / 4)
     let mut waiter = Box::pin(cache.token());
     assert!(
@@ -863,8 +922,11 @@ fn a_waiter_on_a_blocked_current_thread_runtime_gets_a_usable_token() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let cache = TokenCache::builder(from_fn(move || {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let counter = counter.clone();
         async move {
+            // Waits once, as a source doing I/O does: the rest runs in the refresh's task.
+            tokio::task::yield_now().await;
+            let n = counter.fetch_add(1, Ordering::SeqCst);
             if n == 0 {
                 // Queued before the waiter is woken: 1.7 s of the token's 2 s go by before
                 // the waiter runs, 300 ms are left then, inside the 500 ms margin.

@@ -192,7 +192,7 @@ async fn tower_above_a_keyed_layer_the_other_origin_gets_not_even_its_own_token(
     // Both origins have a key: the hops to storage were chosen by api's redirect, and go bare
     // as they would with FollowRedirect below the layer.
     let (api, storage) = api_and_storage(true).await;
-    let cache = tower_bearer::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key)));
+    let cache = tower_bearer::keyed::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key)));
     let origins = [
         (tower_bearer::Origin::parse(&api.url("")).unwrap(), "api"),
         (
@@ -212,7 +212,7 @@ async fn tower_above_a_keyed_layer_the_other_origin_gets_not_even_its_own_token(
     let direct = ServiceBuilder::new()
         .layer(FollowRedirectLayer::with_policy(TokensStayHome::new()))
         .layer(BearerAuthLayer::per_origin(
-            tower_bearer::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key))),
+            tower_bearer::keyed::KeyedTokenCache::new(|key: &&str| Ok(static_token(*key))),
             [(
                 tower_bearer::Origin::parse(&storage.url("")).unwrap(),
                 "storage",

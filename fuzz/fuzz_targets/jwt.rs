@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use tower_bearer::{__fuzz, Token, token::jwt_claims};
+use tower_bearer::{__fuzz, Token, jwt_claims};
 
 fuzz_target!(|input: (&str, u32, u64)| {
     let (text, sent_ago, wall) = input;

@@ -1,63 +1,3 @@
-//! [`TokenCache`]: the shared, single-flight token refresher at the heart of the crate.
-//!
-//! Each cached token goes through three phases on tokio's monotonic clock:
-//!
-//! | phase | when | what [`TokenCache::token`] does |
-//! |---|---|---|
-//! | fresh | before the refresh window | returns the cached token: no lock, one coarse clock read |
-//! | stale | inside the refresh window | returns the cached token **and** makes sure one background refresh runs |
-//! | expired / none | past the safety margin | waits for the one in-flight refresh (starting it if needed) |
-//!
-//! At most one refresh runs per cache, in a spawned task: a caller that stops waiting
-//! (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. Failures
-//! are backed off (transient) or remembered for a while (rejections); a token that is still
-//! usable keeps being served while refreshes fail.
-//!
-//! The phases hold whatever drives (or does not drive) the runtime. A timer flips the fast
-//! path's word when the refresh window opens, but it is not the only guard: every deadline is
-//! also kept on the machine's coarse monotonic clock, which the fast path reads (a few
-//! nanoseconds, no system call). A sync program that calls `block_on` once per request, a worker
-//! blocked past the expiry, or a process frozen and thawed never sends a token past its usable
-//! time nor treats one as fresh past its refresh window.
-//!
-//! Refreshes run as tasks on the tokio runtime of the caller that started them. A refresh that
-//! has not finished within the fetch timeout (its runtime stopped being driven, its source
-//! blocks a thread) is abandoned: the next caller starts another, and the late outcome of the
-//! abandoned one can never replace a newer token. A runtime that shuts down fails safe too.
-//! (A source may still serialise its own fetches: the rotating sources wait for an abandoned
-//! rotation to release their store rather than spend a refresh token twice.)
-//!
-//! The state machine is model-checked with loom: `model_check` runs this code under every
-//! interleaving of a few callers, a refresh, a phase timer and an invalidation, with the
-//! primitives of `sync` swapped for loom's (`RUSTFLAGS="--cfg loom"`; see `.ci/run`).
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use std::time::Duration;
-//! use tower_bearer::{Error, Token, TokenCache, source::from_fn};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-//! let fetches = Arc::new(AtomicUsize::new(0));
-//! let counter = fetches.clone();
-//! let cache = TokenCache::new(from_fn(move || {
-//!     let n = counter.fetch_add(1, Ordering::SeqCst);
-//!     async move { Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(Duration::from_secs(3600))) }
-//! }));
-//!
-//! // A hundred concurrent callers, one fetch.
-//! let tokens = futures_util::future::join_all((0..100).map(|_| cache.token())).await;
-//! assert!(tokens.iter().all(|t| t.as_ref().unwrap().secret() == "token-0"));
-//! assert_eq!(fetches.load(Ordering::SeqCst), 1);
-//!
-//! // The server said 401 to token-0: drop it (only if it is still current) and get a new one.
-//! let seen = cache.token().await?;
-//! assert!(cache.invalidate(&seen));
-//! assert!(!cache.invalidate(&seen)); // a second 401 for the same token changes nothing
-//! assert_eq!(cache.token().await?.secret(), "token-1");
-//! # Ok(()) }
-//! ```
-
 mod clock;
 mod config;
 mod entry;
@@ -98,6 +38,68 @@ use sync::{AbortHandle, ArcSwapOption, AtomicU64, Mutex, MutexGuard};
 /// Build one with [`TokenCache::new`] or [`TokenCache::builder`], then hand it to any number of
 /// layers ([`BearerAuthLayer::from_cache`](crate::BearerAuthLayer::from_cache)) or use it
 /// directly with [`token`](TokenCache::token) and [`invalidate`](TokenCache::invalidate).
+///
+/// [`TokenCache`]: the shared, single-flight token refresher at the heart of the crate.
+///
+/// Each cached token goes through three phases on tokio's monotonic clock:
+///
+/// | phase | when | what [`TokenCache::token`] does |
+/// |---|---|---|
+/// | fresh | before the refresh window | returns the cached token: no lock, one coarse clock read |
+/// | stale | inside the refresh window | returns the cached token **and** makes sure one background refresh runs |
+/// | expired / none | past the safety margin | waits for the one in-flight refresh (starting it if needed) |
+///
+/// At most one refresh runs per cache, in a task of its own: a caller that stops waiting
+/// (a timeout, a cancelled request) never cancels it, so nothing it produces is lost. (A
+/// caller with no token to serve runs the refresh itself up to its first wait, and spawns the
+/// rest: a source that answers at once costs no task.) Failures
+/// are backed off (transient) or remembered for a while (rejections); a token that is still
+/// usable keeps being served while refreshes fail.
+///
+/// The phases hold whatever drives (or does not drive) the runtime. A timer flips the fast
+/// path's word when the refresh window opens, but it is not the only guard: every deadline is
+/// also kept on the machine's coarse monotonic clock, which the fast path reads (a few
+/// nanoseconds, no system call). A sync program that calls `block_on` once per request, a worker
+/// blocked past the expiry, or a process frozen and thawed never sends a token past its usable
+/// time nor treats one as fresh past its refresh window.
+///
+/// Refreshes run as tasks on the tokio runtime of the caller that started them. A refresh that
+/// has not finished within the fetch timeout (its runtime stopped being driven, its source
+/// blocks a thread) is abandoned: the next caller starts another, and the late outcome of the
+/// abandoned one can never replace a newer token. A runtime that shuts down fails safe too.
+/// (A source may still serialise its own fetches: the rotating sources wait for an abandoned
+/// rotation to release their store rather than spend a refresh token twice.)
+///
+/// The state machine is model-checked with loom: `model_check` runs this code under every
+/// interleaving of a few callers, a refresh, a phase timer and an invalidation, with the
+/// primitives of `sync` swapped for loom's (`RUSTFLAGS="--cfg loom"`; see `.ci/run`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::time::Duration;
+/// use tower_bearer::{Error, Token, TokenCache, source::from_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+/// let fetches = Arc::new(AtomicUsize::new(0));
+/// let counter = fetches.clone();
+/// let cache = TokenCache::new(from_fn(move || {
+///     let n = counter.fetch_add(1, Ordering::SeqCst);
+///     async move { Ok::<_, Error>(Token::new(format!("token-{n}")).with_expires_in(Duration::from_secs(3600))) }
+/// }));
+///
+/// // A hundred concurrent callers, one fetch.
+/// let tokens = futures_util::future::join_all((0..100).map(|_| cache.token())).await;
+/// assert!(tokens.iter().all(|t| t.as_ref().unwrap().secret() == "token-0"));
+/// assert_eq!(fetches.load(Ordering::SeqCst), 1);
+///
+/// // The server said 401 to token-0: drop it (only if it is still current) and get a new one.
+/// let seen = cache.token().await?;
+/// assert!(cache.invalidate(&seen));
+/// assert!(!cache.invalidate(&seen)); // a second 401 for the same token changes nothing
+/// assert_eq!(cache.token().await?.secret(), "token-1");
+/// # Ok(()) }
+/// ```
 pub struct TokenCache<P> {
     pub(crate) shared: Arc<Shared<P>>,
 }
@@ -321,17 +323,23 @@ impl<P: TokenSource> TokenCache<P> {
             };
             let own = started.is_some();
             if let Some(refresh) = started {
-                refresh.spawn();
+                refresh.run_or_spawn();
             }
             if !std::mem::replace(&mut counted, true) {
                 metrics::waited(&self.shared.config);
             }
             let wait_until = abandoned_at.tokio.min(give_up.tokio);
-            let waited =
-                tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some)).await;
+            // A refresh this caller ran to its end has its outcome in already: no timer.
+            let finished = outcome.borrow().clone();
+            let waited = match finished {
+                Some(finished) => Ok(Ok(finished)),
+                None => tokio::time::timeout_at(wait_until, outcome.wait_for(Option::is_some))
+                    .await
+                    .map(|waited| waited.map(|ready| ready.clone().expect("waited for Some"))),
+            };
             match waited {
                 Ok(Ok(outcome)) => {
-                    match settle(outcome.clone().expect("waited for Some"), &mut late) {
+                    match settle(outcome, &mut late) {
                         Some(outcome) => return outcome,
                         // Look again, with a new deadline: the current token may be newer,
                         // else a new refresh starts.
@@ -751,6 +759,12 @@ mod tests {
         ));
         let first = runtime();
         first.block_on(cache.token()).unwrap();
+        assert_eq!(
+            phase(&cache),
+            PHASE_STALE,
+            "no timer until the token is used again"
+        );
+        first.block_on(cache.token()).unwrap(); // the slow path arms it
         assert_eq!(phase(&cache), PHASE_FRESH);
         // The runtime that ran the refresh and owns the phase timer goes away (a test runtime,
         // a runtime per request batch...): the fast path must stop trusting the token.
@@ -850,6 +864,10 @@ mod tests {
         let first = cache.token().await.unwrap();
         cache.invalidate(&first);
         let second = cache.token().await.unwrap();
+        assert_eq!(
+            cache.token().await.unwrap().generation(),
+            second.generation()
+        ); // arms its timer
         tokio::task::yield_now().await; // let the aborted timer be dropped
         assert_eq!(cache.state(), pack(second.generation(), PHASE_FRESH));
     }

@@ -451,9 +451,11 @@ fn a_timer_never_marks_a_newer_token_stale() {
         caller.join().unwrap();
         model::run_all();
         // A newer token that is fresh by the clocks (its own timer has not fired) is marked
-        // fresh. (A fetch that spans the clock's jump brings a token already stale.)
+        // fresh once used (its first use arms the timer). (A fetch that spans the clock's jump
+        // brings a token already stale.)
         let current = cache.current().expect("a newer token");
         assert_ne!(current.secret(), "t0");
+        let _ = cache.usable();
         if !current.0.is_stale(Now::read()) {
             assert_eq!(cache.state(), pack(current.generation(), PHASE_FRESH));
         }

@@ -36,9 +36,9 @@
 //!
 //! A token is shared only between processes that would fetch the same kind of token: the
 //! record carries the token's type and binding, the JWK thumbprint (`jkt`, RFC 7638) of the
-//! source's [DPoP key](crate::dpop) and, when the fleet is
-//! [`certificate_bound`](RedisFleetBuilder::certificate_bound), the client certificate's
-//! `x5t#S256` (RFC 8705). Each binding has its own token, lease and channel keys (a plain
+//! source's [DPoP key](crate::dpop) and the client certificate's `x5t#S256` (RFC 8705): the
+//! one the source authenticates with ([`TokenSource::client_identity`]), or the one the fleet
+//! is [`certificate_bound`](RedisFleetBuilder::certificate_bound) to. Each binding has its own token, lease and channel keys (a plain
 //! Bearer token keeps `…:token`; a bound one is `…:token:<hash of the binding>`), so processes
 //! bound otherwise never wait for, adopt or overwrite each other's tokens, and a record whose
 //! binding differs from this process's is never adopted, wherever it is found.
@@ -276,7 +276,10 @@ impl RedisFleet {
     /// What `source`'s tokens are bound to: the one place the fleet asks, so that tokens
     /// bound otherwise (another token type, DPoP key or certificate) are never adopted.
     fn expected_binding<P: TokenSource>(&self, source: &P) -> Binding {
+        // The certificate named to the fleet, else the one the source authenticates with.
         let x5t_s256 = self.certificate.clone();
+        #[cfg(feature = "reqwest")]
+        let x5t_s256 = x5t_s256.or_else(|| source.client_identity().map(self::x5t_s256));
         #[cfg(feature = "dpop")]
         if let Some(dpop) = source.dpop() {
             return Binding {
@@ -622,12 +625,16 @@ impl RedisFleetBuilder {
     /// share a token only when they name the same certificate (and the same DPoP key, if
     /// their source has one), so a process never adopts a token that would be refused with
     /// its own certificate; a process presenting another certificate fetches its own.
+    ///
+    /// A source that authenticates with the certificate through
+    /// [`ClientAuth::tls_client_auth`](crate::source::ClientAuth::tls_client_auth) (or the
+    /// self-signed variant) declares it itself ([`TokenSource::client_identity`]), and the
+    /// fleet binds its tokens to it without this. Name it here when an HTTP client of your own
+    /// presents the certificate; this one wins over the source's.
     #[cfg(feature = "reqwest")]
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn certificate_bound(mut self, identity: &crate::http_client::ClientIdentity) -> Self {
-        use base64::Engine as _;
-        let hash = crate::crypto::sha256(&[identity.leaf_der()]);
-        self.certificate = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash));
+        self.certificate = Some(x5t_s256(identity));
         self
     }
 
@@ -654,6 +661,14 @@ impl RedisFleetBuilder {
             settings: self.settings,
         })
     }
+}
+
+/// The certificate's SHA-256 thumbprint as a token's `cnf.x5t#S256` holds it (RFC 8705 §3.1).
+#[cfg(feature = "reqwest")]
+fn x5t_s256(identity: &crate::http_client::ClientIdentity) -> String {
+    use base64::Engine as _;
+    let hash = crate::crypto::sha256(&[identity.leaf_der()]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
 }
 
 impl fmt::Debug for RedisFleetBuilder {

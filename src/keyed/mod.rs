@@ -1,6 +1,5 @@
 //! A token per destination: [`KeyedTokenCache`], one single-flight [`TokenCache`] per key, and
-//! the layer and middleware that pick the key for each request ([`KeyedBearerAuthLayer`],
-//! `KeyedBearerAuthMiddleware`).
+//! [`PerKey`], how the one layer and middleware pick the key for each request.
 //!
 //! A key is whatever makes tokens differ: an audience, a resource, a scope set, a tenant. Each
 //! key gets its own slot, a whole [`TokenCache`] (serve-stale, backoff, compare-and-invalidate,
@@ -32,12 +31,10 @@
 //! each request's origin to a key (`https://billing.example.com` → `"billing"`) and
 //! [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request) asks a closure; a
 //! request whose destination has no key is sent without a token, or fails, as
-//! [`on_unknown_destination`](KeyedBearerAuthLayer::on_unknown_destination) says, and never
+//! [`on_unknown_destination`](crate::BearerAuthLayer::on_unknown_destination) says, and never
 //! carries another destination's token.
 
-mod layer;
-#[cfg(feature = "reqwest-middleware")]
-mod middleware;
+mod per_key;
 mod route;
 mod slot;
 
@@ -50,10 +47,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hashbrown::HashTable;
 
-pub use layer::{KeyedBearerAuth, KeyedBearerAuthLayer, KeyedResponseFuture};
-#[cfg(feature = "reqwest-middleware")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
-pub use middleware::KeyedBearerAuthMiddleware;
+pub use per_key::PerKey;
 pub use route::Destination;
 pub use slot::Slot;
 

@@ -123,6 +123,11 @@ impl<P: TokenSource> TokenSource for Slot<P> {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.source.dpop()
     }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.source.client_identity()
+    }
 }
 
 impl<P> fmt::Debug for Slot<P> {

@@ -5,11 +5,14 @@
 //! middleware (`BearerAuthMiddleware`):
 //!
 //! 1. **destination**: may this request carry a token at all? The origin rules
-//!    ([`origin`](crate::origin): allow-list, plain http only to loopback) and, with a keyed
+//!    ([`origin`](crate::Origin): allow-list, plain http only to loopback) and, with a keyed
 //!    cache, which key the destination maps to ([`keyed`](crate::keyed)). The front end does
 //!    this step, because it is where the request's URI is cheapest to read.
 //! 2. **cache**: the [`TokenCache`] to take the token from: the one cache, or the slot of a
-//!    [`KeyedTokenCache`](crate::KeyedTokenCache) for the key picked in step 1.
+//!    [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) for the key picked in step 1. Which
+//!    of the two is the front end's [`Tokens`] parameter (`TokenCache<P>` by default,
+//!    [`PerKey`](crate::keyed::PerKey) from `per_origin` and `per_request`): the layer, its
+//!    service and the middleware are each one type, their setters written once.
 //! 3. **attach** (`attach`): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
 //!    key, `Authorization: DPoP <token>` and a fresh proof. Which one is a property of the
 //!    token (`Token::with_dpop`, set by the built-in sources
@@ -39,6 +42,7 @@
 
 pub(crate) mod attach;
 pub(crate) mod judge;
+pub(crate) mod tokens;
 
 use std::future::Future;
 
@@ -47,6 +51,8 @@ use http::{Extensions, HeaderMap, StatusCode};
 use crate::{CachedToken, Error, TokenCache, TokenSource};
 use attach::Attach;
 pub(crate) use judge::{BodyRule, Judge};
+pub(crate) use tokens::Sealed as TokensSealed;
+pub use tokens::Tokens;
 
 /// How one HTTP stack's requests are copied and sent and its responses read.
 pub(crate) trait Transport {

@@ -459,6 +459,89 @@ mod tests {
         assert_eq!(body.as_str(), "client_id=c");
     }
 
+    /// The grants authenticating with a certificate declare it (what the fleet tier binds its
+    /// tokens to), and so do the crate's wrappers around them; other methods declare none.
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn mutual_tls_sources_declare_their_certificate_through_every_wrapper() {
+        use crate::TokenSource;
+        use crate::source::{ClientCredentials, Discovery, RefreshTokenGrant, TokenExchange};
+        use crate::store::MemoryStore;
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let identity =
+            ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        let leaf = identity.leaf_der().to_vec();
+        let tls = ClientAuth::tls_client_auth("c", identity);
+        let declared = |source: &dyn Fn() -> Option<Vec<u8>>| source() == Some(leaf.clone());
+        let url = "https://as.example/token";
+
+        let credentials = ClientCredentials::builder(url, tls.clone())
+            .build()
+            .unwrap();
+        assert!(declared(&|| credentials
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        let arc = std::sync::Arc::new(credentials.clone());
+        assert!(declared(&|| arc
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        let boxed = Box::new(credentials.clone());
+        assert!(declared(&|| boxed
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        let keyed = crate::keyed::KeyedTokenCache::new(move |_: &u8| Ok(credentials.clone()));
+        let slot = keyed.cache(&0).unwrap();
+        assert!(declared(&|| slot
+            .source()
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+
+        let exchange = TokenExchange::builder(url)
+            .subject_source(crate::source::static_token("s"), "urn:x")
+            .client_auth(tls.clone())
+            .build()
+            .unwrap();
+        assert!(declared(&|| exchange
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        let store = MemoryStore::empty();
+        let refresh = RefreshTokenGrant::builder(url, store.clone())
+            .client_auth(tls.clone())
+            .build()
+            .unwrap();
+        assert!(declared(&|| refresh
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        // Before discovery has run (nothing fetched, no source built yet).
+        let discovery = Discovery::new("https://as.example").unwrap();
+        let discovered = discovery.client_credentials(tls.clone(), |b| b);
+        assert!(declared(&|| discovered
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+        let discovered = discovery.refresh_token(store, Some(tls), |b| b);
+        assert!(declared(&|| discovered
+            .client_identity()
+            .map(|i| i.leaf_der().to_vec())));
+
+        let post = ClientAuth::client_secret_post("c", ClientSecret::new("s"));
+        let plain = ClientCredentials::builder(url, post.clone())
+            .build()
+            .unwrap();
+        assert!(plain.client_identity().is_none());
+        assert!(
+            discovery
+                .client_credentials(post, |b| b)
+                .client_identity()
+                .is_none()
+        );
+    }
+
     #[test]
     fn debug_shows_the_method_not_the_secret() {
         let auth = ClientAuth::client_secret_post("id", ClientSecret::new("hunter2"));

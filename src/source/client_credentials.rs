@@ -165,6 +165,11 @@ impl TokenSource for ClientCredentials {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.endpoint.dpop()
     }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.auth.client_identity()
+    }
 }
 
 impl fmt::Debug for ClientCredentials {

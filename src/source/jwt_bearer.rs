@@ -266,6 +266,11 @@ impl TokenSource for JwtBearer {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.endpoint.dpop()
     }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.auth.as_ref()?.client_identity()
+    }
 }
 
 impl fmt::Debug for JwtBearer {

@@ -1,4 +1,4 @@
-//! Where tokens come from: the [`TokenSource`] trait and the built-in sources.
+//! Where tokens come from: the [`TokenSource`](crate::TokenSource) trait and the built-in sources.
 //!
 //! A source answers one question, "give me a new token", and nothing else: caching,
 //! single-flight, refresh windows, backoff and 401 handling are the
@@ -81,14 +81,12 @@ pub mod signer;
 pub mod token_exchange;
 pub mod workload;
 
+pub(crate) mod contract;
 pub(crate) mod endpoint;
 mod from_fn;
 mod rotation;
 mod static_token;
 pub(crate) mod token_response;
-
-use std::future::Future;
-use std::sync::Arc;
 
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use client_auth::ClientAuth;
@@ -102,57 +100,3 @@ pub use revocation::{Revocation, RevocationBuilder, TokenTypeHint};
 pub use static_token::{StaticToken, static_token};
 pub use token_exchange::{TokenExchange, TokenExchangeBuilder, token_type};
 pub use token_response::TokenFields;
-
-use crate::{Error, Token};
-
-/// Something that can produce a fresh access token.
-///
-/// The cache calls [`fetch`](TokenSource::fetch) from a spawned task, at most once at a time per
-/// cache, and never cancels it because a request gave up. Return errors classified by kind
-/// ([`Error::transient`], [`Error::rejected`], ...): the cache backs off on transient errors and
-/// remembers rejections for a while, so a dead credential does not turn every request into a
-/// token-endpoint call.
-///
-/// Implement it with `async fn fetch(&self) -> Result<Token, Error>`.
-pub trait TokenSource: Send + Sync + 'static {
-    /// Fetch a new token.
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
-
-    /// The DPoP key and nonces this source's tokens are bound to, if it asks for DPoP-bound
-    /// tokens (RFC 9449). Default: none.
-    ///
-    /// The tokens carry their binding themselves ([`Token::with_dpop`], set by the built-in
-    /// sources configured with `.dpop(..)`), and the layer and middleware attach each token
-    /// as its binding says, so a wrapper source that only implements `fetch` still sends DPoP.
-    /// This declaration is for tokens that did not come from this process's `fetch`: the
-    /// fleet tier (which key the process holds), and the layer and middleware for a token
-    /// adopted from it. The crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it;
-    /// a wrapper of your own used with the fleet tier must forward it too.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        None
-    }
-}
-
-impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
-
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
-}
-
-impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
-
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
-}

@@ -215,6 +215,11 @@ impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.rotation.exchange().endpoint.dpop()
     }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.rotation.exchange().auth.as_ref()?.client_identity()
+    }
 }
 
 impl Exchange for Grant {

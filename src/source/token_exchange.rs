@@ -255,6 +255,11 @@ impl TokenSource for TokenExchange {
         self.endpoint.dpop()
     }
 
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.auth.as_ref()?.client_identity()
+    }
+
     async fn fetch(&self) -> Result<Token, Error> {
         let subject = self.subject.token("subject").await?;
         let actor = match &self.actor {

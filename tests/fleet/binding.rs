@@ -21,6 +21,8 @@ use crate::{Tiers, fleet};
 struct Counted {
     label: &'static str,
     dpop: Option<Dpop>,
+    /// The certificate it declares, as a `ClientCredentials` with `tls_client_auth` does.
+    identity: Option<ClientIdentity>,
     fetches: Arc<AtomicU32>,
 }
 
@@ -34,6 +36,10 @@ impl TokenSource for Counted {
 
     fn dpop(&self) -> Option<&Dpop> {
         self.dpop.as_ref()
+    }
+
+    fn client_identity(&self) -> Option<&ClientIdentity> {
+        self.identity.as_ref()
     }
 }
 
@@ -57,10 +63,23 @@ impl Process {
         label: &'static str,
         dpop: Option<&Dpop>,
     ) -> TokenCache<Counted> {
+        self.cache_declaring(fleet, label, dpop, None)
+    }
+
+    /// A cache of one process of the fleet, bound as `dpop` says, whose source declares
+    /// `identity` as its client certificate.
+    fn cache_declaring(
+        &self,
+        fleet: RedisFleet,
+        label: &'static str,
+        dpop: Option<&Dpop>,
+        identity: Option<&ClientIdentity>,
+    ) -> TokenCache<Counted> {
         let tiers = self.tiers.clone();
         TokenCache::builder(Counted {
             label,
             dpop: dpop.cloned(),
+            identity: identity.cloned(),
             fetches: Arc::clone(&self.fetches),
         })
         .fetch_timeout(Duration::from_secs(20))
@@ -183,17 +202,19 @@ async fn a_bearer_record_planted_under_a_dpop_key_is_not_adopted() {
     assert_eq!(process.fetches(), 3);
 }
 
+/// A new self-signed client certificate.
+fn identity() -> ClientIdentity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_with_different_client_certificates_never_adopt_each_others_tokens() {
     let redis = RedisServer::start();
-    let identity = || {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
-    };
     let (cert_a, cert_b) = (identity(), identity());
     let bound =
         |cert: &ClientIdentity| fleet(&redis.url()).certificate_bound(cert).build().unwrap();
@@ -203,5 +224,39 @@ async fn processes_with_different_client_certificates_never_adopt_each_others_to
     let unbound = token(&process.cache(fleet(&redis.url()).build().unwrap(), "u", None)).await;
     assert!(a.starts_with("a-") && b.starts_with("b-") && unbound.starts_with("u-"));
     assert_eq!(token(&process.cache(bound(&cert_a), "a", None)).await, a);
+    assert_eq!(process.fetches(), 3);
+}
+
+/// The certificate a source authenticates with binds the fleet's tokens by itself, with no
+/// `certificate_bound`: processes declaring other certificates (or none) fetch their own;
+/// processes declaring the same one share a token; a certificate named to the fleet wins
+/// over the source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_a_source_declares_binds_the_fleets_tokens() {
+    let redis = RedisServer::start();
+    let fleet = || fleet(&redis.url()).build().unwrap();
+    let (cert_a, cert_b) = (identity(), identity());
+    let process = Process::new();
+    let a = token(&process.cache_declaring(fleet(), "a", None, Some(&cert_a))).await;
+    let b = token(&process.cache_declaring(fleet(), "b", None, Some(&cert_b))).await;
+    let unbound = token(&process.cache(fleet(), "u", None)).await;
+    assert!(a.starts_with("a-") && b.starts_with("b-") && unbound.starts_with("u-"));
+    assert_eq!(
+        process.fetches(),
+        3,
+        "three certificates (or none), three tokens"
+    );
+
+    let again = token(&process.cache_declaring(fleet(), "a", None, Some(&cert_a))).await;
+    assert_eq!(again, a, "the same certificate adopts the shared token");
+    let named = crate::fleet(&redis.url())
+        .certificate_bound(&cert_a)
+        .build()
+        .unwrap();
+    let overridden = token(&process.cache_declaring(named, "x", None, Some(&cert_b))).await;
+    assert_eq!(
+        overridden, a,
+        "the fleet's certificate wins over the source's"
+    );
     assert_eq!(process.fetches(), 3);
 }

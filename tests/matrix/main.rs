@@ -30,7 +30,7 @@ use tower_bearer::keyed::{Destination, KeyedTokenCache};
 use tower_bearer::source::{
     ClientAuth, ClientCredentials, Discovery, TokenExchange, static_token, token_type,
 };
-use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, Origin, TokenSource};
+use tower_bearer::{BearerAuthLayer, BearerAuthMiddleware, Origin, TokenCache, TokenSource};
 
 /// The APIs: each wants tokens of its own audience, on its own port.
 const APIS: [&str; 2] = ["billing", "search"];
@@ -285,21 +285,62 @@ fn pick(destination: &Destination<'_>) -> Option<&'static str> {
     APIS.into_iter().find(|api| *api == first)
 }
 
+/// What a stack attaches tokens from: one cache, or a keyed cache by origin or by closure.
+enum Auth {
+    One(TokenCache<Source>),
+    Keyed(Caches, KeyedTokenCache<&'static str, Source>),
+}
+
 /// One cell: two rounds of requests to every API the cell serves, each answered by its API
 /// with its own audience's token; one token request per audience.
 async fn cell(stack: Stack, caches: Caches, dpop: bool, grant: Grant) {
     let server = Server::start().await;
     let key = dpop.then(|| Dpop::generate().unwrap());
-    let apis: &[&str] = match caches {
-        Caches::One => &APIS[..1],
-        _ => &APIS,
+    let label = format!("{stack:?} × {caches:?} × dpop={dpop} × {grant:?}");
+    let auth = match caches {
+        Caches::One => Auth::One(TokenCache::new(source(
+            &server,
+            grant,
+            APIS[0],
+            key.as_ref(),
+        )())),
+        caches => Auth::Keyed(caches, keyed(&server, grant, key.as_ref(), |b| b)),
     };
-    let keyed = {
-        let makers: HashMap<&'static str, _> = APIS
-            .into_iter()
-            .map(|api| (api, source(&server, grant, api, key.as_ref())))
-            .collect();
-        KeyedTokenCache::new(move |api: &&'static str| Ok(makers[api]()))
+    let apis = send(&server, &label, stack, auth).await;
+    assert_eq!(
+        server.token_calls.load(Ordering::SeqCst),
+        apis,
+        "{label}: one token request per audience"
+    );
+    let errors = server.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "{label}: {errors:?}");
+}
+
+type KeyedBuilder = tower_bearer::keyed::KeyedTokenCacheBuilder<&'static str, Source>;
+
+/// A keyed cache of a source per API, by `grant`, set up further by `configure`.
+fn keyed(
+    server: &Server,
+    grant: Grant,
+    key: Option<&Dpop>,
+    configure: impl FnOnce(KeyedBuilder) -> KeyedBuilder,
+) -> KeyedTokenCache<&'static str, Source> {
+    let makers: HashMap<&'static str, _> = APIS
+        .into_iter()
+        .map(|api| (api, source(server, grant, api, key)))
+        .collect();
+    configure(KeyedTokenCache::builder(move |api: &&'static str| {
+        Ok(makers[api]())
+    }))
+    .build()
+}
+
+/// Two rounds of requests through `stack` to every API `auth` serves (the first alone for one
+/// cache), each checked; how many APIs that was.
+async fn send(server: &Server, label: &str, stack: Stack, auth: Auth) -> usize {
+    let apis: &[&str] = match auth {
+        Auth::One(_) => &APIS[..1],
+        Auth::Keyed(..) => &APIS,
     };
     let origins = || {
         APIS.into_iter()
@@ -307,18 +348,16 @@ async fn cell(stack: Stack, caches: Caches, dpop: bool, grant: Grant) {
             .map(|(api, base)| (Origin::parse(base).unwrap(), api))
             .collect::<Vec<_>>()
     };
-    let one = || source(&server, grant, APIS[0], key.as_ref())();
-    let label = format!("{stack:?} × {caches:?} × dpop={dpop} × {grant:?}");
     match stack {
         Stack::Tower => {
             let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-            let service: Tower = match caches {
-                Caches::One => Tower::new(BearerAuthLayer::new(one()).layer(hyper)),
-                Caches::PerOrigin => {
-                    Tower::new(BearerAuthLayer::per_origin(keyed.clone(), origins()).layer(hyper))
+            let service: Tower = match auth {
+                Auth::One(cache) => Tower::new(BearerAuthLayer::from_cache(cache).layer(hyper)),
+                Auth::Keyed(Caches::PerRequest, keyed) => {
+                    Tower::new(BearerAuthLayer::per_request(keyed, pick).layer(hyper))
                 }
-                Caches::PerRequest => {
-                    Tower::new(BearerAuthLayer::per_request(keyed.clone(), pick).layer(hyper))
+                Auth::Keyed(_, keyed) => {
+                    Tower::new(BearerAuthLayer::per_origin(keyed, origins()).layer(hyper))
                 }
             };
             for _round in 0..2 {
@@ -333,19 +372,19 @@ async fn cell(stack: Stack, caches: Caches, dpop: bool, grant: Grant) {
                         .unwrap_or_else(|e| panic!("{label}: {e}"));
                     let status = response.status();
                     let body = response.into_body().collect().await.unwrap().to_bytes();
-                    check(&server, &label, api, status, &body);
+                    check(server, label, api, status, &body);
                 }
             }
         }
         Stack::Reqwest => {
             let builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
-            let client = match caches {
-                Caches::One => builder.with(BearerAuthMiddleware::new(one())),
-                Caches::PerOrigin => {
-                    builder.with(BearerAuthMiddleware::per_origin(keyed.clone(), origins()))
+            let client = match auth {
+                Auth::One(cache) => builder.with(BearerAuthMiddleware::from_cache(cache)),
+                Auth::Keyed(Caches::PerRequest, keyed) => {
+                    builder.with(BearerAuthMiddleware::per_request(keyed, pick))
                 }
-                Caches::PerRequest => {
-                    builder.with(BearerAuthMiddleware::per_request(keyed.clone(), pick))
+                Auth::Keyed(_, keyed) => {
+                    builder.with(BearerAuthMiddleware::per_origin(keyed, origins()))
                 }
             }
             .build();
@@ -358,18 +397,12 @@ async fn cell(stack: Stack, caches: Caches, dpop: bool, grant: Grant) {
                         .unwrap_or_else(|e| panic!("{label}: {e}"));
                     let status = response.status();
                     let body = response.bytes().await.unwrap();
-                    check(&server, &label, api, status, &body);
+                    check(server, label, api, status, &body);
                 }
             }
         }
     }
-    assert_eq!(
-        server.token_calls.load(Ordering::SeqCst),
-        apis.len(),
-        "{label}: one token request per audience"
-    );
-    let errors = server.errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "{label}: {errors:?}");
+    apis.len()
 }
 
 /// Any of the tower stacks, by one type.
@@ -440,7 +473,6 @@ mod fleet_support;
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn the_fleet_tier_on_both_stacks_bearer_and_dpop() {
-    use tower_bearer::TokenCache;
     use tower_bearer::fleet::RedisFleet;
 
     let redis = fleet_support::RedisServer::start();
@@ -458,39 +490,61 @@ async fn the_fleet_tier_on_both_stacks_bearer_and_dpop() {
                 TokenCache::builder(source).fleet(fleet).build()
             };
             for cache in [process(), process()] {
-                let api = APIS[0];
-                match stack {
-                    Stack::Tower => {
-                        let hyper =
-                            Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-                        let request = http::Request::get(server.api_url(api))
-                            .body(Full::default())
-                            .unwrap();
-                        let response = BearerAuthLayer::from_cache(cache)
-                            .layer(hyper)
-                            .oneshot(request)
-                            .await
-                            .unwrap_or_else(|e| panic!("{label}: {e}"));
-                        let status = response.status();
-                        let body = response.into_body().collect().await.unwrap().to_bytes();
-                        check(&server, &label, api, status, &body);
-                    }
-                    Stack::Reqwest => {
-                        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                            .with(BearerAuthMiddleware::from_cache(cache))
-                            .build();
-                        let response = client.get(server.api_url(api)).send().await.unwrap();
-                        let status = response.status();
-                        let body = response.bytes().await.unwrap();
-                        check(&server, &label, api, status, &body);
-                    }
-                }
+                send(&server, &label, stack, Auth::One(cache)).await;
             }
             assert_eq!(
                 server.token_calls.load(Ordering::SeqCst),
                 1,
                 "{label}: the second process adopts the first one's token"
             );
+            let errors = server.errors.lock().unwrap().clone();
+            assert!(errors.is_empty(), "{label}: {errors:?}");
+        }
+    }
+}
+
+/// The fleet column for keyed caches: two "processes" each with a keyed cache (by origin or
+/// by closure) whose slots share tokens through one Redis, each audience under its own fleet
+/// credential (as `KeyedTokenCacheBuilder::cache` documents). The first process fetches one
+/// token per audience; the second adopts both from Redis and must send each to its own API,
+/// with DPoP proofs by the key its slot's source declares, through each stack.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_fleet_tier_under_keyed_caches_on_both_stacks_bearer_and_dpop() {
+    use tower_bearer::fleet::RedisFleet;
+
+    let redis = fleet_support::RedisServer::start();
+    for stack in [Stack::Tower, Stack::Reqwest] {
+        for caches in [Caches::PerOrigin, Caches::PerRequest] {
+            for dpop in [false, true] {
+                let server = Server::start().await;
+                let key = dpop.then(|| Dpop::generate().unwrap());
+                let identity = format!("matrix keyed {stack:?} {caches:?} {dpop}");
+                let label = format!("{stack:?} × {caches:?} × fleet × dpop={dpop}");
+                let process = || {
+                    let fleet = RedisFleet::builder(&redis.url(), &identity)
+                        .build()
+                        .unwrap();
+                    let identity = identity.clone();
+                    keyed(&server, Grant::ClientCredentials, key.as_ref(), |builder| {
+                        builder.cache(move |api, slot| {
+                            slot.fleet(fleet.credential(format!("{identity} {api}")))
+                        })
+                    })
+                };
+                let (first, second) = (process(), process());
+                send(&server, &label, stack, Auth::Keyed(caches, first)).await;
+                assert_eq!(server.token_calls.load(Ordering::SeqCst), APIS.len());
+                send(&server, &label, stack, Auth::Keyed(caches, second.clone())).await;
+                assert_eq!(
+                    server.token_calls.load(Ordering::SeqCst),
+                    APIS.len(),
+                    "{label}: the second process adopts the first one's tokens"
+                );
+                assert_eq!(second.len(), APIS.len(), "{label}: a slot per audience");
+                let errors = server.errors.lock().unwrap().clone();
+                assert!(errors.is_empty(), "{label}: {errors:?}");
+            }
         }
     }
 }

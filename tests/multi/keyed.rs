@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::layer::util::Identity;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_bearer::keyed::KeyedTokenCache;
+use tower_bearer::pipeline::Tokens;
 use tower_bearer::secret::ClientSecret;
-use tower_bearer::source::{ClientAuth, ClientCredentials};
-use tower_bearer::{BearerAuthLayer, Error, ErrorKind, OnDisallowedOrigin, Origin};
+use tower_bearer::source::{ClientAuth, ClientCredentials, static_token};
+use tower_bearer::{
+    BearerAuthLayer, Error, ErrorKind, InvalidateOnly, OnDisallowedOrigin, Origin, Replay,
+    TokenCache,
+};
 
 use crate::common::{TokenServer, json};
 
@@ -643,4 +648,73 @@ async fn a_body_rule_on_the_keyed_layer_drops_the_token_of_that_key_and_replays(
         .to_bytes();
     assert_eq!(&body[..], b"Bearer tok-search-2");
     assert_eq!(server.calls(), 2);
+}
+
+/// The options of a layer, written once for every kind of cache: this function compiles for
+/// one `TokenCache` and for a keyed cache alike, because the layer is one type.
+fn strict<P, C: Tokens<P>>(
+    layer: BearerAuthLayer<P, InvalidateOnly, Identity, C>,
+) -> BearerAuthLayer<P, Replay, Identity, C> {
+    layer
+        .allow_origins([Origin::from_static("https://billing.example.com")])
+        .on_disallowed_origin(OnDisallowedOrigin::Fail)
+        .rejects_token_when(|status, _| status == StatusCode::FORBIDDEN)
+        .replay_on_401()
+}
+
+#[tokio::test]
+async fn one_cache_and_a_keyed_cache_share_one_layer_type_and_its_options() {
+    let server = audience_server().await;
+    let keyed = keyed_cache(&server);
+    let one = TokenCache::new(static_token("tok-billing-single"));
+    let echo = service_fn(|req: Request<String>| async move {
+        Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
+    });
+    let single = strict(BearerAuthLayer::from_cache(one.clone())).layer(echo);
+    let per_origin = strict(BearerAuthLayer::per_origin(
+        keyed.clone(),
+        [
+            (
+                Origin::from_static("https://billing.example.com"),
+                "billing",
+            ),
+            (Origin::from_static("https://search.example.com"), "search"),
+        ],
+    ))
+    .layer(echo);
+    let to = |uri: &str| Request::get(uri).body(String::new()).unwrap();
+
+    let answer = single
+        .clone()
+        .oneshot(to("https://billing.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(answer.body().as_ref().unwrap(), "Bearer tok-billing-single");
+    let answer = per_origin
+        .clone()
+        .oneshot(to("https://billing.example.com/a"))
+        .await
+        .unwrap();
+    let auth = answer.into_body().unwrap();
+    assert!(
+        auth.to_str().unwrap().starts_with("Bearer tok-billing-"),
+        "{auth:?}"
+    );
+
+    // The allow-list and its `Fail` hold on both: search has a key, but is not allowed.
+    for service in [
+        single.clone().boxed_clone(),
+        per_origin.clone().boxed_clone(),
+    ] {
+        let err = service
+            .oneshot(to("https://search.example.com/q"))
+            .await
+            .unwrap_err();
+        let err = err.downcast_ref::<Error>().expect("a tower_bearer::Error");
+        assert_eq!(err.kind(), ErrorKind::Disallowed);
+    }
+    // `cache()` is the cache each was built over.
+    assert!(single.cache().current().is_some());
+    assert!(per_origin.cache().contains(&"billing"));
+    assert_eq!(server.calls(), 1, "only billing's token was fetched");
 }

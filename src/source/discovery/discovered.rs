@@ -29,6 +29,11 @@ pub struct Discovered<S> {
     /// (the tokens themselves carry their binding from the first fetch on).
     #[cfg(feature = "dpop")]
     dpop: std::sync::OnceLock<crate::dpop::Dpop>,
+    /// The client certificate of the source's client authentication: known before the first
+    /// build for the grants [`Discovery`] builds (so a fleet process can adopt a token before
+    /// its own source exists), else once built. What [`TokenSource::client_identity`] declares.
+    #[cfg(feature = "reqwest")]
+    identity: std::sync::OnceLock<crate::http_client::ClientIdentity>,
 }
 
 impl<S> Discovered<S> {
@@ -46,7 +51,20 @@ impl<S> Discovered<S> {
             built: Mutex::new(None),
             #[cfg(feature = "dpop")]
             dpop: std::sync::OnceLock::new(),
+            #[cfg(feature = "reqwest")]
+            identity: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Declare the client certificate of `auth` (if it is a mutual TLS one) before the source
+    /// is built.
+    pub(super) fn authenticating_with(self, auth: Option<&super::super::ClientAuth>) -> Self {
+        #[cfg(feature = "reqwest")]
+        if let Some(identity) = auth.and_then(super::super::ClientAuth::client_identity) {
+            let _ = self.identity.set(identity.clone());
+        }
+        let _ = auth;
+        self
     }
 }
 
@@ -74,6 +92,10 @@ impl<S: TokenSource> Discovered<S> {
         #[cfg(feature = "dpop")]
         if let Some(dpop) = source.dpop() {
             let _ = self.dpop.set(dpop.clone());
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(identity) = source.client_identity() {
+            let _ = self.identity.set(identity.clone());
         }
         *built = Some((metadata, Arc::clone(&source)));
         Ok(source)
@@ -107,6 +129,11 @@ impl<S: TokenSource> TokenSource for Discovered<S> {
     #[cfg(feature = "dpop")]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
         self.dpop.get()
+    }
+
+    #[cfg(feature = "reqwest")]
+    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+        self.identity.get()
     }
 }
 

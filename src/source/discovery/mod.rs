@@ -200,6 +200,7 @@ impl Discovery {
         configure: impl Fn(ClientCredentialsBuilder) -> ClientCredentialsBuilder + Send + Sync + 'static,
     ) -> Discovered<ClientCredentials> {
         let method = auth.method();
+        let declared = auth.clone();
         self.source(
             Some(method),
             "client_credentials",
@@ -209,6 +210,7 @@ impl Discovery {
                 configure(builder).build()
             },
         )
+        .authenticating_with(Some(&declared))
     }
 
     /// The refresh-token grant ([`RefreshTokenGrant`]) at the discovered token endpoint, with
@@ -228,6 +230,7 @@ impl Discovery {
         St: RefreshTokenStore + Clone,
     {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(method, "refresh_token", move |metadata, client| {
             let mut builder = RefreshTokenGrant::builder(metadata.token_endpoint(), store.clone())
                 .http_client(client);
@@ -239,6 +242,7 @@ impl Discovery {
             }
             configure(builder).build()
         })
+        .authenticating_with(declared.as_ref())
     }
 
     /// The JWT-bearer grant ([`JwtBearer`](super::JwtBearer)) at the discovered token endpoint;
@@ -252,6 +256,7 @@ impl Discovery {
         configure: impl Fn(super::JwtBearerBuilder) -> super::JwtBearerBuilder + Send + Sync + 'static,
     ) -> Discovered<super::JwtBearer> {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(
             method,
             super::jwt_bearer::JWT_BEARER_GRANT_TYPE,
@@ -265,6 +270,7 @@ impl Discovery {
                 configure(builder).build()
             },
         )
+        .authenticating_with(declared.as_ref())
     }
 
     /// The token exchange ([`TokenExchange`](super::TokenExchange), RFC 8693) at the discovered
@@ -278,6 +284,7 @@ impl Discovery {
         + 'static,
     ) -> Discovered<super::TokenExchange> {
         let method = auth.as_ref().map(ClientAuth::method);
+        let declared = auth.clone();
         self.source(
             method,
             super::token_exchange::TOKEN_EXCHANGE_GRANT_TYPE,
@@ -290,6 +297,7 @@ impl Discovery {
                 configure(builder).build()
             },
         )
+        .authenticating_with(declared.as_ref())
     }
 }
 
