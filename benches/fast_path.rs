@@ -6,6 +6,8 @@
 //!   it): the physical limit.
 //! - `bearer_auth/*`: `BearerAuth` with a fresh token: `relative` URIs, absolute `https` URIs as
 //!   hyper-util's client needs them, and absolute `https` with an origin allow-list.
+//!   `https_box_source` is `bearer_auth/https` with the source behind a `BoxTokenSource`: the
+//!   boxed source is called once per refresh, so the row should match `bearer_auth/https`.
 //!   `clone_per_request` clones the service for each request from a template that never sends
 //!   (axum state, `client.clone().oneshot(..)`).
 //! - `naive/mutex_across_refresh`: a `tokio::sync::Mutex` held across the check-and-refresh,
@@ -32,7 +34,7 @@ use support::{
     ArcPerRequest, CloneEach, HTTPS, Naive, NoOp, RELATIVE, runtime, through_runtime, token_value,
 };
 use tower::{Layer, Service};
-use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
+use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, TokenSource, source::StaticToken};
 
 fn add_bearer_header(c: &mut Criterion) {
     let value = token_value();
@@ -56,6 +58,14 @@ fn add_bearer_header(c: &mut Criterion) {
         ));
         rt.block_on(cache.token()).unwrap(); // a fresh token in the cache
         let bearer = BearerAuthLayer::from_cache(cache.clone()).layer(NoOp);
+        let boxed_cache = TokenCache::new(
+            StaticToken::new(
+                Token::new(value.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
+            )
+            .boxed(),
+        );
+        rt.block_on(boxed_cache.token()).unwrap();
+        let boxed = BearerAuthLayer::from_cache(boxed_cache).layer(NoOp);
         let allow_listed = BearerAuthLayer::from_cache(cache.clone())
             .allow_origin(Origin::from_static("https://api.example.com"))
             .layer(NoOp);
@@ -72,6 +82,14 @@ fn add_bearer_header(c: &mut Criterion) {
         row(g, rt, "bearer_auth/https", threads, HTTPS, || {
             bearer.clone()
         });
+        row(
+            g,
+            rt,
+            "bearer_auth/https_box_source",
+            threads,
+            HTTPS,
+            || boxed.clone(),
+        );
         row(
             g,
             rt,

@@ -45,8 +45,7 @@ async fn main() -> Result<(), tower::BoxError> {
         server.token_url(),
         ClientAuth::tls_client_auth("my-client", identity.clone()),
     )
-    .http_client(token_client)
-    .build()?;
+    .build_with(token_client)?;
     let cache = TokenCache::new(source);
     cache.token().await?;
     let sent = server.token_requests.lock().unwrap()[0].clone();

@@ -1,15 +1,47 @@
-//! [`HttpClient`]: the small trait the built-in sources use to call token endpoints, and
-//! `ReqwestClient` (feature `reqwest`), its default implementation.
+//! [`HttpClient`]: the small trait the built-in sources call token endpoints through, its
+//! implementations for the clients you already have, and `ReqwestClient`, the default.
 //!
 //! A token endpoint is called with one request (method, URL, headers, body) and answers with one
-//! response (status, headers, body): the trait is exactly that, in [`http`] types, so that you can
-//! plug in your own client (a corporate proxy, a mock, fault injection in tests).
+//! response (status, headers, body): the trait is exactly that, in [`http`] types.
 //!
-//! Whatever client is used, the sources refuse a token URL that is not `https`, except to a
-//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`), and never treat a
-//! redirect as a token. `ReqwestClient` adds what a token endpoint call needs on the wire: no
-//! redirects followed, no proxy for a loopback endpoint, a response size cap read
-//! incrementally, and timeouts that never cut an answer the server has begun to send.
+//! | client | how |
+//! |---|---|
+//! | the default: one `ReqwestClient` shared by every source and keyed slot | `builder.build()` (feature `reqwest`) |
+//! | your `reqwest::Client` (its proxy, DNS, TLS, pool) | `builder.build_with(client)` |
+//! | your `reqwest_middleware::ClientWithMiddleware` (tracing, retries) | `builder.build_with(client)` |
+//! | any tower HTTP client (hyper-util's `Client`, a stack around it) | `builder.build_with(from_service(client))` |
+//! | your own (a mock, fault injection) | implement [`HttpClient`] |
+//!
+//! Every one of them is held to the same rules: the token URL must be `https`, except to a
+//! loopback host ([`is_loopback_host`]: `127.0.0.0/8`, `::1`, `localhost`) or, for a managed
+//! identity's requests only, a platform metadata host; a redirect is never
+//! taken for a token (the sources refuse a 3xx, and an answer that a redirect-following client
+//! fetched from another URL is refused too); the answer is read incrementally, refused past a
+//! size cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), with a deadline for its head and another for its
+//! body ([`DEFAULT_TIMEOUT`]), so that an answer the server has begun to send is not cut.
+//!
+//! Your client's own settings apply, which the crate cannot check: configure it not to follow
+//! redirects (`reqwest::redirect::Policy::none()`; a followed 307 re-sends the request body,
+//! client secret included, before the answer is refused), and not to send a loopback endpoint's
+//! requests through a proxy (`no_proxy`, or `NO_PROXY=127.0.0.1,localhost`): plain `http` is
+//! allowed there only because the request never leaves the machine. `ReqwestClient` does
+//! both itself.
+//!
+//! Without the `reqwest` feature there is no default client, so the builders have no `build()`:
+//! forgetting the client is a compile error, not a run-time one. This compiles only with the
+//! feature:
+//!
+#![cfg_attr(feature = "reqwest", doc = "```")]
+#![cfg_attr(not(feature = "reqwest"), doc = "```compile_fail")]
+//! use tower_bearer::source::{ClientAuth, ClientCredentials};
+//!
+//! let source = ClientCredentials::builder("https://auth.example.com/token", ClientAuth::none("id"))
+//!     .build()?;
+//! # let _ = source;
+//! # Ok::<(), tower_bearer::Error>(())
+//! ```
+//!
+//! A client of your own:
 //!
 //! ```
 //! use bytes::Bytes;
@@ -140,6 +172,16 @@ pub(crate) fn is_metadata_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_link_local())
 }
 
+/// The URL check every client makes: [`check_metadata_url`] for a request a metadata source
+/// marked ([`MetadataRequest`]), else [`check_token_url`].
+pub(crate) fn check_request_url(request: &HttpRequest) -> Result<(), Error> {
+    if request.extensions().get::<MetadataRequest>().is_some() {
+        check_metadata_url(request.uri())
+    } else {
+        check_token_url(request.uri())
+    }
+}
+
 /// [`check_token_url`] for a metadata server: plain `http` to a [`is_metadata_host`] too.
 pub(crate) fn check_metadata_url(uri: &Uri) -> Result<(), Error> {
     match (uri.scheme_str(), uri.host()) {
@@ -153,6 +195,17 @@ pub(crate) fn check_metadata_url(uri: &Uri) -> Result<(), Error> {
     }
 }
 
+mod read;
+#[cfg(feature = "reqwest")]
+mod reqwest_impls;
+mod service;
+mod span;
+
+#[cfg(feature = "reqwest")]
+pub(crate) use self::reqwest_impls::shared_default;
+pub use self::service::{TowerClient, from_service};
+pub(crate) use self::span::traced;
+
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
 #[cfg(feature = "reqwest")]
@@ -165,17 +218,16 @@ mod reqwest_client {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
-    use rustls::crypto::CryptoProvider;
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    use zeroize::Zeroizing;
-
+    use super::read::Limits;
     use super::{
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient, HttpFuture, HttpRequest,
         HttpResponse, MetadataRequest, check_metadata_url, check_token_url, is_loopback_host,
     };
     use crate::Error;
     use crate::mtls::ClientIdentity;
+    use rustls::crypto::CryptoProvider;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
 
     /// The default [`HttpClient`]: reqwest with rustls, made for token endpoints.
     ///
@@ -403,6 +455,13 @@ mod reqwest_client {
             self
         }
 
+        fn limits(&self) -> Limits {
+            Limits {
+                timeout: self.timeout,
+                max_response_bytes: self.max_response_bytes,
+            }
+        }
+
         async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
             // Only a request marked by a managed-identity source may use plain http to a
             // metadata host, and it never goes through a proxy.
@@ -416,88 +475,16 @@ mod reqwest_client {
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
-            let mut response =
-                match tokio::time::timeout(self.timeout, client.execute(request)).await {
-                    Ok(response) => response.map_err(transport_error)?,
-                    Err(_elapsed) => {
-                        return Err(Error::transient(format!(
-                            "the token endpoint did not answer within {:?}",
-                            self.timeout
-                        )));
-                    }
-                };
-            let status = response.status();
-            let too_large = || {
-                Error::invalid_response(format!(
-                    "the token endpoint's answer is larger than {} bytes",
-                    self.max_response_bytes
-                ))
-                .with_status(status)
-            };
-            let declared = response.content_length();
-            if declared.is_some_and(|len| len > self.max_response_bytes as u64) {
-                return Err(too_large());
-            }
-            let mut body = ZeroizingBuf::with_capacity(declared.unwrap_or(0) as usize);
-            let read = async {
-                while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-                    if body.len() + chunk.len() > self.max_response_bytes {
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(())
-            };
-            match tokio::time::timeout(self.timeout, read).await {
-                Ok(read) => read?,
-                Err(_elapsed) => {
-                    return Err(Error::transient(format!(
-                        "the token endpoint's answer was not read within {:?} of its headers",
-                        self.timeout
-                    ))
-                    .with_status(status));
-                }
-            }
-            let mut out = http::Response::new(body.into_bytes());
-            *out.status_mut() = response.status();
-            *out.headers_mut() = std::mem::take(response.headers_mut());
-            Ok(out)
-        }
-    }
-
-    /// The answer's body as it arrives: it holds the access and refresh tokens, so it is
-    /// zeroized on drop, and it grows by moving to a new buffer (the old one wiped) rather than
-    /// by reallocation, which would free a copy without wiping it.
-    pub(super) struct ZeroizingBuf(Zeroizing<Vec<u8>>);
-
-    impl ZeroizingBuf {
-        pub(super) fn with_capacity(capacity: usize) -> Self {
-            ZeroizingBuf(Zeroizing::new(Vec::with_capacity(capacity)))
-        }
-
-        pub(super) fn len(&self) -> usize {
-            self.0.len()
-        }
-
-        pub(super) fn extend_from_slice(&mut self, bytes: &[u8]) {
-            let needed = self.0.len() + bytes.len();
-            if needed > self.0.capacity() {
-                let mut grown = Vec::with_capacity(needed.max(2 * self.0.capacity()).max(1024));
-                grown.extend_from_slice(&self.0);
-                // The old buffer is zeroized as it is dropped here.
-                self.0 = Zeroizing::new(grown);
-            }
-            self.0.extend_from_slice(bytes);
-        }
-
-        /// Bytes that are zeroized when their last clone is dropped.
-        pub(super) fn into_bytes(self) -> bytes::Bytes {
-            bytes::Bytes::from_owner(self.0)
+            let limits = self.limits();
+            let response = limits
+                .head(async { client.execute(request).await.map_err(transport_error) })
+                .await?;
+            limits.read(http::Response::from(response)).await
         }
     }
 
     /// Classify a reqwest error. The URL is stripped: its query string can hold a credential.
-    fn transport_error(err: reqwest::Error) -> Error {
+    pub(super) fn transport_error(err: reqwest::Error) -> Error {
         if let Some(tls) = crate::mtls::tls_error(&err) {
             return tls.with_source(err.without_url());
         }
@@ -550,18 +537,6 @@ mod reqwest_client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(feature = "reqwest")]
-    #[test]
-    fn the_response_buffer_grows_by_moving() {
-        let mut buf = super::reqwest_client::ZeroizingBuf::with_capacity(4);
-        buf.extend_from_slice(b"abc");
-        buf.extend_from_slice(&[b'x'; 3000]);
-        buf.extend_from_slice(b"end");
-        assert_eq!(buf.len(), 3006);
-        let bytes = buf.into_bytes();
-        assert!(bytes.starts_with(b"abcxxx") && bytes.ends_with(b"xxend"));
-    }
 
     #[test]
     fn plain_http_to_a_public_host_is_a_config_error() {

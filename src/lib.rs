@@ -26,6 +26,7 @@ mod error;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
+pub mod grpc;
 pub mod http_client;
 pub mod keyed;
 mod layer;
@@ -67,7 +68,8 @@ mod proptests;
 
 pub use builder_ext::ServiceBuilderExt;
 pub use cache::{
-    Backoff, CachedToken, RefreshEvent, RefreshReason, RefreshTier, TokenCache, TokenCacheBuilder,
+    Backoff, CachedToken, Health, HealthStatus, RefreshEvent, RefreshReason, RefreshTier,
+    TokenCache, TokenCacheBuilder,
 };
 pub use error::{BoxError, Error, ErrorKind, MAX_RETRY_AFTER};
 pub use layer::BearerAuthLayer;
@@ -77,6 +79,7 @@ pub use replay::{MAX_REPLAY_BODY, ReplayBody};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use reqwest::BearerAuthMiddleware;
 pub use service::{BearerAuth, InvalidateOnly, Replay, ResponseFuture};
+pub use source::BoxTokenSource;
 pub use source::contract::TokenSource;
 pub use token::{JwtTimes, Token, jwt_claims};
 

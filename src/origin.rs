@@ -573,7 +573,7 @@ impl Destinations {
         Verdict::Attach
     }
 
-    fn refuse(&self, message: impl FnOnce() -> String) -> Verdict {
+    pub(crate) fn refuse(&self, message: impl FnOnce() -> String) -> Verdict {
         match self.on_disallowed {
             OnDisallowedOrigin::SendWithoutToken => {
                 tracing::debug!(reason = %message(), "request sent without the bearer token");

@@ -191,7 +191,7 @@ pub struct Single<P> {
     approved: Approved,
     /// Where response futures find the cache again to report a 401 (see `cache::handle`).
     cache_id: NonZeroU32,
-    destinations: Destinations,
+    pub(crate) destinations: Destinations,
     judge: Judge,
     /// What the futures of bearer requests judge with (the user's rule), prebuilt.
     judging: Option<Judging>,

@@ -111,8 +111,7 @@ async fn the_crates_clients_work_with_both_providers_and_no_process_default() {
     let secret = ClientSecret::new("a-client-secret-of-32-bytes-or-more");
     let source =
         ClientCredentials::builder(url, ClientAuth::client_secret_jwt("cid", &secret).unwrap())
-            .http_client(client)
-            .build()
+            .build_with(client)
             .unwrap();
     assert_eq!(source.fetch().await.unwrap().secret(), "tls-token");
     let request = served.await.unwrap();

@@ -90,8 +90,7 @@ fn assertions_verify_with_both_jsonwebtoken_backends() {
     let mut expected = Vec::new();
     for (auth, alg, public) in sources {
         let source = ClientCredentials::builder("https://auth.example.com/token", auth)
-            .http_client(capture.clone())
-            .build()
+            .build_with(capture.clone())
             .unwrap();
         assert_eq!(rt.block_on(source.fetch()).unwrap().secret(), "tok");
         expected.push((alg, public));
@@ -101,8 +100,7 @@ fn assertions_verify_with_both_jsonwebtoken_backends() {
         "https://auth.example.com/token",
         Assertion::new(SigningKey::hs256(&hmac).unwrap(), "robot@example.com"),
     )
-    .http_client(capture.clone())
-    .build()
+    .build_with(capture.clone())
     .unwrap();
     assert_eq!(rt.block_on(grant.fetch()).unwrap().secret(), "tok");
     expected.push((

@@ -36,8 +36,7 @@ async fn tls_client_auth_presents_the_certificate_and_sends_no_secret() {
         .unwrap();
     let source = ClientCredentials::builder(server.token_url(), auth)
         .scope("payments")
-        .http_client(client)
-        .build()
+        .build_with(client)
         .unwrap();
     assert_eq!(source.fetch().await.unwrap().secret(), "mtls-token-1");
 
@@ -59,8 +58,7 @@ async fn self_signed_tls_client_auth_works_with_a_registered_certificate() {
     let auth = ClientAuth::self_signed_tls_client_auth("my-self-signed-client", id.clone());
     assert_eq!(auth.method(), "self_signed_tls_client_auth");
     let source = ClientCredentials::builder(server.token_url(), auth)
-        .http_client(http_client(&pki).with_client_identity(id).unwrap())
-        .build()
+        .build_with(http_client(&pki).with_client_identity(id).unwrap())
         .unwrap();
     assert!(source.fetch().await.is_ok());
     assert_eq!(
@@ -87,8 +85,7 @@ async fn a_missing_or_untrusted_certificate_is_a_clear_rejection() {
             server.token_url(),
             ClientAuth::tls_client_auth("my-client", identity(&pki.client_chain, &pki.client_key)),
         )
-        .http_client(client)
-        .build()
+        .build_with(client)
         .unwrap();
         let err = source.fetch().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Rejected, "{case}: {err:?}");
@@ -118,8 +115,7 @@ async fn an_untrusted_server_certificate_is_a_config_error() {
         server.token_url(),
         ClientAuth::tls_client_auth("my-client", identity(&pki.client_chain, &pki.client_key)),
     )
-    .http_client(client)
-    .build()
+    .build_with(client)
     .unwrap();
     let err = source.fetch().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
@@ -128,7 +124,7 @@ async fn an_untrusted_server_certificate_is_a_config_error() {
 
 #[tokio::test]
 async fn without_an_http_client_tls_client_auth_builds_the_built_in_one() {
-    // No `.http_client(..)`: the source builds a ReqwestClient presenting the identity. It
+    // `build()`, no client given: the source builds a ReqwestClient presenting the identity. It
     // trusts the platform's roots, not the test CA, so the handshake stops at the server's
     // certificate: the TLS error a built-in client reports, not a refusal of ours.
     let pki = mtls_server::pki();
@@ -153,8 +149,7 @@ async fn certificate_bound_tokens_need_the_same_identity_on_api_calls() {
         server.token_url(),
         ClientAuth::tls_client_auth("my-client", id.clone()),
     )
-    .http_client(http_client(&pki).with_client_identity(id.clone()).unwrap())
-    .build()
+    .build_with(http_client(&pki).with_client_identity(id.clone()).unwrap())
     .unwrap();
     let cache = TokenCache::new(source);
     let ca = reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap();

@@ -121,37 +121,32 @@ fn sources_leave_no_copy_of_a_secret_in_freed_memory() {
         let auth = ClientAuth::client_secret_basic("cid", ClientSecret::new(BASIC));
         fetch(
             ClientCredentials::builder(URL, auth)
-                .http_client(StandIn { expect: "Basic" })
-                .build()
+                .build_with(StandIn { expect: "Basic" })
                 .unwrap(),
         )
         .await;
         let auth = ClientAuth::client_secret_post("cid", ClientSecret::new(POST));
         fetch(
             ClientCredentials::builder(URL, auth)
-                .http_client(StandIn { expect: POST })
-                .build()
+                .build_with(StandIn { expect: POST })
                 .unwrap(),
         )
         .await;
         fetch(
             RefreshEndpoint::builder(URL, RefreshToken::new(QUERY))
-                .http_client(StandIn { expect: QUERY })
-                .build()
+                .build_with(StandIn { expect: QUERY })
                 .unwrap(),
         )
         .await;
         fetch(
             ApiKeyExchange::builder(URL, ApiKey::new(API_KEY))
-                .http_client(StandIn { expect: API_KEY })
-                .build()
+                .build_with(StandIn { expect: API_KEY })
                 .unwrap(),
         )
         .await;
         fetch(
             RefreshTokenGrant::builder(URL, MemoryStore::new(RefreshToken::new(REFRESH)))
-                .http_client(StandIn { expect: REFRESH })
-                .build()
+                .build_with(StandIn { expect: REFRESH })
                 .unwrap(),
         )
         .await;
@@ -163,19 +158,17 @@ fn sources_leave_no_copy_of_a_secret_in_freed_memory() {
             let auth = ClientAuth::client_secret_jwt("cid", &ClientSecret::new(HMAC)).unwrap();
             fetch(
                 ClientCredentials::builder(URL, auth)
-                    .http_client(StandIn {
+                    .build_with(StandIn {
                         expect: "client_assertion",
                     })
-                    .build()
                     .unwrap(),
             )
             .await;
             fetch(
                 JwtBearer::builder(URL, Assertion::new(key, "robot@example.com"))
-                    .http_client(StandIn {
+                    .build_with(StandIn {
                         expect: "assertion",
                     })
-                    .build()
                     .unwrap(),
             )
             .await;

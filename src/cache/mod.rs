@@ -6,6 +6,7 @@ pub(crate) mod handle;
 mod metrics;
 #[cfg(all(test, loom))]
 mod model_check;
+mod observe;
 mod refresh;
 mod sync;
 
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 pub use config::{Backoff, TokenCacheBuilder};
 pub use entry::CachedToken;
 pub use event::{RefreshEvent, RefreshReason, RefreshTier};
+pub use observe::{Health, HealthStatus};
 
 use crate::{Error, Token, TokenSource};
 pub(crate) use clock::{Coarse, coarse_now};
@@ -122,6 +124,9 @@ pub(crate) struct Shared<P> {
     /// When a 401 last dropped a token, in nanoseconds after `epoch`; `u64::MAX` if never
     /// (see `handle::invalidate_after_401`).
     last_401_drop: AtomicU64,
+    /// The current token for [`TokenCache::subscribe`]: sent when one is installed, `None`
+    /// when one is dropped.
+    changes: watch::Sender<Option<CachedToken>>,
 }
 
 /// The slow-path bookkeeping, behind a mutex that is never held across an `.await`.
@@ -275,6 +280,7 @@ impl<P: TokenSource> TokenCache<P> {
                 source,
                 registry_id: OnceLock::new(),
                 last_401_drop: AtomicU64::new(u64::MAX),
+                changes: watch::Sender::new(None),
             }),
         }
     }
@@ -425,6 +431,7 @@ impl<P: TokenSource> TokenCache<P> {
         control.dropped = Some(Arc::clone(entry));
         self.shared.current.store(None);
         self.shared.state.store(PHASE_NONE, Ordering::Release);
+        self.shared.changes.send_replace(None);
         // The timer stays: in background mode it may be the retry of a failed refresh, the
         // only thing that would fetch again without traffic. The next token replaces it.
         tracing::debug!(generation, "token invalidated");
@@ -491,6 +498,9 @@ impl<P: TokenSource> TokenCache<P> {
         if let Some(timer) = control.timer.take() {
             timer.abort();
         }
+        self.shared
+            .changes
+            .send_replace(Some(CachedToken(Arc::clone(&entry))));
         tracing::debug!(generation = entry.generation, "token inserted");
         Ok(CachedToken(entry))
     }
@@ -518,6 +528,15 @@ impl<P: TokenSource> TokenCache<P> {
                 Arc::downgrade(&self.shared) as Weak<Shared<P>>;
             handle::register(weak)
         })
+    }
+
+    /// The generation of the current token if `authorization` is its `Authorization` value:
+    /// which token a request carried, read below the service that attached it (the gRPC
+    /// layer's trailer watch). `None` for another token, or none.
+    pub(crate) fn generation_of(&self, authorization: &HeaderValue) -> Option<u64> {
+        let current = self.shared.current.load();
+        let entry = current.as_ref()?;
+        (entry.header() == authorization).then_some(entry.generation)
     }
 
     /// This cache behind a type-erased, strong handle.

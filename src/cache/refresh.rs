@@ -145,12 +145,22 @@ impl<P: TokenSource> NewRefresh<P> {
     /// The refresh's future, under a root span that follows from the caller's: a detached
     /// refresh must not keep the request's span (and its trace) open until the token endpoint
     /// answers.
+    ///
+    /// The span's outcome is recorded when the refresh finishes: `outcome` (`ok` or `error`),
+    /// `error.type` (the error's kind, as OpenTelemetry names the field), the new token's
+    /// `generation`, `expires_in_s` and the `tier` it came from. Never the token.
     fn task(self) -> (Runtime, impl Future<Output = ()> + Send + 'static) {
         let span = tracing::info_span!(
             parent: None,
             "token_refresh",
+            otel.kind = "internal",
             reason = self.reason.as_str(),
-            refresh = self.guard.id
+            refresh = self.guard.id,
+            outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            generation = tracing::field::Empty,
+            expires_in_s = tracing::field::Empty,
+            tier = tracing::field::Empty,
         );
         span.follows_from(tracing::Span::current());
         (self.runtime, self.guard.run(self.reason).instrument(span))
@@ -196,6 +206,7 @@ impl<P: TokenSource> RefreshGuard<P> {
         let outcome = shared.complete(self.id, started, result);
         let took = sync::now().saturating_duration_since(started);
         let tier = tier.filter(|_| outcome.is_ok());
+        record_outcome(&outcome, tier);
         metrics::refreshed(&shared.config, reason, &outcome, tier, took);
         metrics::expiry(&shared.config, shared.current.load().as_deref());
         // The hook runs before waiters are woken: a caller that got the token can count on
@@ -217,6 +228,27 @@ impl<P: TokenSource> RefreshGuard<P> {
             }
         }
         let _ = self.tx.send(Some(outcome));
+    }
+}
+
+/// Fill in the `token_refresh` span's outcome fields (see [`NewRefresh::spawn`]).
+fn record_outcome(outcome: &Outcome, tier: Option<super::RefreshTier>) {
+    let span = tracing::Span::current();
+    match outcome {
+        Ok(token) => {
+            span.record("outcome", "ok");
+            span.record("generation", token.generation());
+            if let Some(expires_in) = token.expires_in() {
+                span.record("expires_in_s", expires_in.as_secs());
+            }
+            if let Some(tier) = tier {
+                span.record("tier", tier.as_str());
+            }
+        }
+        Err(err) => {
+            span.record("outcome", "error");
+            span.record("error.type", err.kind().to_string());
+        }
     }
 }
 
@@ -313,6 +345,8 @@ impl<P: TokenSource> Shared<P> {
                 entry.generation = control.generation;
                 let entry = Arc::new(entry);
                 self.current.store(Some(Arc::clone(&entry)));
+                self.changes
+                    .send_replace(Some(CachedToken(Arc::clone(&entry))));
                 // A token that expires is published fresh only with a timer to end that. In
                 // background mode the timer is armed now (it refreshes without traffic; for a
                 // token already stale it fires at once, as a request on the stale path would).

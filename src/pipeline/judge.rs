@@ -140,6 +140,16 @@ pub(crate) async fn rejects<P: TokenSource, T: Transport>(
     Ok(true)
 }
 
+/// Whether gRPC headers or trailers say `grpc-status: 16` (UNAUTHENTICATED: "the request does
+/// not have valid authentication credentials"), gRPC's 401. It comes with HTTP 200, in the
+/// response headers (a trailers-only response) or in the trailers.
+#[inline]
+pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"16")
+}
+
 /// Whether a 401 carries `WWW-Authenticate: DPoP error="use_dpop_nonce"` (RFC 9449 §9).
 pub(crate) fn asks_for_nonce(headers: &HeaderMap) -> bool {
     #[cfg(feature = "dpop")]
@@ -209,6 +219,15 @@ impl Sent {
             );
             return;
         }
+        self.rejected();
+    }
+
+    /// The server rejected this token (seen after the response itself, as gRPC's trailers
+    /// are): drop it from its cache if it is still the current one (compare-and-invalidate,
+    /// throttled). A cache that no longer exists has nothing to drop.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn rejected(self) {
         if let Some(cache) = handle::lookup(self.cache_id()) {
             let dropped = cache.invalidate_after_401(self.generation());
             tracing::debug!(

@@ -138,14 +138,26 @@ impl<S: RefreshTokenStore> ApiKeyExchangeBuilder<S> {
         }
     }
 
-    /// The HTTP client to call the endpoints with (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the URLs and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<ApiKeyExchange<S>, Error> {
+        self.finish()
     }
 
-    /// Check the URLs and build the source. Does no I/O.
-    pub fn build(self) -> Result<ApiKeyExchange<S>, Error> {
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<ApiKeyExchange<S>, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<ApiKeyExchange<S>, Error> {
         let exchange = Endpoint::new(&self.exchange_url, self.client)?;
         let refresh = match &self.refresh_url {
             Some(url) => Some(Endpoint::new(url, Some(exchange.client()))?),

@@ -214,7 +214,7 @@ impl ClientAuth {
     /// `tls_client_auth`): the built-in HTTP client presents `identity`, and only `client_id`
     /// goes in the form.
     ///
-    /// With your own [`http_client`](crate::source::ClientCredentialsBuilder::http_client),
+    /// With your own client ([`build_with`](crate::source::ClientCredentialsBuilder::build_with)),
     /// that client must present the certificate (e.g.
     /// [`ReqwestClient::with_client_identity`](crate::http_client::ReqwestClient::with_client_identity)).
     #[cfg(feature = "reqwest")]

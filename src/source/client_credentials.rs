@@ -109,12 +109,6 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
-    }
-
     /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
     /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
     /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
@@ -127,7 +121,35 @@ impl ClientCredentialsBuilder {
     }
 
     /// Check the URL and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn build(self) -> Result<ClientCredentials, Error> {
+        self.finish()
+    }
+
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<ClientCredentials, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    /// For the crate's sources that wrap this one and take their client as an option (the
+    /// workload sources): `client`, or the default one.
+    pub(crate) fn build_with_option(
+        mut self,
+        client: Option<Arc<dyn HttpClient>>,
+    ) -> Result<ClientCredentials, Error> {
+        self.client = client;
+        self.finish()
+    }
+
+    fn finish(self) -> Result<ClientCredentials, Error> {
         Ok(ClientCredentials {
             endpoint: self.endpoint()?,
             auth: self.auth,

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::BoxTokenSource;
 use crate::{Error, Token};
 
 /// Something that can produce a fresh access token.
@@ -52,6 +53,14 @@ pub trait TokenSource: Send + Sync + 'static {
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
         None
+    }
+
+    /// This source as a [`BoxTokenSource`]: one type for sources of any grant.
+    fn boxed(self) -> BoxTokenSource
+    where
+        Self: Sized,
+    {
+        BoxTokenSource::new(self)
     }
 }
 

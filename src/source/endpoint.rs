@@ -23,21 +23,22 @@ use super::token_response::{TokenFields, TokenResponse};
 use crate::Error;
 use crate::error::MAX_RETRY_AFTER;
 use crate::http_client::{
-    HttpClient, HttpResponse, MetadataRequest, check_metadata_url, check_token_url,
+    HttpClient, HttpResponse, MetadataRequest, check_metadata_url, check_token_url, traced,
 };
 use crate::secret::IdentityToken;
 
-/// The HTTP client a source uses when none was given.
+/// The HTTP client a source uses when none was given: one shared by every source.
+///
+/// Without the `reqwest` feature, the builders have no `build()` (only `build_with(client)`),
+/// so no source is ever built without a client: this error is not reachable from the API.
 pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, Error> {
     #[cfg(feature = "reqwest")]
     {
-        Ok(Arc::new(crate::http_client::ReqwestClient::new()?))
+        Ok(crate::http_client::shared_default())
     }
     #[cfg(not(feature = "reqwest"))]
     {
-        Err(Error::config(
-            "no HTTP client for the token endpoint: enable the `reqwest` feature or give one with `.http_client(..)`",
-        ))
+        Err(Error::config("no HTTP client for the token endpoint"))
     }
 }
 
@@ -320,9 +321,7 @@ impl Endpoint {
     ) -> Result<HttpResponse, Error> {
         let (headers, _) = self.authenticate(&mut form, auth, None).await?;
         let request = self.request(Method::POST, &[], headers, form.into_body())?;
-        let response = self
-            .client
-            .execute(request)
+        let response = traced(&*self.client, request)
             .await
             .map_err(|e| self.tag(e))?;
         tracing::debug!(host = %self.host, status = response.status().as_u16(), "endpoint answered");
@@ -354,9 +353,7 @@ impl Endpoint {
             headers.insert(crate::dpop::DPOP, proof);
         }
         let request = self.request(method, query, headers, body)?;
-        let response = self
-            .client
-            .execute(request)
+        let response = traced(&*self.client, request)
             .await
             .map_err(|e| self.tag(e))?;
         tracing::debug!(host = %self.host, status = response.status().as_u16(), "token endpoint answered");

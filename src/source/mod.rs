@@ -15,6 +15,9 @@
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
 //! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | [`workload::from_env`] |
 //!
+//! [`BoxTokenSource`] ([`TokenSource::boxed`](crate::TokenSource::boxed)) holds any of them behind one type, to mix grants
+//! in one keyed cache or pick one per environment.
+//!
 //! [`Discovery`] builds the OAuth 2.0 sources from an issuer URL (RFC 8414, OpenID Connect
 //! Discovery), and [`Revocation`] revokes tokens (RFC 7009).
 //!
@@ -64,6 +67,7 @@ pub mod api_video;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod assertion;
+mod boxed;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod discovery;
@@ -89,6 +93,7 @@ mod static_token;
 pub(crate) mod token_response;
 
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
+pub use boxed::BoxTokenSource;
 pub use client_auth::ClientAuth;
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};

@@ -30,8 +30,7 @@
 //! let source = RefreshEndpoint::builder("https://api.example.com/oauth2/refresh", RefreshToken::new("R"))
 //!     .query_param("refreshToken")
 //!     .fields(TokenFields::camel_case())
-//!     .http_client(Vendor) // omit to use reqwest
-//!     .build()?;
+//!     .build_with(Vendor)?; // or `.build()`, to call it with reqwest
 //! let token = source.fetch().await?;
 //! assert!(token.jwt_expiry().is_some()); // its lifetime comes from the JWT
 //! # Ok(()) }
@@ -107,14 +106,26 @@ impl RefreshEndpointBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the URL and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<RefreshEndpoint, Error> {
+        self.finish()
     }
 
-    /// Check the URL and build the source. Does no I/O.
-    pub fn build(self) -> Result<RefreshEndpoint, Error> {
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<RefreshEndpoint, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<RefreshEndpoint, Error> {
         Ok(RefreshEndpoint {
             endpoint: Endpoint::new(&self.url, self.client)?,
             refresh_token: self.refresh_token,

@@ -157,12 +157,6 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
-    }
-
     /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
     /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
     /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
@@ -175,7 +169,25 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
     }
 
     /// Check the URL and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
+        self.finish()
+    }
+
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<RefreshTokenGrant<S>, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<RefreshTokenGrant<S>, Error> {
         let endpoint = Endpoint::new(
             &self.token_url,
             super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
@@ -184,11 +196,11 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
         let endpoint = endpoint.with_dpop(self.dpop);
         let revocation = match self.revocation_url {
             Some(url) => {
-                let mut builder = Revocation::builder(url).http_client(endpoint.client());
+                let mut builder = Revocation::builder(url);
                 if let Some(auth) = &self.auth {
                     builder = builder.client_auth(auth.clone());
                 }
-                Some(builder.build()?)
+                Some(builder.build_with(endpoint.client())?)
             }
             None => None,
         };

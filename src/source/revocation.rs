@@ -102,14 +102,26 @@ impl RevocationBuilder {
         self
     }
 
-    /// The HTTP client (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the URL and build. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<Revocation, Error> {
+        self.finish()
     }
 
-    /// Check the URL and build. Does no I/O.
-    pub fn build(self) -> Result<Revocation, Error> {
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<Revocation, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<Revocation, Error> {
         Ok(Revocation {
             endpoint: Endpoint::new(&self.url, self.client)?,
             auth: self.auth,

@@ -406,14 +406,36 @@ impl TokenExchangeBuilder {
         self
     }
 
-    /// The HTTP client to call the endpoint with (default: `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
+    /// Check the configuration and build the source. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn build(self) -> Result<TokenExchange, Error> {
+        self.finish()
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    pub fn build(self) -> Result<TokenExchange, Error> {
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<TokenExchange, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    /// For the crate's sources that build this one and take their client as an option (the
+    /// workload sources): `client`, or the default one.
+    pub(crate) fn build_with_option(
+        mut self,
+        client: Option<Arc<dyn HttpClient>>,
+    ) -> Result<TokenExchange, Error> {
+        self.client = client;
+        self.finish()
+    }
+
+    fn finish(self) -> Result<TokenExchange, Error> {
         let subject = self.subject.ok_or_else(|| {
             Error::config("a token exchange needs a subject token: call `subject(..)`")
         })?;

@@ -57,8 +57,7 @@ pub fn cache(
             "cid",
             ClientSecret::new(CLIENT_SECRET),
         ))
-        .http_client(http)
-        .build()
+        .build_with(http)
         .unwrap();
     let cache = TokenCache::builder(source)
         .refresh_window(lifetime / 2)

@@ -246,8 +246,7 @@ async fn a_token_endpoint_that_never_answers_times_out_as_transient() {
         format!("http://{server}/token"),
         MemoryStore::new(RefreshToken::new(REFRESH)),
     )
-    .http_client(http)
-    .build()
+    .build_with(http)
     .unwrap();
     let started = std::time::Instant::now();
     let err = send(&client(TokenCache::new(source))).await.unwrap_err();
@@ -289,8 +288,7 @@ async fn retry_after_from_a_429_holds_back_the_next_token_request() {
         "https://auth.example.com/token",
         ClientAuth::none("retry-client"),
     )
-    .http_client(http)
-    .build()
+    .build_with(http)
     .unwrap();
     let cache = TokenCache::new(source);
 

@@ -109,6 +109,8 @@ struct Kept {
 impl Discovery {
     /// Discovery for `issuer` with the default HTTP client and schedule. Checks the URL (an
     /// absolute `https` URL, or `http` to loopback, without query or fragment); does no I/O.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn new(issuer: &str) -> Result<Discovery, Error> {
         Discovery::builder(issuer).build()
     }
@@ -205,9 +207,8 @@ impl Discovery {
             Some(method),
             "client_credentials",
             move |metadata, client| {
-                let builder = ClientCredentials::builder(metadata.token_endpoint(), auth.clone())
-                    .http_client(client);
-                configure(builder).build()
+                let builder = ClientCredentials::builder(metadata.token_endpoint(), auth.clone());
+                configure(builder).build_with(client)
             },
         )
         .authenticating_with(Some(&declared))
@@ -232,15 +233,14 @@ impl Discovery {
         let method = auth.as_ref().map(ClientAuth::method);
         let declared = auth.clone();
         self.source(method, "refresh_token", move |metadata, client| {
-            let mut builder = RefreshTokenGrant::builder(metadata.token_endpoint(), store.clone())
-                .http_client(client);
+            let mut builder = RefreshTokenGrant::builder(metadata.token_endpoint(), store.clone());
             if let Some(auth) = &auth {
                 builder = builder.client_auth(auth.clone());
             }
             if let Some(url) = metadata.revocation_endpoint() {
                 builder = builder.revocation_url(url);
             }
-            configure(builder).build()
+            configure(builder).build_with(client)
         })
         .authenticating_with(declared.as_ref())
     }
@@ -262,12 +262,11 @@ impl Discovery {
             super::jwt_bearer::JWT_BEARER_GRANT_TYPE,
             move |metadata, client| {
                 let mut builder =
-                    super::JwtBearer::builder(metadata.token_endpoint(), assertion.clone())
-                        .http_client(client);
+                    super::JwtBearer::builder(metadata.token_endpoint(), assertion.clone());
                 if let Some(auth) = &auth {
                     builder = builder.client_auth(auth.clone());
                 }
-                configure(builder).build()
+                configure(builder).build_with(client)
             },
         )
         .authenticating_with(declared.as_ref())
@@ -289,12 +288,11 @@ impl Discovery {
             method,
             super::token_exchange::TOKEN_EXCHANGE_GRANT_TYPE,
             move |metadata, client| {
-                let mut builder =
-                    super::TokenExchange::builder(metadata.token_endpoint()).http_client(client);
+                let mut builder = super::TokenExchange::builder(metadata.token_endpoint());
                 if let Some(auth) = &auth {
                     builder = builder.client_auth(auth.clone());
                 }
-                configure(builder).build()
+                configure(builder).build_with(client)
             },
         )
         .authenticating_with(declared.as_ref())
@@ -332,7 +330,7 @@ impl Shared {
         request
             .headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let response = self.client.execute(request).await?;
+        let response = crate::http_client::traced(&*self.client, request).await?;
         let status = response.status();
         tracing::debug!(host = %self.host, path = url.path(), status = status.as_u16(), "authorization server metadata answered");
         if matches!(
@@ -404,13 +402,6 @@ pub struct DiscoveryBuilder {
 }
 
 impl DiscoveryBuilder {
-    /// The HTTP client for the metadata and for the sources built from it (default:
-    /// `http_client::ReqwestClient` (feature `reqwest`)).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.client = Some(Arc::new(client));
-        self
-    }
-
     /// Fetch the document again after this long (default [`DEFAULT_REFRESH_EVERY`], an hour).
     pub fn refresh_every(mut self, every: Duration) -> Self {
         self.refresh_every = every;
@@ -418,7 +409,25 @@ impl DiscoveryBuilder {
     }
 
     /// Check the issuer URL and build. Does no I/O.
+    ///
+    /// The endpoint is called through the HTTP client every source shares by default (a
+    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
+    /// takes yours.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn build(self) -> Result<Discovery, Error> {
+        self.finish()
+    }
+
+    /// Build as `build()` does, calling the endpoint through `client`: your
+    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
+    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
+    pub fn build_with(mut self, client: impl HttpClient) -> Result<Discovery, Error> {
+        self.client = Some(Arc::new(client));
+        self.finish()
+    }
+
+    fn finish(self) -> Result<Discovery, Error> {
         let invalid = |why: &str| Error::config(format!("the issuer URL is not usable: {why}"));
         let uri: Uri = self
             .issuer

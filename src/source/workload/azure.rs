@@ -193,12 +193,9 @@ impl AzureWorkloadIdentityBuilder {
             .trim_end_matches('/');
         let token_url = format!("{authority}/{tenant_id}/oauth2/v2.0/token");
         let auth = ClientAuth::client_assertion(client_id, TokenFile::new(token_file));
-        let mut builder = ClientCredentials::builder(token_url, auth).scope(self.scope);
-        if let Some(client) = self.client {
-            builder = builder.http_client(client);
-        }
+        let builder = ClientCredentials::builder(token_url, auth).scope(self.scope);
         Ok(AzureWorkloadIdentity {
-            inner: builder.build()?,
+            inner: builder.build_with_option(self.client)?,
         })
     }
 }

@@ -129,7 +129,8 @@ pub fn from_env_with(
             builder
                 .audience(resource)
                 .requested_token_type(token_type::ACCESS_TOKEN)
-                .build()?,
+                // The default client (a configuration error without the `reqwest` feature).
+                .build_with_option(None)?,
         ))
     };
 
