@@ -225,9 +225,20 @@ mod reqwest_client {
     };
     use crate::Error;
     use crate::mtls::ClientIdentity;
+    use rustls::crypto::CryptoProvider;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
 
     /// The default [`HttpClient`]: reqwest with rustls, made for token endpoints.
     ///
+    /// - TLS uses the crypto provider of this crate's features (`ring`, or `aws-lc-rs`, which
+    ///   wins when both are on), named to rustls explicitly: whatever else the application's
+    ///   graph enables, and whether or not a process default is installed. Built without either
+    ///   feature, it uses the process default the application installed
+    ///   (`CryptoProvider::install_default`), and building the client without one is a
+    ///   [`Config`](crate::ErrorKind::Config) error. Server certificates are checked by the
+    ///   platform's verifier (`rustls-platform-verifier`, as reqwest does), or against the
+    ///   roots given to [`with_root_certificates`](Self::with_root_certificates);
     /// - redirects are never followed (a 3xx answer is returned as it is, and the sources
     ///   refuse it);
     /// - a loopback endpoint ([`is_loopback_host`](crate::origin::is_loopback_host)) is called
@@ -281,20 +292,73 @@ mod reqwest_client {
     #[derive(Clone, Default)]
     struct Tls {
         identity: Option<ClientIdentity>,
-        roots: Option<Vec<reqwest::Certificate>>,
+        roots: Option<Vec<CertificateDer<'static>>>,
     }
 
     fn builder(tls: &Tls) -> Result<reqwest::ClientBuilder, Error> {
-        let mut builder = reqwest::Client::builder()
+        Ok(reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(DEFAULT_TIMEOUT);
-        if let Some(identity) = &tls.identity {
-            builder = builder.identity(identity.reqwest_identity()?);
+            .connect_timeout(DEFAULT_TIMEOUT)
+            .tls_backend_preconfigured(tls.client_config()?))
+    }
+
+    /// The crypto provider of the crate's TLS: the one its features chose (aws-lc-rs if both
+    /// `ring` and `aws-lc-rs` are on), named explicitly, so that a process whose graph enables
+    /// both never meets rustls' "could not determine the process-level CryptoProvider" panic.
+    #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+    fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
+        Ok(Arc::new(crate::crypto::tls_provider()))
+    }
+
+    /// Without a provider feature: the one the application installed as the process default.
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
+        CryptoProvider::get_default().cloned().ok_or_else(|| {
+            Error::config(
+                "no rustls CryptoProvider: enable tower-bearer's `ring` or `aws-lc-rs` feature, \
+                 or install a process default (`CryptoProvider::install_default`) before \
+                 building the client",
+            )
+        })
+    }
+
+    impl Tls {
+        /// The rustls configuration of both clients: the crate's provider, the platform's
+        /// verifier or the given roots, the client certificate if any, HTTP/1.1.
+        fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
+            let failed = |e: rustls::Error| {
+                Error::config("could not configure TLS for the token endpoint").with_source(e)
+            };
+            let provider = tls_provider()?;
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(failed)?;
+            let builder = match &self.roots {
+                Some(roots) => {
+                    let mut store = rustls::RootCertStore::empty();
+                    for root in roots {
+                        store.add(root.clone()).map_err(failed)?;
+                    }
+                    builder.with_root_certificates(store)
+                }
+                None => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(
+                        rustls_platform_verifier::Verifier::new(provider).map_err(failed)?,
+                    )),
+            };
+            let mut config = match &self.identity {
+                Some(identity) => builder
+                    .with_client_auth_cert(identity.cert_chain(), identity.private_key())
+                    .map_err(|e| {
+                        Error::config("the client certificate and key cannot form a TLS identity")
+                            .with_source(e)
+                    })?,
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(config)
         }
-        if let Some(roots) = &tls.roots {
-            builder = builder.tls_certs_only(roots.iter().cloned());
-        }
-        Ok(builder)
     }
 
     fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, Error> {
@@ -347,7 +411,8 @@ mod reqwest_client {
         /// token endpoint's certificate, instead of the platform's: a private PKI, as mutual
         /// TLS deployments often use, or a test CA.
         pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self, Error> {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
+            let roots = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
                 .ok()
                 .filter(|roots| !roots.is_empty())
                 .ok_or_else(|| {

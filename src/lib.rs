@@ -17,6 +17,8 @@
 pub mod body_rule;
 mod cache;
 pub mod challenge;
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+mod crypto;
 #[cfg(feature = "dpop")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
 pub mod dpop;
@@ -45,6 +47,16 @@ mod token;
 
 mod builder_ext;
 mod time;
+
+#[cfg(all(
+    any(feature = "jwt", feature = "dpop", feature = "redis"),
+    not(any(feature = "ring", feature = "aws-lc-rs"))
+))]
+compile_error!(
+    "tower-bearer: the `jwt`, `dpop` and `redis` features sign or encrypt, and need a crypto \
+     provider: enable the `ring` feature or the `aws-lc-rs` feature as well (the default \
+     features include `ring`)"
+);
 // The parsers behind plain signatures, for `fuzz/` (cargo fuzz sets `cfg(fuzzing)`) and the
 // property tests.
 #[cfg(any(test, fuzzing))]

@@ -7,7 +7,7 @@
 //! changed origin: on `api.example.com → storage.example/a → storage.example/b`, the second
 //! storage hop gets `Authorization` back. reqwest never removes the `DPoP` proof at all. So:
 //!
-//! - **tower**: [`TokensStayHome`] (feature `tower-http`) as the policy of `FollowRedirect`.
+//! - **tower**: `TokensStayHome` (feature `tower-http`) as the policy of `FollowRedirect`.
 //!   Once a chain has left the origin of its first request, every later hop goes without
 //!   `Authorization`, `DPoP`, `Cookie` and `Proxy-Authorization`, even one that comes back:
 //!   a redirect that returns to the first origin was chosen by another origin, which picked
@@ -15,7 +15,7 @@
 //!   is the Fetch standard's rule too. Below the bearer layer, it removes what the layer
 //!   attached; above it, each hop reaches the layer as a new request, marked so that the
 //!   layer attaches nothing to it (as to a destination outside the allow-list).
-//! - **reqwest**: [`reqwest_policy`] (feature `reqwest`) as the client's redirect policy. A
+//! - **reqwest**: `reqwest_policy` (feature `reqwest`) as the client's redirect policy. A
 //!   reqwest policy sees URLs, not headers, so it cannot remove anything: it follows redirects
 //!   within the origin of the request (up to 10, as reqwest's default) and stops at the first
 //!   one that leaves it, handing you the 3xx. Follow its `Location` yourself, with a client

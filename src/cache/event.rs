@@ -107,7 +107,7 @@ impl RefreshEvent<'_> {
         self.took
     }
 
-    /// Where the token came from, if the refresh succeeded (see [`fleet`](crate::fleet)).
+    /// Where the token came from, if the refresh succeeded (see the `fleet` module, feature `redis`).
     pub fn tier(&self) -> Option<RefreshTier> {
         self.tier
     }

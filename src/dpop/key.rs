@@ -3,18 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256,
-    RsaEncoding, RsaKeyPair,
-};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rustls_pki_types::pem::{PemObject, SectionKind};
-use zeroize::Zeroizing;
+use rustls_pki_types::pem::SectionKind;
 
 use crate::Error;
+use crate::crypto::{self, JwsKey, PublicKey};
 
 /// The private key a DPoP client proves it holds (RFC 9449), with what every proof repeats
 /// computed once: the protected header (`typ`, `alg`, the public `jwk`), base64url-encoded.
@@ -25,8 +19,9 @@ use crate::Error;
 /// bound to the key is useless without it).
 ///
 /// Cheap to clone (an `Arc` inside). `Debug` shows the algorithm and the JWK thumbprint, never
-/// the private key. The key lives in aws-lc-rs, which wipes it when it is freed; the DER read
-/// from your PEM is decoded into a buffer wiped as soon as aws-lc-rs has parsed it. Not wiped:
+/// the private key. The key lives in the crypto provider: aws-lc-rs wipes it when it is freed,
+/// ring makes no such promise. The DER read from your PEM is decoded into a buffer wiped as
+/// soon as the provider has parsed it. Not wiped:
 /// the PEM text you pass in (yours) and the PEM parser's buffer of its base64 text (inside
 /// `rustls-pki-types`).
 ///
@@ -46,56 +41,46 @@ pub struct DpopKey {
 }
 
 struct Inner {
-    signer: Signer,
+    signer: JwsKey,
     algorithm: &'static str,
     /// The public key as a JWK, members in RFC 7638 order (the thumbprint's input).
     jwk: String,
     thumbprint: String,
     /// `base64url({"typ":"dpop+jwt","alg":..,"jwk":..})`, then a `.`: the start of every proof.
     header_dot: String,
-    rng: SystemRandom,
-}
-
-enum Signer {
-    Ecdsa(EcdsaKeyPair),
-    Rsa(RsaKeyPair, &'static dyn RsaEncoding),
 }
 
 impl DpopKey {
     /// A new P-256 key (ES256) from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, Error> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .map_err(|_| Error::config("could not generate a P-256 key for DPoP"))?;
-        Self::ecdsa(pair)
+        let key = JwsKey::generate_es256()
+            .ok_or_else(|| Error::config("could not generate a P-256 key for DPoP"))?;
+        Self::ecdsa(key)
     }
 
     /// A P-256 private key in PEM (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`), signing
     /// with ES256.
     pub fn es256_pem(pem: &[u8]) -> Result<Self, Error> {
         let invalid = || Error::config("the DPoP key is not a P-256 private key in PEM");
-        let (kind, der) = private_key_der(pem).ok_or_else(invalid)?;
-        let pair = match kind {
-            SectionKind::PrivateKey => {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-            }
-            SectionKind::EcPrivateKey => {
-                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-            }
+        let (kind, der) = crypto::private_key_der(pem).ok_or_else(invalid)?;
+        let key = match kind {
+            SectionKind::PrivateKey => JwsKey::es256_pkcs8(&der),
+            SectionKind::EcPrivateKey => JwsKey::es256_pkcs8(&crypto::p256_sec1_to_pkcs8(&der)),
             _ => return Err(invalid()),
         }
-        .map_err(|_| invalid())?;
-        Self::ecdsa(pair)
+        .ok_or_else(invalid)?;
+        Self::ecdsa(key)
     }
 
     /// An RSA private key (2048 bits or more) in PEM (PKCS#1 `RSA PRIVATE KEY` or PKCS#8
     /// `PRIVATE KEY`), signing with RS256 (RSASSA-PKCS1-v1_5).
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, Error> {
-        Self::rsa(pem, &RSA_PKCS1_SHA256, "RS256")
+        Self::rsa(pem, false, "RS256")
     }
 
     /// An RSA private key in PEM, signing with PS256 (RSASSA-PSS).
     pub fn ps256_pem(pem: &[u8]) -> Result<Self, Error> {
-        Self::rsa(pem, &RSA_PSS_SHA256, "PS256")
+        Self::rsa(pem, true, "PS256")
     }
 
     /// The JWS algorithm proofs are signed with: `ES256`, `RS256` or `PS256`.
@@ -114,53 +99,53 @@ impl DpopKey {
         &self.inner.jwk
     }
 
-    fn ecdsa(pair: EcdsaKeyPair) -> Result<Self, Error> {
+    fn ecdsa(key: JwsKey) -> Result<Self, Error> {
         // An uncompressed point: 0x04, then x and y, 32 bytes each.
-        let point = pair.public_key().as_ref();
-        if point.len() != 65 || point[0] != 4 {
-            return Err(Error::config(
-                "the DPoP key's public point is not a P-256 point",
-            ));
-        }
+        let point = match key.public_key() {
+            PublicKey::P256 { point } if point.len() == 65 && point[0] == 4 => point,
+            _ => {
+                return Err(Error::config(
+                    "the DPoP key's public point is not a P-256 point",
+                ));
+            }
+        };
         let jwk = format!(
             r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(&point[1..33]),
             URL_SAFE_NO_PAD.encode(&point[33..])
         );
-        Self::finish(Signer::Ecdsa(pair), "ES256", jwk)
+        Self::finish(key, "ES256", jwk)
     }
 
-    fn rsa(
-        pem: &[u8],
-        encoding: &'static dyn RsaEncoding,
-        algorithm: &'static str,
-    ) -> Result<Self, Error> {
+    fn rsa(pem: &[u8], pss: bool, algorithm: &'static str) -> Result<Self, Error> {
         let invalid = || {
             Error::config(
                 "the DPoP key is not an RSA private key of 2048 bits or more in PEM (PKCS#1 or PKCS#8)",
             )
         };
-        let (kind, der) = private_key_der(pem).ok_or_else(invalid)?;
-        let pair = match kind {
-            SectionKind::PrivateKey => RsaKeyPair::from_pkcs8(&der),
-            SectionKind::RsaPrivateKey => RsaKeyPair::from_der(&der),
+        let (kind, der) = crypto::private_key_der(pem).ok_or_else(invalid)?;
+        let key = match kind {
+            SectionKind::PrivateKey => JwsKey::rsa(&der, false, pss),
+            SectionKind::RsaPrivateKey => JwsKey::rsa(&der, true, pss),
             _ => return Err(invalid()),
         }
-        .map_err(|_| invalid())?;
-        if pair.public_modulus_len() < 256 {
+        .ok_or_else(invalid)?;
+        if key.signature_len() < 256 {
             return Err(invalid());
         }
-        let public = pair.public_key();
+        let PublicKey::Rsa { n, e } = key.public_key() else {
+            return Err(invalid());
+        };
         let jwk = format!(
             r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-            URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-            URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero())
+            URL_SAFE_NO_PAD.encode(e),
+            URL_SAFE_NO_PAD.encode(n)
         );
-        Self::finish(Signer::Rsa(pair, encoding), algorithm, jwk)
+        Self::finish(key, algorithm, jwk)
     }
 
-    fn finish(signer: Signer, algorithm: &'static str, jwk: String) -> Result<Self, Error> {
-        let thumbprint = URL_SAFE_NO_PAD.encode(digest(&SHA256, jwk.as_bytes()));
+    fn finish(signer: JwsKey, algorithm: &'static str, jwk: String) -> Result<Self, Error> {
+        let thumbprint = sha256_b64(jwk.as_bytes());
         let header = format!(r#"{{"typ":"dpop+jwt","alg":"{algorithm}","jwk":{jwk}}}"#);
         let mut header_dot = URL_SAFE_NO_PAD.encode(header);
         header_dot.push('.');
@@ -171,7 +156,6 @@ impl DpopKey {
                 jwk,
                 thumbprint,
                 header_dot,
-                rng: SystemRandom::new(),
             }),
         };
         // Sign once now, so that a key that loads but cannot sign fails at configuration time.
@@ -184,32 +168,17 @@ impl DpopKey {
         let inner = &*self.inner;
         let failed = || Error::config("could not sign the DPoP proof");
         let encoded = |n: usize| base64::encoded_len(n, false).unwrap_or(0);
-        // The longest signature is RSA's, one byte per modulus byte.
-        let signature_len = match &inner.signer {
-            Signer::Ecdsa(_) => 64,
-            Signer::Rsa(pair, _) => pair.public_modulus_len(),
-        };
         let mut jwt = String::with_capacity(
-            inner.header_dot.len() + encoded(claims.len()) + 1 + encoded(signature_len),
+            inner.header_dot.len()
+                + encoded(claims.len())
+                + 1
+                + encoded(inner.signer.signature_len()),
         );
         jwt.push_str(&inner.header_dot);
         URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
-        match &inner.signer {
-            Signer::Ecdsa(pair) => {
-                let signature = pair
-                    .sign(&inner.rng, jwt.as_bytes())
-                    .map_err(|_| failed())?;
-                jwt.push('.');
-                URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
-            }
-            Signer::Rsa(pair, encoding) => {
-                let mut signature = vec![0; signature_len];
-                pair.sign(*encoding, &inner.rng, jwt.as_bytes(), &mut signature)
-                    .map_err(|_| failed())?;
-                jwt.push('.');
-                URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
-            }
-        }
+        let signature = inner.signer.sign(jwt.as_bytes()).ok_or_else(failed)?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
         Ok(jwt)
     }
 }
@@ -224,30 +193,15 @@ impl fmt::Debug for DpopKey {
     }
 }
 
-/// The first private key section of `pem` and its form, decoded straight into a buffer wiped
-/// on drop (as every other section's DER is, as it is skipped).
-fn private_key_der(pem: &[u8]) -> Option<(SectionKind, Zeroizing<Vec<u8>>)> {
-    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
-        .map_while(Result::ok)
-        .map(|(kind, der)| (kind, Zeroizing::new(der)))
-        .find(|(kind, _)| {
-            matches!(
-                kind,
-                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
-            )
-        })
-}
-
 /// `base64url(SHA-256(value))`: the `ath` of an access token.
 pub(crate) fn sha256_b64(value: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(digest(&SHA256, value))
+    URL_SAFE_NO_PAD.encode(crypto::sha256(&[value]))
 }
 
 /// 128 bits from the operating system's CSPRNG, base64url (22 characters): a proof's `jti`.
 pub(crate) fn random_jti() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| Error::config("the operating system's random number generator failed"))?;
+    crypto::fill_random(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 

@@ -50,7 +50,10 @@
 //! [`previous_encryption_key`](RedisFleetBuilder::previous_encryption_key)s are still read.
 //! Redis AUTH and TLS
 //! work as the `redis` crate supports them in the URL (`redis://user:password@host:6379/0`,
-//! `rediss://…` over rustls); the URL never appears in logs, errors or `Debug`.
+//! `rediss://…` over rustls); the URL never appears in logs, errors or `Debug`. The redis
+//! crate's TLS uses rustls' process-wide default provider: when your build has both ring and
+//! aws-lc-rs, rustls cannot pick one and `rediss://` panics until your program installs one
+//! (`rustls::crypto::ring::default_provider().install_default()`, at start).
 //!
 //! # Clocks
 //!
@@ -664,7 +667,7 @@ impl RedisFleetBuilder {
 #[cfg(feature = "reqwest")]
 fn x5t_s256(identity: &crate::http_client::ClientIdentity) -> String {
     use base64::Engine as _;
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.leaf_der());
+    let hash = crate::crypto::sha256(&[identity.leaf_der()]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
 }
 

@@ -18,14 +18,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::{digest, hkdf, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Error;
+use crate::crypto::{self, Aes256Gcm, HmacSha256, NONCE_LEN, TAG_LEN};
 
 /// The names of one credential's keys. They share the hash tag `{<hash>}`, so in a Redis
 /// Cluster every key of a credential lives in one slot (and one script may touch them all).
@@ -72,18 +71,22 @@ impl Binding {
     /// A short tag naming this binding in key names (a hash: thumbprints are public, but
     /// long).
     fn tag(&self) -> String {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(b"tower-bearer binding v1\0");
         let token_type: &[u8] = match self.token_type {
             TokenType::Bearer => b"Bearer",
             TokenType::Dpop => b"DPoP",
         };
-        ctx.update(token_type);
-        for part in [&self.jkt, &self.x5t_s256] {
-            ctx.update(&[0]);
-            ctx.update(part.as_deref().unwrap_or("-").as_bytes());
+        fn part(p: &Option<String>) -> &[u8] {
+            p.as_deref().unwrap_or("-").as_bytes()
         }
-        hex(&ctx.finish().as_ref()[..8])
+        let hash = crypto::sha256(&[
+            b"tower-bearer binding v1\0",
+            token_type,
+            &[0],
+            part(&self.jkt),
+            &[0],
+            part(&self.x5t_s256),
+        ]);
+        hex(&hash[..8])
     }
 }
 
@@ -116,10 +119,8 @@ impl Keys {
     /// The keys of the credential `identity` under `prefix`: the identity is hashed
     /// (SHA-256), so neither it nor anything secret in it is ever stored.
     pub(crate) fn new(prefix: &str, identity: &str) -> Keys {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(b"tower-bearer credential v1\0");
-        ctx.update(identity.as_bytes());
-        let hash = hex(&ctx.finish().as_ref()[..16]);
+        let hash = crypto::sha256(&[b"tower-bearer credential v1\0", identity.as_bytes()]);
+        let hash = hex(&hash[..16]);
         let base = format!("{prefix}:{{{hash}}}");
         Keys {
             token: format!("{base}:token"),
@@ -132,7 +133,8 @@ impl Keys {
     }
 }
 
-/// A 256-bit key that encrypts tokens at rest in Redis (AES-256-GCM, from aws-lc-rs).
+/// A 256-bit key that encrypts tokens at rest in Redis (AES-256-GCM, from the crypto provider:
+/// ring or aws-lc-rs).
 ///
 /// Every process of the fleet needs the same key. From your 32 bytes, HKDF-SHA256 (RFC 5869)
 /// derives three independent values under distinct labels: the AES-256-GCM key, the HMAC-SHA256
@@ -161,9 +163,9 @@ impl Keys {
 pub struct EncryptionKey {
     /// Derived from the key: every process holding it agrees on it.
     id: [u8; KEY_ID_LEN],
-    aead: Arc<LessSafeKey>,
+    aead: Arc<Aes256Gcm>,
     /// Keys the refresh tokens' fingerprints, so a fingerprint in Redis reveals nothing.
-    mac: Arc<hmac::Key>,
+    mac: Arc<HmacSha256>,
 }
 
 /// The length of a key id, in bytes, at the start of every encrypted payload.
@@ -175,15 +177,6 @@ const INFO_AEAD: &[u8] = b"tower-bearer fleet: AES-256-GCM key";
 const INFO_MAC: &[u8] = b"tower-bearer fleet: HMAC-SHA256 fingerprint key";
 const INFO_ID: &[u8] = b"tower-bearer fleet: key id";
 
-/// HKDF output of `n` bytes (the key id's).
-struct Bytes(usize);
-
-impl hkdf::KeyType for Bytes {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
 impl EncryptionKey {
     /// A key from 32 bytes of key material (random: `openssl rand 32`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
@@ -193,21 +186,17 @@ impl EncryptionKey {
                 bytes.len()
             )));
         }
-        let refused = |_| Error::config("the fleet encryption key was refused by aws-lc-rs");
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(bytes);
-        let aead = UnboundKey::from(prk.expand(&[INFO_AEAD], &AES_256_GCM).map_err(refused)?);
-        let mac = hmac::Key::from(
-            prk.expand(&[INFO_MAC], hmac::HMAC_SHA256)
-                .map_err(refused)?,
-        );
+        let derive = |info: &[u8]| {
+            let mut key = Zeroizing::new([0u8; 32]);
+            crypto::hkdf_sha256(HKDF_SALT, bytes, info, &mut key[..]);
+            key
+        };
         let mut id = [0u8; KEY_ID_LEN];
-        prk.expand(&[INFO_ID], Bytes(KEY_ID_LEN))
-            .and_then(|okm| okm.fill(&mut id))
-            .map_err(refused)?;
+        crypto::hkdf_sha256(HKDF_SALT, bytes, INFO_ID, &mut id);
         Ok(EncryptionKey {
             id,
-            aead: Arc::new(LessSafeKey::new(aead)),
-            mac: Arc::new(mac),
+            aead: Arc::new(Aes256Gcm::new(&derive(INFO_AEAD))),
+            mac: Arc::new(HmacSha256::new(&derive(INFO_MAC)[..])),
         })
     }
 
@@ -244,15 +233,9 @@ impl EncryptionKey {
     fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         random(&mut nonce);
-        let mut body = Vec::with_capacity(plain.len() + AES_256_GCM.tag_len());
+        let mut body = Vec::with_capacity(plain.len() + TAG_LEN);
         body.extend_from_slice(plain);
-        self.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
-            .expect("AES-GCM sealing cannot fail for inputs this small");
+        self.aead.seal(nonce, aad, &mut body);
         let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + body.len());
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&nonce);
@@ -266,13 +249,8 @@ impl EncryptionKey {
             return None;
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = Zeroizing::new(body.to_vec());
-        let len = self
-            .aead
-            .open_in_place(nonce, Aad::from(aad), &mut body)
-            .ok()?
-            .len();
+        let len = self.aead.open(nonce, aad, &mut body)?.len();
         body.truncate(len);
         Some(body)
     }
@@ -313,9 +291,9 @@ impl Keyring {
     }
 }
 
-/// Fills `out` from the OS's CSPRNG (through aws-lc-rs).
+/// Fills `out` from the OS's CSPRNG (through the crypto provider).
 pub(crate) fn random(out: &mut [u8]) {
-    rand::fill(out).expect("the OS random number generator failed");
+    crypto::fill_random(out).expect("the OS random number generator failed");
 }
 
 /// 128 random bits in hex: lease owners and publication ids.
@@ -560,15 +538,11 @@ fn keyed_fingerprint(cipher: Option<&EncryptionKey>, key: &str, token: &str) -> 
     let mac_key = match cipher {
         Some(cipher) => &*cipher.mac,
         None => {
-            unkeyed = hmac::Key::new(hmac::HMAC_SHA256, b"tower-bearer refresh-token fingerprint");
+            unkeyed = HmacSha256::new(b"tower-bearer refresh-token fingerprint");
             &unkeyed
         }
     };
-    let mut ctx = hmac::Context::with_key(mac_key);
-    ctx.update(key.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(token.as_bytes());
-    hex(&ctx.sign().as_ref()[..16])
+    hex(&mac_key.sign(&[key.as_bytes(), &[0], token.as_bytes()])[..16])
 }
 
 #[cfg(test)]
@@ -741,10 +715,8 @@ mod tests {
         assert_eq!(one(&key), one(&again));
         // The MAC key is not the material itself, nor the AES key: an HMAC under the raw
         // material differs, and a value sealed under one key id opens only under it.
-        let raw = hmac::Key::new(hmac::HMAC_SHA256, &material);
-        let mut ctx = hmac::Context::with_key(&raw);
-        ctx.update(b"k\0r1");
-        assert_ne!(hex(&ctx.sign().as_ref()[..16]), one(&key));
+        let raw = HmacSha256::new(&material).sign(&[b"k\0r1"]);
+        assert_ne!(hex(&raw[..16]), one(&key));
         let other = EncryptionKey::from_bytes(&[8u8; 32]).unwrap();
         assert_ne!(key.id(), other.id());
         assert_ne!(one(&key), one(&other));

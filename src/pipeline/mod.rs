@@ -15,8 +15,8 @@
 //!    service and the middleware are each one type, their setters written once.
 //! 3. **attach** (`attach`): `Authorization: Bearer <token>`, or, for a token bound to a DPoP
 //!    key, `Authorization: DPoP <token>` and a fresh proof. Which one is a property of the
-//!    token ([`Token::with_dpop`](crate::Token::with_dpop), set by the built-in sources
-//!    configured with `.dpop(..)`), with [`TokenSource::dpop`] as the declaration for tokens
+//!    token (`Token::with_dpop`, set by the built-in sources
+//!    configured with `.dpop(..)`), with `TokenSource::dpop` as the declaration for tokens
 //!    that did not come from the source itself (the fleet tier). So nothing between the source
 //!    and the request (discovery, keyed slots, a wrapper source of the user's, the fleet) can
 //!    lose the binding, and there is no separate DPoP stack.

@@ -1,6 +1,6 @@
 //! Signed JWT assertions (RFC 7523), minted fresh for every token request: the client
 //! assertions of `private_key_jwt` and `client_secret_jwt` (§2.2), and the authorization grant
-//! of the JWT-bearer flow (§2.1). Needs the `jwt` feature (or `jwt-rust-crypto`).
+//! of the JWT-bearer flow (§2.1). Needs the `jwt` feature.
 //!
 //! ```
 //! use std::time::Duration;
@@ -18,48 +18,32 @@
 //! # Ok::<(), tower_bearer::Error>(())
 //! ```
 //!
-//! # Crypto backend
+//! # Crypto provider
 //!
-//! Signatures come from jsonwebtoken's crypto backends, picked by a feature of this crate:
-//! `jwt` signs with aws-lc-rs, `jwt-rust-crypto` with the RustCrypto crates (pure Rust, no C
-//! toolchain). With both enabled, aws-lc-rs signs.
-//!
-//! This crate calls its backend explicitly and never uses, nor installs, jsonwebtoken's
-//! process-wide default `CryptoProvider`. So signing works whichever of jsonwebtoken's backend
-//! features Cargo's feature unification turns on (jsonwebtoken itself panics at the first
-//! signature when both are on and no default was installed), and your program stays free to
-//! install the default it wants for its own use of jsonwebtoken.
+//! The crate writes the JWS itself (RFC 7515 compact form) and signs it with the crypto
+//! provider it is built with (the `ring` or `aws-lc-rs` feature), the one its TLS and DPoP use:
+//! no JWT library and no process-wide default is involved, so your program's own JWT library
+//! and its settings are left alone.
 //!
 //! # Secrets in memory
 //!
-//! The key ([`jsonwebtoken::EncodingKey`]) and each signed assertion are zeroized on drop. Not
-//! wiped: the PEM text or [`ClientSecret`] you pass in (yours; `ClientSecret` wipes itself),
-//! the PEM parser's intermediate copies, and the state the crypto backend derives from the key
-//! for one signature (an HMAC or RSA context, dropped right after signing).
+//! Each signed assertion is zeroized on drop, as is the DER decoded from your PEM once the
+//! provider has parsed it. The key itself lives in the crypto provider: aws-lc-rs wipes it when
+//! it is freed, ring makes no such promise. Not wiped: the PEM text or [`ClientSecret`] you
+//! pass in (yours; `ClientSecret` wipes itself) and the PEM parser's copy of the base64 text.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::crypto::CryptoProvider;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls_pki_types::pem::SectionKind;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::Error;
+use crate::crypto::{self, JwsKey};
 use crate::secret::ClientSecret;
-
-#[cfg(not(any(feature = "jwt", feature = "jwt-rust-crypto")))]
-compile_error!(
-    "tower-bearer: `__jwt` is internal; enable `jwt` (aws-lc-rs) or `jwt-rust-crypto` instead"
-);
-
-/// The backend that signs: aws-lc-rs with the `jwt` feature, else RustCrypto.
-#[cfg(feature = "jwt")]
-static BACKEND: &CryptoProvider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-#[cfg(all(feature = "jwt-rust-crypto", not(feature = "jwt")))]
-static BACKEND: &CryptoProvider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
 
 /// The shortest HS256 key accepted: 32 bytes, the size of the hash output (RFC 7518 §3.2).
 pub const MIN_HS256_KEY_BYTES: usize = 32;
@@ -72,29 +56,37 @@ pub const MIN_RSA_KEY_BITS: usize = 2048;
 /// `Debug` shows the algorithm and key id, never the key. The key material is zeroized on drop.
 #[derive(Clone)]
 pub struct SigningKey {
-    algorithm: Algorithm,
-    key: EncodingKey,
+    algorithm: &'static str,
+    key: std::sync::Arc<JwsKey>,
     key_id: Option<String>,
 }
 
 impl SigningKey {
     /// An RSA private key in PEM (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`, as
     /// `openssl genrsa` writes), signing with RS256. Keys under [`MIN_RSA_KEY_BITS`] are a
-    /// [`Config`](crate::ErrorKind::Config) error, whichever backend signs.
+    /// [`Config`](crate::ErrorKind::Config) error, whichever provider signs.
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, Error> {
-        Self::rsa(pem, Algorithm::RS256)
+        Self::rsa(pem, false, "RS256")
     }
 
     /// An RSA private key in PEM (2048 bits or more), signing with PS256 (RSASSA-PSS).
     pub fn ps256_pem(pem: &[u8]) -> Result<Self, Error> {
-        Self::rsa(pem, Algorithm::PS256)
+        Self::rsa(pem, true, "PS256")
     }
 
-    /// A P-256 private key in PKCS#8 PEM, signing with ES256.
+    /// A P-256 private key in PEM (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`), signing
+    /// with ES256.
     pub fn es256_pem(pem: &[u8]) -> Result<Self, Error> {
-        let key = EncodingKey::from_ec_pem(pem)
-            .map_err(|_| Error::config("the EC private key is not a P-256 key in PKCS#8 PEM"))?;
-        Self::checked(Algorithm::ES256, key)
+        let invalid = || Error::config("the EC private key is not a P-256 key in PEM");
+        let key = match crypto::private_key_der(pem).ok_or_else(invalid)? {
+            (SectionKind::PrivateKey, der) => JwsKey::es256_pkcs8(&der),
+            (SectionKind::EcPrivateKey, der) => {
+                JwsKey::es256_pkcs8(&crypto::p256_sec1_to_pkcs8(&der))
+            }
+            _ => None,
+        }
+        .ok_or_else(invalid)?;
+        Self::checked("ES256", key)
     }
 
     /// A shared secret, signing with HS256 (`client_secret_jwt`, HS256 service accounts).
@@ -115,10 +107,7 @@ impl SigningKey {
                  {MIN_HS256_KEY_BYTES}"
             )));
         }
-        Self::checked(
-            Algorithm::HS256,
-            EncodingKey::from_secret(secret.secret().as_bytes()),
-        )
+        Self::checked("HS256", JwsKey::hs256(secret.secret().as_bytes()))
     }
 
     /// Put `kid` in the JWT header, naming the key to the server.
@@ -127,49 +116,57 @@ impl SigningKey {
         self
     }
 
-    fn rsa(pem: &[u8], algorithm: Algorithm) -> Result<Self, Error> {
-        let key = EncodingKey::from_rsa_pem(pem).map_err(|_| {
-            Error::config("the RSA private key is not valid PEM (PKCS#1 or PKCS#8)")
-        })?;
+    fn rsa(pem: &[u8], pss: bool, algorithm: &'static str) -> Result<Self, Error> {
+        let invalid = || {
+            Error::config(
+                "the RSA private key is not an RSA key of 2048 bits or more in PEM (PKCS#1 or \
+                 PKCS#8)",
+            )
+        };
+        let key = match crypto::private_key_der(pem).ok_or_else(invalid)? {
+            (SectionKind::PrivateKey, der) => JwsKey::rsa(&der, false, pss),
+            (SectionKind::RsaPrivateKey, der) => JwsKey::rsa(&der, true, pss),
+            _ => None,
+        }
+        .ok_or_else(invalid)?;
+        let bits = key.signature_len() * 8;
+        if bits < MIN_RSA_KEY_BITS {
+            return Err(Error::config(format!(
+                "the RSA private key is {bits} bits long: keys under {MIN_RSA_KEY_BITS} bits \
+                 are refused (NIST SP 800-131A, RFC 7518 §3.3)"
+            )));
+        }
         Self::checked(algorithm, key)
     }
 
-    /// Sign once now, so that a key that parses but cannot sign fails at configuration time,
-    /// and an RSA key under [`MIN_RSA_KEY_BITS`] too (whatever the backend would accept): an
-    /// RSA signature is as long as the key's modulus, the one measure both backends give.
-    fn checked(algorithm: Algorithm, key: EncodingKey) -> Result<Self, Error> {
+    /// Sign once now, so that a key that parses but cannot sign fails at configuration time.
+    fn checked(algorithm: &'static str, key: JwsKey) -> Result<Self, Error> {
         let key = SigningKey {
             algorithm,
-            key,
+            key: std::sync::Arc::new(key),
             key_id: None,
         };
-        let rsa = matches!(algorithm, Algorithm::RS256 | Algorithm::PS256);
-        let jwt = key.sign(&serde_json::json!({})).map_err(|_| {
-            Error::config(if rsa {
-                "the RSA private key cannot sign (keys under 2048 bits are refused)"
-            } else {
-                "the private key cannot sign with this algorithm"
-            })
-        })?;
-        let signature_bits = jwt
-            .rsplit_once('.')
-            .and_then(|(_, signature)| URL_SAFE_NO_PAD.decode(signature).ok())
-            .map_or(0, |signature| signature.len() * 8);
-        if rsa && signature_bits < MIN_RSA_KEY_BITS {
-            return Err(Error::config(format!(
-                "the RSA private key is {signature_bits} bits long: keys under \
-                 {MIN_RSA_KEY_BITS} bits are refused (NIST SP 800-131A, RFC 7518 §3.3)"
-            )));
-        }
+        key.sign(&serde_json::json!({}))
+            .map_err(|_| Error::config("the private key cannot sign with this algorithm"))?;
         Ok(key)
     }
 
-    /// `base64url(header) "." base64url(claims) "." base64url(signature)`, signed by
-    /// [`BACKEND`], in buffers that are zeroized on drop.
+    /// `base64url(header) "." base64url(claims) "." base64url(signature)`, signed by the
+    /// crypto provider, in buffers that are zeroized on drop.
     fn sign<T: Serialize>(&self, claims: &T) -> Result<Zeroizing<String>, Error> {
         let failed = || Error::config("could not sign the JWT assertion");
-        let mut header = Header::new(self.algorithm);
-        header.kid.clone_from(&self.key_id);
+        #[derive(Serialize)]
+        struct Header<'a> {
+            typ: &'static str,
+            alg: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<&'a str>,
+        }
+        let header = Header {
+            typ: "JWT",
+            alg: self.algorithm,
+            kid: self.key_id.as_deref(),
+        };
         let header = serde_json::to_vec(&header).map_err(|_| failed())?;
         let claims = Zeroizing::new(serde_json::to_vec(claims).map_err(|_| failed())?);
 
@@ -181,8 +178,7 @@ impl SigningKey {
         message.push('.');
         URL_SAFE_NO_PAD.encode_string(&*claims, &mut message);
 
-        let signer = (BACKEND.signer_factory)(&self.algorithm, &self.key).map_err(|_| failed())?;
-        let signature = signer.try_sign(message.as_bytes()).map_err(|_| failed())?;
+        let signature = self.sign_bytes(message.as_bytes())?;
 
         let mut jwt = Zeroizing::new(String::with_capacity(
             message.len() + 1 + encoded_len(signature.len()),
@@ -197,13 +193,7 @@ impl SigningKey {
 impl SigningKey {
     /// The JWS `alg` name.
     pub(crate) fn algorithm_name(&self) -> &'static str {
-        match self.algorithm {
-            Algorithm::HS256 => "HS256",
-            Algorithm::RS256 => "RS256",
-            Algorithm::PS256 => "PS256",
-            Algorithm::ES256 => "ES256",
-            _ => "unsupported",
-        }
+        self.algorithm
     }
 
     /// The `kid`, if set.
@@ -211,11 +201,11 @@ impl SigningKey {
         self.key_id.as_deref()
     }
 
-    /// Sign `message` (a JWS signing input) with [`BACKEND`].
+    /// Sign `message` (a JWS signing input) with the crypto provider.
     pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        let failed = || Error::config("could not sign the JWT assertion");
-        let signer = (BACKEND.signer_factory)(&self.algorithm, &self.key).map_err(|_| failed())?;
-        signer.try_sign(message).map_err(|_| failed())
+        self.key
+            .sign(message)
+            .ok_or_else(|| Error::config("could not sign the JWT assertion"))
     }
 }
 
@@ -233,7 +223,7 @@ impl fmt::Debug for SigningKey {
 ///
 /// Each token request gets a new assertion: `iat` now, `exp` after [`lifetime`](Self::lifetime)
 /// (default 5 minutes), and a fresh `jti` unless [turned off](Self::with_jti): 128 bits from
-/// the operating system's CSPRNG (`getrandom`), so that no one can predict it. The audience is
+/// the operating system's CSPRNG, so that no one can predict it. The audience is
 /// the token URL unless [set](Self::audience).
 #[derive(Clone, Debug)]
 pub struct Assertion {
@@ -320,9 +310,7 @@ impl Assertion {
 /// 128 random bits from the operating system's CSPRNG, as 32 hex digits.
 pub(crate) fn new_jti() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        Error::config("the operating system's random number generator failed").with_source(e)
-    })?;
+    crypto::fill_random(&mut bytes)?;
     Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
 }
 
@@ -407,22 +395,38 @@ mod tests {
     }
 
     #[test]
-    fn signatures_verify_with_the_backend() {
-        use jsonwebtoken::DecodingKey;
-        let jwt = Assertion::new(hs256(), "me")
-            .mint("https://auth.example.com/token", SystemTime::now())
-            .unwrap();
-        let verifier = (BACKEND.verifier_factory)(
-            &Algorithm::HS256,
-            &DecodingKey::from_secret(KEY.as_bytes()),
-        )
-        .unwrap();
-        let (message, signature) = jwt.rsplit_once('.').unwrap();
-        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
-        assert!(verifier.verify(message.as_bytes(), &signature).is_ok());
-        let mut tampered = message.as_bytes().to_vec();
-        tampered[0] ^= 1;
-        assert!(verifier.verify(&tampered, &signature).is_err());
+    fn signatures_verify_with_the_provider() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
+        let read = |name: &str| std::fs::read(format!("{keys}{name}")).unwrap();
+        for (key, hmac_key) in [
+            (hs256(), KEY.as_bytes()),
+            (
+                SigningKey::es256_pem(&read("ec_pkcs8.pem")).unwrap(),
+                &[][..],
+            ),
+            (
+                SigningKey::rs256_pem(&read("rsa_pkcs1.pem")).unwrap(),
+                &[][..],
+            ),
+            (
+                SigningKey::ps256_pem(&read("rsa_pkcs8.pem")).unwrap(),
+                &[][..],
+            ),
+        ] {
+            let alg = key.algorithm;
+            let public = key.key.public_key();
+            let jwt = Assertion::new(key, "me")
+                .mint("https://auth.example.com/token", SystemTime::now())
+                .unwrap();
+            assert_eq!(part(&jwt, 0)["alg"], alg);
+            let (message, signature) = jwt.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            let verify = |m: &[u8]| crypto::verify(alg, &public, hmac_key, m, &signature);
+            assert!(verify(message.as_bytes()), "{alg}");
+            let mut tampered = message.as_bytes().to_vec();
+            tampered[0] ^= 1;
+            assert!(!verify(&tampered), "{alg}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
 //! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
 //! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
-//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async [`AssertionSigner`](super::signer::AssertionSigner) (a KMS, an HSM) |
+//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async `AssertionSigner` (a KMS, an HSM) |
 //! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
 //! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
 //! | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |
@@ -30,7 +30,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -40,7 +40,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use super::assertion::{Assertion, SigningKey};
 use super::endpoint::Form;
 use super::workload::CredentialProvider;
@@ -65,7 +65,7 @@ enum Method {
     None,
     SecretBasic(ClientSecret),
     SecretPost(ClientSecret),
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     Jwt {
         assertion: Assertion,
         name: &'static str,
@@ -78,7 +78,7 @@ enum Method {
     /// A client assertion the platform provides (a federated token file).
     Provided(Arc<dyn CredentialProvider>),
     /// A client assertion built here and signed by an async signer (a KMS, an HSM).
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     Signer(Arc<dyn super::signer::AssertionSigner>),
 }
 
@@ -101,8 +101,8 @@ impl ClientAuth {
 
     /// A JWT client assertion signed with the client's private key (RFC 7523 §2.2,
     /// `private_key_jwt`).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn private_key_jwt(client_id: impl Into<String>, key: SigningKey) -> Self {
         Self::jwt(client_id, key, "private_key_jwt")
     }
@@ -112,8 +112,8 @@ impl ClientAuth {
     ///
     /// A secret shorter than 32 bytes, or empty, is a [`Config`](crate::ErrorKind::Config)
     /// error (RFC 7518 §3.2; see [`SigningKey::hs256`]).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn client_secret_jwt(
         client_id: impl Into<String>,
         secret: &ClientSecret,
@@ -125,7 +125,7 @@ impl ClientAuth {
         ))
     }
 
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     fn jwt(client_id: impl Into<String>, key: SigningKey, name: &'static str) -> Self {
         let client_id = client_id.into();
         let assertion = Assertion::new(key, client_id.clone()).subject(client_id.clone());
@@ -136,20 +136,20 @@ impl ClientAuth {
     }
 
     /// The `aud` of client assertions (default: the token URL). No effect on other methods.
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn assertion_audience(self, audience: impl Into<String>) -> Self {
         self.map_assertion(|a| a.audience(audience))
     }
 
     /// How long each client assertion is valid (default 5 minutes). No effect on other methods.
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn assertion_lifetime(self, lifetime: Duration) -> Self {
         self.map_assertion(|a| a.lifetime(lifetime))
     }
 
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     fn map_assertion(mut self, f: impl FnOnce(Assertion) -> Assertion) -> Self {
         if let Method::Jwt { assertion, name } = self.method {
             self.method = Method::Jwt {
@@ -188,8 +188,8 @@ impl ClientAuth {
 
     /// A JWT client assertion (RFC 7523 §2.2, `private_key_jwt`) signed by `signer`: a key
     /// held by a KMS or an HSM, asked to sign each assertion; see [`signer`](super::signer).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn private_key_jwt_signed_by(
         client_id: impl Into<String>,
         signer: impl super::signer::AssertionSigner,
@@ -274,10 +274,10 @@ impl ClientAuth {
             Method::None => "none",
             Method::SecretBasic(_) => "client_secret_basic",
             Method::SecretPost(_) => "client_secret_post",
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Jwt { name, .. } => name,
             Method::Provided(_) => "private_key_jwt",
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Signer(_) => "private_key_jwt",
             #[cfg(feature = "reqwest")]
             Method::Tls { self_signed, .. } => {
@@ -294,7 +294,7 @@ impl ClientAuth {
     ///
     /// A provided client assertion is `preset` if given, else read from the provider now; it
     /// is returned, so that the caller can tell after a rejection whether it has rotated.
-    #[cfg_attr(not(feature = "__jwt"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
     pub(crate) async fn apply(
         &self,
         token_url: &str,
@@ -314,13 +314,13 @@ impl ClientAuth {
                 form.push("client_id", &self.client_id);
                 form.push("client_secret", secret.secret());
             }
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Jwt { assertion, .. } => {
                 let jwt = assertion.mint(token_url, std::time::SystemTime::now())?;
                 form.push("client_assertion_type", JWT_BEARER_ASSERTION_TYPE);
                 form.push("client_assertion", &jwt);
             }
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Method::Signer(signer) => {
                 let jwt =
                     super::signer::client_assertion(&**signer, &self.client_id, token_url).await?;

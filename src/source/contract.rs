@@ -45,7 +45,7 @@ pub trait TokenSource: Send + Sync + 'static {
     /// [`ClientAuth::self_signed_tls_client_auth`](crate::source::ClientAuth::self_signed_tls_client_auth);
     /// the crate's wrappers (`Arc`, `Box`, discovery, keyed slots) forward it. The fleet tier
     /// shares a token only between processes declaring the same certificate (unless it was
-    /// given one with [`certificate_bound`](crate::fleet::RedisFleetBuilder::certificate_bound)),
+    /// given one with `fleet::RedisFleetBuilder::certificate_bound`),
     /// so a process never adopts a token bound to a certificate it does not hold. A source
     /// whose own HTTP client presents a certificate (not through
     /// [`ClientAuth`](crate::source::ClientAuth)) declares it by overriding this.

@@ -1,5 +1,5 @@
 //! Preset for Disruptive Technologies service accounts: the JWT-bearer grant with an HS256
-//! assertion. Needs the `jwt` feature (or `jwt-rust-crypto`).
+//! assertion. Needs the `jwt` feature.
 //!
 //! The assertion is exactly the vendor's: header `{"alg": "HS256", "kid": <key id>}`, claims
 //! `iat` (now), `exp` (`iat` + 3600), `aud` (the token URL) and `iss` (the service account's

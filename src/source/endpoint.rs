@@ -196,7 +196,7 @@ impl Endpoint {
     }
 
     /// The token URL, as configured (the audience of assertions).
-    #[cfg_attr(not(feature = "__jwt"), allow(dead_code))]
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) fn url(&self) -> &str {
         &self.url
     }

@@ -1,7 +1,7 @@
 //! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
 //!
 //! A signed JWT *is* the grant: a fresh one is minted for every token request
-//! ([`JwtBearer::builder`], feature `jwt` or `jwt-rust-crypto`), or one the platform signed is
+//! (`JwtBearer::builder`, feature `jwt`), or one the platform signed is
 //! read afresh for every token request ([`JwtBearer::builder_from`]: a Kubernetes projected
 //! token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
 //!
@@ -29,14 +29,14 @@
 //! # }
 //! ```
 //!
-//! See [`disruptive`](crate::source::disruptive) for a preset.
+//! See `source::disruptive` (feature `jwt`) for a preset.
 
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use std::time::SystemTime;
 
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use super::assertion::Assertion;
 use super::client_auth::ClientAuth;
 use super::endpoint::{Endpoint, Form};
@@ -56,7 +56,7 @@ const REFUSED: &str =
 #[derive(Clone)]
 enum Grant {
     /// Minted and signed here, fresh for every request.
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     Signed(Assertion),
     /// Signed by someone else (the platform), read for every request.
     Provided(Arc<dyn CredentialProvider>),
@@ -65,7 +65,7 @@ enum Grant {
 impl fmt::Debug for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Grant::Signed(assertion) => assertion.fmt(f),
             Grant::Provided(_) => f.write_str("Provided"),
         }
@@ -85,8 +85,8 @@ pub struct JwtBearer {
 impl JwtBearer {
     /// Start configuring the grant against `token_url`, with assertions minted from `assertion`
     /// (whose audience defaults to `token_url`).
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn builder(token_url: impl Into<String>, assertion: Assertion) -> JwtBearerBuilder {
         JwtBearerBuilder::with_assertion(token_url.into(), Ok(assertion))
     }
@@ -119,7 +119,7 @@ impl JwtBearer {
 
 impl JwtBearerBuilder {
     /// A builder whose [`build`](Self::build) reports `assertion`'s error, if any.
-    #[cfg(feature = "__jwt")]
+    #[cfg(feature = "jwt")]
     pub(crate) fn with_assertion(
         token_url: String,
         assertion: Result<Assertion, Error>,
@@ -228,7 +228,7 @@ impl JwtBearer {
     /// The assertion for one request: minted now, or read from the provider now.
     async fn assertion(&self) -> Result<IdentityToken, Error> {
         match &self.assertion {
-            #[cfg(feature = "__jwt")]
+            #[cfg(feature = "jwt")]
             Grant::Signed(assertion) => assertion
                 .mint(self.endpoint.url(), SystemTime::now())
                 .map(|mut jwt| IdentityToken::new(std::mem::take(&mut *jwt))),

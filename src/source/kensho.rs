@@ -28,7 +28,7 @@
 
 use super::refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 use super::token_response::TokenFields;
-#[cfg(feature = "__jwt")]
+#[cfg(feature = "jwt")]
 use super::{ClientAuth, ClientCredentials, ClientCredentialsBuilder, assertion::SigningKey};
 use crate::secret::RefreshToken;
 
@@ -66,8 +66,8 @@ pub fn link(api_base: &str, refresh_token: RefreshToken) -> RefreshEndpointBuild
 ///     .build()?;
 /// # let _ = source; Ok(()) }
 /// ```
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub fn keypair(token_url: &str, client_id: &str, key: SigningKey) -> ClientCredentialsBuilder {
     let auth = ClientAuth::private_key_jwt(client_id, key)
         .assertion_lifetime(std::time::Duration::from_secs(30 * 60));

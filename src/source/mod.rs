@@ -64,23 +64,23 @@
 
 pub mod api_key;
 pub mod api_video;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod assertion;
 mod boxed;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod discovery;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod disruptive;
 pub mod jwt_bearer;
 pub mod kensho;
 pub mod refresh_endpoint;
 pub mod refresh_token;
 pub mod revocation;
-#[cfg(feature = "__jwt")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod signer;
 pub mod token_exchange;
 pub mod workload;

@@ -36,7 +36,7 @@
 //! committed a rotation and before the store has the new token. The new token exists only in
 //! that process's memory; the next user of the store spends the old one, and a server with
 //! reuse detection revokes the family. **A frozen lock holder** (a stopped process) stalls the
-//! others for as long as its lock lasts: the rest of its [`RedisStore`] lease (`lock_ttl`,
+//! others for as long as its lock lasts: the rest of its `RedisStore` lease (`lock_ttl`,
 //! 30 s by default), or, for a [`FileStore`], until the process dies (the others give up after
 //! their `lock_timeout`, 30 s by default, with a transient error, and try again later).
 //!

@@ -582,6 +582,10 @@ async fn redis_auth_in_the_url_works_and_a_wrong_password_only_costs_the_sharing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_tls_with_a_private_ca_shares_tokens() {
+    // The redis crate builds its rustls config with rustls' process-wide default provider,
+    // which rustls cannot pick by itself when both ring and aws-lc-rs are in the graph (as in
+    // this `--all-features` build): the application installs one, as the README says.
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let pki = mtls_server::pki();
     let dir = std::env::temp_dir().join(format!("tower-bearer-redis-pki-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -247,8 +247,8 @@ impl Discovery {
 
     /// The JWT-bearer grant ([`JwtBearer`](super::JwtBearer)) at the discovered token endpoint;
     /// the assertion's audience defaults to it. `configure` sets the rest.
-    #[cfg(feature = "__jwt")]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "jwt-rust-crypto"))))]
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn jwt_bearer(
         &self,
         assertion: super::assertion::Assertion,

@@ -1,16 +1,13 @@
-//! Both of jsonwebtoken's crypto backends enabled at once, as Cargo's feature unification does
-//! when another dependency of a program picks the other one (here, the dev-dependency on
-//! jsonwebtoken with `rust_crypto`, next to this crate's `aws_lc_rs`). jsonwebtoken's own
-//! `encode` then panics at the first signature; this crate's assertions must still be signed,
-//! and must verify with either backend.
-//!
-//! jsonwebtoken's process-wide default backend is global state, so this binary holds one test.
+//! The crate writes and signs its JWTs itself, with its crypto provider: an independent
+//! implementation must accept them. jsonwebtoken checks every algorithm the crate signs with,
+//! through both of its backends (aws-lc-rs and the RustCrypto crates), called directly (not
+//! through jsonwebtoken's process-wide default).
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use jsonwebtoken::crypto::{CryptoProvider, aws_lc, rust_crypto};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use tower_bearer::TokenSource;
 use tower_bearer::http_client::{HttpClient, HttpFuture, HttpRequest};
 use tower_bearer::secret::ClientSecret;
@@ -53,8 +50,7 @@ fn verifies(backend: &CryptoProvider, jwt: &str, alg: Algorithm, key: &DecodingK
 }
 
 #[test]
-fn assertions_are_signed_with_both_jsonwebtoken_backends_enabled() {
-    // That this compiles proves both backends are in this build.
+fn assertions_verify_with_both_jsonwebtoken_backends() {
     let backends: [(&str, &CryptoProvider); 2] = [
         ("aws_lc", &aws_lc::DEFAULT_PROVIDER),
         ("rust_crypto", &rust_crypto::DEFAULT_PROVIDER),
@@ -120,19 +116,4 @@ fn assertions_are_signed_with_both_jsonwebtoken_backends_enabled() {
             assert!(verifies(backend, jwt, *alg, public), "{alg:?} with {name}");
         }
     }
-
-    // The pitfall is real in this build, and the crate left jsonwebtoken's process default
-    // alone: jsonwebtoken's own `encode`, with no default installed, still panics.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let panicked = std::panic::catch_unwind(|| {
-        let key = EncodingKey::from_secret(HMAC_KEY.as_bytes());
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &serde_json::json!({}), &key)
-    })
-    .is_err();
-    std::panic::set_hook(quiet);
-    assert!(
-        panicked,
-        "jsonwebtoken::encode did not panic with both backends"
-    );
 }
