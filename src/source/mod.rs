@@ -13,7 +13,7 @@
 //! | [`JwtBearer`] | RFC 7523 §2.1: an assertion signed here (feature `jwt`) or by the platform | `disruptive::service_account` |
 //! | [`ApiKeyExchange`] | API key → access + rotating refresh token, JSON POSTs | [`api_video::api_key`] |
 //! | [`TokenExchange`] | RFC 8693 token exchange, with RFC 8707 resource indicators | |
-//! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | [`workload::from_env`] |
+//! | [`workload`] | no stored secret: platform token files, Azure workload identity, metadata servers, GitHub Actions OIDC | `workload::from_env` (feature `reqwest`) |
 //!
 //! [`BoxTokenSource`] ([`TokenSource::boxed`](crate::TokenSource::boxed)) holds any of them behind one type, to mix grants
 //! in one keyed cache or pick one per environment.

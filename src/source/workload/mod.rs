@@ -13,7 +13,7 @@
 //! | [`ManagedIdentity`] | Azure IMDS, App Service, Google metadata server | a [`TokenSource`](crate::TokenSource) |
 //! | [`GitHubActions`] | GitHub Actions OIDC | a [`CredentialProvider`]; a [`TokenSource`](crate::TokenSource) |
 //! | `Executable` (feature `executable`) | a credential helper program | a [`CredentialProvider`]; a [`TokenSource`](crate::TokenSource) |
-//! | [`from_env`] | whichever of the above the environment names | a [`WorkloadIdentity`] |
+//! | `from_env` (feature `reqwest`) | whichever of the above the environment names | a `WorkloadIdentity` |
 //!
 //! For keys that are not in the process: `source::signer` (feature `jwt`) signs client
 //! assertions with an async `AssertionSigner` (a KMS, an HSM) or a `KeyFile` parsed again
