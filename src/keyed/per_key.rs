@@ -21,7 +21,7 @@ use tower::Service;
 
 use super::route::{Destination, Route, no_key};
 use super::{Key, KeyedTokenCache, Slot};
-use crate::origin::{Approved, Destinations};
+use crate::origin::{Approved, Destinations, Verdict};
 use crate::pipeline::{Judge, Tokens, TokensSealed};
 use crate::service::{Mode, ResponseFuture, Single};
 use crate::{OnDisallowedOrigin, Origin, TokenSource};
@@ -153,6 +153,12 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K,
                 }
             };
         };
+        // The destination rules first, so that a refused request makes no slot.
+        match destinations.check_url(request.url()) {
+            Verdict::Attach => {}
+            Verdict::Skip => return next.run(request, extensions).await,
+            Verdict::Refuse(error) => return Err(reqwest_middleware::Error::middleware(error)),
+        }
         let slot = self
             .cache
             .slot(&key)
@@ -295,6 +301,16 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                 }
             };
         };
+        // The destination rules first: a request the token may not go to makes no slot (in a
+        // full cache, a new slot would evict another key's).
+        match settings
+            .destinations
+            .check_request(&request, &mut Approved::NONE.clone())
+        {
+            Verdict::Attach => {}
+            Verdict::Skip => return ResponseFuture::plain(inner.call(request)),
+            Verdict::Refuse(error) => return ResponseFuture::failed(error),
+        }
         let slot = match settings.tokens.cache.slot(&key) {
             Ok(slot) => slot,
             Err(error) => return ResponseFuture::failed(error),

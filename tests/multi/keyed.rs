@@ -718,3 +718,60 @@ async fn one_cache_and_a_keyed_cache_share_one_layer_type_and_its_options() {
     assert!(per_origin.cache().contains(&"billing"));
     assert_eq!(server.calls(), 1, "only billing's token was fetched");
 }
+
+/// A request the destination rules refuse (or send bare) makes no slot: in a full keyed cache,
+/// a new slot would evict the key of a destination the token may go to.
+#[tokio::test]
+async fn a_destination_the_token_may_not_go_to_makes_no_slot_and_evicts_none() {
+    let server = audience_server().await;
+    let url = server.url.clone();
+    let keyed = KeyedTokenCache::builder(move |audience: &&'static str| {
+        ClientCredentials::builder(
+            url.clone(),
+            ClientAuth::client_secret_post("client", ClientSecret::new("secret")),
+        )
+        .audience(*audience)
+        .build()
+    })
+    .max_keys(1)
+    .build();
+    let echo = service_fn(|req: Request<String>| async move {
+        Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
+    });
+    let to = |uri: &str| Request::get(uri).body(String::new()).unwrap();
+    let origins = DESTINATIONS.map(|(origin, key)| (Origin::from_static(origin), key));
+    for action in [
+        OnDisallowedOrigin::Fail,
+        OnDisallowedOrigin::SendWithoutToken,
+    ] {
+        let service = BearerAuthLayer::per_origin(keyed.clone(), origins.clone())
+            .allow_origins([Origin::from_static("https://billing.example.com")])
+            .on_disallowed_origin(action)
+            .layer(echo);
+        let answer = service
+            .clone()
+            .oneshot(to("https://billing.example.com/a"))
+            .await
+            .unwrap();
+        assert!(answer.body().is_some(), "billing gets its token");
+        // search and files have keys, but the allow-list refuses them.
+        for uri in [
+            "https://search.example.com/q",
+            "https://files.example.com/f",
+        ] {
+            let outcome = service.clone().oneshot(to(uri)).await;
+            match action {
+                OnDisallowedOrigin::Fail => {
+                    let err = outcome.unwrap_err();
+                    let err = err.downcast_ref::<Error>().expect("a tower_bearer::Error");
+                    assert_eq!(err.kind(), ErrorKind::Disallowed);
+                }
+                _ => assert!(outcome.unwrap().body().is_none(), "sent bare"),
+            }
+            assert!(keyed.contains(&"billing"), "billing's slot was not evicted");
+            assert!(!keyed.contains(&"search") && !keyed.contains(&"files"));
+            assert_eq!(keyed.len(), 1);
+        }
+    }
+    assert_eq!(server.calls(), 1, "only billing's token was fetched");
+}
