@@ -1,29 +1,4 @@
-//! [`ApiKeyExchange`]: an API key traded for an access token and a rotating refresh token, both
-//! by JSON POST.
-//!
-//! ```text
-//! POST {exchange_url}   {"apiKey": "K"}         → {"access_token", "refresh_token", "expires_in"}
-//! POST {refresh_url}    {"refreshToken": "R"}   → a new pair (R is now spent)
-//! ```
-//!
-//! The API key is sent once; after that each refresh spends the current refresh token and saves
-//! the new one through the [`RefreshTokenStore`] before the access token is handed out, with
-//! the same rotation as [`RefreshTokenGrant`](crate::source::RefreshTokenGrant) (store locked
-//! from load to save, a failed save retried under the lock, nothing lost to a cancelled caller
-//! or a dropped runtime). When the
-//! refresh token is refused (expired, revoked) and the store holds no newer one, the source
-//! falls back to the API key. See [`api_video`](crate::source::api_video) for a preset.
-//!
-//! ```
-//! use tower_bearer::{BearerAuthLayer, secret::ApiKey, source::ApiKeyExchange};
-//!
-//! # fn main() -> Result<(), tower_bearer::Error> {
-//! let source = ApiKeyExchange::builder("https://api.example.com/auth/api-key", ApiKey::new("K"))
-//!     .refresh_url("https://api.example.com/auth/refresh")
-//!     .build()?;
-//! let layer = BearerAuthLayer::new(source);
-//! # let _ = layer; Ok(()) }
-//! ```
+//! [`ApiKeyExchange`] and what it needs (documented there).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -44,7 +19,34 @@ use crate::{Error, Token, TokenSource};
 const KEY_REFUSED: &str = "the token endpoint refused the API key: is it correct?";
 const REFRESH_REFUSED: &str = "the token endpoint refused the refresh token";
 
-/// A [`TokenSource`] trading an API key for tokens; see the [module docs](self).
+/// A [`TokenSource`] trading an API key for tokens.
+///
+/// [`ApiKeyExchange`]: an API key traded for an access token and a rotating refresh token, both
+/// by JSON POST.
+///
+/// ```text
+/// POST {exchange_url}   {"apiKey": "K"}         → {"access_token", "refresh_token", "expires_in"}
+/// POST {refresh_url}    {"refreshToken": "R"}   → a new pair (R is now spent)
+/// ```
+///
+/// The API key is sent once; after that each refresh spends the current refresh token and saves
+/// the new one through the [`RefreshTokenStore`] before the access token is handed out, with
+/// the same rotation as [`RefreshTokenGrant`](crate::source::RefreshTokenGrant) (store locked
+/// from load to save, a failed save retried under the lock, nothing lost to a cancelled caller
+/// or a dropped runtime). When the
+/// refresh token is refused (expired, revoked) and the store holds no newer one, the source
+/// falls back to the API key. See [`api_video`](crate::source::api_video) for a preset.
+///
+/// ```
+/// use tower_bearer::{BearerAuthLayer, secret::ApiKey, source::ApiKeyExchange};
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// let source = ApiKeyExchange::builder("https://api.example.com/auth/api-key", ApiKey::new("K"))
+///     .refresh_url("https://api.example.com/auth/refresh")
+///     .build()?;
+/// let layer = BearerAuthLayer::new(source);
+/// # let _ = layer; Ok(()) }
+/// ```
 pub struct ApiKeyExchange<S = MemoryStore> {
     rotation: Rotation<S, KeyExchange>,
 }

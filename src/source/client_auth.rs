@@ -1,32 +1,4 @@
-//! [`ClientAuth`]: how an OAuth 2.0 client proves who it is to the token endpoint.
-//!
-//! | method | RFC | what is sent |
-//! |---|---|---|
-//! | [`client_secret_basic`](ClientAuth::client_secret_basic) | 6749 §2.3.1 | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
-//! | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
-//! | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
-//! | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
-//! | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async `AssertionSigner` (a KMS, an HSM) |
-//! | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
-//! | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
-//! | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |
-//! | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
-//!
-//! The Basic header value, the form with `client_secret` and each assertion are built in
-//! buffers zeroized on drop (see the [`http_client`](crate::http_client) docs for what the HTTP
-//! client copies).
-//!
-//! Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
-//! the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
-//! (unless set with `assertion_lifetime`), a new random `jti`.
-//!
-//! ```
-//! use tower_bearer::{secret::ClientSecret, source::ClientAuth};
-//!
-//! let auth = ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t"));
-//! assert_eq!(auth.client_id(), "my-client");
-//! assert_eq!(auth.method(), "client_secret_basic");
-//! ```
+//! [`ClientAuth`] and what it needs (documented there).
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,7 +25,37 @@ use crate::secret::{ClientSecret, IdentityToken};
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// A client id and the way it authenticates; see the [module docs](self).
+/// A client id and the way it authenticates.
+///
+/// [`ClientAuth`]: how an OAuth 2.0 client proves who it is to the token endpoint.
+///
+/// | method | RFC | what is sent |
+/// |---|---|---|
+/// | [`client_secret_basic`](ClientAuth::client_secret_basic) | 6749 §2.3.1 | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
+/// | [`client_secret_post`](ClientAuth::client_secret_post) | 6749 §2.3.1 | `client_id` and `client_secret` in the form |
+/// | `private_key_jwt` (feature `jwt`) | 7523 §2.2 | `client_assertion_type` and an RS256/PS256/ES256 `client_assertion` |
+/// | `client_secret_jwt` (feature `jwt`) | 7523 §2.2 | the same, signed HS256 with the client secret |
+/// | `private_key_jwt_signed_by` (feature `jwt`) | 7523 §2.2 | the same, signed by an async `AssertionSigner` (a KMS, an HSM) |
+/// | `tls_client_auth` (feature `reqwest`) | 8705 §2.1 | `client_id`; a CA-issued client certificate in the TLS handshake |
+/// | `self_signed_tls_client_auth` (feature `reqwest`) | 8705 §2.2 | `client_id`; a self-signed client certificate in the TLS handshake |
+/// | [`client_assertion`](ClientAuth::client_assertion) | 7523 §2.2 | `client_id`, `client_assertion_type` and a `client_assertion` the platform provides (a federated token file) |
+/// | [`none`](ClientAuth::none) | 6749 §2.1 | `client_id` only (a public client) |
+///
+/// The Basic header value, the form with `client_secret` and each assertion are built in
+/// buffers zeroized on drop (see the [`http_client`](crate::http_client) docs for what the HTTP
+/// client copies).
+///
+/// Client assertions are minted fresh for every request: `iss` = `sub` = the client id, `aud` =
+/// the token URL (unless set with `assertion_audience`), `iat` now, `exp` 5 minutes later
+/// (unless set with `assertion_lifetime`), a new random `jti`.
+///
+/// ```
+/// use tower_bearer::{secret::ClientSecret, source::ClientAuth};
+///
+/// let auth = ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t"));
+/// assert_eq!(auth.client_id(), "my-client");
+/// assert_eq!(auth.method(), "client_secret_basic");
+/// ```
 #[derive(Clone)]
 pub struct ClientAuth {
     client_id: String,

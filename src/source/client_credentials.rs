@@ -1,27 +1,4 @@
-//! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4), with every
-//! client authentication method of [`ClientAuth`].
-//!
-//! ```text
-//! POST {token_url}
-//! Content-Type: application/x-www-form-urlencoded
-//!
-//! grant_type=client_credentials&scope=...&audience=...&resource=...   (+ client authentication)
-//! ```
-//!
-//! ```
-//! use tower_bearer::{BearerAuthLayer, secret::ClientSecret, source::{ClientAuth, ClientCredentials}};
-//!
-//! # fn main() -> Result<(), tower_bearer::Error> {
-//! let source = ClientCredentials::builder(
-//!     "https://auth.example.com/oauth2/token",
-//!     ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")),
-//! )
-//! .scope("orders:read orders:write")
-//! .audience("https://api.example.com")
-//! .build()?;
-//! let layer = BearerAuthLayer::new(source);
-//! # let _ = layer; Ok(()) }
-//! ```
+//! [`ClientCredentials`] and what it needs (documented there).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -35,7 +12,32 @@ use crate::{Error, Token, TokenSource};
 
 const REFUSED: &str = "the token endpoint refused the client credentials request";
 
-/// A [`TokenSource`] for the client credentials grant; see the [module docs](self).
+/// A [`TokenSource`] for the client credentials grant.
+///
+/// [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4), with every
+/// client authentication method of [`ClientAuth`].
+///
+/// ```text
+/// POST {token_url}
+/// Content-Type: application/x-www-form-urlencoded
+///
+/// grant_type=client_credentials&scope=...&audience=...&resource=...   (+ client authentication)
+/// ```
+///
+/// ```
+/// use tower_bearer::{BearerAuthLayer, secret::ClientSecret, source::{ClientAuth, ClientCredentials}};
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// let source = ClientCredentials::builder(
+///     "https://auth.example.com/oauth2/token",
+///     ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")),
+/// )
+/// .scope("orders:read orders:write")
+/// .audience("https://api.example.com")
+/// .build()?;
+/// let layer = BearerAuthLayer::new(source);
+/// # let _ = layer; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
     endpoint: Endpoint,

@@ -1,35 +1,4 @@
-//! [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
-//!
-//! A signed JWT *is* the grant: a fresh one is minted for every token request
-//! (`JwtBearer::builder`, feature `jwt`), or one the platform signed is
-//! read afresh for every token request ([`JwtBearer::builder_from`]: a Kubernetes projected
-//! token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
-//!
-//! ```text
-//! POST {token_url}
-//! Content-Type: application/x-www-form-urlencoded
-//!
-//! grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>&scope=...
-//! ```
-//!
-//! ```
-//! # #[cfg(feature = "jwt")] {
-//! use std::time::Duration;
-//! use tower_bearer::{BearerAuthLayer, secret::ClientSecret};
-//! use tower_bearer::source::JwtBearer;
-//! use tower_bearer::source::assertion::{Assertion, SigningKey};
-//!
-//! # fn main() -> Result<(), tower_bearer::Error> {
-//! let secret = ClientSecret::new("a-service-account-secret-of-32-bytes+");
-//! let key = SigningKey::hs256(&secret)?.with_key_id("key-id");
-//! let assertion = Assertion::new(key, "robot@example.com").lifetime(Duration::from_secs(3600));
-//! let source = JwtBearer::builder("https://identity.example.com/oauth2/token", assertion).build()?;
-//! let layer = BearerAuthLayer::new(source);
-//! # let _ = layer; Ok(()) }
-//! # }
-//! ```
-//!
-//! See `source::disruptive` (feature `jwt`) for a preset.
+//! [`JwtBearer`] and what it needs (documented there).
 
 use std::fmt;
 use std::sync::Arc;
@@ -72,7 +41,40 @@ impl fmt::Debug for Grant {
     }
 }
 
-/// A [`TokenSource`] for the JWT-bearer grant; see the [module docs](self).
+/// A [`TokenSource`] for the JWT-bearer grant.
+///
+/// [`JwtBearer`]: the JWT-bearer authorization grant (RFC 7523 §2.1).
+///
+/// A signed JWT *is* the grant: a fresh one is minted for every token request
+/// (`JwtBearer::builder`, feature `jwt`), or one the platform signed is
+/// read afresh for every token request ([`JwtBearer::builder_from`]: a Kubernetes projected
+/// token, a GitHub Actions OIDC token; see [`workload`](super::workload)).
+///
+/// ```text
+/// POST {token_url}
+/// Content-Type: application/x-www-form-urlencoded
+///
+/// grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>&scope=...
+/// ```
+///
+/// ```
+/// # #[cfg(feature = "jwt")] {
+/// use std::time::Duration;
+/// use tower_bearer::{BearerAuthLayer, secret::ClientSecret};
+/// use tower_bearer::source::JwtBearer;
+/// use tower_bearer::source::assertion::{Assertion, SigningKey};
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// let secret = ClientSecret::new("a-service-account-secret-of-32-bytes+");
+/// let key = SigningKey::hs256(&secret)?.with_key_id("key-id");
+/// let assertion = Assertion::new(key, "robot@example.com").lifetime(Duration::from_secs(3600));
+/// let source = JwtBearer::builder("https://identity.example.com/oauth2/token", assertion).build()?;
+/// let layer = BearerAuthLayer::new(source);
+/// # let _ = layer; Ok(()) }
+/// # }
+/// ```
+///
+/// See `source::disruptive` (feature `jwt`) for a preset.
 #[derive(Clone)]
 pub struct JwtBearer {
     endpoint: Endpoint,

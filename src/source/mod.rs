@@ -62,27 +62,27 @@
 //! }
 //! ```
 
-pub mod api_key;
+mod api_key;
 pub mod api_video;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod assertion;
 mod boxed;
-pub mod client_auth;
-pub mod client_credentials;
-pub mod discovery;
+mod client_auth;
+mod client_credentials;
+mod discovery;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod disruptive;
-pub mod jwt_bearer;
+mod jwt_bearer;
 pub mod kensho;
-pub mod refresh_endpoint;
-pub mod refresh_token;
-pub mod revocation;
+mod refresh_endpoint;
+mod refresh_token;
+mod revocation;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod signer;
-pub mod token_exchange;
+mod token_exchange;
 pub mod workload;
 
 pub(crate) mod contract;
@@ -94,14 +94,16 @@ pub(crate) mod token_response;
 
 pub use api_key::{ApiKeyExchange, ApiKeyExchangeBuilder};
 pub use boxed::BoxTokenSource;
-pub use client_auth::ClientAuth;
+pub use client_auth::{ClientAuth, JWT_BEARER_ASSERTION_TYPE};
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
-pub use discovery::{Discovered, Discovery, DiscoveryBuilder, Metadata};
+pub use discovery::{DEFAULT_REFRESH_EVERY, Discovered, Discovery, DiscoveryBuilder, Metadata};
 pub use from_fn::{FromFn, from_fn};
-pub use jwt_bearer::{JwtBearer, JwtBearerBuilder};
+pub use jwt_bearer::{JWT_BEARER_GRANT_TYPE, JwtBearer, JwtBearerBuilder};
 pub use refresh_endpoint::{RefreshEndpoint, RefreshEndpointBuilder};
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 pub use revocation::{Revocation, RevocationBuilder, TokenTypeHint};
 pub use static_token::{StaticToken, static_token};
-pub use token_exchange::{TokenExchange, TokenExchangeBuilder, token_type};
+pub use token_exchange::{
+    TOKEN_EXCHANGE_GRANT_TYPE, TokenExchange, TokenExchangeBuilder, token_type,
+};
 pub use token_response::TokenFields;

@@ -1,40 +1,4 @@
-//! [`RefreshEndpoint`]: a vendor endpoint that trades a long-lived refresh token, sent in the
-//! query string of a `GET`, for an access token.
-//!
-//! Several vendors offer "personal tokens" this way (`GET {base}/oauth2/refresh?refresh_token=R`
-//! answering `{"access_token": "..."}`); they differ in the parameter and field names, which
-//! are configuration here ([`query_param`](RefreshEndpointBuilder::query_param),
-//! [`fields`](RefreshEndpointBuilder::fields)). The refresh token is not rotated. When the
-//! answer has no `expires_in`, the lifetime comes from the access token's JWT `exp` (read
-//! without verifying it), and a token without one is refused rather than cached forever.
-//! See [`kensho`](crate::source::kensho) for presets.
-//!
-//! ```
-//! use bytes::Bytes;
-//! use tower_bearer::{TokenSource, secret::RefreshToken, source::{RefreshEndpoint, TokenFields}};
-//! use tower_bearer::http_client::{HttpClient, HttpFuture, HttpRequest};
-//!
-//! /// Stands in for the vendor: checks the query, answers with a JWT (`exp` in 2100).
-//! struct Vendor;
-//! impl HttpClient for Vendor {
-//!     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
-//!         assert_eq!(request.uri().query(), Some("refreshToken=R"));
-//!         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln";
-//!         let body = format!(r#"{{"accessToken":"{jwt}"}}"#);
-//!         Box::pin(async move { Ok(http::Response::new(Bytes::from(body))) })
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
-//! // GET https://api.example.com/oauth2/refresh?refreshToken=R → {"accessToken": "<JWT>"}
-//! let source = RefreshEndpoint::builder("https://api.example.com/oauth2/refresh", RefreshToken::new("R"))
-//!     .query_param("refreshToken")
-//!     .fields(TokenFields::camel_case())
-//!     .build_with(Vendor)?; // or `.build()`, to call it with reqwest
-//! let token = source.fetch().await?;
-//! assert!(token.jwt_expiry().is_some()); // its lifetime comes from the JWT
-//! # Ok(()) }
-//! ```
+//! [`RefreshEndpoint`] and what it needs (documented there).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -51,8 +15,45 @@ use crate::{Error, Token, TokenSource};
 const REFUSED: &str =
     "the token endpoint refused the refresh token: is it correct, and still valid?";
 
-/// A [`TokenSource`] that sends a refresh token in a `GET` query string; see the
-/// [module docs](self).
+/// A [`TokenSource`] that sends a refresh token in a `GET` query string.
+///
+/// [`RefreshEndpoint`]: a vendor endpoint that trades a long-lived refresh token, sent in the
+/// query string of a `GET`, for an access token.
+///
+/// Several vendors offer "personal tokens" this way (`GET {base}/oauth2/refresh?refresh_token=R`
+/// answering `{"access_token": "..."}`); they differ in the parameter and field names, which
+/// are configuration here ([`query_param`](RefreshEndpointBuilder::query_param),
+/// [`fields`](RefreshEndpointBuilder::fields)). The refresh token is not rotated. When the
+/// answer has no `expires_in`, the lifetime comes from the access token's JWT `exp` (read
+/// without verifying it), and a token without one is refused rather than cached forever.
+/// See [`kensho`](crate::source::kensho) for presets.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_bearer::{TokenSource, secret::RefreshToken, source::{RefreshEndpoint, TokenFields}};
+/// use tower_bearer::http_client::{HttpClient, HttpFuture, HttpRequest};
+///
+/// /// Stands in for the vendor: checks the query, answers with a JWT (`exp` in 2100).
+/// struct Vendor;
+/// impl HttpClient for Vendor {
+///     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
+///         assert_eq!(request.uri().query(), Some("refreshToken=R"));
+///         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln";
+///         let body = format!(r#"{{"accessToken":"{jwt}"}}"#);
+///         Box::pin(async move { Ok(http::Response::new(Bytes::from(body))) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
+/// // GET https://api.example.com/oauth2/refresh?refreshToken=R → {"accessToken": "<JWT>"}
+/// let source = RefreshEndpoint::builder("https://api.example.com/oauth2/refresh", RefreshToken::new("R"))
+///     .query_param("refreshToken")
+///     .fields(TokenFields::camel_case())
+///     .build_with(Vendor)?; // or `.build()`, to call it with reqwest
+/// let token = source.fetch().await?;
+/// assert!(token.jwt_expiry().is_some()); // its lifetime comes from the JWT
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RefreshEndpoint {
     endpoint: Endpoint,

@@ -1,36 +1,4 @@
-//! [`RefreshTokenGrant`]: the OAuth 2.0 `refresh_token` grant (RFC 6749 §6), with rotation.
-//!
-//! ```text
-//! POST {token_url}
-//! Content-Type: application/x-www-form-urlencoded
-//!
-//! grant_type=refresh_token&refresh_token=R&scope=...   (+ client authentication, if any)
-//! ```
-//!
-//! When the answer carries a new `refresh_token`, it replaces the old one: it is saved through
-//! the [`RefreshTokenStore`] **before** the new access token is handed out, and kept in memory
-//! until the store has it (a failed save is retried under the store's lock; if it still fails,
-//! the token and the lock are kept, and the next fetch saves it before spending anything). Each
-//! refresh locks the store from load to save, so sources and processes sharing a store (a
-//! [`FileStore`](crate::store::FileStore) on one host, a `RedisStore` in a fleet) spend each
-//! refresh token once; and it runs on a thread the source owns, so a caller, a `fetch_timeout`
-//! or a runtime that goes away while it is under way loses nothing. See the
-//! [store docs](crate::store) for the whole protocol and what it cannot save.
-//!
-//! ```
-//! use tower_bearer::{BearerAuthLayer, secret::{ClientSecret, RefreshToken}};
-//! use tower_bearer::source::{ClientAuth, RefreshTokenGrant};
-//! use tower_bearer::store::MemoryStore;
-//!
-//! # fn main() -> Result<(), tower_bearer::Error> {
-//! let store = MemoryStore::new(RefreshToken::new("initial-refresh-token"));
-//! let source = RefreshTokenGrant::builder("https://auth.example.com/oauth2/token", store.clone())
-//!     .client_auth(ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")))
-//!     .build()?;
-//! let layer = BearerAuthLayer::new(source);
-//! // `store` sees each rotated refresh token.
-//! # let _ = layer; Ok(()) }
-//! ```
+//! [`RefreshTokenGrant`] and what it needs (documented there).
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,7 +17,41 @@ use crate::{Error, Token, TokenSource};
 const REFUSED: &str =
     "the token endpoint refused the refresh token (expired, revoked or already used?)";
 
-/// A [`TokenSource`] for the `refresh_token` grant; see the [module docs](self).
+/// A [`TokenSource`] for the `refresh_token` grant.
+///
+/// [`RefreshTokenGrant`]: the OAuth 2.0 `refresh_token` grant (RFC 6749 §6), with rotation.
+///
+/// ```text
+/// POST {token_url}
+/// Content-Type: application/x-www-form-urlencoded
+///
+/// grant_type=refresh_token&refresh_token=R&scope=...   (+ client authentication, if any)
+/// ```
+///
+/// When the answer carries a new `refresh_token`, it replaces the old one: it is saved through
+/// the [`RefreshTokenStore`] **before** the new access token is handed out, and kept in memory
+/// until the store has it (a failed save is retried under the store's lock; if it still fails,
+/// the token and the lock are kept, and the next fetch saves it before spending anything). Each
+/// refresh locks the store from load to save, so sources and processes sharing a store (a
+/// [`FileStore`](crate::store::FileStore) on one host, a `RedisStore` in a fleet) spend each
+/// refresh token once; and it runs on a thread the source owns, so a caller, a `fetch_timeout`
+/// or a runtime that goes away while it is under way loses nothing. See the
+/// [store docs](crate::store) for the whole protocol and what it cannot save.
+///
+/// ```
+/// use tower_bearer::{BearerAuthLayer, secret::{ClientSecret, RefreshToken}};
+/// use tower_bearer::source::{ClientAuth, RefreshTokenGrant};
+/// use tower_bearer::store::MemoryStore;
+///
+/// # fn main() -> Result<(), tower_bearer::Error> {
+/// let store = MemoryStore::new(RefreshToken::new("initial-refresh-token"));
+/// let source = RefreshTokenGrant::builder("https://auth.example.com/oauth2/token", store.clone())
+///     .client_auth(ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")))
+///     .build()?;
+/// let layer = BearerAuthLayer::new(source);
+/// // `store` sees each rotated refresh token.
+/// # let _ = layer; Ok(()) }
+/// ```
 pub struct RefreshTokenGrant<S> {
     rotation: Rotation<S, Grant>,
 }

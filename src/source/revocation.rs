@@ -1,30 +1,4 @@
-//! [`Revocation`]: OAuth 2.0 token revocation (RFC 7009), for programs that log out or rotate
-//! credentials.
-//!
-//! ```text
-//! POST {revocation_url}
-//! Content-Type: application/x-www-form-urlencoded
-//!
-//! token=...&token_type_hint=refresh_token   (+ client authentication, if any)
-//! ```
-//!
-//! A 200 means the token is revoked, or was already invalid (RFC 7009 §2.2: the server answers
-//! 200 either way); a 503 or a connection failure is [`Transient`](crate::ErrorKind::Transient)
-//! (retry later), and an OAuth error (`unsupported_token_type`, `invalid_client`) a
-//! [`Rejected`](crate::ErrorKind::Rejected) one with its code.
-//! [`RefreshTokenGrant::revoke`](super::RefreshTokenGrant::revoke) revokes the grant's current
-//! refresh token this way.
-//!
-//! ```no_run
-//! use tower_bearer::{secret::ClientSecret, source::{ClientAuth, Revocation, TokenTypeHint}};
-//!
-//! # async fn logout(access_token: &str) -> Result<(), tower_bearer::Error> {
-//! let revocation = Revocation::builder("https://auth.example.com/oauth2/revoke")
-//!     .client_auth(ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")))
-//!     .build()?;
-//! revocation.revoke(access_token, Some(TokenTypeHint::AccessToken)).await?;
-//! # Ok(()) }
-//! ```
+//! [`Revocation`] and what it needs (documented there).
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,7 +29,35 @@ impl TokenTypeHint {
     }
 }
 
-/// A revocation endpoint and the client authentication it wants; see the [module docs](self).
+/// A revocation endpoint and the client authentication it wants.
+///
+/// [`Revocation`]: OAuth 2.0 token revocation (RFC 7009), for programs that log out or rotate
+/// credentials.
+///
+/// ```text
+/// POST {revocation_url}
+/// Content-Type: application/x-www-form-urlencoded
+///
+/// token=...&token_type_hint=refresh_token   (+ client authentication, if any)
+/// ```
+///
+/// A 200 means the token is revoked, or was already invalid (RFC 7009 §2.2: the server answers
+/// 200 either way); a 503 or a connection failure is [`Transient`](crate::ErrorKind::Transient)
+/// (retry later), and an OAuth error (`unsupported_token_type`, `invalid_client`) a
+/// [`Rejected`](crate::ErrorKind::Rejected) one with its code.
+/// [`RefreshTokenGrant::revoke`](super::RefreshTokenGrant::revoke) revokes the grant's current
+/// refresh token this way.
+///
+/// ```no_run
+/// use tower_bearer::{secret::ClientSecret, source::{ClientAuth, Revocation, TokenTypeHint}};
+///
+/// # async fn logout(access_token: &str) -> Result<(), tower_bearer::Error> {
+/// let revocation = Revocation::builder("https://auth.example.com/oauth2/revoke")
+///     .client_auth(ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")))
+///     .build()?;
+/// revocation.revoke(access_token, Some(TokenTypeHint::AccessToken)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Revocation {
     endpoint: Endpoint,

@@ -1,62 +1,4 @@
-//! [`TokenExchange`]: OAuth 2.0 token exchange (RFC 8693), with resource indicators (RFC 8707).
-//!
-//! A token the program has (a workload-identity token, a user's access token) is traded for
-//! one the target API accepts:
-//!
-//! ```text
-//! POST {token_url}
-//! Content-Type: application/x-www-form-urlencoded
-//!
-//! grant_type=urn:ietf:params:oauth:grant-type:token-exchange
-//! &subject_token=...&subject_token_type=urn:ietf:params:oauth:token-type:jwt
-//! &actor_token=...&actor_token_type=...                       (optional)
-//! &requested_token_type=urn:ietf:params:oauth:token-type:access_token
-//! &audience=...&resource=https://api.example.com/&resource=...&scope=...
-//! ```
-//!
-//! The subject (and actor) token comes from a [`TokenCache`] of its own
-//! ([`subject`](TokenExchangeBuilder::subject)), so it is cached and refreshed independently
-//! of the token it is exchanged for, or from a platform credential read afresh for every
-//! exchange ([`subject_from`](TokenExchangeBuilder::subject_from), a
-//! [`workload`](super::workload) identity). From a cache, each exchange takes the subject
-//! cache's current token (fetching one only when it has none usable). When the server refuses
-//! the exchange with `invalid_grant` or `invalid_request` (the subject token may be revoked,
-//! expired early or rotated), a cached subject token is dropped from its cache (a provided one
-//! is read again) and the exchange is tried once more with a new one, if the new one differs.
-//!
-//! The answer must say what it issued (`issued_token_type`, RFC 8693 §2.2.1), and that must be
-//! the [`requested_token_type`](TokenExchangeBuilder::requested_token_type) when one was asked
-//! for; the issued token must be a Bearer token (`token_type`), since that is what is sent.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_bearer::{Error, Token, TokenCache, source::{TokenExchange, from_fn, token_type}};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! # let url = format!("http://{}/token", listener.local_addr().unwrap());
-//! # let app = axum::Router::new().route("/token", axum::routing::post(|body: String| async move {
-//! #     assert!(body.contains("subject_token=workload-jwt"));
-//! #     axum::Json(serde_json::json!({
-//! #         "access_token": "api-token", "token_type": "Bearer", "expires_in": 600,
-//! #         "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-//! #     }))
-//! # }));
-//! # tokio::spawn(async move { axum::serve(listener, app).await });
-//! // The workload's own identity token, cached and refreshed on its own.
-//! let identity = TokenCache::new(from_fn(|| async {
-//!     Ok::<_, Error>(Token::new("workload-jwt").with_expires_in(Duration::from_secs(3600)))
-//! }));
-//! let exchange = TokenExchange::builder(url)
-//!     .subject(identity, token_type::JWT)
-//!     .requested_token_type(token_type::ACCESS_TOKEN)
-//!     .resource("https://api.example.com/")
-//!     .scope("orders:read")
-//!     .build()?;
-//! let api_tokens = TokenCache::new(exchange);
-//! assert_eq!(api_tokens.token().await?.secret(), "api-token");
-//! # Ok(()) }
-//! ```
+//! [`TokenExchange`] and what it needs (documented there).
 
 use std::fmt;
 use std::sync::Arc;
@@ -165,8 +107,67 @@ impl Party {
     }
 }
 
-/// A [`TokenSource`] that exchanges a subject token for another (RFC 8693); see the
-/// [module docs](self).
+/// A [`TokenSource`] that exchanges a subject token for another (RFC 8693).
+///
+/// [`TokenExchange`]: OAuth 2.0 token exchange (RFC 8693), with resource indicators (RFC 8707).
+///
+/// A token the program has (a workload-identity token, a user's access token) is traded for
+/// one the target API accepts:
+///
+/// ```text
+/// POST {token_url}
+/// Content-Type: application/x-www-form-urlencoded
+///
+/// grant_type=urn:ietf:params:oauth:grant-type:token-exchange
+/// &subject_token=...&subject_token_type=urn:ietf:params:oauth:token-type:jwt
+/// &actor_token=...&actor_token_type=...                       (optional)
+/// &requested_token_type=urn:ietf:params:oauth:token-type:access_token
+/// &audience=...&resource=https://api.example.com/&resource=...&scope=...
+/// ```
+///
+/// The subject (and actor) token comes from a [`TokenCache`] of its own
+/// ([`subject`](TokenExchangeBuilder::subject)), so it is cached and refreshed independently
+/// of the token it is exchanged for, or from a platform credential read afresh for every
+/// exchange ([`subject_from`](TokenExchangeBuilder::subject_from), a
+/// [`workload`](super::workload) identity). From a cache, each exchange takes the subject
+/// cache's current token (fetching one only when it has none usable). When the server refuses
+/// the exchange with `invalid_grant` or `invalid_request` (the subject token may be revoked,
+/// expired early or rotated), a cached subject token is dropped from its cache (a provided one
+/// is read again) and the exchange is tried once more with a new one, if the new one differs.
+///
+/// The answer must say what it issued (`issued_token_type`, RFC 8693 §2.2.1), and that must be
+/// the [`requested_token_type`](TokenExchangeBuilder::requested_token_type) when one was asked
+/// for; the issued token must be a Bearer token (`token_type`), since that is what is sent.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{Error, Token, TokenCache, source::{TokenExchange, from_fn, token_type}};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// # let url = format!("http://{}/token", listener.local_addr().unwrap());
+/// # let app = axum::Router::new().route("/token", axum::routing::post(|body: String| async move {
+/// #     assert!(body.contains("subject_token=workload-jwt"));
+/// #     axum::Json(serde_json::json!({
+/// #         "access_token": "api-token", "token_type": "Bearer", "expires_in": 600,
+/// #         "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+/// #     }))
+/// # }));
+/// # tokio::spawn(async move { axum::serve(listener, app).await });
+/// // The workload's own identity token, cached and refreshed on its own.
+/// let identity = TokenCache::new(from_fn(|| async {
+///     Ok::<_, Error>(Token::new("workload-jwt").with_expires_in(Duration::from_secs(3600)))
+/// }));
+/// let exchange = TokenExchange::builder(url)
+///     .subject(identity, token_type::JWT)
+///     .requested_token_type(token_type::ACCESS_TOKEN)
+///     .resource("https://api.example.com/")
+///     .scope("orders:read")
+///     .build()?;
+/// let api_tokens = TokenCache::new(exchange);
+/// assert_eq!(api_tokens.token().await?.secret(), "api-token");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct TokenExchange {
     endpoint: Endpoint,

@@ -1,50 +1,4 @@
-//! [`Discovery`]: find the token endpoint from the issuer (RFC 8414, OpenID Connect Discovery
-//! 1.0), and build the token sources from it.
-//!
-//! The authorization server metadata is fetched from
-//! `/.well-known/oauth-authorization-server` (RFC 8414 §3.1: for an issuer with a path, the
-//! well-known segment goes *between* the host and the path), then, if that is not found, from
-//! `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery §4). The document must
-//! name the configured issuer exactly (RFC 8414 §3.3) and give a `token_endpoint` that is
-//! `https` (or loopback, from a loopback issuer only); a source whose client authentication method the server does not list
-//! in `token_endpoint_auth_methods_supported` (default `client_secret_basic`, RFC 8414 §2) is
-//! refused. The document is fetched on first use, kept, and fetched again on a schedule
-//! ([`refresh_every`](DiscoveryBuilder::refresh_every), an hour by default) and after the token
-//! endpoint stops answering (a transport failure, a 5xx, a 404); a failed refetch keeps the
-//! document it had. The fetches go through the same [`HttpClient`] as token requests, with the
-//! same hardening: `https` except to loopback, no redirects, a size cap and a timeout.
-//!
-//! ```
-//! use tower_bearer::{BearerAuthLayer, secret::ClientSecret, source::{ClientAuth, Discovery}};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
-//! # // An authorization server on 127.0.0.1 publishing its metadata and issuing tokens.
-//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! # let base = format!("http://{}", listener.local_addr().unwrap());
-//! # let issuer = base.clone();
-//! # let app = axum::Router::new()
-//! #     .route("/.well-known/oauth-authorization-server", axum::routing::get(move || {
-//! #         let issuer = issuer.clone();
-//! #         async move { axum::Json(serde_json::json!({
-//! #             "issuer": issuer,
-//! #             "token_endpoint": format!("{issuer}/oauth2/token"),
-//! #             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-//! #         })) }
-//! #     }))
-//! #     .route("/oauth2/token", axum::routing::post(|| async {
-//! #         axum::Json(serde_json::json!({"access_token": "abc", "token_type": "Bearer", "expires_in": 3600}))
-//! #     }));
-//! # tokio::spawn(async move { axum::serve(listener, app).await });
-//! let discovery = Discovery::new(&base)?; // the issuer, e.g. "https://auth.example.com"
-//! let source = discovery.client_credentials(
-//!     ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")),
-//!     |builder| builder.scope("orders:read"),
-//! );
-//! let layer = BearerAuthLayer::new(source);
-//! assert_eq!(layer.cache().token().await?.secret(), "abc");
-//! assert!(discovery.metadata().await?.token_endpoint().ends_with("/oauth2/token"));
-//! # Ok(()) }
-//! ```
+//! [`Discovery`] and what it needs (documented there).
 
 mod discovered;
 mod metadata;
@@ -80,7 +34,55 @@ const RETRY_AFTER_FAILED_REFETCH: Duration = Duration::from_secs(30);
 const OAUTH: &str = "/.well-known/oauth-authorization-server";
 const OIDC: &str = "/.well-known/openid-configuration";
 
-/// An issuer's metadata, fetched on first use and kept; see the [module docs](self).
+/// An issuer's metadata, fetched on first use and kept.
+///
+/// [`Discovery`]: find the token endpoint from the issuer (RFC 8414, OpenID Connect Discovery
+/// 1.0), and build the token sources from it.
+///
+/// The authorization server metadata is fetched from
+/// `/.well-known/oauth-authorization-server` (RFC 8414 §3.1: for an issuer with a path, the
+/// well-known segment goes *between* the host and the path), then, if that is not found, from
+/// `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery §4). The document must
+/// name the configured issuer exactly (RFC 8414 §3.3) and give a `token_endpoint` that is
+/// `https` (or loopback, from a loopback issuer only); a source whose client authentication method the server does not list
+/// in `token_endpoint_auth_methods_supported` (default `client_secret_basic`, RFC 8414 §2) is
+/// refused. The document is fetched on first use, kept, and fetched again on a schedule
+/// ([`refresh_every`](DiscoveryBuilder::refresh_every), an hour by default) and after the token
+/// endpoint stops answering (a transport failure, a 5xx, a 404); a failed refetch keeps the
+/// document it had. The fetches go through the same [`HttpClient`] as token requests, with the
+/// same hardening: `https` except to loopback, no redirects, a size cap and a timeout.
+///
+/// ```
+/// use tower_bearer::{BearerAuthLayer, secret::ClientSecret, source::{ClientAuth, Discovery}};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_bearer::Error> {
+/// # // An authorization server on 127.0.0.1 publishing its metadata and issuing tokens.
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// # let base = format!("http://{}", listener.local_addr().unwrap());
+/// # let issuer = base.clone();
+/// # let app = axum::Router::new()
+/// #     .route("/.well-known/oauth-authorization-server", axum::routing::get(move || {
+/// #         let issuer = issuer.clone();
+/// #         async move { axum::Json(serde_json::json!({
+/// #             "issuer": issuer,
+/// #             "token_endpoint": format!("{issuer}/oauth2/token"),
+/// #             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+/// #         })) }
+/// #     }))
+/// #     .route("/oauth2/token", axum::routing::post(|| async {
+/// #         axum::Json(serde_json::json!({"access_token": "abc", "token_type": "Bearer", "expires_in": 3600}))
+/// #     }));
+/// # tokio::spawn(async move { axum::serve(listener, app).await });
+/// let discovery = Discovery::new(&base)?; // the issuer, e.g. "https://auth.example.com"
+/// let source = discovery.client_credentials(
+///     ClientAuth::client_secret_basic("my-client", ClientSecret::new("s3cr3t")),
+///     |builder| builder.scope("orders:read"),
+/// );
+/// let layer = BearerAuthLayer::new(source);
+/// assert_eq!(layer.cache().token().await?.secret(), "abc");
+/// assert!(discovery.metadata().await?.token_endpoint().ends_with("/oauth2/token"));
+/// # Ok(()) }
+/// ```
 ///
 /// Cheap to clone: clones share the document.
 #[derive(Clone)]
