@@ -49,8 +49,9 @@ pub enum RefreshTier {
     Shared,
     /// From this process's token source, under the fleet's lease, and published for the others.
     Leased,
-    /// From this process's token source, without the fleet: Redis was unavailable, or the
-    /// lease holder did not publish in time.
+    /// From this process's token source, without the fleet: Redis was unavailable, the
+    /// lease holder did not publish in time, or the source's binding was not known yet
+    /// ([`TokenSource::binding_known`](crate::TokenSource::binding_known)).
     Fallback,
 }
 

@@ -41,7 +41,11 @@
 //! is [`certificate_bound`](RedisFleetBuilder::certificate_bound) to. Each binding has its own token, lease and channel keys (a plain
 //! Bearer token keeps `…:token`; a bound one is `…:token:<hash of the binding>`), so processes
 //! bound otherwise never wait for, adopt or overwrite each other's tokens, and a record whose
-//! binding differs from this process's is never adopted, wherever it is found.
+//! binding differs from this process's is never adopted, wherever it is found. A source whose
+//! binding is not known before it fetches ([`TokenSource::binding_known`]: a
+//! [`Discovery::source`](crate::source::Discovery::source) of your own, before its first
+//! build; the grants `Discovery` builds know theirs from their configuration) fetches its
+//! first token without the fleet, neither adopting nor publishing one.
 //!
 //! Tokens at rest can be encrypted with a key you supply
 //! ([`encryption_key`](RedisFleetBuilder::encryption_key), AES-256-GCM; the encryption and
@@ -203,6 +207,16 @@ impl RedisFleet {
         previous: Option<&str>,
         config: &Config,
     ) -> Result<Fetched, Error> {
+        if !source.binding_known() {
+            // Its tokens may be DPoP- or certificate-bound: neither adopt nor publish under a
+            // guess. The next fetch knows.
+            tracing::debug!(
+                keys = %self.keys.base,
+                "the source's token binding is not known before its first fetch; fetching \
+                 without the fleet"
+            );
+            return local(source, RefreshTier::Fallback).await;
+        }
         let wait = self.settings.wait_timeout.min(config.fetch_timeout / 2);
         let deadline = crate::time::after(wait);
         let slot = &self.keys.slot(self.expected_binding(source));

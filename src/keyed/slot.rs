@@ -128,6 +128,10 @@ impl<P: TokenSource> TokenSource for Slot<P> {
     fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
         self.source.client_identity()
     }
+
+    fn binding_known(&self) -> bool {
+        self.source.binding_known()
+    }
 }
 
 impl<P> fmt::Debug for Slot<P> {

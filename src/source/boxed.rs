@@ -64,6 +64,8 @@ trait DynSource: Send + Sync + 'static {
     #[cfg(feature = "reqwest")]
     fn client_identity_dyn(&self) -> Option<&crate::http_client::ClientIdentity>;
 
+    fn binding_known_dyn(&self) -> bool;
+
     fn type_name(&self) -> &'static str;
 }
 
@@ -80,6 +82,10 @@ impl<S: TokenSource> DynSource for S {
     #[cfg(feature = "reqwest")]
     fn client_identity_dyn(&self) -> Option<&crate::http_client::ClientIdentity> {
         self.client_identity()
+    }
+
+    fn binding_known_dyn(&self) -> bool {
+        self.binding_known()
     }
 
     fn type_name(&self) -> &'static str {
@@ -100,6 +106,10 @@ impl TokenSource for BoxTokenSource {
     #[cfg(feature = "reqwest")]
     fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
         self.inner.client_identity_dyn()
+    }
+
+    fn binding_known(&self) -> bool {
+        self.inner.binding_known_dyn()
     }
 }
 

@@ -55,6 +55,20 @@ pub trait TokenSource: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`dpop`](TokenSource::dpop) and
+    /// [`client_identity`](TokenSource::client_identity) already answer for this source's
+    /// tokens. Default: yes.
+    ///
+    /// A source that learns its binding only as it fetches (a
+    /// [`Discovery::source`](crate::source::Discovery::source) of your own, before its first
+    /// build) answers no until then, and the fleet tier neither adopts nor publishes a token
+    /// for it meanwhile (that fetch is its own, as when Redis is unavailable): filed under a
+    /// binding it may not have, a token could be adopted by, or taken from, a process bound
+    /// otherwise. The crate's wrappers forward it.
+    fn binding_known(&self) -> bool {
+        true
+    }
+
     /// This source as a [`BoxTokenSource`]: one type for sources of any grant.
     fn boxed(self) -> BoxTokenSource
     where
@@ -78,6 +92,10 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
         (**self).client_identity()
     }
+
+    fn binding_known(&self) -> bool {
+        (**self).binding_known()
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
@@ -93,5 +111,9 @@ impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     #[cfg(feature = "reqwest")]
     fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
         (**self).client_identity()
+    }
+
+    fn binding_known(&self) -> bool {
+        (**self).binding_known()
     }
 }

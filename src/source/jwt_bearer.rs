@@ -187,6 +187,13 @@ impl JwtBearerBuilder {
         self
     }
 
+    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
+    /// before it is built.
+    #[cfg(all(feature = "dpop", feature = "jwt"))]
+    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
+    }
+
     /// Check the URL (and the key, for a preset given its secret) and build the source. Does
     /// no I/O.
     ///

@@ -407,6 +407,13 @@ impl TokenExchangeBuilder {
         self
     }
 
+    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
+    /// before it is built.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
+    }
+
     /// Check the configuration and build the source. Does no I/O.
     ///
     /// The endpoint is called through the HTTP client every source shares by default (a

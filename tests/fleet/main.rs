@@ -8,6 +8,8 @@
 
 #[cfg(feature = "dpop")]
 mod binding;
+#[cfg(feature = "dpop")]
+mod discovered;
 #[path = "../sources/family.rs"]
 mod family;
 #[path = "../support/logs.rs"]

@@ -2,6 +2,7 @@
 //! endpoint moves.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
@@ -25,10 +26,19 @@ pub struct Discovered<S> {
     grant: &'static str,
     build: Box<Build<S>>,
     built: Mutex<Option<(Arc<Metadata>, Arc<S>)>>,
-    /// The DPoP key of the built source, once built: what [`TokenSource::dpop`] declares
-    /// (the tokens themselves carry their binding from the first fetch on).
+    /// Set once a source has been built: from then on the binding below is known.
+    built_once: AtomicBool,
+    /// The binding (DPoP key and certificate) was declared from the configuration, before
+    /// the first build: true for the grants [`Discovery`] builds, false for
+    /// [`Discovery::source`]'s until its source is built. What
+    /// [`TokenSource::binding_known`] answers.
+    declared: bool,
+    /// The DPoP key of the source's tokens, `None` inside for none: set from the
+    /// configuration before the first build for the grants [`Discovery`] builds (so a fleet
+    /// process files and adopts its first token under the right binding), else once built.
+    /// What [`TokenSource::dpop`] declares; a build whose key differs from it is refused.
     #[cfg(feature = "dpop")]
-    dpop: std::sync::OnceLock<crate::dpop::Dpop>,
+    dpop: std::sync::OnceLock<Option<crate::dpop::Dpop>>,
     /// The client certificate of the source's client authentication: known before the first
     /// build for the grants [`Discovery`] builds (so a fleet process can adopt a token before
     /// its own source exists), else once built. What [`TokenSource::client_identity`] declares.
@@ -49,6 +59,8 @@ impl<S> Discovered<S> {
             grant,
             build,
             built: Mutex::new(None),
+            built_once: AtomicBool::new(false),
+            declared: false,
             #[cfg(feature = "dpop")]
             dpop: std::sync::OnceLock::new(),
             #[cfg(feature = "reqwest")]
@@ -56,14 +68,22 @@ impl<S> Discovered<S> {
         }
     }
 
-    /// Declare the client certificate of `auth` (if it is a mutual TLS one) before the source
-    /// is built.
-    pub(super) fn authenticating_with(self, auth: Option<&super::super::ClientAuth>) -> Self {
+    /// Declare the binding of the source's tokens before the source is built: the client
+    /// certificate of `auth` (if it is a mutual TLS one) and the DPoP key `configure` sets
+    /// (read by [`DeclaresDpop::declared_dpop`], from a builder `configure` was given).
+    pub(super) fn declaring(
+        mut self,
+        auth: Option<&super::super::ClientAuth>,
+        dpop: &impl DeclaresDpop,
+    ) -> Self {
         #[cfg(feature = "reqwest")]
         if let Some(identity) = auth.and_then(super::super::ClientAuth::client_identity) {
             let _ = self.identity.set(identity.clone());
         }
-        let _ = auth;
+        #[cfg(feature = "dpop")]
+        let _ = self.dpop.set(dpop.declared_dpop().cloned());
+        let _ = (auth, dpop);
+        self.declared = true;
         self
     }
 }
@@ -90,14 +110,23 @@ impl<S: TokenSource> Discovered<S> {
         metadata.check_grant(self.grant);
         let source = Arc::new((self.build)(&metadata, self.discovery.client())?);
         #[cfg(feature = "dpop")]
-        if let Some(dpop) = source.dpop() {
-            let _ = self.dpop.set(dpop.clone());
+        {
+            let key = |d: Option<&crate::dpop::Dpop>| d.map(|d| d.key().thumbprint().to_owned());
+            let declared = self.dpop.get_or_init(|| source.dpop().cloned());
+            if key(declared.as_ref()) != key(source.dpop()) {
+                return Err(Error::config(
+                    "the discovered source was built with another DPoP key than the one it \
+                     was configured with: give the builder the same key on every call (make \
+                     it once, outside the closure)",
+                ));
+            }
         }
         #[cfg(feature = "reqwest")]
         if let Some(identity) = source.client_identity() {
             let _ = self.identity.set(identity.clone());
         }
         *built = Some((metadata, Arc::clone(&source)));
+        self.built_once.store(true, Ordering::Release);
         Ok(source)
     }
 
@@ -105,6 +134,14 @@ impl<S: TokenSource> Discovered<S> {
     pub fn discovery(&self) -> &Discovery {
         &self.discovery
     }
+}
+
+/// A builder of the grants [`Discovery`] builds, asked for the DPoP key it was given before
+/// the source is built.
+pub(super) trait DeclaresDpop {
+    /// The DPoP key set on the builder, if any.
+    #[cfg(feature = "dpop")]
+    fn declared_dpop(&self) -> Option<&crate::dpop::Dpop>;
 }
 
 /// A token endpoint that no longer answers as one: the metadata may have moved it.
@@ -128,7 +165,11 @@ impl<S: TokenSource> TokenSource for Discovered<S> {
 
     #[cfg(feature = "dpop")]
     fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.get()
+        self.dpop.get().and_then(Option::as_ref)
+    }
+
+    fn binding_known(&self) -> bool {
+        self.declared || self.built_once.load(Ordering::Acquire)
     }
 
     #[cfg(feature = "reqwest")]

@@ -52,6 +52,13 @@ const OIDC: &str = "/.well-known/openid-configuration";
 /// document it had. The fetches go through the same [`HttpClient`] as token requests, with the
 /// same hardening: `https` except to loopback, no redirects, a size cap and a timeout.
 ///
+/// The grants built here take a `configure` closure for the rest of their builder. It is
+/// called on every build, and once when the source is made (on a builder that is never
+/// built), so that the source declares its DPoP key ([`TokenSource::dpop`]) before discovery
+/// runs: the fleet tier files and adopts even the first token under the right binding. Give
+/// it the same key every time (made once, outside the closure); a build with another key is
+/// refused.
+///
 /// ```
 /// use tower_bearer::{BearerAuthLayer, secret::ClientSecret, source::{ClientAuth, Discovery}};
 ///
@@ -182,7 +189,10 @@ impl Discovery {
     /// source uses, if any) is refused unless the server lists it, and `grant` is the grant
     /// type, checked against `grant_types_supported` (a warning only).
     ///
-    /// The sources below are built with this; use it for a source of your own.
+    /// The sources below are built with this; use it for a source of your own. Such a
+    /// source's DPoP key and certificate are known only once it is built, so until its first
+    /// fetch it says [`binding_known`](TokenSource::binding_known) no, and the fleet tier
+    /// makes that fetch without sharing.
     pub fn source<S, F>(
         &self,
         auth_method: Option<&'static str>,
@@ -205,6 +215,7 @@ impl Discovery {
     ) -> Discovered<ClientCredentials> {
         let method = auth.method();
         let declared = auth.clone();
+        let probe = configure(ClientCredentials::builder(self.issuer(), auth.clone()));
         self.source(
             Some(method),
             "client_credentials",
@@ -213,7 +224,7 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
-        .authenticating_with(Some(&declared))
+        .declaring(Some(&declared), &probe)
     }
 
     /// The refresh-token grant ([`RefreshTokenGrant`]) at the discovered token endpoint, with
@@ -234,6 +245,7 @@ impl Discovery {
     {
         let method = auth.as_ref().map(ClientAuth::method);
         let declared = auth.clone();
+        let probe = configure(RefreshTokenGrant::builder(self.issuer(), store.clone()));
         self.source(method, "refresh_token", move |metadata, client| {
             let mut builder = RefreshTokenGrant::builder(metadata.token_endpoint(), store.clone());
             if let Some(auth) = &auth {
@@ -244,7 +256,7 @@ impl Discovery {
             }
             configure(builder).build_with(client)
         })
-        .authenticating_with(declared.as_ref())
+        .declaring(declared.as_ref(), &probe)
     }
 
     /// The JWT-bearer grant ([`JwtBearer`](super::JwtBearer)) at the discovered token endpoint;
@@ -259,6 +271,7 @@ impl Discovery {
     ) -> Discovered<super::JwtBearer> {
         let method = auth.as_ref().map(ClientAuth::method);
         let declared = auth.clone();
+        let probe = configure(super::JwtBearer::builder(self.issuer(), assertion.clone()));
         self.source(
             method,
             super::jwt_bearer::JWT_BEARER_GRANT_TYPE,
@@ -271,7 +284,7 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
-        .authenticating_with(declared.as_ref())
+        .declaring(declared.as_ref(), &probe)
     }
 
     /// The token exchange ([`TokenExchange`](super::TokenExchange), RFC 8693) at the discovered
@@ -286,6 +299,7 @@ impl Discovery {
     ) -> Discovered<super::TokenExchange> {
         let method = auth.as_ref().map(ClientAuth::method);
         let declared = auth.clone();
+        let probe = configure(super::TokenExchange::builder(self.issuer()));
         self.source(
             method,
             super::token_exchange::TOKEN_EXCHANGE_GRANT_TYPE,
@@ -297,8 +311,29 @@ impl Discovery {
                 configure(builder).build_with(client)
             },
         )
-        .authenticating_with(declared.as_ref())
+        .declaring(declared.as_ref(), &probe)
     }
+}
+
+macro_rules! declares_dpop {
+    ($($builder:ty $(, $generic:ident: $bound:path)?;)*) => {$(
+        impl$(<$generic: $bound>)? discovered::DeclaresDpop for $builder {
+            #[cfg(feature = "dpop")]
+            fn declared_dpop(&self) -> Option<&crate::dpop::Dpop> {
+                self.dpop_key()
+            }
+        }
+    )*};
+}
+
+declares_dpop! {
+    ClientCredentialsBuilder;
+    RefreshTokenGrantBuilder<St>, St: RefreshTokenStore;
+    super::TokenExchangeBuilder;
+}
+#[cfg(feature = "jwt")]
+declares_dpop! {
+    super::JwtBearerBuilder;
 }
 
 impl Shared {
