@@ -55,9 +55,8 @@ pub trait TokenSource: Send + Sync + 'static {
         None
     }
 
-    /// Whether [`dpop`](TokenSource::dpop) and
-    /// [`client_identity`](TokenSource::client_identity) already answer for this source's
-    /// tokens. Default: yes.
+    /// Whether `dpop` and `client_identity` (features `dpop`, `reqwest`) already answer for
+    /// this source's tokens. Default: yes.
     ///
     /// A source that learns its binding only as it fetches (a
     /// [`Discovery::source`](crate::source::Discovery::source) of your own, before its first

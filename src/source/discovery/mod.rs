@@ -54,7 +54,7 @@ const OIDC: &str = "/.well-known/openid-configuration";
 ///
 /// The grants built here take a `configure` closure for the rest of their builder. It is
 /// called on every build, and once when the source is made (on a builder that is never
-/// built), so that the source declares its DPoP key ([`TokenSource::dpop`]) before discovery
+/// built), so that the source declares its DPoP key (`TokenSource::dpop`) before discovery
 /// runs: the fleet tier files and adopts even the first token under the right binding. Give
 /// it the same key every time (made once, outside the closure); a build with another key is
 /// refused.
