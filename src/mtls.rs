@@ -47,18 +47,21 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 use crate::Error;
+use crate::file_stamp::FileStamp;
 
-/// A TLS client identity: a certificate chain (leaf first) and its private key, from PEM.
+/// A TLS client identity: a certificate chain (leaf first) and its private key, from PEM, or
+/// from two files re-read when they are rotated ([`from_files`](Self::from_files)).
 ///
-/// Cheap to clone (an `Arc` inside). `Debug` shows how many certificates there are, never the
-/// key.
+/// Cheap to clone (an `Arc` inside; clones share the files' state). `Debug` shows how many
+/// certificates there are (and the files' paths), never the key.
 ///
 /// # Secrets in memory
 ///
@@ -79,10 +82,17 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct ClientIdentity {
-    inner: Arc<Inner>,
+    inner: Arc<Held>,
 }
 
-struct Inner {
+/// A fixed pair, or files and the pair last read from them.
+enum Held {
+    Fixed(Arc<Pair>),
+    Files(IdentityFiles),
+}
+
+/// A certificate chain and its key, read together.
+pub(crate) struct Pair {
     certs: Vec<CertificateDer<'static>>,
     /// The key's DER, wiped on drop, and its form (PKCS#8, PKCS#1 or SEC1).
     key: Zeroizing<Vec<u8>>,
@@ -91,11 +101,120 @@ struct Inner {
     pem: Zeroizing<Vec<u8>>,
 }
 
+/// The two files of a rotating identity, and the pair in use.
+struct IdentityFiles {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    /// The files' stamps when last looked at (whether or not they parsed then), and the
+    /// last pair that did.
+    current: Mutex<([FileStamp; 2], Arc<Pair>)>,
+}
+
 impl ClientIdentity {
     /// The certificate chain (`CERTIFICATE` blocks, leaf first) and the private key (PKCS#8,
     /// PKCS#1 or SEC1), both PEM. A missing certificate or key is a
     /// [`Config`](crate::ErrorKind::Config) error.
     pub fn from_pem(cert_chain_pem: &[u8], private_key_pem: &[u8]) -> Result<Self, Error> {
+        Ok(ClientIdentity {
+            inner: Arc::new(Held::Fixed(Arc::new(Pair::from_pem(
+                cert_chain_pem,
+                private_key_pem,
+            )?))),
+        })
+    }
+
+    /// An identity read from two PEM files that are rotated in place (cert-manager, a Vault
+    /// agent, a mounted Kubernetes secret): the certificate chain and its private key.
+    ///
+    /// Both files are read now (unreadable or invalid files, or a key that does not match the
+    /// certificate, are a [`Config`](crate::ErrorKind::Config) error). Afterwards, every use
+    /// (each token request of the built-in client, each fleet binding check) looks at the
+    /// files' size, modification time and inode, and when either has changed reads and
+    /// checks both again, as a pair: the key must parse and match the certificate's public
+    /// key. A pair that does not (a half-written file, the certificate renewed but not yet
+    /// its key) is not used: the previous pair stays in use, a warning is logged (the paths
+    /// and what is wrong, never the key) and the files are read again when they next change.
+    /// The token cache and its token are untouched by a rotation: the new certificate is
+    /// presented from the next token request on.
+    ///
+    /// ```no_run
+    /// use tower_bearer::http_client::ClientIdentity;
+    /// use tower_bearer::source::{ClientAuth, ClientCredentials};
+    ///
+    /// # fn main() -> Result<(), tower_bearer::Error> {
+    /// let identity = ClientIdentity::from_files("/etc/tls/client.crt", "/etc/tls/client.key")?;
+    /// let source = ClientCredentials::builder(
+    ///     "https://mtls.auth.example.com/oauth2/token",
+    ///     ClientAuth::tls_client_auth("my-client", identity),
+    /// )
+    /// .build()?;
+    /// # let _ = source; Ok(()) }
+    /// ```
+    pub fn from_files(
+        cert_chain_path: impl Into<PathBuf>,
+        private_key_path: impl Into<PathBuf>,
+    ) -> Result<Self, Error> {
+        let (cert_path, key_path) = (cert_chain_path.into(), private_key_path.into());
+        let (stamps, pair) = read_pair(&cert_path, &key_path)?;
+        Ok(ClientIdentity {
+            inner: Arc::new(Held::Files(IdentityFiles {
+                cert_path,
+                key_path,
+                current: Mutex::new((stamps, Arc::new(pair))),
+            })),
+        })
+    }
+
+    /// Whether this identity is read from files that may change.
+    pub(crate) fn is_rotating(&self) -> bool {
+        matches!(&*self.inner, Held::Files(_))
+    }
+
+    /// The pair in use now: for files, read again first if they have changed. Blocks on the
+    /// file system for a file-backed identity (two `stat`s, and reading the files when they
+    /// have changed).
+    pub(crate) fn current(&self) -> Arc<Pair> {
+        match &*self.inner {
+            Held::Fixed(pair) => Arc::clone(pair),
+            Held::Files(files) => files.current(),
+        }
+    }
+
+    /// The certificate chain, leaf first, for `rustls::ClientConfig::with_client_auth_cert`.
+    /// For a rotating identity, use [`cert_chain_and_key`](Self::cert_chain_and_key) instead,
+    /// so that the chain and the key come from the same read.
+    pub fn cert_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current().certs.clone()
+    }
+
+    /// A copy of the private key, for `rustls::ClientConfig::with_client_auth_cert`. The
+    /// copy is rustls' type, which is not wiped when dropped (see the type docs).
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.current().private_key()
+    }
+
+    /// The certificate chain and the private key of one read: a consistent pair even while
+    /// the files of [`from_files`](Self::from_files) are being rotated.
+    pub fn cert_chain_and_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let pair = self.current();
+        (pair.certs.clone(), pair.private_key())
+    }
+
+    /// The current leaf certificate's DER: what `x5t#S256` (RFC 8705 §3.1) hashes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn leaf_der(&self) -> CertificateDer<'static> {
+        self.current().certs[0].clone()
+    }
+
+    /// The identity for `reqwest::ClientBuilder::identity`, to present it on API calls. For a
+    /// rotating identity this is the pair of now: build the API client again when it changes.
+    pub fn reqwest_identity(&self) -> Result<reqwest::Identity, Error> {
+        self.current().reqwest_identity()
+    }
+}
+
+impl Pair {
+    fn from_pem(cert_chain_pem: &[u8], private_key_pem: &[u8]) -> Result<Self, Error> {
         let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Error::config("the client certificate chain is not valid PEM"))?;
@@ -113,53 +232,116 @@ impl ClientIdentity {
         pem.extend_from_slice(private_key_pem);
         pem.push(b'\n');
         pem.extend_from_slice(cert_chain_pem);
-        Ok(ClientIdentity {
-            inner: Arc::new(Inner {
-                certs,
-                key,
-                key_kind,
-                pem,
-            }),
+        Ok(Pair {
+            certs,
+            key,
+            key_kind,
+            pem,
         })
     }
 
-    /// The certificate chain, leaf first, for `rustls::ClientConfig::with_client_auth_cert`.
-    pub fn cert_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.inner.certs.clone()
+    pub(crate) fn certs(&self) -> &[CertificateDer<'static>] {
+        &self.certs
     }
 
-    /// A copy of the private key, for `rustls::ClientConfig::with_client_auth_cert`. The
-    /// copy is rustls' type, which is not wiped when dropped (see the type docs).
-    pub fn private_key(&self) -> PrivateKeyDer<'static> {
-        let der = self.inner.key.to_vec();
-        match self.inner.key_kind {
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
+        let der = self.key.to_vec();
+        match self.key_kind {
             SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(der.into()),
             SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(der.into()),
             _ => PrivateKeyDer::Pkcs8(der.into()),
         }
     }
 
-    /// The leaf certificate's DER: what `x5t#S256` (RFC 8705 §3.1) hashes.
-    #[cfg(feature = "redis")]
-    pub(crate) fn leaf_der(&self) -> &[u8] {
-        &self.inner.certs[0]
-    }
-
-    /// The identity for `reqwest::ClientBuilder::identity`, to present it on API calls.
-    pub fn reqwest_identity(&self) -> Result<reqwest::Identity, Error> {
-        reqwest::Identity::from_pem(&self.inner.pem).map_err(|e| {
+    fn reqwest_identity(&self) -> Result<reqwest::Identity, Error> {
+        reqwest::Identity::from_pem(&self.pem).map_err(|e| {
             Error::config("the client certificate and key cannot form a TLS identity")
                 .with_source(e)
         })
+    }
+
+    /// That the key loads and matches the leaf certificate's public key, with the crate's
+    /// crypto provider (skipped when there is none: building the TLS client checks again).
+    fn check_key_matches(&self) -> Result<(), Error> {
+        let Ok(provider) = crate::http_client::tls_provider() else {
+            return Ok(());
+        };
+        rustls::sign::CertifiedKey::from_der(self.certs.clone(), self.private_key(), &provider)
+            .map(drop)
+            .map_err(|e| {
+                Error::config("the client private key does not match the certificate")
+                    .with_source(e)
+            })
+    }
+}
+
+/// Read both files and check them as a pair; the stamps are taken before reading, so that a
+/// change while reading is seen at the next look.
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<([FileStamp; 2], Pair), Error> {
+    let unreadable = |path: &Path, e: std::io::Error| {
+        Error::config(format!("the file {} cannot be read", path.display())).with_source(e)
+    };
+    let stamps = [
+        FileStamp::read(cert_path).map_err(|e| unreadable(cert_path, e))?,
+        FileStamp::read(key_path).map_err(|e| unreadable(key_path, e))?,
+    ];
+    let cert = std::fs::read(cert_path).map_err(|e| unreadable(cert_path, e))?;
+    let key = Zeroizing::new(std::fs::read(key_path).map_err(|e| unreadable(key_path, e))?);
+    let pair = Pair::from_pem(&cert, &key)?;
+    pair.check_key_matches()?;
+    Ok((stamps, pair))
+}
+
+impl IdentityFiles {
+    fn current(&self) -> Arc<Pair> {
+        let stamps = [
+            FileStamp::read(&self.cert_path),
+            FileStamp::read(&self.key_path),
+        ];
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let [Ok(cert), Ok(key)] = &stamps
+            && current.0 == [*cert, *key]
+        {
+            return Arc::clone(&current.1);
+        }
+        match read_pair(&self.cert_path, &self.key_path) {
+            Ok((stamps, pair)) => {
+                tracing::info!(
+                    cert = %self.cert_path.display(),
+                    key = %self.key_path.display(),
+                    "the client certificate files have changed; presenting the new certificate"
+                );
+                *current = (stamps, Arc::new(pair));
+            }
+            Err(error) => {
+                tracing::warn!(
+                    cert = %self.cert_path.display(),
+                    key = %self.key_path.display(),
+                    kind = ?error.kind(),
+                    %error,
+                    "the client certificate files have changed but do not hold a usable \
+                     certificate and key; still presenting the previous certificate"
+                );
+                // Warn once per change: look again when the files next change.
+                if let [Ok(cert), Ok(key)] = stamps {
+                    current.0 = [cert, key];
+                }
+            }
+        }
+        Arc::clone(&current.1)
     }
 }
 
 impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("certificates", &self.inner.certs.len())
-            .field("private_key", &"[redacted]")
-            .finish()
+        let mut d = f.debug_struct("ClientIdentity");
+        match &*self.inner {
+            Held::Fixed(pair) => d.field("certificates", &pair.certs.len()),
+            Held::Files(files) => d
+                .field("cert_path", &files.cert_path)
+                .field("key_path", &files.key_path),
+        };
+        d.field("private_key", &"[redacted]").finish()
     }
 }
 
@@ -220,5 +402,55 @@ fn classify(error: &rustls::Error) -> Option<Error> {
              trusted roots",
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The certificate a source declares (what the fleet binds shared tokens to) is the one in
+    /// the files now, and a broken replacement leaves the previous one declared.
+    #[test]
+    fn a_file_identity_declares_the_certificate_in_the_files_now() {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-bearer-mtls-unit-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        let write = |path: &Path, text: &str| {
+            let staged = path.with_extension("new");
+            std::fs::write(&staged, text).unwrap();
+            std::fs::rename(&staged, path).unwrap();
+        };
+        let (a_cert, a_key) = pair();
+        let (b_cert, b_key) = pair();
+        write(&cert_path, &a_cert);
+        write(&key_path, &a_key);
+        let identity = ClientIdentity::from_files(&cert_path, &key_path).unwrap();
+        let leaf = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(identity.cert_chain_and_key().0[0], leaf(&a_cert));
+
+        write(&cert_path, &b_cert);
+        write(&key_path, &b_key);
+        assert_eq!(identity.cert_chain_and_key().0[0], leaf(&b_cert));
+        let unchanged = identity.current();
+        assert!(Arc::ptr_eq(&unchanged, &identity.current()), "not re-read");
+
+        write(&key_path, "-----BEGIN PRIVATE KEY-----\ntrunc");
+        assert_eq!(identity.cert_chain()[0], leaf(&b_cert));
+        assert!(identity.is_rotating());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

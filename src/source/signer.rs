@@ -42,6 +42,7 @@ use zeroize::Zeroizing;
 
 use super::assertion::{SigningKey, new_jti};
 use crate::Error;
+use crate::file_stamp::FileStamp;
 
 /// The future returned by [`AssertionSigner::sign`]: the signature bytes.
 pub type SignatureFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send + 'a>>;
@@ -176,26 +177,6 @@ struct KeyFileInner {
     key_id: Option<String>,
     /// The key last parsed, and the file's stamp then.
     current: std::sync::Mutex<Option<(FileStamp, SigningKey)>>,
-}
-
-/// What changes when a file is replaced or rewritten.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    #[cfg(unix)]
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        FileStamp {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            #[cfg(unix)]
-            inode: std::os::unix::fs::MetadataExt::ino(metadata),
-        }
-    }
 }
 
 impl KeyFile {
