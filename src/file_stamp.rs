@@ -15,7 +15,7 @@ pub(crate) struct FileStamp {
 }
 
 impl FileStamp {
-    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
+    fn of(metadata: &std::fs::Metadata) -> Self {
         FileStamp {
             len: metadata.len(),
             modified: metadata.modified().ok(),

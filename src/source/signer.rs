@@ -224,10 +224,9 @@ impl KeyFileInner {
     /// The key for this signature: the one parsed before, unless the file has changed.
     fn key(&self) -> Result<SigningKey, Error> {
         let shown = self.path.display();
-        let metadata = std::fs::metadata(&self.path).map_err(|e| {
+        let stamp = FileStamp::read(&self.path).map_err(|e| {
             Error::config(format!("the key file {shown} cannot be read")).with_source(e)
         })?;
-        let stamp = FileStamp::of(&metadata);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((seen, key)) = &*current
             && *seen == stamp
