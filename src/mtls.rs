@@ -16,6 +16,12 @@
 //!   `hyper_rustls::HttpsConnector` (see `examples/mtls.rs`). The bearer layer then adds the
 //!   token as usual.
 //!
+//! - Rotated files (cert-manager, a Vault agent, a mounted secret):
+//!   [`ClientIdentity::from_files`] reads the certificate and key again when they change,
+//!   as a pair that must match; the built-in client presents the new certificate from the
+//!   next token request on, without touching the cache or its token, and the fleet binds
+//!   shared tokens to the certificate in the files now.
+//!
 //! A server that refuses the certificate (none presented, an unknown issuer, an expired one)
 //! makes the token request fail with a [`Rejected`](crate::ErrorKind::Rejected) error that says
 //! so; a token endpoint whose own certificate is not trusted is a
