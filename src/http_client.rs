@@ -209,13 +209,15 @@ pub(crate) use self::span::traced;
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::ReqwestClient;
 #[cfg(feature = "reqwest")]
+pub(crate) use self::reqwest_client::tls_provider;
+#[cfg(feature = "reqwest")]
 pub use crate::mtls::ClientIdentity;
 
 #[cfg(feature = "reqwest")]
 mod reqwest_client {
     use std::fmt;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-    use std::sync::{Arc, OnceLock};
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
     use super::read::Limits;
@@ -224,7 +226,7 @@ mod reqwest_client {
         HttpResponse, MetadataRequest, check_metadata_url, check_token_url, is_loopback_host,
     };
     use crate::Error;
-    use crate::mtls::ClientIdentity;
+    use crate::mtls::{ClientIdentity, Pair};
     use rustls::crypto::CryptoProvider;
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
@@ -278,14 +280,23 @@ mod reqwest_client {
     /// ```
     #[derive(Clone)]
     pub struct ReqwestClient {
+        /// The clients for the identity presented now; clones share them (and their pools)
+        /// until one of them is reconfigured.
+        clients: Arc<Mutex<Arc<Clients>>>,
+        timeout: Duration,
+        max_response_bytes: usize,
+        tls: Tls,
+    }
+
+    /// The two clients for one client certificate (or none).
+    struct Clients {
+        /// The pair they present: rebuilt when a rotating identity's certificate changes.
+        pair: Option<Arc<Pair>>,
         /// For every host but loopback: the environment's proxy settings apply.
         client: reqwest::Client,
         /// For loopback hosts: no proxy at all. Built at the first loopback call (a client
         /// costs a few milliseconds to build, and most programs never call loopback).
-        direct: Arc<OnceLock<reqwest::Client>>,
-        timeout: Duration,
-        max_response_bytes: usize,
-        tls: Tls,
+        direct: OnceLock<reqwest::Client>,
     }
 
     /// What both clients present and trust.
@@ -295,24 +306,44 @@ mod reqwest_client {
         roots: Option<Vec<CertificateDer<'static>>>,
     }
 
-    fn builder(tls: &Tls) -> Result<reqwest::ClientBuilder, Error> {
+    fn builder(tls: &Tls, pair: Option<&Pair>) -> Result<reqwest::ClientBuilder, Error> {
         Ok(reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(DEFAULT_TIMEOUT)
-            .tls_backend_preconfigured(tls.client_config()?))
+            .tls_backend_preconfigured(tls.client_config(pair)?))
+    }
+
+    impl Clients {
+        fn new(tls: &Tls, pair: Option<Arc<Pair>>) -> Result<Self, Error> {
+            Ok(Clients {
+                client: build(builder(tls, pair.as_deref())?)?,
+                direct: OnceLock::new(),
+                pair,
+            })
+        }
+
+        /// Whether these clients present `pair`'s certificate (the same certificate means the
+        /// same key: a pair is checked to match when read).
+        fn presents(&self, pair: Option<&Pair>) -> bool {
+            match (&self.pair, pair) {
+                (None, None) => true,
+                (Some(ours), Some(now)) => ours.certs() == now.certs(),
+                _ => false,
+            }
+        }
     }
 
     /// The crypto provider of the crate's TLS: the one its features chose (aws-lc-rs if both
     /// `ring` and `aws-lc-rs` are on), named explicitly, so that a process whose graph enables
     /// both never meets rustls' "could not determine the process-level CryptoProvider" panic.
     #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
-    fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
+    pub(crate) fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
         Ok(Arc::new(crate::crypto::tls_provider()))
     }
 
     /// Without a provider feature: the one the application installed as the process default.
     #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
-    fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
+    pub(crate) fn tls_provider() -> Result<Arc<CryptoProvider>, Error> {
         CryptoProvider::get_default().cloned().ok_or_else(|| {
             Error::config(
                 "no rustls CryptoProvider: enable tower-bearer's `ring` or `aws-lc-rs` feature, \
@@ -325,7 +356,7 @@ mod reqwest_client {
     impl Tls {
         /// The rustls configuration of both clients: the crate's provider, the platform's
         /// verifier or the given roots, the client certificate if any, HTTP/1.1.
-        fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
+        fn client_config(&self, pair: Option<&Pair>) -> Result<rustls::ClientConfig, Error> {
             let failed = |e: rustls::Error| {
                 Error::config("could not configure TLS for the token endpoint").with_source(e)
             };
@@ -347,9 +378,9 @@ mod reqwest_client {
                         rustls_platform_verifier::Verifier::new(provider).map_err(failed)?,
                     )),
             };
-            let mut config = match &self.identity {
-                Some(identity) => builder
-                    .with_client_auth_cert(identity.cert_chain(), identity.private_key())
+            let mut config = match pair {
+                Some(pair) => builder
+                    .with_client_auth_cert(pair.certs().to_vec(), pair.private_key())
                     .map_err(|e| {
                         Error::config("the client certificate and key cannot form a TLS identity")
                             .with_source(e)
@@ -369,13 +400,13 @@ mod reqwest_client {
     }
 
     /// The client for loopback hosts: no proxy, and `localhost` pinned to loopback addresses.
-    fn direct_client(tls: &Tls) -> Result<reqwest::Client, Error> {
+    fn direct_client(tls: &Tls, pair: Option<&Pair>) -> Result<reqwest::Client, Error> {
         let localhost: [SocketAddr; 2] = [
             (Ipv4Addr::LOCALHOST, 0).into(),
             (Ipv6Addr::LOCALHOST, 0).into(),
         ];
         build(
-            builder(tls)?
+            builder(tls, pair)?
                 // `no_proxy` drops the proxies read from the environment too.
                 .no_proxy()
                 // reqwest lowercases the host and keeps a trailing dot; the URL's port is used.
@@ -389,8 +420,7 @@ mod reqwest_client {
         pub fn new() -> Result<Self, Error> {
             let tls = Tls::default();
             Ok(ReqwestClient {
-                client: build(builder(&tls)?)?,
-                direct: Arc::default(),
+                clients: Arc::new(Mutex::new(Arc::new(Clients::new(&tls, None)?))),
                 timeout: DEFAULT_TIMEOUT,
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
                 tls,
@@ -402,6 +432,11 @@ mod reqwest_client {
         /// [`ClientAuth::tls_client_auth`](crate::source::ClientAuth::tls_client_auth) and
         /// certificate-bound tokens (RFC 8705). A key that does not match the certificate is a
         /// [`Config`](crate::ErrorKind::Config) error here.
+        ///
+        /// An identity read from files ([`ClientIdentity::from_files`]) is looked at before
+        /// each token request: when its certificate has changed, the client is built again
+        /// for it (the old connections are dropped with the old client), and if the new one
+        /// cannot be built the previous certificate stays in use, with a warning.
         pub fn with_client_identity(mut self, identity: ClientIdentity) -> Result<Self, Error> {
             self.tls.identity = Some(identity);
             self.rebuild()
@@ -423,22 +458,64 @@ mod reqwest_client {
         }
 
         fn rebuild(mut self) -> Result<Self, Error> {
-            self.client = build(builder(&self.tls)?)?;
-            self.direct = Arc::default();
+            let pair = self.tls.identity.as_ref().map(ClientIdentity::current);
+            // A new shared state: the clones made before keep theirs.
+            self.clients = Arc::new(Mutex::new(Arc::new(Clients::new(&self.tls, pair)?)));
             Ok(self)
+        }
+
+        /// The clients for the identity's certificate of now: built again when a rotating
+        /// identity has changed (lazily, at the token request that sees it). Reading the
+        /// files blocks, so it runs on the blocking pool.
+        async fn clients(&self) -> Arc<Clients> {
+            let current = Arc::clone(&self.clients.lock().unwrap_or_else(|p| p.into_inner()));
+            let Some(identity) = self.tls.identity.as_ref().filter(|i| i.is_rotating()) else {
+                return current;
+            };
+            let looked = identity.clone();
+            let Ok(pair) = tokio::task::spawn_blocking(move || looked.current()).await else {
+                return current;
+            };
+            if current.presents(Some(&pair)) {
+                return current;
+            }
+            let tls = self.tls.clone();
+            let built = tokio::task::spawn_blocking(move || Clients::new(&tls, Some(pair))).await;
+            let mut shared = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            match built {
+                Ok(Ok(clients)) => {
+                    *shared = Arc::new(clients);
+                    Arc::clone(&shared)
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(
+                        kind = ?error.kind(),
+                        %error,
+                        "could not build the TLS client for the rotated client certificate; \
+                         still presenting the previous one"
+                    );
+                    Arc::clone(&shared)
+                }
+                Err(_) => Arc::clone(&shared),
+            }
         }
 
         /// The direct client (no proxy) for loopback hosts and metadata servers, the
         /// environment's proxy settings for the rest.
-        fn client_for(&self, uri: &http::Uri, metadata: bool) -> Result<&reqwest::Client, Error> {
+        fn client_for(
+            &self,
+            clients: &Clients,
+            uri: &http::Uri,
+            metadata: bool,
+        ) -> Result<reqwest::Client, Error> {
             if !metadata && !uri.host().is_some_and(is_loopback_host) {
-                return Ok(&self.client);
+                return Ok(clients.client.clone());
             }
-            if let Some(direct) = self.direct.get() {
-                return Ok(direct);
+            if let Some(direct) = clients.direct.get() {
+                return Ok(direct.clone());
             }
-            let direct = direct_client(&self.tls)?;
-            Ok(self.direct.get_or_init(|| direct))
+            let direct = direct_client(&self.tls, clients.pair.as_deref())?;
+            Ok(clients.direct.get_or_init(|| direct).clone())
         }
 
         /// Give up on a token endpoint call that has not answered (status line and headers)
@@ -471,7 +548,8 @@ mod reqwest_client {
             } else {
                 check_token_url(request.uri())?;
             }
-            let client = self.client_for(request.uri(), metadata)?;
+            let clients = self.clients().await;
+            let client = self.client_for(&clients, request.uri(), metadata)?;
             let request = reqwest::Request::try_from(request).map_err(|e| {
                 Error::config("the token request cannot be sent").with_source(e.without_url())
             })?;
@@ -521,15 +599,16 @@ mod reqwest_client {
         #[test]
         fn metadata_requests_never_use_the_proxied_client() {
             let client = ReqwestClient::new().unwrap();
+            let clients = Arc::clone(&client.clients.lock().unwrap());
             let imds: http::Uri = "http://169.254.169.254/metadata".parse().unwrap();
-            let chosen = client.client_for(&imds, true).unwrap();
-            assert!(std::ptr::eq(chosen, client.direct.get().unwrap()));
-            assert!(!std::ptr::eq(chosen, &client.client));
+            client.client_for(&clients, &imds, true).unwrap();
+            // The direct client was built for it; a public host does not build one.
+            assert!(clients.direct.get().is_some());
+            let fresh = ReqwestClient::new().unwrap();
+            let fresh_clients = Arc::clone(&fresh.clients.lock().unwrap());
             let public: http::Uri = "https://sts.example.com/token".parse().unwrap();
-            assert!(std::ptr::eq(
-                client.client_for(&public, false).unwrap(),
-                &client.client
-            ));
+            fresh.client_for(&fresh_clients, &public, false).unwrap();
+            assert!(fresh_clients.direct.get().is_none());
         }
     }
 }

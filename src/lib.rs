@@ -23,6 +23,8 @@ mod crypto;
 #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
 pub mod dpop;
 mod error;
+#[cfg(any(feature = "jwt", feature = "reqwest"))]
+mod file_stamp;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;

@@ -681,7 +681,7 @@ impl RedisFleetBuilder {
 #[cfg(feature = "reqwest")]
 fn x5t_s256(identity: &crate::http_client::ClientIdentity) -> String {
     use base64::Engine as _;
-    let hash = crate::crypto::sha256(&[identity.leaf_der()]);
+    let hash = crate::crypto::sha256(&[&identity.leaf_der()]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
 }
 

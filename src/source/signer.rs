@@ -42,6 +42,7 @@ use zeroize::Zeroizing;
 
 use super::assertion::{SigningKey, new_jti};
 use crate::Error;
+use crate::file_stamp::FileStamp;
 
 /// The future returned by [`AssertionSigner::sign`]: the signature bytes.
 pub type SignatureFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send + 'a>>;
@@ -178,26 +179,6 @@ struct KeyFileInner {
     current: std::sync::Mutex<Option<(FileStamp, SigningKey)>>,
 }
 
-/// What changes when a file is replaced or rewritten.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    #[cfg(unix)]
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        FileStamp {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            #[cfg(unix)]
-            inode: std::os::unix::fs::MetadataExt::ino(metadata),
-        }
-    }
-}
-
 impl KeyFile {
     /// An RSA key (PKCS#1 or PKCS#8 PEM, 2048 bits or more), signing RS256.
     pub fn rs256(path: impl Into<std::path::PathBuf>) -> Self {
@@ -243,10 +224,9 @@ impl KeyFileInner {
     /// The key for this signature: the one parsed before, unless the file has changed.
     fn key(&self) -> Result<SigningKey, Error> {
         let shown = self.path.display();
-        let metadata = std::fs::metadata(&self.path).map_err(|e| {
+        let stamp = FileStamp::read(&self.path).map_err(|e| {
             Error::config(format!("the key file {shown} cannot be read")).with_source(e)
         })?;
-        let stamp = FileStamp::of(&metadata);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((seen, key)) = &*current
             && *seen == stamp
