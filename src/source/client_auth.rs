@@ -407,6 +407,17 @@ mod tests {
     #[cfg(feature = "reqwest")]
     use crate::source::endpoint::Body;
 
+    /// A client certificate and its key, made up for a test.
+    #[cfg(feature = "reqwest")]
+    fn self_signed_identity() -> ClientIdentity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
+    }
+
     #[test]
     fn basic_auth_form_encodes_before_base64() {
         let header = basic_auth("my id", &ClientSecret::new("a:b&c=d%e+f é")).unwrap();
@@ -419,14 +430,7 @@ mod tests {
     #[cfg(feature = "reqwest")]
     #[test]
     fn mutual_tls_gets_a_client_presenting_its_identity_unless_one_is_given() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let identity =
-            ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-                .unwrap();
+        let identity = self_signed_identity();
         let tls = ClientAuth::tls_client_auth("c", identity);
         assert!(tls.client_identity().is_some());
         // No client given: one is built for the identity.
@@ -470,14 +474,7 @@ mod tests {
         use crate::source::{ClientCredentials, Discovery, RefreshTokenGrant, TokenExchange};
         use crate::store::MemoryStore;
 
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let identity =
-            ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-                .unwrap();
+        let identity = self_signed_identity();
         let leaf = identity.leaf_der().to_vec();
         let tls = ClientAuth::tls_client_auth("c", identity);
         let declared = |source: &dyn Fn() -> Option<Vec<u8>>| source() == Some(leaf.clone());
@@ -542,6 +539,38 @@ mod tests {
                 .client_identity()
                 .is_none()
         );
+    }
+
+    /// Every grant authenticating with a certificate calls its endpoint through a client
+    /// presenting it (the token exchange once used the shared client, which presents none).
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_certificate_gets_a_client_presenting_it_unless_one_is_given() {
+        use crate::source::grant::GrantConfig;
+
+        let tls = ClientAuth::tls_client_auth("c", self_signed_identity());
+        let url = "https://as.example/token".to_owned();
+        let shared = crate::http_client::shared_default();
+
+        let built = GrantConfig::new(url.clone(), Some(tls.clone()))
+            .build()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&built.endpoint.client(), &shared));
+        assert!(built.client_identity().is_some());
+        let built = GrantConfig::new(url.clone(), tls).build().unwrap();
+        assert!(!Arc::ptr_eq(&built.endpoint.client(), &shared));
+
+        let plain = GrantConfig::new(url.clone(), None).build().unwrap();
+        assert!(Arc::ptr_eq(&plain.endpoint.client(), &shared));
+        assert!(plain.client_identity().is_none());
+        let mut given = GrantConfig::new(url, None::<ClientAuth>);
+        let client: Arc<dyn crate::http_client::HttpClient> =
+            Arc::new(crate::http_client::ReqwestClient::new().unwrap());
+        given.client = Some(Arc::clone(&client));
+        assert!(Arc::ptr_eq(
+            &given.build().unwrap().endpoint.client(),
+            &client
+        ));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::client_auth::ClientAuth;
-use super::endpoint::{Endpoint, Form};
-use super::token_response::TokenFields;
+use super::endpoint::Form;
+use super::grant::{GrantConfig, GrantEndpoint, grant_builder_options, grant_source_keys};
 use crate::http_client::HttpClient;
 use crate::{Error, Token, TokenSource};
 
@@ -40,41 +40,29 @@ const REFUSED: &str = "the token endpoint refused the client credentials request
 /// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
-    endpoint: Endpoint,
-    auth: ClientAuth,
+    grant: GrantEndpoint<ClientAuth>,
     params: Vec<(Cow<'static, str>, String)>,
-    fields: TokenFields,
 }
 
 impl ClientCredentials {
     /// Start configuring the grant against `token_url`, authenticating with `auth`.
     pub fn builder(token_url: impl Into<String>, auth: ClientAuth) -> ClientCredentialsBuilder {
         ClientCredentialsBuilder {
-            token_url: token_url.into(),
-            auth,
+            grant: GrantConfig::new(token_url.into(), auth),
             params: Vec::new(),
-            fields: TokenFields::oauth2(),
-            client: None,
-            #[cfg(feature = "dpop")]
-            dpop: None,
         }
     }
 
     /// How the client authenticates.
     pub fn client_auth(&self) -> &ClientAuth {
-        &self.auth
+        &self.grant.auth
     }
 }
 
 /// Configures [`ClientCredentials`].
 pub struct ClientCredentialsBuilder {
-    token_url: String,
-    auth: ClientAuth,
+    pub(super) grant: GrantConfig<ClientAuth>,
     params: Vec<(Cow<'static, str>, String)>,
-    fields: TokenFields,
-    client: Option<Arc<dyn HttpClient>>,
-    #[cfg(feature = "dpop")]
-    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl ClientCredentialsBuilder {
@@ -105,79 +93,27 @@ impl ClientCredentialsBuilder {
         self.param(name, value)
     }
 
-    /// The field names of the answer (default [`TokenFields::oauth2`]).
-    pub fn fields(mut self, fields: TokenFields) -> Self {
-        self.fields = fields;
-        self
-    }
-
-    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
-    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
-    /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
-    /// the layer or middleware signs each request's proof with it.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
-    /// before it is built.
-    #[cfg(feature = "dpop")]
-    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.as_ref()
-    }
-
-    /// Check the URL and build the source. Does no I/O.
-    ///
-    /// The endpoint is called through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<ClientCredentials, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your
-    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<ClientCredentials, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
-    }
-
     /// For the crate's sources that wrap this one and take their client as an option (the
     /// workload sources): `client`, or the default one.
     pub(crate) fn build_with_option(
         mut self,
         client: Option<Arc<dyn HttpClient>>,
     ) -> Result<ClientCredentials, Error> {
-        self.client = client;
+        self.grant.client = client;
         self.finish()
     }
 
     fn finish(self) -> Result<ClientCredentials, Error> {
         Ok(ClientCredentials {
-            endpoint: self.endpoint()?,
-            auth: self.auth,
+            grant: self.grant.build()?,
             params: self.params,
-            fields: self.fields,
         })
     }
 }
 
-impl ClientCredentialsBuilder {
-    fn endpoint(&self) -> Result<Endpoint, Error> {
-        let endpoint = Endpoint::new(
-            &self.token_url,
-            super::client_auth::http_client_for(self.client.clone(), Some(&self.auth))?,
-        )?;
-        #[cfg(feature = "dpop")]
-        let endpoint = endpoint.with_dpop(self.dpop.clone());
-        Ok(endpoint)
-    }
+grant_builder_options! {
+    impl ClientCredentialsBuilder => ClientCredentials;
+    /// Check the URL and build the source. Does no I/O.
 }
 
 impl TokenSource for ClientCredentials {
@@ -186,28 +122,17 @@ impl TokenSource for ClientCredentials {
         for (name, value) in &self.params {
             form.push(name.clone(), value);
         }
-        let response = self
-            .endpoint
-            .grant(form, Some(&self.auth), &self.fields, REFUSED)
-            .await?;
-        response.into_token(false).map_err(|e| self.endpoint.tag(e))
-    }
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.endpoint.dpop()
+        self.grant.token(form, REFUSED).await
     }
 
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        self.auth.client_identity()
-    }
+    grant_source_keys!(grant);
 }
 
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
-            .field("endpoint", &self.endpoint)
-            .field("auth", &self.auth)
+            .field("endpoint", &self.grant.endpoint)
+            .field("auth", &self.grant.auth)
             .field("params", &self.params)
             .finish_non_exhaustive()
     }
@@ -216,7 +141,7 @@ impl fmt::Debug for ClientCredentials {
 impl fmt::Debug for ClientCredentialsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentialsBuilder")
-            .field("auth", &self.auth)
+            .field("auth", &self.grant.auth)
             .field("params", &self.params)
             .finish_non_exhaustive()
     }

@@ -8,10 +8,9 @@ use std::time::SystemTime;
 #[cfg(feature = "jwt")]
 use super::assertion::Assertion;
 use super::client_auth::ClientAuth;
-use super::endpoint::{Endpoint, Form};
-use super::token_response::TokenFields;
+use super::endpoint::Form;
+use super::grant::{GrantConfig, GrantEndpoint, grant_builder_options, grant_source_keys};
 use super::workload::CredentialProvider;
-use crate::http_client::HttpClient;
 use crate::secret::IdentityToken;
 use crate::{Error, ErrorKind, Token, TokenSource};
 
@@ -77,11 +76,9 @@ impl fmt::Debug for Grant {
 /// See `source::disruptive` (feature `jwt`) for a preset.
 #[derive(Clone)]
 pub struct JwtBearer {
-    endpoint: Endpoint,
+    grant: GrantEndpoint<Option<ClientAuth>>,
     assertion: Grant,
-    auth: Option<ClientAuth>,
     scope: Option<String>,
-    fields: TokenFields,
 }
 
 impl JwtBearer {
@@ -131,29 +128,19 @@ impl JwtBearerBuilder {
 
     fn with_grant(token_url: String, assertion: Result<Grant, Error>) -> JwtBearerBuilder {
         JwtBearerBuilder {
-            token_url,
+            grant: GrantConfig::new(token_url, None),
             assertion,
-            auth: None,
             scope: None,
-            fields: TokenFields::oauth2(),
-            client: None,
-            #[cfg(feature = "dpop")]
-            dpop: None,
         }
     }
 }
 
 /// Configures a [`JwtBearer`].
 pub struct JwtBearerBuilder {
-    token_url: String,
+    pub(super) grant: GrantConfig<Option<ClientAuth>>,
     /// An error here (from a preset given a key that cannot sign) is reported by `build`.
     assertion: Result<Grant, Error>,
-    auth: Option<ClientAuth>,
     scope: Option<String>,
-    fields: TokenFields,
-    client: Option<Arc<dyn HttpClient>>,
-    #[cfg(feature = "dpop")]
-    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl JwtBearerBuilder {
@@ -166,71 +153,23 @@ impl JwtBearerBuilder {
     /// Client authentication, for servers that want it alongside the grant (RFC 7523 §2.1
     /// makes it optional). Default: none.
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = Some(auth);
+        self.grant.auth = Some(auth);
         self
-    }
-
-    /// The field names of the answer (default [`TokenFields::oauth2`]).
-    pub fn fields(mut self, fields: TokenFields) -> Self {
-        self.fields = fields;
-        self
-    }
-
-    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
-    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
-    /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
-    /// the layer or middleware signs each request's proof with it.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
-    /// before it is built.
-    #[cfg(all(feature = "dpop", feature = "jwt"))]
-    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.as_ref()
-    }
-
-    /// Check the URL (and the key, for a preset given its secret) and build the source. Does
-    /// no I/O.
-    ///
-    /// The endpoint is called through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<JwtBearer, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your
-    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<JwtBearer, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
     }
 
     fn finish(self) -> Result<JwtBearer, Error> {
         Ok(JwtBearer {
             assertion: self.assertion?,
-            endpoint: {
-                let endpoint = Endpoint::new(
-                    &self.token_url,
-                    super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
-                )?;
-                #[cfg(feature = "dpop")]
-                let endpoint = endpoint.with_dpop(self.dpop);
-                endpoint
-            },
-            auth: self.auth,
+            grant: self.grant.build()?,
             scope: self.scope,
-            fields: self.fields,
         })
     }
+}
+
+grant_builder_options! {
+    impl JwtBearerBuilder => JwtBearer;
+    /// Check the URL (and the key, for a preset given its secret) and build the source. Does
+    /// no I/O.
 }
 
 impl JwtBearer {
@@ -239,7 +178,7 @@ impl JwtBearer {
         match &self.assertion {
             #[cfg(feature = "jwt")]
             Grant::Signed(assertion) => assertion
-                .mint(self.endpoint.url(), SystemTime::now())
+                .mint(self.grant.endpoint.url(), SystemTime::now())
                 .map(|mut jwt| IdentityToken::new(std::mem::take(&mut *jwt))),
             Grant::Provided(provider) => provider.credential().await.map_err(|e| {
                 Error::new(
@@ -249,27 +188,23 @@ impl JwtBearer {
                 .with_source(e)
             }),
         }
-        .map_err(|e| self.endpoint.tag(e))
+        .map_err(|e| self.grant.endpoint.tag(e))
     }
 
-    async fn grant(&self, assertion: &IdentityToken) -> Result<Token, Error> {
+    async fn request(&self, assertion: &IdentityToken) -> Result<Token, Error> {
         let mut form = Form::new(JWT_BEARER_GRANT_TYPE);
         form.push("assertion", assertion.secret());
         if let Some(scope) = &self.scope {
             form.push("scope", scope);
         }
-        let response = self
-            .endpoint
-            .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
-            .await?;
-        response.into_token(false).map_err(|e| self.endpoint.tag(e))
+        self.grant.token(form, REFUSED).await
     }
 }
 
 impl TokenSource for JwtBearer {
     async fn fetch(&self) -> Result<Token, Error> {
         let assertion = self.assertion().await?;
-        let result = self.grant(&assertion).await;
+        let result = self.request(&assertion).await;
         // A provided assertion may have been rotated by the platform since it was read.
         if matches!(self.assertion, Grant::Provided(_))
             && matches!(&result, Err(e) if e.kind() == ErrorKind::Rejected)
@@ -279,25 +214,18 @@ impl TokenSource for JwtBearer {
             tracing::info!(
                 "the JWT-bearer grant was refused and the platform has rotated the assertion since; trying once more with the new one"
             );
-            return self.grant(&fresh).await;
+            return self.request(&fresh).await;
         }
         result
     }
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.endpoint.dpop()
-    }
 
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        self.auth.as_ref()?.client_identity()
-    }
+    grant_source_keys!(grant);
 }
 
 impl fmt::Debug for JwtBearer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtBearer")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.grant.endpoint)
             .field("assertion", &self.assertion)
             .field("scope", &self.scope)
             .finish_non_exhaustive()

@@ -88,6 +88,7 @@ pub mod workload;
 pub(crate) mod contract;
 pub(crate) mod endpoint;
 mod from_fn;
+mod grant;
 mod rotation;
 mod static_token;
 pub(crate) mod token_response;

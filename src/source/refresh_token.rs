@@ -1,15 +1,14 @@
 //! [`RefreshTokenGrant`] and what it needs (documented there).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::client_auth::ClientAuth;
-use super::endpoint::{Endpoint, Form};
+use super::endpoint::Form;
+use super::grant::{GrantConfig, GrantEndpoint, grant_builder_options, grant_source_keys};
 use super::revocation::{Revocation, TokenTypeHint};
 use super::rotation::{Exchange, Rotation};
-use super::token_response::{TokenFields, TokenResponse};
-use crate::http_client::HttpClient;
+use super::token_response::TokenResponse;
 use crate::secret::RefreshToken;
 use crate::store::RefreshTokenStore;
 use crate::{Error, Token, TokenSource};
@@ -58,10 +57,8 @@ pub struct RefreshTokenGrant<S> {
 
 /// The request itself, shared with the rotation task.
 struct Grant {
-    endpoint: Endpoint,
-    auth: Option<ClientAuth>,
+    grant: GrantEndpoint<Option<ClientAuth>>,
     scope: Option<String>,
-    fields: TokenFields,
     revocation: Option<Revocation>,
     /// Set by [`RefreshTokenGrant::revoke`]: no refresh token is spent any more.
     revoked: AtomicBool,
@@ -71,14 +68,9 @@ impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
     /// Start configuring the grant against `token_url`, with the refresh token kept in `store`.
     pub fn builder(token_url: impl Into<String>, store: S) -> RefreshTokenGrantBuilder<S> {
         RefreshTokenGrantBuilder {
-            token_url: token_url.into(),
+            grant: GrantConfig::new(token_url.into(), None),
             store,
-            auth: None,
             scope: None,
-            fields: TokenFields::oauth2(),
-            client: None,
-            #[cfg(feature = "dpop")]
-            dpop: None,
             revocation_url: None,
         }
     }
@@ -121,14 +113,9 @@ impl<S: RefreshTokenStore> RefreshTokenGrant<S> {
 
 /// Configures a [`RefreshTokenGrant`].
 pub struct RefreshTokenGrantBuilder<S> {
-    token_url: String,
+    pub(super) grant: GrantConfig<Option<ClientAuth>>,
     store: S,
-    auth: Option<ClientAuth>,
     scope: Option<String>,
-    fields: TokenFields,
-    client: Option<Arc<dyn HttpClient>>,
-    #[cfg(feature = "dpop")]
-    dpop: Option<crate::dpop::Dpop>,
     revocation_url: Option<String>,
 }
 
@@ -143,7 +130,7 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
     /// How the client authenticates (RFC 6749 §6 requires it of confidential clients). Default:
     /// none.
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = Some(auth);
+        self.grant.auth = Some(auth);
         self
     }
 
@@ -153,71 +140,21 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
         self
     }
 
-    /// The field names of the answer (default [`TokenFields::oauth2`]).
-    pub fn fields(mut self, fields: TokenFields) -> Self {
-        self.fields = fields;
-        self
-    }
-
-    /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
-    /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is refused),
-    /// and the tokens are bound to the key ([`Token::with_dpop`](crate::Token::with_dpop)):
-    /// the layer or middleware signs each request's proof with it.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
-    /// before it is built.
-    #[cfg(feature = "dpop")]
-    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.as_ref()
-    }
-
-    /// Check the URL and build the source. Does no I/O.
-    ///
-    /// The endpoint is called through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<RefreshTokenGrant<S>, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your
-    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<RefreshTokenGrant<S>, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
-    }
-
     fn finish(self) -> Result<RefreshTokenGrant<S>, Error> {
-        let endpoint = Endpoint::new(
-            &self.token_url,
-            super::client_auth::http_client_for(self.client, self.auth.as_ref())?,
-        )?;
-        #[cfg(feature = "dpop")]
-        let endpoint = endpoint.with_dpop(self.dpop);
+        let grant = self.grant.build()?;
         let revocation = match self.revocation_url {
             Some(url) => {
                 let mut builder = Revocation::builder(url);
-                if let Some(auth) = &self.auth {
+                if let Some(auth) = &grant.auth {
                     builder = builder.client_auth(auth.clone());
                 }
-                Some(builder.build_with(endpoint.client())?)
+                Some(builder.build_with(grant.endpoint.client())?)
             }
             None => None,
         };
         let grant = Grant {
-            endpoint,
-            auth: self.auth,
+            grant,
             scope: self.scope,
-            fields: self.fields,
             revocation,
             revoked: AtomicBool::new(false),
         };
@@ -227,20 +164,17 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
     }
 }
 
+grant_builder_options! {
+    impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> => RefreshTokenGrant<S>;
+    /// Check the URL and build the source. Does no I/O.
+}
+
 impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {
     async fn fetch(&self) -> Result<Token, Error> {
         self.rotation.fetch().await
     }
 
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.rotation.exchange().endpoint.dpop()
-    }
-
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        self.rotation.exchange().auth.as_ref()?.client_identity()
-    }
+    grant_source_keys!(rotation.exchange().grant);
 }
 
 impl Exchange for Grant {
@@ -255,9 +189,7 @@ impl Exchange for Grant {
         if let Some(scope) = &self.scope {
             form.push("scope", scope);
         }
-        self.endpoint
-            .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
-            .await
+        self.grant.response(form, REFUSED).await
     }
 
     async fn fallback(&self, refused: Option<Error>) -> Result<TokenResponse, Error> {
@@ -266,7 +198,7 @@ impl Exchange for Grant {
     }
 
     fn access_token(&self, response: TokenResponse, _refreshed: bool) -> Result<Token, Error> {
-        response.into_token(false).map_err(|e| self.endpoint.tag(e))
+        self.grant.access_token(response)
     }
 }
 
@@ -274,8 +206,8 @@ impl<S> fmt::Debug for RefreshTokenGrant<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let grant = self.rotation.exchange();
         f.debug_struct("RefreshTokenGrant")
-            .field("endpoint", &grant.endpoint)
-            .field("auth", &grant.auth)
+            .field("endpoint", &grant.grant.endpoint)
+            .field("auth", &grant.grant.auth)
             .field("scope", &grant.scope)
             .finish_non_exhaustive()
     }
@@ -284,7 +216,7 @@ impl<S> fmt::Debug for RefreshTokenGrant<S> {
 impl<S> fmt::Debug for RefreshTokenGrantBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshTokenGrantBuilder")
-            .field("auth", &self.auth)
+            .field("auth", &self.grant.auth)
             .field("scope", &self.scope)
             .finish_non_exhaustive()
     }

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::client_auth::ClientAuth;
-use super::endpoint::{Endpoint, Form};
-use super::token_response::{TokenFields, TokenResponse};
+use super::endpoint::Form;
+use super::grant::{GrantConfig, GrantEndpoint, grant_builder_options, grant_source_keys};
+use super::token_response::TokenResponse;
 use super::workload::CredentialProvider;
 use crate::cache::handle::ErasedCache;
-use crate::http_client::HttpClient;
 use crate::secret::IdentityToken;
 use crate::{CachedToken, Error, ErrorKind, Token, TokenCache, TokenSource};
 
@@ -170,13 +170,11 @@ impl Party {
 /// ```
 #[derive(Clone)]
 pub struct TokenExchange {
-    endpoint: Endpoint,
-    auth: Option<ClientAuth>,
+    grant: GrantEndpoint<Option<ClientAuth>>,
     subject: Party,
     actor: Option<Party>,
     requested_token_type: Option<String>,
     params: Vec<(&'static str, String)>,
-    fields: TokenFields,
 }
 
 impl TokenExchange {
@@ -184,16 +182,11 @@ impl TokenExchange {
     /// is required.
     pub fn builder(token_url: impl Into<String>) -> TokenExchangeBuilder {
         TokenExchangeBuilder {
-            token_url: token_url.into(),
-            auth: None,
+            grant: GrantConfig::new(token_url.into(), None),
             subject: None,
             actor: None,
             requested_token_type: None,
             params: Vec::new(),
-            fields: TokenFields::oauth2(),
-            client: None,
-            #[cfg(feature = "dpop")]
-            dpop: None,
         }
     }
 
@@ -215,13 +208,10 @@ impl TokenExchange {
         for (name, value) in &self.params {
             form.push(*name, value);
         }
-        let response = self
-            .endpoint
-            .grant(form, self.auth.as_ref(), &self.fields, REFUSED)
-            .await?;
+        let response = self.grant.response(form, REFUSED).await?;
         self.check_issued(&response)
-            .map_err(|e| self.endpoint.tag(e))?;
-        response.into_token(false).map_err(|e| self.endpoint.tag(e))
+            .map_err(|e| self.grant.endpoint.tag(e))?;
+        self.grant.access_token(response)
     }
 
     /// RFC 8693 §2.2.1: `issued_token_type` is required, and is what was asked for.
@@ -251,15 +241,7 @@ impl TokenExchange {
 }
 
 impl TokenSource for TokenExchange {
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        self.endpoint.dpop()
-    }
-
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        self.auth.as_ref()?.client_identity()
-    }
+    grant_source_keys!(grant);
 
     async fn fetch(&self) -> Result<Token, Error> {
         let subject = self.subject.token("subject").await?;
@@ -288,16 +270,11 @@ impl TokenSource for TokenExchange {
 
 /// Configures a [`TokenExchange`].
 pub struct TokenExchangeBuilder {
-    token_url: String,
-    auth: Option<ClientAuth>,
+    pub(super) grant: GrantConfig<Option<ClientAuth>>,
     subject: Option<Party>,
     actor: Option<Party>,
     requested_token_type: Option<String>,
     params: Vec<(&'static str, String)>,
-    fields: TokenFields,
-    client: Option<Arc<dyn HttpClient>>,
-    #[cfg(feature = "dpop")]
-    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl TokenExchangeBuilder {
@@ -388,49 +365,8 @@ impl TokenExchangeBuilder {
 
     /// How the client authenticates, if the server wants it. Default: none.
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = Some(auth);
+        self.grant.auth = Some(auth);
         self
-    }
-
-    /// The field names of the answer (default [`TokenFields::oauth2`]).
-    pub fn fields(mut self, fields: TokenFields) -> Self {
-        self.fields = fields;
-        self
-    }
-
-    /// Ask for DPoP-bound tokens (RFC 9449), as
-    /// [`ClientCredentialsBuilder::dpop`](super::ClientCredentialsBuilder::dpop) does.
-    #[cfg(feature = "dpop")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
-        self.dpop = Some(dpop);
-        self
-    }
-
-    /// The DPoP key set so far: what a [`Discovered`](crate::source::Discovered) source declares
-    /// before it is built.
-    #[cfg(feature = "dpop")]
-    pub(crate) fn dpop_key(&self) -> Option<&crate::dpop::Dpop> {
-        self.dpop.as_ref()
-    }
-
-    /// Check the configuration and build the source. Does no I/O.
-    ///
-    /// The endpoint is called through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<TokenExchange, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your
-    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<TokenExchange, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
     }
 
     fn finish(self) -> Result<TokenExchange, Error> {
@@ -446,20 +382,18 @@ impl TokenExchangeBuilder {
             }
         }
         Ok(TokenExchange {
-            endpoint: {
-                let endpoint = Endpoint::new(&self.token_url, self.client)?;
-                #[cfg(feature = "dpop")]
-                let endpoint = endpoint.with_dpop(self.dpop);
-                endpoint
-            },
-            auth: self.auth,
+            grant: self.grant.build()?,
             subject,
             actor: self.actor,
             requested_token_type: self.requested_token_type,
             params: self.params,
-            fields: self.fields,
         })
     }
+}
+
+grant_builder_options! {
+    impl TokenExchangeBuilder => TokenExchange;
+    /// Check the configuration and build the source. Does no I/O.
 }
 
 /// RFC 8707 §2: "an absolute URI ... MUST NOT include a fragment component".
@@ -473,8 +407,8 @@ fn is_absolute_uri_without_fragment(value: &str) -> bool {
 impl fmt::Debug for TokenExchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenExchange")
-            .field("endpoint", &self.endpoint)
-            .field("auth", &self.auth)
+            .field("endpoint", &self.grant.endpoint)
+            .field("auth", &self.grant.auth)
             .field("subject_token_type", &self.subject.token_type)
             .field(
                 "actor_token_type",
@@ -489,7 +423,7 @@ impl fmt::Debug for TokenExchange {
 impl fmt::Debug for TokenExchangeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenExchangeBuilder")
-            .field("auth", &self.auth)
+            .field("auth", &self.grant.auth)
             .field("requested_token_type", &self.requested_token_type)
             .field("params", &self.params)
             .finish_non_exhaustive()

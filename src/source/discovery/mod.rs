@@ -320,7 +320,7 @@ macro_rules! declares_dpop {
         impl$(<$generic: $bound>)? discovered::DeclaresDpop for $builder {
             #[cfg(feature = "dpop")]
             fn declared_dpop(&self) -> Option<&crate::dpop::Dpop> {
-                self.dpop_key()
+                self.grant.dpop()
             }
         }
     )*};
