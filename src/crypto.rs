@@ -450,41 +450,29 @@ mod tests {
                 let pkcs8 = pem_der("ec_pkcs8.pem");
                 let rsa8 = pem_der("rsa_pkcs8.pem");
                 let rsa1 = pem_der("rsa_pkcs1.pem");
+                // The same keys, loaded by either provider's module.
+                macro_rules! keys_of {
+                    ($provider:ident) => {{
+                        let es = $provider::JwsKey::es256_pkcs8(&pkcs8).unwrap();
+                        let rs = $provider::JwsKey::rsa(&rsa1, true, false).unwrap();
+                        let ps = $provider::JwsKey::rsa(&rsa8, false, true).unwrap();
+                        let hs = $provider::JwsKey::hs256(&[9; 32]);
+                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
+                        vec![
+                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
+                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
+                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
+                            (
+                                "HS256",
+                                Box::new(move |m: &[u8]| hs.sign(m)),
+                                PublicKey::None,
+                            ),
+                        ]
+                    }};
+                }
                 match which {
-                    "ring" => {
-                        let es = ring::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                        let rs = ring::JwsKey::rsa(&rsa1, true, false).unwrap();
-                        let ps = ring::JwsKey::rsa(&rsa8, false, true).unwrap();
-                        let hs = ring::JwsKey::hs256(&[9; 32]);
-                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                        vec![
-                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                            (
-                                "HS256",
-                                Box::new(move |m: &[u8]| hs.sign(m)),
-                                PublicKey::None,
-                            ),
-                        ]
-                    }
-                    _ => {
-                        let es = aws::JwsKey::es256_pkcs8(&pkcs8).unwrap();
-                        let rs = aws::JwsKey::rsa(&rsa1, true, false).unwrap();
-                        let ps = aws::JwsKey::rsa(&rsa8, false, true).unwrap();
-                        let hs = aws::JwsKey::hs256(&[9; 32]);
-                        let (pe, pr, pp) = (es.public_key(), rs.public_key(), ps.public_key());
-                        vec![
-                            ("ES256", Box::new(move |m: &[u8]| es.sign(m)), pe),
-                            ("RS256", Box::new(move |m: &[u8]| rs.sign(m)), pr),
-                            ("PS256", Box::new(move |m: &[u8]| ps.sign(m)), pp),
-                            (
-                                "HS256",
-                                Box::new(move |m: &[u8]| hs.sign(m)),
-                                PublicKey::None,
-                            ),
-                        ]
-                    }
+                    "ring" => keys_of!(ring),
+                    _ => keys_of!(aws),
                 }
             };
             type Verify = fn(&str, &PublicKey, &[u8], &[u8], &[u8]) -> bool;

@@ -20,15 +20,9 @@ use crate::Error;
 /// secret, an assertion) to the new location before the answer is refused.
 impl HttpClient for reqwest::Client {
     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
-        Box::pin(async move {
-            let request = into_reqwest(request)?;
-            let asked = request.url().clone();
-            let limits = Limits::default();
-            let response = limits
-                .head(async { self.execute(request).await.map_err(transport_error) })
-                .await?;
-            read_from(&asked, response, &limits).await
-        })
+        Box::pin(send_with(request, move |request| async move {
+            self.execute(request).await.map_err(transport_error)
+        }))
     }
 }
 
@@ -38,23 +32,15 @@ impl HttpClient for reqwest::Client {
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 impl HttpClient for reqwest_middleware::ClientWithMiddleware {
     fn execute(&self, request: HttpRequest) -> HttpFuture<'_> {
-        Box::pin(async move {
-            let request = into_reqwest(request)?;
-            let asked = request.url().clone();
-            let limits = Limits::default();
-            let response = limits
-                .head(async {
-                    self.execute(request).await.map_err(|e| match e {
-                        reqwest_middleware::Error::Reqwest(e) => transport_error(e),
-                        reqwest_middleware::Error::Middleware(e) => Error::transient(
-                            "a middleware failed the request to the token endpoint",
-                        )
-                        .with_source(BoxedMiddlewareError(format!("{e:#}"))),
-                    })
-                })
-                .await?;
-            read_from(&asked, response, &limits).await
-        })
+        Box::pin(send_with(request, move |request| async move {
+            self.execute(request).await.map_err(|e| match e {
+                reqwest_middleware::Error::Reqwest(e) => transport_error(e),
+                reqwest_middleware::Error::Middleware(e) => {
+                    Error::transient("a middleware failed the request to the token endpoint")
+                        .with_source(BoxedMiddlewareError(format!("{e:#}")))
+                }
+            })
+        }))
     }
 }
 
@@ -73,10 +59,23 @@ impl std::fmt::Display for BoxedMiddlewareError {
 #[cfg(feature = "reqwest-middleware")]
 impl std::error::Error for BoxedMiddlewareError {}
 
-fn into_reqwest(request: HttpRequest) -> Result<reqwest::Request, Error> {
+/// Send `request` with `send` (a user's client) and read the answer, within the default
+/// [`Limits`].
+async fn send_with<F>(
+    request: HttpRequest,
+    send: impl FnOnce(reqwest::Request) -> F,
+) -> Result<HttpResponse, Error>
+where
+    F: Future<Output = Result<reqwest::Response, Error>>,
+{
     check_request_url(&request)?;
-    reqwest::Request::try_from(request)
-        .map_err(|e| Error::config("the token request cannot be sent").with_source(e.without_url()))
+    let request = reqwest::Request::try_from(request).map_err(|e| {
+        Error::config("the token request cannot be sent").with_source(e.without_url())
+    })?;
+    let asked = request.url().clone();
+    let limits = Limits::default();
+    let response = limits.head(send(request)).await?;
+    read_from(&asked, response, &limits).await
 }
 
 /// Refuse an answer from another URL than `asked` (a redirect the client followed: the token

@@ -77,42 +77,29 @@ pub trait TokenSource: Send + Sync + 'static {
     }
 }
 
-impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
+/// `Arc<T>` and `Box<T>` are the source they hold: every method is forwarded.
+macro_rules! forward_to_pointee {
+    ($($pointer:ident),*) => {$(
+        impl<T: TokenSource + ?Sized> TokenSource for $pointer<T> {
+            fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
+                (**self).fetch()
+            }
 
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
+            #[cfg(feature = "dpop")]
+            fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+                (**self).dpop()
+            }
 
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        (**self).client_identity()
-    }
+            #[cfg(feature = "reqwest")]
+            fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
+                (**self).client_identity()
+            }
 
-    fn binding_known(&self) -> bool {
-        (**self).binding_known()
-    }
+            fn binding_known(&self) -> bool {
+                (**self).binding_known()
+            }
+        }
+    )*};
 }
 
-impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
-    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send {
-        (**self).fetch()
-    }
-
-    #[cfg(feature = "dpop")]
-    fn dpop(&self) -> Option<&crate::dpop::Dpop> {
-        (**self).dpop()
-    }
-
-    #[cfg(feature = "reqwest")]
-    fn client_identity(&self) -> Option<&crate::http_client::ClientIdentity> {
-        (**self).client_identity()
-    }
-
-    fn binding_known(&self) -> bool {
-        (**self).binding_known()
-    }
-}
+forward_to_pointee!(Arc, Box);
