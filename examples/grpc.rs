@@ -1,7 +1,8 @@
 //! gRPC with tonic: `BearerAuthLayer::grpc` on a tonic `Channel`, with tokens from the
 //! built-in client credentials source. The token server and the gRPC server are embedded in
 //! this program, on 127.0.0.1: no network, no credentials, no protoc (the messages are UTF-8
-//! strings through a codec of a few lines; generated clients work the same way).
+//! strings through a codec of a few lines, `examples/support/utf8_codec.rs`; generated clients
+//! work the same way).
 //!
 //!     cargo run --example grpc
 //!
@@ -30,16 +31,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Endpoint, Server, server::TcpIncoming};
 use tonic::{Status, body::Body, server::NamedService};
 use tower::{BoxError, ServiceBuilder, service_fn};
 use tower_bearer::secret::ClientSecret;
 use tower_bearer::source::{ClientAuth, ClientCredentials};
 use tower_bearer::{BearerAuthLayer, Origin};
+
+#[path = "support/utf8_codec.rs"]
+mod utf8_codec;
+use utf8_codec::Utf8;
 
 const HELLO: &str = "/greet.Greeter/Hello";
 
@@ -191,45 +194,5 @@ impl tower::Service<http::Request<Body>> for Greeter {
             });
             Ok(tonic::server::Grpc::new(Utf8).unary(hello, request).await)
         })
-    }
-}
-
-/// Messages as UTF-8 strings: a codec in place of prost's generated ones.
-#[derive(Clone, Copy)]
-struct Utf8;
-
-impl Codec for Utf8 {
-    type Encode = String;
-    type Decode = String;
-    type Encoder = Utf8;
-    type Decoder = Utf8;
-
-    fn encoder(&mut self) -> Utf8 {
-        Utf8
-    }
-
-    fn decoder(&mut self) -> Utf8 {
-        Utf8
-    }
-}
-
-impl Encoder for Utf8 {
-    type Item = String;
-    type Error = Status;
-
-    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for Utf8 {
-    type Item = String;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        let text = String::from_utf8(bytes.into()).map_err(|_| Status::internal("not UTF-8"))?;
-        Ok(Some(text))
     }
 }

@@ -13,13 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use futures::future::join_all;
 use http::uri::PathAndQuery;
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
 use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -30,47 +28,11 @@ use tower_bearer::{
     BearerAuthLayer, Error, OnDisallowedOrigin, Origin, Token, TokenCache, TokenSource,
 };
 
-// ---- a codec of our own: UTF-8 strings as messages (no prost, no protoc) --------------------
+// ---- a codec of our own: UTF-8 strings as messages (no prost, no protoc), the example's ----
 
-#[derive(Clone, Copy, Default)]
-struct Utf8;
-
-impl Codec for Utf8 {
-    type Encode = String;
-    type Decode = String;
-    type Encoder = Utf8;
-    type Decoder = Utf8;
-
-    fn encoder(&mut self) -> Utf8 {
-        Utf8
-    }
-
-    fn decoder(&mut self) -> Utf8 {
-        Utf8
-    }
-}
-
-impl Encoder for Utf8 {
-    type Item = String;
-    type Error = Status;
-
-    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for Utf8 {
-    type Item = String;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|_| Status::internal("not UTF-8"))
-    }
-}
+#[path = "../examples/support/utf8_codec.rs"]
+mod utf8_codec;
+use utf8_codec::Utf8;
 
 // ---- the server: `echo.Echo/Say` (unary) and `echo.Echo/Count` (server streaming) ------------
 
