@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -117,6 +118,47 @@ pub fn temp_dir(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A token file the platform rotates just as the token endpoint refuses the old token: `path`
+/// holds `old`; `server` answers `ok` to a request whose form field `field` is `new`, and
+/// refuses any other with `refusal` (a status and an OAuth error code), after replacing the
+/// file with `new`.
+pub struct RotatedOnRefusal {
+    pub path: PathBuf,
+    pub old: String,
+    pub new: String,
+    pub server: StandIn,
+}
+
+impl RotatedOnRefusal {
+    pub async fn start(
+        name: &str,
+        field: &'static str,
+        ok: &'static str,
+        refusal: (StatusCode, &'static str),
+    ) -> Self {
+        let path = temp_dir(name).join("token");
+        let old = crate::common::jwt_expiring_in(Duration::from_secs(3600), "old");
+        let new = crate::common::jwt_expiring_in(Duration::from_secs(3600), "new");
+        std::fs::write(&path, &old).unwrap();
+        let (rotate_path, rotated) = (path.clone(), new.clone());
+        let server = StandIn::start(move |seen, _| {
+            if seen.form()[field] == rotated {
+                token(ok)
+            } else {
+                replace_file(&rotate_path, &rotated);
+                oauth_error(refusal.0, refusal.1)
+            }
+        })
+        .await;
+        RotatedOnRefusal {
+            path,
+            old,
+            new,
+            server,
+        }
+    }
 }
 
 /// A token file laid out as the kubelet lays out a projected volume:

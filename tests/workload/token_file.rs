@@ -10,7 +10,9 @@ use tower_bearer::source::{ClientAuth, ClientCredentials, JwtBearer, TokenExchan
 use tower_bearer::{ErrorKind, TokenCache, TokenSource};
 
 use crate::common::jwt_expiring_in;
-use crate::support::{ProjectedVolume, StandIn, chain, oauth_error, replace_file, temp_dir, token};
+use crate::support::{
+    ProjectedVolume, RotatedOnRefusal, StandIn, chain, oauth_error, replace_file, temp_dir, token,
+};
 
 #[tokio::test]
 async fn a_rotated_projected_token_is_the_subject_of_the_next_exchange() {
@@ -43,21 +45,18 @@ async fn a_rotated_projected_token_is_the_subject_of_the_next_exchange() {
 
 #[tokio::test]
 async fn a_refused_exchange_rereads_the_file_and_tries_once_more() {
-    let dir = temp_dir("refused");
-    let path = dir.join("token");
-    let old = jwt_expiring_in(Duration::from_secs(3600), "old");
-    let new = jwt_expiring_in(Duration::from_secs(3600), "new");
-    std::fs::write(&path, &old).unwrap();
     // The platform rotates the file just as the server refuses the old token.
-    let (rotate_path, rotated) = (path.clone(), new.clone());
-    let server = StandIn::start(move |seen, _| {
-        if seen.form()["subject_token"] == rotated {
-            token("api-token")
-        } else {
-            replace_file(&rotate_path, &rotated);
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant")
-        }
-    })
+    let RotatedOnRefusal {
+        path,
+        old,
+        new,
+        server,
+    } = RotatedOnRefusal::start(
+        "refused",
+        "subject_token",
+        "api-token",
+        (StatusCode::BAD_REQUEST, "invalid_grant"),
+    )
     .await;
     let exchange = TokenExchange::builder(server.url("/token"))
         .subject_from(TokenFile::new(&path), token_type::JWT)
@@ -118,20 +117,12 @@ async fn a_client_assertion_from_a_file_follows_a_plain_rename() {
 
 #[tokio::test]
 async fn a_refused_client_assertion_is_read_again_once() {
-    let dir = temp_dir("client-assertion-refused");
-    let path = dir.join("token");
-    let old = jwt_expiring_in(Duration::from_secs(3600), "old");
-    let new = jwt_expiring_in(Duration::from_secs(3600), "new");
-    std::fs::write(&path, &old).unwrap();
-    let (rotate_path, rotated) = (path.clone(), new.clone());
-    let server = StandIn::start(move |seen, _| {
-        if seen.form()["client_assertion"] == rotated {
-            token("cc-token")
-        } else {
-            replace_file(&rotate_path, &rotated);
-            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client")
-        }
-    })
+    let RotatedOnRefusal { path, server, .. } = RotatedOnRefusal::start(
+        "client-assertion-refused",
+        "client_assertion",
+        "cc-token",
+        (StatusCode::UNAUTHORIZED, "invalid_client"),
+    )
     .await;
     let source = ClientCredentials::builder(
         server.url("/token"),
@@ -227,20 +218,17 @@ async fn a_token_file_is_a_source_of_its_own_with_the_jwt_lifetime() {
 
 #[tokio::test]
 async fn a_refused_jwt_bearer_assertion_is_read_again_once() {
-    let dir = temp_dir("jwt-bearer-refused");
-    let path = dir.join("token");
-    let old = jwt_expiring_in(Duration::from_secs(3600), "old");
-    let new = jwt_expiring_in(Duration::from_secs(3600), "new");
-    std::fs::write(&path, &old).unwrap();
-    let (rotate_path, rotated) = (path.clone(), new.clone());
-    let server = StandIn::start(move |seen, _| {
-        if seen.form()["assertion"] == rotated {
-            token("jb-token")
-        } else {
-            replace_file(&rotate_path, &rotated);
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant")
-        }
-    })
+    let RotatedOnRefusal {
+        path,
+        old,
+        new,
+        server,
+    } = RotatedOnRefusal::start(
+        "jwt-bearer-refused",
+        "assertion",
+        "jb-token",
+        (StatusCode::BAD_REQUEST, "invalid_grant"),
+    )
     .await;
     let source = JwtBearer::builder_from(server.url("/token"), TokenFile::new(&path))
         .build()
