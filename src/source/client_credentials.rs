@@ -103,17 +103,17 @@ impl ClientCredentialsBuilder {
         self.finish()
     }
 
+    grant_builder_options! {
+        /// Check the URL and build the source. Does no I/O.
+        build -> ClientCredentials;
+    }
+
     fn finish(self) -> Result<ClientCredentials, Error> {
         Ok(ClientCredentials {
             grant: self.grant.build()?,
             params: self.params,
         })
     }
-}
-
-grant_builder_options! {
-    impl ClientCredentialsBuilder => ClientCredentials;
-    /// Check the URL and build the source. Does no I/O.
 }
 
 impl TokenSource for ClientCredentials {

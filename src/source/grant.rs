@@ -125,59 +125,36 @@ impl<A: Authentication> GrantEndpoint<A> {
     }
 }
 
-/// The options every grant builder has, for a builder with a `grant: GrantConfig<_>` field and
-/// a `fn finish(self) -> Result<Built, Error>`: `fields`, `dpop`, `build` (documented by the
-/// doc comment given, which says what it checks) and `build_with`.
+/// In a grant builder's `impl` block: the options every grant has (`fields`, `dpop`, and
+/// `build`/`build_with` from [`build_options!`](super::builder::build_options)), for a builder
+/// with a `grant: GrantConfig<_>` field and a `fn finish(self) -> Result<Built, Error>`. The
+/// doc comment given says what `build` checks.
 macro_rules! grant_builder_options {
-    (impl<$g:ident: $bound:path> $builder:ty => $built:ty; $(#[$build_doc:meta])*) => {
-        grant_builder_options!(@impl [$g: $bound] $builder => $built; $(#[$build_doc])*);
-    };
-    (impl $builder:ty => $built:ty; $(#[$build_doc:meta])*) => {
-        grant_builder_options!(@impl [] $builder => $built; $(#[$build_doc])*);
-    };
-    (@impl [$($generics:tt)*] $builder:ty => $built:ty; $(#[$build_doc:meta])*) => {
-        impl<$($generics)*> $builder {
-            /// The field names of the answer (default
-            /// [`TokenFields::oauth2`](crate::source::TokenFields::oauth2)).
-            pub fn fields(mut self, fields: $crate::source::TokenFields) -> Self {
-                self.grant.fields = fields;
-                self
-            }
+    ($(#[$build_doc:meta])* build -> $built:ty;) => {
+        /// The field names of the answer (default
+        /// [`TokenFields::oauth2`](crate::source::TokenFields::oauth2)).
+        pub fn fields(mut self, fields: $crate::source::TokenFields) -> Self {
+            self.grant.fields = fields;
+            self
+        }
 
-            /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
-            /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is
-            /// refused), and the tokens are bound to the key
-            /// ([`Token::with_dpop`](crate::Token::with_dpop)): the layer or middleware signs
-            /// each request's proof with it.
-            #[cfg(feature = "dpop")]
-            #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
-            pub fn dpop(mut self, dpop: $crate::dpop::Dpop) -> Self {
-                self.grant.dpop = Some(dpop);
-                self
-            }
+        /// Ask for DPoP-bound tokens (RFC 9449): every token request carries a proof signed
+        /// with `dpop`'s key, the answer must have `token_type` `DPoP` (a `Bearer` one is
+        /// refused), and the tokens are bound to the key
+        /// ([`Token::with_dpop`](crate::Token::with_dpop)): the layer or middleware signs
+        /// each request's proof with it.
+        #[cfg(feature = "dpop")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+        pub fn dpop(mut self, dpop: $crate::dpop::Dpop) -> Self {
+            self.grant.dpop = Some(dpop);
+            self
+        }
 
+        $crate::source::builder::build_options! {
             $(#[$build_doc])*
-            ///
-            /// The endpoint is called through the HTTP client every source shares by default (a
-            /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-            /// takes yours.
-            #[cfg(feature = "reqwest")]
-            #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-            pub fn build(self) -> Result<$built, $crate::Error> {
-                self.finish()
-            }
-
-            /// Build as `build()` does, calling the endpoint through `client`: your
-            /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-            /// [`from_service`](crate::http_client::from_service), or any
-            /// [`HttpClient`](crate::http_client::HttpClient).
-            pub fn build_with(
-                mut self,
-                client: impl $crate::http_client::HttpClient,
-            ) -> Result<$built, $crate::Error> {
-                self.grant.client = Some(std::sync::Arc::new(client));
-                self.finish()
-            }
+            build -> $built;
+            client at grant.client;
+            calls "the endpoint";
         }
     };
 }

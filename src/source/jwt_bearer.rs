@@ -157,6 +157,12 @@ impl JwtBearerBuilder {
         self
     }
 
+    grant_builder_options! {
+        /// Check the URL (and the key, for a preset given its secret) and build the source. Does
+        /// no I/O.
+        build -> JwtBearer;
+    }
+
     fn finish(self) -> Result<JwtBearer, Error> {
         Ok(JwtBearer {
             assertion: self.assertion?,
@@ -164,12 +170,6 @@ impl JwtBearerBuilder {
             scope: self.scope,
         })
     }
-}
-
-grant_builder_options! {
-    impl JwtBearerBuilder => JwtBearer;
-    /// Check the URL (and the key, for a preset given its secret) and build the source. Does
-    /// no I/O.
 }
 
 impl JwtBearer {

@@ -68,6 +68,7 @@ pub mod api_video;
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod assertion;
 mod boxed;
+mod builder;
 mod client_auth;
 mod client_credentials;
 mod discovery;

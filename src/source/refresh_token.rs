@@ -140,6 +140,11 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
         self
     }
 
+    grant_builder_options! {
+        /// Check the URL and build the source. Does no I/O.
+        build -> RefreshTokenGrant<S>;
+    }
+
     fn finish(self) -> Result<RefreshTokenGrant<S>, Error> {
         let grant = self.grant.build()?;
         let revocation = match self.revocation_url {
@@ -162,11 +167,6 @@ impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> {
             rotation: Rotation::new(self.store, grant),
         })
     }
-}
-
-grant_builder_options! {
-    impl<S: RefreshTokenStore> RefreshTokenGrantBuilder<S> => RefreshTokenGrant<S>;
-    /// Check the URL and build the source. Does no I/O.
 }
 
 impl<S: RefreshTokenStore> TokenSource for RefreshTokenGrant<S> {

@@ -1,5 +1,6 @@
 //! [`Revocation`] and what it needs (documented there).
 
+use crate::source::builder::build_options;
 use std::fmt;
 use std::sync::Arc;
 
@@ -104,23 +105,11 @@ impl RevocationBuilder {
         self
     }
 
-    /// Check the URL and build. Does no I/O.
-    ///
-    /// The endpoint is called through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<Revocation, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your
-    /// `reqwest::Client`, a `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<Revocation, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
+    build_options! {
+        /// Check the URL and build. Does no I/O.
+        build -> Revocation;
+        client at client;
+        calls "the endpoint";
     }
 
     fn finish(self) -> Result<Revocation, Error> {

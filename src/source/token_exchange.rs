@@ -369,6 +369,11 @@ impl TokenExchangeBuilder {
         self
     }
 
+    grant_builder_options! {
+        /// Check the configuration and build the source. Does no I/O.
+        build -> TokenExchange;
+    }
+
     fn finish(self) -> Result<TokenExchange, Error> {
         let subject = self.subject.ok_or_else(|| {
             Error::config("a token exchange needs a subject token: call `subject(..)`")
@@ -389,11 +394,6 @@ impl TokenExchangeBuilder {
             params: self.params,
         })
     }
-}
-
-grant_builder_options! {
-    impl TokenExchangeBuilder => TokenExchange;
-    /// Check the configuration and build the source. Does no I/O.
 }
 
 /// RFC 8707 §2: "an absolute URI ... MUST NOT include a fragment component".

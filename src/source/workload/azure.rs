@@ -1,6 +1,7 @@
 //! [`AzureWorkloadIdentity`]: Microsoft Entra workload identity federation (AKS workload
 //! identity, any platform that writes a federated token file).
 
+use crate::source::builder::build_options;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,25 +146,13 @@ impl AzureWorkloadIdentityBuilder {
         self
     }
 
-    /// Check the configuration (a [`Config`](crate::ErrorKind::Config) error names each
-    /// setting and variable missing) and build the source. Does no I/O: the token file is
-    /// read for each token request.
-    ///
-    /// Calls the endpoint through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<AzureWorkloadIdentity, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the endpoint through `client`: your `reqwest::Client`, a
-    /// `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<AzureWorkloadIdentity, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
+    build_options! {
+        /// Check the configuration (a [`Config`](crate::ErrorKind::Config) error names each
+        /// setting and variable missing) and build the source. Does no I/O: the token file is
+        /// read for each token request.
+        build -> AzureWorkloadIdentity;
+        client at client;
+        calls "the endpoint";
     }
 
     fn finish(self) -> Result<AzureWorkloadIdentity, Error> {

@@ -1,5 +1,6 @@
 //! [`GitHubActions`]: the OIDC token of a GitHub Actions job.
 
+use crate::source::builder::build_options;
 use std::fmt;
 use std::sync::Arc;
 
@@ -147,23 +148,11 @@ impl GitHubActionsBuilder {
         self
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    ///
-    /// Calls GitHub through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<GitHubActions, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling GitHub through `client`: your `reqwest::Client`, a
-    /// `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<GitHubActions, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
+    build_options! {
+        /// Check the configuration and build the source. Does no I/O.
+        build -> GitHubActions;
+        client at client;
+        calls "GitHub";
     }
 
     fn finish(self) -> Result<GitHubActions, Error> {

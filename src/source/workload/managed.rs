@@ -1,6 +1,7 @@
 //! [`ManagedIdentity`]: tokens from the platform's metadata server (Azure IMDS, Azure App
 //! Service, the Google metadata server).
 
+use crate::source::builder::build_options;
 use std::fmt;
 use std::sync::Arc;
 
@@ -261,23 +262,11 @@ impl ManagedIdentityBuilder {
         self
     }
 
-    /// Check the configuration and build the source. Does no I/O.
-    ///
-    /// Calls the metadata endpoint through the HTTP client every source shares by default (a
-    /// [`ReqwestClient`](crate::http_client::ReqwestClient)); [`build_with`](Self::build_with)
-    /// takes yours.
-    #[cfg(feature = "reqwest")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-    pub fn build(self) -> Result<ManagedIdentity, Error> {
-        self.finish()
-    }
-
-    /// Build as `build()` does, calling the metadata endpoint through `client`: your `reqwest::Client`, a
-    /// `ClientWithMiddleware`, a tower client through
-    /// [`from_service`](crate::http_client::from_service), or any [`HttpClient`].
-    pub fn build_with(mut self, client: impl HttpClient) -> Result<ManagedIdentity, Error> {
-        self.client = Some(Arc::new(client));
-        self.finish()
+    build_options! {
+        /// Check the configuration and build the source. Does no I/O.
+        build -> ManagedIdentity;
+        client at client;
+        calls "the metadata endpoint";
     }
 
     fn finish(self) -> Result<ManagedIdentity, Error> {
