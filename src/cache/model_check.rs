@@ -97,6 +97,41 @@ fn fetches(cache: &TokenCache<Counter>) -> usize {
     cache.source().fetches.load(Ordering::SeqCst)
 }
 
+/// `body` on a thread of its own, with a clone of the cache.
+fn spawn_with<T: 'static>(
+    cache: &TokenCache<Counter>,
+    body: impl FnOnce(TokenCache<Counter>) -> T + 'static,
+) -> thread::JoinHandle<T> {
+    let cache = cache.clone();
+    thread::spawn(move || body(cache))
+}
+
+/// A caller of `token()` on a thread of its own, which then runs every task; joined, it gives
+/// what it got.
+fn token_caller(cache: &TokenCache<Counter>) -> thread::JoinHandle<Got> {
+    spawn_with(cache, |cache| {
+        let got = call_token(&cache);
+        model::run_all();
+        got
+    })
+}
+
+/// Two callers on threads of their own, each running `caller` on the cache; joined.
+fn two_callers(
+    cache: &TokenCache<Counter>,
+    caller: impl Fn(TokenCache<Counter>) + Clone + 'static,
+) {
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let caller = caller.clone();
+            spawn_with(cache, caller)
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+}
+
 /// Install a first token the way a caller does, running its refresh but not its phase timer,
 /// which stays queued and fires whenever the model runs it.
 fn install_first(cache: &TokenCache<Counter>) -> CachedToken {
@@ -252,8 +287,7 @@ fn three_callers_without_a_token_cause_one_fetch() {
         let (cache, _) = cache();
         let callers: Vec<_> = (0..3)
             .map(|i| {
-                let cache = cache.clone();
-                thread::spawn(move || {
+                spawn_with(&cache, move |cache| {
                     let got = call_token(&cache);
                     if i == 2 {
                         drop(got); // this caller gives up
@@ -297,16 +331,13 @@ fn concurrent_invalidations_of_one_token_drop_it_once_and_refresh_once() {
                 })
             })
             .collect();
-        let reader = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let state = cache.state();
-                if let Some((header, freshness)) = cache.fresh_header(state) {
-                    return Some((state, freshness, header));
-                }
-                None
-            })
-        };
+        let reader = spawn_with(&cache, move |cache| {
+            let state = cache.state();
+            if let Some((header, freshness)) = cache.fresh_header(state) {
+                return Some((state, freshness, header));
+            }
+            None
+        });
         for invalidator in invalidators {
             invalidator.join().unwrap();
         }
@@ -371,23 +402,9 @@ fn an_abandoned_refresh_never_replaces_a_newer_token() {
     static TAKEOVERS: StdAtomicUsize = StdAtomicUsize::new(0);
     check(|| {
         let (cache, _) = cache();
-        let first = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let got = call_token(&cache);
-                model::run_all();
-                got
-            })
-        };
+        let first = token_caller(&cache);
         let clock = thread::spawn(|| model::advance(ABANDON));
-        let second = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let got = call_token(&cache);
-                model::run_all();
-                got
-            })
-        };
+        let second = token_caller(&cache);
         let (first, second) = (first.join().unwrap(), second.join().unwrap());
         clock.join().unwrap();
         model::run_all();
@@ -430,22 +447,16 @@ fn a_timer_never_marks_a_newer_token_stale() {
             model::advance(Duration::from_secs(3600 - 50));
             model::run_all();
         });
-        let invalidator = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                cache.invalidate(&first);
-                model::run_all();
-            })
-        };
-        let caller = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let (mut service, seen) = service(&cache, StatusCode::OK);
-                send(&mut service, &seen);
-                send(&mut service, &seen);
-                model::run_all();
-            })
-        };
+        let invalidator = spawn_with(&cache, move |cache| {
+            cache.invalidate(&first);
+            model::run_all();
+        });
+        let caller = spawn_with(&cache, move |cache| {
+            let (mut service, seen) = service(&cache, StatusCode::OK);
+            send(&mut service, &seen);
+            send(&mut service, &seen);
+            model::run_all();
+        });
         timer.join().unwrap();
         invalidator.join().unwrap();
         caller.join().unwrap();
@@ -472,19 +483,11 @@ fn callers_on_a_stale_token_are_served_and_start_one_refresh() {
         let (cache, _) = cache_with(Duration::from_secs(100));
         install_first(&cache);
         model::advance(Duration::from_secs(60));
-        let callers: Vec<_> = (0..2)
-            .map(|_| {
-                let cache = cache.clone();
-                thread::spawn(move || {
-                    let (token, _) = cache.usable().expect("served without waiting");
-                    assert!(token.secret() == "t0" || token.secret() == "t1");
-                    model::run_all();
-                })
-            })
-            .collect();
-        for caller in callers {
-            caller.join().unwrap();
-        }
+        two_callers(&cache, |cache| {
+            let (token, _) = cache.usable().expect("served without waiting");
+            assert!(token.secret() == "t0" || token.secret() == "t1");
+            model::run_all();
+        });
         model::run_all();
         assert_eq!(fetches(&cache), 2, "one background refresh");
         assert_eq!(cache.current().unwrap().secret(), "t1");
@@ -499,19 +502,9 @@ fn a_refresh_dropped_unrun_never_wedges_the_cache() {
     static WEDGE_CHECKS: StdAtomicBool = StdAtomicBool::new(false);
     check(|| {
         let (cache, _) = cache();
-        let first = {
-            let cache = cache.clone();
-            thread::spawn(move || drop(call_token(&cache)))
-        };
+        let first = spawn_with(&cache, move |cache| drop(call_token(&cache)));
         let shutdown = thread::spawn(model::drop_all);
-        let second = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let got = call_token(&cache);
-                model::run_all();
-                got
-            })
-        };
+        let second = token_caller(&cache);
         first.join().unwrap();
         shutdown.join().unwrap();
         let second = second.join().unwrap();
@@ -561,13 +554,10 @@ fn a_401_drops_only_the_token_the_request_carried() {
             model::run_all();
             carried
         });
-        let invalidator = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                cache.invalidate(&first);
-                model::run_all();
-            })
-        };
+        let invalidator = spawn_with(&cache, move |cache| {
+            cache.invalidate(&first);
+            model::run_all();
+        });
         let carried = caller.join().unwrap();
         invalidator.join().unwrap();
         model::run_all();
@@ -608,21 +598,13 @@ fn a_failed_refresh_is_backed_off_while_the_stale_token_is_served() {
         let first = install_first(&cache);
         cache.source().failing.store(true, Ordering::SeqCst);
         model::advance(Duration::from_secs(60));
-        let callers: Vec<_> = (0..2)
-            .map(|_| {
-                let cache = cache.clone();
-                thread::spawn(move || {
-                    for _ in 0..2 {
-                        let (token, _) = cache.usable().expect("served without waiting");
-                        assert_eq!(token.secret(), "t0");
-                        model::run_all();
-                    }
-                })
-            })
-            .collect();
-        for caller in callers {
-            caller.join().unwrap();
-        }
+        two_callers(&cache, |cache| {
+            for _ in 0..2 {
+                let (token, _) = cache.usable().expect("served without waiting");
+                assert_eq!(token.secret(), "t0");
+                model::run_all();
+            }
+        });
         model::run_all();
         assert_eq!(fetches(&cache), 2, "one failed refresh, then the backoff");
         let control = cache.shared.lock();
@@ -664,17 +646,14 @@ fn a_waiter_woken_late_never_returns_an_unusable_token() {
     check(|| {
         // 100 s tokens: usable for 90 s.
         let (cache, _) = cache_with(Duration::from_secs(100));
-        let waiter = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let token = wait_for_token(&cache);
-                assert!(
-                    token.is_usable_now(),
-                    "{} handed out unusable",
-                    token.secret()
-                );
-            })
-        };
+        let waiter = spawn_with(&cache, move |cache| {
+            let token = wait_for_token(&cache);
+            assert!(
+                token.is_usable_now(),
+                "{} handed out unusable",
+                token.secret()
+            );
+        });
         let clock = thread::spawn(|| {
             model::advance(Duration::from_secs(95));
             model::run_all();
@@ -701,14 +680,11 @@ fn a_background_timer_and_the_stale_path_share_one_refresh() {
             model::advance(Duration::from_secs(60));
             model::run_all();
         });
-        let caller = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let (token, _) = cache.usable().expect("served without waiting");
-                assert!(token.secret() == "t0" || token.secret() == "t1");
-                model::run_all();
-            })
-        };
+        let caller = spawn_with(&cache, move |cache| {
+            let (token, _) = cache.usable().expect("served without waiting");
+            assert!(token.secret() == "t0" || token.secret() == "t1");
+            model::run_all();
+        });
         timer.join().unwrap();
         caller.join().unwrap();
         model::run_all();
@@ -734,22 +710,16 @@ fn a_failed_background_refresh_is_retried_by_its_timer_once() {
         model::advance(Duration::from_secs(60));
         model::run_all(); // the timer's refresh fails; its retry is queued
         assert_eq!(fetches(&cache), 2);
-        let caller = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                let (token, _) = cache.usable().expect("the stale token is still served");
-                assert!(token.secret() == "t0" || token.secret() == "t2");
-                model::run_all();
-            })
-        };
-        let retry = {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                cache.source().failing.store(false, Ordering::SeqCst);
-                model::advance(Duration::from_secs(5)); // past the first backoff (1 s at most)
-                model::run_all();
-            })
-        };
+        let caller = spawn_with(&cache, move |cache| {
+            let (token, _) = cache.usable().expect("the stale token is still served");
+            assert!(token.secret() == "t0" || token.secret() == "t2");
+            model::run_all();
+        });
+        let retry = spawn_with(&cache, move |cache| {
+            cache.source().failing.store(false, Ordering::SeqCst);
+            model::advance(Duration::from_secs(5)); // past the first backoff (1 s at most)
+            model::run_all();
+        });
         caller.join().unwrap();
         retry.join().unwrap();
         model::run_all();
