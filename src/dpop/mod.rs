@@ -213,8 +213,7 @@ impl Dpop {
         uri: &Uri,
         access_token: Option<&str>,
     ) -> Result<HeaderValue, Error> {
-        let target = Target::from_uri(uri)?;
-        let ath = access_token.map(|token| key::sha256_b64(token.as_bytes()));
+        let (target, ath) = aim(uri, access_token)?;
         self.proof_for(method, &target, ath.as_deref())
     }
 
@@ -227,8 +226,7 @@ impl Dpop {
         uri: &Uri,
         access_token: Option<&str>,
     ) -> Result<HeaderValue, Error> {
-        let target = Target::from_uri(uri)?;
-        let ath = access_token.map(|token| key::sha256_b64(token.as_bytes()));
+        let (target, ath) = aim(uri, access_token)?;
         self.proof_for_async(method, &target, ath.as_deref()).await
     }
 
@@ -324,6 +322,12 @@ impl Dpop {
         tracing::debug!(origin = %target.origin, "remembered a new DPoP nonce");
         true
     }
+}
+
+/// What a proof for `uri` names: its target, and the `ath` of `access_token` if any.
+fn aim(uri: &Uri, access_token: Option<&str>) -> Result<(Target, Option<String>), Error> {
+    let target = Target::from_uri(uri)?;
+    Ok((target, access_token.map(|t| key::sha256_b64(t.as_bytes()))))
 }
 
 /// A signed proof as a `DPoP` header value, marked sensitive.

@@ -86,18 +86,6 @@ impl Attach {
         Ok(())
     }
 
-    /// Whether the proofs are signed by a signer that must be awaited
-    /// ([`apply_async`](Self::apply_async)), not here.
-    pub(crate) fn signs_remotely(&self) -> bool {
-        #[cfg(feature = "dpop")]
-        return self
-            .dpop
-            .as_ref()
-            .is_some_and(|parts| parts.dpop.key().is_remote());
-        #[cfg(not(feature = "dpop"))]
-        false
-    }
-
     /// Put the token (and a fresh proof, for the target [`aim`](Self::aim) read) in
     /// `headers`, signing here: an in-process key (a key behind a signer is an error, see
     /// [`apply_async`](Self::apply_async)).
@@ -170,23 +158,23 @@ impl DpopParts {
 /// A `DPoP` proof header value.
 type Proof = HeaderValue;
 
-/// A request whose token is attached before it is sent: how, and the headers that carry it
-/// (the proof of a key behind a signer, signed while the request waited for its token).
+/// A token and its proof for one request, signed before the request is sent (by a signer,
+/// while the request waited for its token).
 pub(crate) struct Signed {
     attach: Attach,
-    headers: HeaderMap,
+    proof: Option<Proof>,
 }
 
 impl Signed {
-    /// How the token was attached (for the judge), after putting it in `headers`.
+    /// Put the token and its proof in `headers`; how the token was attached, for the judge.
     pub(crate) fn apply(self, headers: &mut HeaderMap) -> Attach {
-        headers.extend(self.headers);
+        self.attach.insert(headers, self.proof);
         self.attach
     }
 }
 
 /// Whether `token` (from a cache whose source declares `declared`) is attached with proofs a
-/// signer makes: the question [`Attach::signs_remotely`] answers, without building one.
+/// signer makes, which are awaited ([`Attach::apply_async`]) rather than signed here.
 pub(crate) fn signs_remotely(declared: Option<&Declared>, token: &CachedToken) -> bool {
     #[cfg(feature = "dpop")]
     return token
@@ -203,22 +191,20 @@ pub(crate) fn signs_remotely(declared: Option<&Declared>, token: &CachedToken) -
     }
 }
 
-/// For a token whose proofs a signer makes (awaited here), the token attached to a request to
-/// `target` in headers of its own; `None` for any other token, which is attached on the
-/// request's path.
+/// For a token whose proofs a signer makes, the proof for a request to `target`, awaiting the
+/// signer; `None` for any other token, which is attached on the request's path.
 pub(crate) async fn sign_ahead(
     declared: Option<&Declared>,
     token: &CachedToken,
     target: impl FnOnce() -> Result<Target, Error>,
 ) -> Result<Option<Signed>, Error> {
-    let mut attach = Attach::new(declared, token)?;
-    if !attach.signs_remotely() {
+    if !signs_remotely(declared, token) {
         return Ok(None);
     }
+    let mut attach = Attach::new(declared, token)?;
     attach.aim(target)?;
-    let mut headers = HeaderMap::new();
-    attach.apply_async(&mut headers).await?;
-    Ok(Some(Signed { attach, headers }))
+    let proof = attach.proof_async().await?;
+    Ok(Some(Signed { attach, proof }))
 }
 
 /// What a source declares its tokens are bound to.

@@ -53,6 +53,16 @@ async fn remote() -> (Kms, Dpop) {
     (kms, Dpop::new(key))
 }
 
+/// A server whose token endpoint and API both want nonces.
+async fn nonce_server() -> Arc<server::Server> {
+    server::start(Config {
+        nonce_at_api: true,
+        nonce_at_token: true,
+        ..Config::default()
+    })
+    .await
+}
+
 /// The claims of the `i`th signing input the KMS signed.
 fn signed_claims(kms: &Kms, i: usize) -> serde_json::Value {
     let input = &kms.inputs()[i];
@@ -90,13 +100,7 @@ async fn the_layer_sends_proofs_the_kms_signs_and_the_api_verifies() {
 
 #[tokio::test]
 async fn a_nonce_challenge_is_answered_with_a_proof_the_kms_signs_again() {
-    let server = server::start(Config {
-        nonce_at_api: true,
-        nonce_at_token: true,
-        ..Config::default()
-    })
-    .await;
-    let (kms, dpop) = remote().await;
+    let (server, (kms, dpop)) = (nonce_server().await, remote().await);
     let mut client = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(client_credentials(&server, &dpop)).replay_on_401())
         .service(hyper());
@@ -117,13 +121,7 @@ async fn a_nonce_challenge_is_answered_with_a_proof_the_kms_signs_again() {
 
 #[tokio::test]
 async fn the_middleware_sends_proofs_the_kms_signs_with_nonces() {
-    let server = server::start(Config {
-        nonce_at_api: true,
-        nonce_at_token: true,
-        ..Config::default()
-    })
-    .await;
-    let (kms, dpop) = remote().await;
+    let (server, (kms, dpop)) = (nonce_server().await, remote().await);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(BearerAuthMiddleware::new(client_credentials(
             &server, &dpop,
