@@ -7,8 +7,7 @@
 //! form (for ES256, the 64-byte `r || s`, not DER). For a client assertion, the header is
 //! `alg`, `typ`, `kid` and the claims `iss` = `sub` = the client id, `aud` = the token URL,
 //! `iat`, `exp` 5 minutes later, a fresh random `jti`; for a DPoP proof, RFC 9449's header and
-//! claims. An in-process [`SigningKey`] is one signer; a KMS
-//! client is another.
+//! claims. An in-process `SigningKey` (feature `jwt`) is one signer; a KMS client is another.
 //!
 //! ```
 //! use tower_bearer::Error;
