@@ -5,7 +5,8 @@
 //! ```sh
 //! cargo bench --bench instructions --no-run
 //! BIN=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
-//! for row in limit bearer bearer_allow_list per_origin_1 per_origin_3 per_request_3; do
+//! for row in limit bearer bearer_allow_list per_origin_1 per_origin_3 per_origin_12 \
+//!     per_origin_64 per_request_3 per_request_12 per_path_1 per_path_3 per_path_12; do
 //!   for n in 100000 200000; do
 //!     valgrind --tool=callgrind --callgrind-out-file=/dev/null $BIN $row $n 2>&1 | grep refs
 //!   done
@@ -36,19 +37,25 @@ where
 
 /// `n` requests through one service, to `https://{host}.example.com` for each of `hosts` in
 /// turn.
-async fn drive_among<S>(mut svc: S, n: u64, hosts: &[&str])
+async fn drive_among<S>(svc: S, n: u64, hosts: &[&str])
 where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
-    let uris: Vec<Uri> = hosts
+    let uris = hosts
         .iter()
-        .map(|host| {
-            format!("https://{host}.example.com/v1/items")
-                .parse()
-                .unwrap()
-        })
+        .map(|host| format!("https://{host}.example.com/v1/items"))
         .collect();
+    drive_to(svc, n, uris).await
+}
+
+/// `n` requests through one service, to each of `uris` in turn.
+async fn drive_to<S>(mut svc: S, n: u64, uris: Vec<String>)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let uris: Vec<Uri> = uris.iter().map(|uri| uri.parse().unwrap()).collect();
     for i in 0..n {
         let uri = &uris[i as usize % uris.len()];
         let request = Request::builder().uri(uri.clone()).body(()).unwrap();
@@ -56,11 +63,6 @@ where
         let _ = black_box(svc.call(black_box(request)).await);
     }
 }
-
-/// The destinations of the keyed rows.
-const HOSTS: [&str; 12] = [
-    "h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9", "h10", "h11",
-];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -86,31 +88,51 @@ fn main() {
                     .allow_origin(Origin::from_static("https://api.example.com"));
                 drive(layer.layer(NoOp), n).await
             }
-            // Keyed caches, one service taking turns among destinations (`per_origin_3`: three).
+            // Keyed caches, one service taking turns among destinations (`per_origin_3`: three
+            // origins; `per_request_3`: a closure over the host; `per_path_3`: a closure over
+            // the path, which runs for every request).
             keyed if keyed.starts_with("per_") => {
                 let (route, count) = keyed.rsplit_once('_').unwrap_or((keyed, "1"));
-                let hosts = &HOSTS[..count.parse().unwrap_or(1)];
+                let count: usize = count.parse().unwrap_or(1);
+                let hosts: Vec<&'static str> = (0..count)
+                    .map(|i| &*Box::leak(format!("h{i}").into_boxed_str()))
+                    .collect();
                 let tokens = KeyedTokenCache::new(move |_: &&'static str| {
                     Ok(StaticToken::new(
                         Token::new(token.clone()).with_expires_in(Duration::from_secs(24 * 3600)),
                     ))
                 });
-                for host in hosts {
+                for host in &hosts {
                     tokens.token(host).await.unwrap();
                 }
-                if route == "per_origin" {
-                    let origins = hosts.iter().map(|host| {
-                        let origin = format!("https://{host}.example.com");
-                        (origin.parse::<Origin>().unwrap(), *host)
-                    });
-                    let layer = BearerAuthLayer::per_origin(tokens, origins);
-                    drive_among(layer.layer(NoOp), n, hosts).await
-                } else {
-                    let layer = BearerAuthLayer::per_request(tokens, |dest| {
-                        let host = dest.host()?.strip_suffix(".example.com")?;
-                        HOSTS.iter().find(|h| **h == host).copied()
-                    });
-                    drive_among(layer.layer(NoOp), n, hosts).await
+                let known = hosts.clone();
+                let find = move |name: &str| known.iter().find(|h| **h == name).copied();
+                match route {
+                    "per_origin" => {
+                        let origins = hosts.iter().map(|host| {
+                            let origin = format!("https://{host}.example.com");
+                            (origin.parse::<Origin>().unwrap(), *host)
+                        });
+                        let layer = BearerAuthLayer::per_origin(tokens, origins);
+                        drive_among(layer.layer(NoOp), n, &hosts).await
+                    }
+                    "per_request" => {
+                        let layer = BearerAuthLayer::per_request(tokens, move |dest| {
+                            find(dest.host()?.strip_suffix(".example.com")?)
+                        });
+                        drive_among(layer.layer(NoOp), n, &hosts).await
+                    }
+                    "per_path" => {
+                        let layer = BearerAuthLayer::per_request(tokens, move |dest| {
+                            find(dest.path().split('/').nth(1)?)
+                        });
+                        let uris = hosts
+                            .iter()
+                            .map(|host| format!("https://api.example.com/{host}/items"))
+                            .collect();
+                        drive_to(layer.layer(NoOp), n, uris).await
+                    }
+                    other => panic!("unknown keyed row {other}"),
                 }
             }
             other => panic!("unknown row {other}"),

@@ -6,6 +6,8 @@
 //! - `keyed/per_origin`: `BearerAuthLayer::per_origin` over three origins, every request to one
 //!   of them (`https://api.example.com`).
 //! - `keyed/per_request`: `BearerAuthLayer::per_request` with a closure matching the host.
+//! - `keyed/per_path_*`: `per_request` with a closure reading the path (it runs for every
+//!   request), one origin, the key in the path.
 //! - `keyed/per_origin_alternating`: requests alternating between two origins through one
 //!   service.
 //! - `keyed/*_three`: requests to three origins in turn through one service, by origin and by
@@ -79,6 +81,16 @@ fn uris(n: usize) -> &'static [Uri] {
     uris.leak()
 }
 
+/// `https://api.example.com/{key}/items` for the first `n` of `ORIGIN_KEYS`: one origin, the key
+/// in the path.
+fn path_uris(n: usize) -> &'static [Uri] {
+    let uris: Vec<Uri> = ORIGIN_KEYS[..n]
+        .iter()
+        .map(|key| Uri::from_static(format!("https://api.example.com/{key}/items").leak()))
+        .collect();
+    uris.leak()
+}
+
 type Row<'a> = (&'static str, Box<dyn Fn(u64) -> Duration + 'a>);
 
 fn main() {
@@ -113,6 +125,14 @@ fn main() {
             ORIGIN_KEYS.into_iter().find(|k| *k == key)
         })
         .layer(NoOp);
+        // A closure that reads the path: it runs for every request.
+        let per_path = BearerAuthLayer::per_request(keyed.clone(), |dest| {
+            let key = dest.path().split('/').nth(1)?;
+            ORIGIN_KEYS.into_iter().find(|k| *k == key)
+        })
+        .layer(NoOp);
+        let path_three = Rotate(per_path.clone(), path_uris(3), 0);
+        let path_twelve = Rotate(per_path.clone(), path_uris(12), 0);
         let alternating = Rotate(per_origin.clone(), uris(2), 0);
         let origin_three = Rotate(per_origin.clone(), uris(3), 0);
         let request_three = Rotate(per_request.clone(), uris(3), 0);
@@ -173,6 +193,14 @@ fn main() {
             (
                 "keyed/per_request_twelve",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_twelve.clone())),
+            ),
+            (
+                "keyed/per_path_three",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| path_three.clone())),
+            ),
+            (
+                "keyed/per_path_twelve",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| path_twelve.clone())),
             ),
             (
                 "bearer_auth/clone_per_request",

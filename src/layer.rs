@@ -146,7 +146,12 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// means no token (or a failure, see
     /// [`on_unknown_destination`](Self::on_unknown_destination)).
     ///
-    /// `pick` runs for every request: keep it to a few comparisons. The token still goes only
+    /// `pick` must be a function of what it reads of the [`Destination`]: a tower service
+    /// remembers the key of a `pick` that read nothing but the scheme, host and port
+    /// ([`host`](Destination::host), [`port`](Destination::port), [`is`](Destination::is)) for
+    /// that origin, and asks again only for an origin it does not remember (so such a `pick`
+    /// costs what [`per_origin`](Self::per_origin) costs); one that read the path, the method or
+    /// the headers runs for every request: keep it to a few comparisons. The token still goes only
     /// over https (or to loopback), as with one cache. Every new key costs a token
     /// fetch (and, past [`max_keys`](crate::keyed::KeyedTokenCacheBuilder::max_keys), evicts
     /// another key's token): when the key comes from input you do not control (a tenant in a

@@ -242,6 +242,50 @@ fn port_is_valid(authority: &http::uri::Authority) -> bool {
     }
 }
 
+/// The bytes of a plain host: letters, digits, `-`, `.`, `_`, `~`.
+static PLAIN_HOST: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
+
+/// An authority that is a plain host name or IPv4 address (letters, digits, `-`, `.`, `_`,
+/// `~`), then possibly `:` and a port number: its host and port, in one pass over the bytes.
+/// `None` for anything else (userinfo, an IPv6 literal, an empty host or port, other
+/// characters), which [`Place::of_uri`] reads by the general rules: for every authority this
+/// accepts, they read the same host and port (a property test says so).
+#[inline]
+pub(crate) fn plain_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let bytes = authority.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|&b| !PLAIN_HOST[usize::from(b)])
+        .unwrap_or(bytes.len());
+    if end == 0 {
+        return None;
+    }
+    let host = &authority[..end];
+    let Some(port) = bytes.get(end..).and_then(|rest| rest.strip_prefix(b":")) else {
+        return (end == bytes.len()).then_some((host, None));
+    };
+    if port.is_empty() || port.len() > 5 {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for &b in port {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(b - b'0');
+    }
+    u16::try_from(value).ok().map(|port| (host, Some(port)))
+}
+
 fn normalize_host(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
@@ -290,18 +334,31 @@ impl<'a> Place<'a> {
     pub(crate) fn of_uri(uri: &'a Uri) -> Place<'a> {
         match (uri.scheme_str(), uri.authority()) {
             (None, None) => Place::Relative,
-            (Some(_), Some(authority)) if !is_host(normalize_host(authority.host())) => {
-                Place::Unclear("the host is neither a name nor an IP address")
-            }
-            (Some(_), Some(authority)) if !port_is_valid(authority) => {
-                Place::Unclear("the port after the host is not a number")
-            }
-            (Some(scheme), Some(authority)) => Place::Site(Site {
+            (Some(scheme), Some(authority)) => match plain_host_port(authority.as_str()) {
+                // The common case in one pass; the general rules read it the same way.
+                Some((host, explicit_port)) => Place::Site(Site {
+                    scheme,
+                    host,
+                    explicit_port,
+                }),
+                None => Place::of_authority(scheme, authority),
+            },
+            _ => Place::Unclear("a destination needs both scheme and host"),
+        }
+    }
+
+    /// The place of an absolute URI with this scheme and authority, by the general rules.
+    pub(crate) fn of_authority(scheme: &'a str, authority: &'a http::uri::Authority) -> Place<'a> {
+        if !is_host(normalize_host(authority.host())) {
+            Place::Unclear("the host is neither a name nor an IP address")
+        } else if !port_is_valid(authority) {
+            Place::Unclear("the port after the host is not a number")
+        } else {
+            Place::Site(Site {
                 scheme,
                 host: authority.host(),
                 explicit_port: authority.port_u16(),
-            }),
-            _ => Place::Unclear("a destination needs both scheme and host"),
+            })
         }
     }
 

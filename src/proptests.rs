@@ -331,6 +331,36 @@ proptest! {
     }
 }
 
+// ---- the one-pass reading of an authority ----------------------------------------------------
+
+proptest! {
+    /// For any authority `http::Uri` accepts, the one-pass reading of a plain host and port,
+    /// where it gives one, is what the general rules read: the same host and port.
+    #[test]
+    fn the_one_pass_authority_reading_agrees_with_the_general_rules(
+        authority in prop_oneof![
+            "[a-zA-Z0-9._~:-]{0,24}",
+            "[a-zA-Z0-9._~:@\\[\\]%!$&'()*+,;=-]{0,24}",
+        ],
+    ) {
+        let Ok(uri) = format!("https://{authority}/").parse::<Uri>() else { return Ok(()) };
+        let Some(parsed) = uri.authority() else { return Ok(()) };
+        if let Some((host, port)) = crate::origin::plain_host_port(parsed.as_str()) {
+            let general = crate::origin::Place::of_authority("https", parsed).site();
+            prop_assert!(general.is_some(), "{authority:?}: the general rules refuse it");
+            let general = general.unwrap();
+            prop_assert_eq!((general.host, general.explicit_port), (host, port));
+        }
+    }
+
+    /// Plain host names and ports always take the one pass.
+    #[test]
+    fn plain_hosts_take_the_one_pass(host in "[a-z0-9][a-z0-9.-]{0,30}", port in proptest::option::of(any::<u16>())) {
+        let authority = match port { Some(p) => format!("{host}:{p}"), None => host.clone() };
+        prop_assert_eq!(crate::origin::plain_host_port(&authority), Some((host.as_str(), port)));
+    }
+}
+
 // ---- Retry-After -------------------------------------------------------------------------
 
 proptest! {

@@ -3,19 +3,22 @@
 //! [`per_request`](crate::BearerAuthLayer::per_request), and the same on
 //! `BearerAuthMiddleware`).
 //!
-//! Each tower service remembers the last `MEMOS` (8) destinations it served, each with what a
-//! single-cache service keeps of the destination's slot, so a run of requests to one
-//! destination costs what a single-cache service costs, plus one comparison of the authority
-//! (per origin) or of the key (per request) and one load of the slot's eviction flag, and
-//! taking turns among up to `MEMOS` (8) costs a comparison per destination more. A request
-//! elsewhere looks its key up without a lock and moves the memo next in turn over to its slot:
-//! a handle and the slot's current header, not a new service (the inner service is never
+//! Each tower service remembers the destinations it served (up to `MEMOS`, 64), each with what
+//! a single-cache service keeps of the destination's slot, found by its origin (a route by
+//! origin, or a key closure that read nothing but the origin) or by its key (a closure that
+//! read more, which then runs for every request). A run of requests to one destination costs
+//! what a single-cache service costs, plus one comparison of the authority and one load of the
+//! slot's eviction flag; taking turns among any number of remembered destinations adds one
+//! hash of the authority (or key) and one probe of a small table. A destination it does not
+//! remember looks its key up without a lock and gets a memo (past `MEMOS`, one taken over in
+//! turn): a handle and the slot's current header, not a new service (the inner service is never
 //! cloned for it).
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use http::{Request, Uri};
 use tower::Service;
 
@@ -25,9 +28,6 @@ use crate::origin::{Approved, Destinations, Verdict};
 use crate::pipeline::{Judge, Tokens, TokensSealed};
 use crate::service::{Mode, ResponseFuture, Single};
 use crate::{OnDisallowedOrigin, Origin, TokenSource};
-
-/// How many destinations a keyed service remembers (a power of two).
-const MEMOS: usize = 8;
 
 /// Tokens per destination: a [`KeyedTokenCache`] and how each request's key is picked (by
 /// origin, or by a closure), for the front ends made by
@@ -95,7 +95,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K,
                 destinations: destinations.clone(),
                 judge: judge.clone(),
             }),
-            memos: Default::default(),
+            memos: Vec::new(),
+            index: HashTable::new(),
+            origins: 0,
             last: 0,
             next: 0,
         }
@@ -115,21 +117,27 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K,
         S: Service<Request<B>>,
         M: Mode<S, B>,
     {
-        // Fast path: the destination served last, whose slot is still in the cache.
+        // Fast path: the destination served last, else one found by its hash, whose slot is
+        // still in the cache.
         let mut picked = None;
-        // `& (MEMOS - 1)`: an index the compiler can see is in bounds.
-        if let Some(memo) = &mut front.memos[front.last & (MEMOS - 1)]
-            && memo.matches(
-                &request,
-                front.by_origin,
-                &front.settings.tokens.route,
-                &mut picked,
-            )
+        let found = match front.memos.get(front.last) {
+            Some(memo)
+                if memo.by_origin()
+                    && origin_of(request.uri())
+                        .is_some_and(|(https, authority)| memo.is_origin(https, authority)) =>
+            {
+                Some(front.last)
+            }
+            _ => front.find(&request, &mut picked),
+        };
+        if let Some(at) = found
+            && let Some(memo) = front.memos.get_mut(at)
             && memo.slot().is_live()
         {
+            front.last = at;
             return M::call(&mut memo.single, inner, request);
         }
-        front.call_slow::<S, M, B>(inner, request, picked)
+        front.call_slow::<S, M, B>(inner, request, picked, found)
     }
 
     #[cfg(feature = "reqwest-middleware")]
@@ -168,18 +176,23 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K,
     }
 }
 
-/// What a keyed tower service keeps: the layer's settings, and the destinations it served last.
+/// What a keyed tower service keeps: the layer's settings, and the destinations it served.
 pub struct Memos<K, P> {
     /// Shared by the services a layer makes behind one `Arc` (so cloning a service, as
     /// `client.clone().oneshot(..)` does per request, touches one reference count).
     settings: Arc<Settings<K, P>>,
-    /// The destination served last (`memos[last]`) and the ones before it, so a service taking
-    /// turns among a few destinations finds them without a lookup in the keyed cache. Only the
-    /// last is handed on to clones (a clone per request would pay for copying them all).
-    memos: [Option<Memo<K, P>>; MEMOS],
-    /// Below `MEMOS` (8).
+    /// The destinations this service served, at most `MEMOS`, each with what a single-cache
+    /// service keeps of its slot. Only the last is handed on to clones (a clone per request
+    /// would pay for copying them all).
+    memos: Vec<Memo<K, P>>,
+    /// The memos by the hash of what they are found by (an origin, or a key): a service taking
+    /// turns among any number of destinations finds each with one hash and one probe.
+    index: HashTable<usize>,
+    /// How many memos are found by their origin.
+    origins: usize,
+    /// The destination served last (`memos[last]`), compared first.
     last: usize,
-    /// The memo a new destination replaces next, in turn.
+    /// The memo a new destination replaces next, in turn, once there are `MEMOS`.
     next: usize,
     /// Whether the route is by origin, kept here so the fast path does not read the settings
     /// for it.
@@ -196,9 +209,12 @@ struct Settings<K, P> {
 /// A destination a service served: its key, and what a single-cache service keeps of the key's
 /// slot (the slot, the cache's source, says whether it was evicted).
 struct Memo<K, P> {
-    /// For a route by origin: the scheme and authority the key was found for.
+    /// The hash it is indexed under.
+    hash: u64,
+    /// Found by its origin (a route by origin, or a closure that read nothing but the origin):
+    /// the scheme and authority. Found by its key when `authority` is empty.
     https: bool,
-    authority: Approved,
+    authority: Box<str>,
     key: K,
     single: Single<Slot<P>>,
 }
@@ -209,88 +225,111 @@ impl<K, P: TokenSource> Memo<K, P> {
         self.single.cache.source()
     }
 
-    /// Whether `request` goes to this memo's destination: the same scheme and authority for a
-    /// route by origin, else the same key (picked once per request, kept in `picked`).
+    /// Whether it is found by its origin.
     #[inline]
-    fn matches<B>(
-        &self,
-        request: &Request<B>,
-        by_origin: bool,
-        route: &Route<K>,
-        picked: &mut Option<Option<K>>,
-    ) -> bool
-    where
-        K: Eq + Clone,
-    {
-        if by_origin {
-            return self.same_origin(request.uri());
-        }
-        let key = picked.get_or_insert_with(|| route.key(&destination(request)));
-        key.as_ref() == Some(&self.key)
+    fn by_origin(&self) -> bool {
+        !self.authority.is_empty()
     }
 
-    /// Remember `uri`'s scheme and authority as this memo's, for a route by origin.
-    fn remember(&mut self, uri: &Uri, by_origin: bool) {
-        match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme @ ("https" | "http")), Some(authority)) if by_origin => {
-                self.https = scheme == "https";
-                self.authority.remember(authority.as_str());
-            }
-            _ => self.authority = Approved::NONE,
-        }
-    }
-
-    /// Whether `uri` goes where this memo's key was found for (route by origin).
+    /// Whether it is found by this origin.
     #[inline]
-    fn same_origin(&self, uri: &Uri) -> bool {
-        let scheme = if self.https { "https" } else { "http" };
-        uri.scheme_str() == Some(scheme)
-            && uri
-                .authority()
-                .is_some_and(|a| self.authority.is(a.as_str()))
+    fn is_origin(&self, https: bool, authority: &str) -> bool {
+        self.https == https && same_bytes(self.authority.as_bytes(), authority.as_bytes())
     }
+}
+
+/// A request's scheme and authority as a memo is found by them: `http` or `https`, and the
+/// authority as written.
+#[inline]
+fn origin_of(uri: &Uri) -> Option<(bool, &str)> {
+    let https = match uri.scheme_str()? {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    Some((https, uri.authority()?.as_str()))
+}
+
+/// `a == b`, a word at a time and inline for the lengths of host names.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 fn destination<B>(request: &Request<B>) -> Destination<'_> {
     Destination::from_uri(request.method(), request.uri(), request.headers())
 }
 
+/// A request's key, and whether it was picked from the origin alone.
+type Pick<K> = (Option<K>, bool);
+
+/// How many destinations a keyed service remembers; beyond them, a new destination takes the
+/// place of a remembered one, in turn.
+const MEMOS: usize = 64;
+
 impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
-    /// Another destination than the last (or the first request): find its key and slot.
+    /// The memo of `request`'s destination among those remembered: by its origin, else (by
+    /// closure) by its key, picked once into `picked`.
+    #[inline]
+    fn find<B>(&self, request: &Request<B>, picked: &mut Option<Pick<K>>) -> Option<usize> {
+        let memos = &self.memos;
+        if self.origins != 0
+            && let Some((https, authority)) = origin_of(request.uri())
+            && let Some(&at) = self.index.find(fx::origin(https, authority), |&i| {
+                memos[i].is_origin(https, authority)
+            })
+        {
+            return Some(at);
+        }
+        if self.by_origin {
+            return None;
+        }
+        let route = &self.settings.tokens.route;
+        let (key, origin_only) = picked.get_or_insert_with(|| route.pick(&destination(request)));
+        // A key picked from the origin alone is remembered by the origin (in `call_slow`).
+        let key = key.as_ref().filter(|_| !*origin_only)?;
+        let is_key = |memo: &Memo<K, P>| !memo.by_origin() && memo.key == *key;
+        if memos.get(self.last).is_some_and(is_key) {
+            return Some(self.last);
+        }
+        self.index
+            .find(fx::key(key), |&i| is_key(&memos[i]))
+            .copied()
+    }
+
+    /// A destination not remembered, or whose slot was evicted (`found`): find its key and
+    /// slot, and remember it.
     #[cold]
     #[inline(never)]
     fn call_slow<S, M, B>(
         &mut self,
         inner: &mut S,
         request: Request<B>,
-        mut picked: Option<Option<K>>,
+        picked: Option<Pick<K>>,
+        found: Option<usize>,
     ) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
         M: Mode<S, B>,
     {
-        let Memos {
-            settings,
-            memos,
-            last,
-            next,
-            by_origin,
-        } = self;
-        let by_origin = *by_origin;
-        let settings = &**settings;
-        let route = &settings.tokens.route;
-        // A destination served before the last: it becomes the last.
-        for (i, memo) in memos.iter_mut().enumerate() {
-            if i != *last
-                && let Some(memo) = memo
-                && memo.matches(&request, by_origin, route, &mut picked)
-                && memo.slot().is_live()
-            {
-                *last = i;
-                return M::call(&mut memo.single, inner, request);
-            }
-        }
-        let key = picked.unwrap_or_else(|| route.key(&destination(&request)));
+        let settings = Arc::clone(&self.settings);
+        let (key, origin_only) =
+            picked.unwrap_or_else(|| settings.tokens.route.pick(&destination(&request)));
         let Some(key) = key else {
             let error = no_key(&destination(&request));
             return match settings.tokens.on_unknown {
@@ -315,47 +354,159 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
             Ok(slot) => slot,
             Err(error) => return ResponseFuture::failed(error),
         };
-        // The same slot reached another way (another origin mapped to the same key): reuse its
-        // memo. Else a new one takes an empty place, or replaces the memos in turn.
-        let reuse = (0..MEMOS).find(|&i| {
-            memos[i]
-                .as_ref()
-                .is_some_and(|memo| Arc::ptr_eq(&memo.single.cache.shared, &slot.shared))
-        });
-        let at = match reuse {
-            Some(i) => i,
-            None => match memos.iter().position(Option::is_none) {
-                Some(empty) => {
-                    memos[empty] = Some(Memo {
-                        https: false,
-                        authority: Approved::NONE,
-                        key,
-                        single: Single::new(
-                            slot,
-                            settings.destinations.clone(),
-                            settings.judge.clone(),
-                        ),
-                    });
-                    empty
-                }
-                None => {
-                    // All taken: the next in turn goes to this destination, keeping what it
-                    // holds (more destinations than memos cost a lookup, not a service).
-                    *next = (*next + 1) & (MEMOS - 1);
-                    if *next == *last {
-                        *next = (*next + 1) & (MEMOS - 1);
-                    }
-                    let memo = memos[*next].as_mut().expect("all memos are taken");
-                    memo.key = key;
-                    memo.single.retarget(slot);
-                    *next
-                }
-            },
+        // Remembered by its origin when its key came from the origin alone (never one with
+        // userinfo: a memo keeps no copy of a credential), else by its key.
+        let origin = origin_of(request.uri()).filter(|(_, authority)| !authority.contains('@'));
+        let (hash, origin) = match (origin_only, origin) {
+            (true, Some((https, authority))) => {
+                (fx::origin(https, authority), Some((https, authority)))
+            }
+            (false, _) => (fx::key(&key), None),
+            (true, None) => {
+                // Nothing to remember it by: a service for this request.
+                let mut single =
+                    Single::new(slot, settings.destinations.clone(), settings.judge.clone());
+                return M::call(&mut single, inner, request);
+            }
         };
-        *last = at;
-        let memo = memos[at].as_mut().expect("just set");
-        memo.remember(request.uri(), by_origin);
-        M::call(&mut memo.single, inner, request)
+        let at = match found {
+            // Its slot was evicted: its place takes the key's new slot.
+            Some(at) => at,
+            None if self.memos.len() < MEMOS => {
+                self.memos.push(Memo {
+                    hash,
+                    https: false,
+                    authority: Box::default(),
+                    key: key.clone(),
+                    single: Single::new(
+                        slot.clone(),
+                        settings.destinations.clone(),
+                        settings.judge.clone(),
+                    ),
+                });
+                self.memos.len() - 1
+            }
+            None => {
+                // All taken: the next in turn goes to this destination, keeping what it holds
+                // (its rules and judge) but the slot.
+                self.next = (self.next + 1) % MEMOS;
+                if self.next == self.last {
+                    self.next = (self.next + 1) % MEMOS;
+                }
+                self.next
+            }
+        };
+        self.forget(at);
+        let memo = &mut self.memos[at];
+        memo.hash = hash;
+        memo.key = key;
+        memo.single.retarget(slot);
+        (memo.https, memo.authority) = match origin {
+            Some((https, authority)) => (https, authority.into()),
+            None => (false, Box::default()),
+        };
+        self.origins += usize::from(memo.by_origin());
+        let memos = &self.memos;
+        self.index.insert_unique(hash, at, |&i| memos[i].hash);
+        self.last = at;
+        M::call(&mut self.memos[at].single, inner, request)
+    }
+
+    /// Take the memo at `at` out of the index (if it is there).
+    fn forget(&mut self, at: usize) {
+        let memo = &self.memos[at];
+        if let Ok(entry) = self.index.find_entry(memo.hash, |&i| i == at) {
+            entry.remove();
+            self.origins -= usize::from(memo.by_origin());
+        }
+    }
+}
+
+/// A fast hash for a service's memos (Fx-style: a multiply and a rotation per word). The
+/// destinations a service remembers are at most `MEMOS`, so a hash that an adversary could
+/// collide costs a longer probe in a small table, no more.
+mod fx {
+    use std::hash::{Hash, Hasher};
+
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    #[derive(Default)]
+    struct Fx(u64);
+
+    impl Fx {
+        #[inline]
+        fn add(&mut self, word: u64) {
+            self.0 = self.0.wrapping_add(word).wrapping_mul(K);
+        }
+    }
+
+    impl Hasher for Fx {
+        #[inline]
+        fn write(&mut self, bytes: &[u8]) {
+            self.add(bytes.len() as u64);
+            self.add_bytes(bytes);
+        }
+
+        #[inline]
+        fn write_u8(&mut self, i: u8) {
+            self.add(u64::from(i));
+        }
+
+        #[inline]
+        fn write_u64(&mut self, i: u64) {
+            self.add(i);
+        }
+
+        #[inline]
+        fn write_usize(&mut self, i: usize) {
+            self.add(i as u64);
+        }
+
+        #[inline]
+        fn finish(&self) -> u64 {
+            // The multiply leaves the low bits weak; the table's index takes them.
+            self.0.rotate_left(26)
+        }
+    }
+
+    impl Fx {
+        /// `bytes` a word at a time, the last word overlapping the one before (the caller
+        /// hashes the length).
+        #[inline]
+        fn add_bytes(&mut self, bytes: &[u8]) {
+            let n = bytes.len();
+            if n < 8 {
+                let mut word = 0;
+                for (i, &b) in bytes.iter().enumerate() {
+                    word |= u64::from(b) << (8 * i);
+                }
+                self.add(word);
+            } else {
+                let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+                let mut at = 0;
+                while at + 8 < n {
+                    self.add(word(at));
+                    at += 8;
+                }
+                self.add(word(n - 8));
+            }
+        }
+    }
+
+    /// The hash of an origin as a memo keeps it.
+    #[inline]
+    pub(super) fn origin(https: bool, authority: &str) -> u64 {
+        let mut hasher = Fx(u64::from(https) ^ authority.len() as u64);
+        hasher.add_bytes(authority.as_bytes());
+        hasher.finish()
+    }
+
+    /// The hash of a key.
+    #[inline]
+    pub(super) fn key<K: Hash>(key: &K) -> u64 {
+        let mut hasher = Fx::default();
+        key.hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -372,6 +523,7 @@ impl<K: Clone, P> Clone for PerKey<K, P> {
 impl<K: Clone, P> Clone for Memo<K, P> {
     fn clone(&self) -> Self {
         Memo {
+            hash: self.hash,
             https: self.https,
             authority: self.authority.clone(),
             key: self.key.clone(),
@@ -382,13 +534,19 @@ impl<K: Clone, P> Clone for Memo<K, P> {
 
 impl<K: Clone, P> Clone for Memos<K, P> {
     fn clone(&self) -> Self {
+        let memos: Vec<_> = self.memos.get(self.last).cloned().into_iter().collect();
+        let mut index = HashTable::new();
+        if let Some(memo) = memos.first() {
+            index.insert_unique(memo.hash, 0, |_| memo.hash);
+        }
         Memos {
             settings: Arc::clone(&self.settings),
-            memos: {
-                let mut memos: [Option<Memo<K, P>>; MEMOS] = Default::default();
-                memos[0] = self.memos[self.last & (MEMOS - 1)].clone();
-                memos
-            },
+            origins: memos
+                .iter()
+                .filter(|memo| !memo.authority.is_empty())
+                .count(),
+            memos,
+            index,
             last: 0,
             next: 0,
             by_origin: self.by_origin,

@@ -1,5 +1,6 @@
 //! Picking a request's key: by its origin through a map, or by a closure over the request.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,11 +24,14 @@ use crate::{Error, Origin};
 /// assert_eq!(dest.path().split('/').nth(2), Some("acme"));
 /// assert!(dest.is(&tower_bearer::Origin::from_static("https://api.example.com")));
 /// ```
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Destination<'a> {
     method: &'a Method,
     target: Target<'a>,
     headers: &'a HeaderMap,
+    /// What was read beyond the origin (scheme, host, port): a service remembers the key of a
+    /// closure that read nothing else for the origin.
+    read: Cell<bool>,
 }
 
 /// The request's URI, read only as far as the key closure asks.
@@ -45,6 +49,7 @@ impl<'a> Destination<'a> {
             method,
             target: Target::Uri(uri),
             headers,
+            read: Cell::new(false),
         }
     }
 
@@ -54,11 +59,13 @@ impl<'a> Destination<'a> {
             method: request.method(),
             target: Target::Url(request.url()),
             headers: request.headers(),
+            read: Cell::new(false),
         }
     }
 
     /// The request method.
     pub fn method(&self) -> &'a Method {
+        self.read.set(true);
         self.method
     }
 
@@ -98,6 +105,7 @@ impl<'a> Destination<'a> {
 
     /// The path.
     pub fn path(&self) -> &'a str {
+        self.read.set(true);
         match self.target {
             Target::Uri(uri) => uri.path(),
             #[cfg(feature = "reqwest-middleware")]
@@ -107,7 +115,13 @@ impl<'a> Destination<'a> {
 
     /// The request headers (as the caller set them; `Authorization` is not yet ours).
     pub fn headers(&self) -> &'a HeaderMap {
+        self.read.set(true);
         self.headers
+    }
+
+    /// Whether what was read of it so far is its origin alone (scheme, host, port).
+    pub(crate) fn read_origin_only(&self) -> bool {
+        !self.read.get()
     }
 
     /// Whether the request goes to `origin` (scheme, host and port, default ports filled in).
@@ -160,6 +174,13 @@ impl<K: Clone> Route<K> {
         pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
         Route::Request(Arc::new(pick))
+    }
+
+    /// The key of a request going to `destination`, if it has one, and whether it was picked
+    /// from the origin alone (so that a request to the same origin has the same key).
+    pub(crate) fn pick(&self, destination: &Destination<'_>) -> (Option<K>, bool) {
+        let key = self.key(destination);
+        (key, destination.read_origin_only())
     }
 
     /// The key of a request going to `destination`, if it has one.

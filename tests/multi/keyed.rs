@@ -521,9 +521,9 @@ async fn two_destinations_in_turn_are_both_remembered_and_eviction_still_counts(
 
 #[tokio::test]
 async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
-    // Thirteen origins, more than a service's memo holds, in a mixed order through one service:
-    // every request carries its own origin's token, whichever memo it replaced.
-    let hosts: Vec<String> = (0..13)
+    // A hundred origins, more than a service's memo holds (64), in a mixed order through one
+    // service: every request carries its own origin's token, whichever memo it replaced.
+    let hosts: Vec<String> = (0..100)
         .map(|i| format!("https://api{i}.example.com"))
         .collect();
     let tokens = KeyedTokenCache::new(|key: &usize| {
@@ -538,12 +538,85 @@ async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
         Ok::<_, Infallible>(Response::new(auth))
     });
     let mut client = BearerAuthLayer::per_origin(tokens, origins).layer_service(echo);
-    for i in 0..500usize {
-        let key = (i / 3 + i * i / 11) % 13;
+    for i in 0..3000usize {
+        let key = (i / 3 + i * i / 11) % 100;
         let req = Request::get(format!("{}/x", hosts[key])).body(()).unwrap();
         let response = client.ready().await.unwrap().call(req).await.unwrap();
         assert_eq!(response.body(), &format!("Bearer for-{key}"), "request {i}");
     }
+}
+
+#[tokio::test]
+async fn a_closure_that_reads_only_the_origin_is_asked_once_per_origin_and_one_that_reads_more_every_time()
+ {
+    // The key of a closure that looked at nothing but the scheme, host and port is a function
+    // of the origin: a service remembers it per origin and asks again only for a new one. A
+    // closure that reads the path (or the method, or the headers) is asked for every request,
+    // and two paths on one origin get their own tokens.
+    let tokens = || {
+        KeyedTokenCache::new(|key: &String| {
+            Ok(tower_bearer::source::static_token(format!("for-{key}")))
+        })
+    };
+    let echo = service_fn(|req: Request<()>| async move {
+        let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        Ok::<_, Infallible>(Response::new(auth))
+    });
+    let by_host = Arc::new(AtomicUsize::new(0));
+    let asked = by_host.clone();
+    let mut hosts = BearerAuthLayer::per_request(tokens(), move |dest| {
+        asked.fetch_add(1, Ordering::SeqCst);
+        Some(dest.host()?.split('.').next()?.to_owned())
+    })
+    .layer_service(echo);
+    let by_path = Arc::new(AtomicUsize::new(0));
+    let asked = by_path.clone();
+    let mut paths = BearerAuthLayer::per_request(tokens(), move |dest| {
+        asked.fetch_add(1, Ordering::SeqCst);
+        Some(dest.path().split('/').nth(1)?.to_owned())
+    })
+    .layer_service(echo);
+    let (mut sent, mut origins) = (0, std::collections::HashSet::new());
+    for i in 0..200usize {
+        let (host, tenant) = (i % 40, i % 5);
+        let uri = format!("https://h{host}.example.com/t{tenant}/items");
+        origins.insert(host);
+        let response = hosts
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::get(&uri).body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.body(),
+            &format!("Bearer for-h{host}"),
+            "request {i}"
+        );
+        let response = paths
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::get(&uri).body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.body(),
+            &format!("Bearer for-t{tenant}"),
+            "request {i}"
+        );
+        sent += 1;
+    }
+    assert_eq!(
+        by_host.load(Ordering::SeqCst),
+        origins.len(),
+        "asked once per origin"
+    );
+    assert_eq!(
+        by_path.load(Ordering::SeqCst),
+        sent,
+        "asked for every request"
+    );
 }
 
 /// An inner service that counts its clones.
