@@ -301,12 +301,13 @@ impl<P: TokenSource> Single<P> {
         let inner = std::mem::replace(inner, clone);
         let cache = self.cache.clone();
         let (method, uri) = (request.method().clone(), request.uri().clone());
+        let origin = request.extensions().get::<CallOrigin>().cloned();
         let ahead = declared.clone();
         ResponseFuture {
             state: State::Waiting {
                 token: Box::pin(async move {
                     let token = cache.token().await?;
-                    let target = || target_of(&method, &uri);
+                    let target = || target_of(&method, &uri, origin.as_ref());
                     let signed = attach::sign_ahead(ahead.as_ref(), &token, target).await?;
                     Ok((token, signed))
                 }),
@@ -492,17 +493,35 @@ where
     }
 }
 
+/// The origin a path-only request goes to, when the stack knows it: the gRPC layer
+/// ([`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)) puts it on calls whose token is
+/// DPoP-bound, so that their proofs name the call's absolute URL.
+#[derive(Clone)]
+pub(crate) struct CallOrigin(pub(crate) http::Uri);
+
 /// A tower request's method and absolute URI, for a DPoP proof.
 fn target<B>(request: &Request<B>) -> Result<attach::Target, Error> {
-    target_of(request.method(), request.uri())
+    target_of(request.method(), request.uri(), request.extensions().get())
 }
 
-fn target_of(method: &http::Method, uri: &http::Uri) -> Result<attach::Target, Error> {
+fn target_of(
+    method: &http::Method,
+    uri: &http::Uri,
+    origin: Option<&CallOrigin>,
+) -> Result<attach::Target, Error> {
     #[cfg(feature = "dpop")]
-    return Ok((method.clone(), crate::dpop::Target::from_uri(uri)?));
+    return Ok((
+        method.clone(),
+        match origin {
+            Some(CallOrigin(origin)) if uri.scheme().is_none() && uri.authority().is_none() => {
+                crate::dpop::Target::from_origin(origin, uri.path())?
+            }
+            _ => crate::dpop::Target::from_uri(uri)?,
+        },
+    ));
     #[cfg(not(feature = "dpop"))]
     {
-        let _ = (method, uri);
+        let _ = (method, uri, origin);
         Ok(())
     }
 }

@@ -381,6 +381,16 @@ impl Target {
         Target::new(scheme, host, uri.port_u16(), uri.path())
     }
 
+    /// The target of a request with a path-only URI (`path`) to `origin` (an absolute URI).
+    pub(crate) fn from_origin(origin: &Uri, path: &str) -> Result<Target, Error> {
+        let (Some(scheme), Some(host)) = (origin.scheme_str(), origin.host()) else {
+            return Err(Error::config(
+                "a DPoP proof needs the origin of a path-only request",
+            ));
+        };
+        Target::new(scheme, host, origin.port_u16(), path)
+    }
+
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn from_url(url: &::reqwest::Url) -> Result<Target, Error> {
         let host = url
