@@ -10,7 +10,7 @@
 //!   box: without `replay_on_401` a nonce challenge is answered on the next request). Next to
 //!   it, `bearer_auth/https` and the `limit/https` of `fast_path`.
 //!
-//!     cargo bench --bench dpop --features dpop
+//!     cargo bench --bench dpop --features dpop,aws-lc-rs   # the raw row signs with aws-lc-rs
 //!
 //! Token: 800 bytes. Keys: P-256 (ES256), RSA 2048 (RS256, PS256).
 

@@ -21,8 +21,11 @@
 //!   else. Per call, the layer costs what [`BearerAuthLayer`]'s services cost, plus one
 //!   lock-free read of the cache to note which token the call carried.
 //!
-//! A DPoP-bound token needs the call's absolute URI for its proof: path-only calls with one
-//! fail (an [`Error`] of kind [`Config`](crate::ErrorKind::Config)).
+//! DPoP-bound tokens work as on an HTTP stack: each call carries a fresh proof naming `POST`
+//! and the call's absolute URL, the channel's origin followed by the call's path
+//! (`https://grpc.example.com/package.Service/Method`), with the token's `ath`; a `DPoP-Nonce`
+//! in a response is remembered for the next call (a `use_dpop_nonce` challenge is not answered
+//! by sending the call again: calls are never sent twice).
 //!
 //! Calls are never sent twice: a stream cannot be replayed, and a unary call that failed with
 //! UNAUTHENTICATED is the caller's to retry. So the layer's replay mode is not offered here:
@@ -78,6 +81,7 @@ use tower::{Layer, Service};
 use crate::challenge::RejectedToken;
 use crate::origin::{Approved, Place, Verdict};
 use crate::pipeline::judge::{Sent, grpc_unauthenticated};
+use crate::service::CallOrigin;
 use crate::{BearerAuth, BearerAuthLayer, BoxError, Error, Origin, TokenCache, TokenSource};
 
 impl<P: TokenSource> BearerAuthLayer<P> {
@@ -152,6 +156,7 @@ impl<S, P: TokenSource> Layer<S> for GrpcAuthLayer<P> {
             auth,
             origin: Arc::clone(&self.origin),
             attaches,
+            dpop: crate::pipeline::attach::declared(self.bearer.cache().source()).is_some(),
         }
     }
 }
@@ -181,6 +186,8 @@ pub struct GrpcAuth<S, P: TokenSource> {
     origin: Arc<GrpcOrigin>,
     /// Whether the destination rules let the token go to the origin.
     attaches: bool,
+    /// Whether the source's tokens are DPoP-bound: calls then carry the origin, for the proofs.
+    dpop: bool,
 }
 
 impl<S, P: TokenSource> GrpcAuth<S, P> {
@@ -221,11 +228,17 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let uri = request.uri();
         if self.attaches && uri.scheme().is_none() && uri.authority().is_none() {
             // A path-only URI, to an origin that may have the token: the bearer layer attaches
-            // it (a relative URI always gets it there).
+            // it (a relative URI always gets it there), with a proof naming the channel's
+            // origin and the call's path when the token is DPoP-bound.
+            if self.dpop {
+                request
+                    .extensions_mut()
+                    .insert(CallOrigin(self.origin.uri.clone()));
+            }
             return ResponseFuture::auth(self.auth.call(request));
         }
         self.call_other(request)
@@ -273,6 +286,7 @@ impl<S: Clone, P: TokenSource> Clone for GrpcAuth<S, P> {
             auth: self.auth.clone(),
             origin: Arc::clone(&self.origin),
             attaches: self.attaches,
+            dpop: self.dpop,
         }
     }
 }

@@ -16,8 +16,9 @@
 //! a comparison or two. Then the response future
 //! looks at the status: a 401 that [rejects the token](crate::challenge::rejects_token) drops
 //! that token from the cache (compare-and-invalidate), so the next request gets a
-//! new one. A DPoP-bound token gets its proof here too, on the same named future. Replaying the
-//! request itself is the [`Replay`] mode
+//! new one. A DPoP-bound token gets its proof here too, on the same named future (a key behind
+//! a signer is awaited in it before the request is handed on, as a token being fetched is).
+//! Replaying the request itself is the [`Replay`] mode
 //! ([`BearerAuthLayer::replay_on_401`](crate::BearerAuthLayer::replay_on_401)), which needs a
 //! copy of every request and so is opt-in: its requests go through the
 //! [pipeline](mod@crate::pipeline)'s `send`, a boxed future.
@@ -50,10 +51,9 @@ use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::cache::handle::TokenFuture;
 use crate::cache::{Freshness, coarse_now};
 use crate::origin::{Approved, Destinations, Verdict};
-use crate::pipeline::attach::{self, Attach, Declared};
+use crate::pipeline::attach::{self, Attach, Declared, Signed};
 use crate::pipeline::judge::{Judging, Sent};
 use crate::pipeline::{self, BodyRule, Judge, Tokens, Transport};
 use crate::replay::{ReplayBody, try_clone_request};
@@ -278,8 +278,11 @@ impl<P: TokenSource> Single<P> {
             return ResponseFuture::called(inner.call(request), Some(sent), judging);
         }
         let declared = attach::declared(self.cache.source()).cloned();
-        if let Some((token, _)) = self.cache.usable() {
-            // A DPoP-bound token (starting a background refresh if it is stale).
+        if let Some((token, _)) = self.cache.usable()
+            && !attach::signs_remotely(declared.as_ref(), &token)
+        {
+            // A DPoP-bound token (starting a background refresh if it is stale), its proof
+            // signed here.
             return ResponseFuture::attach(
                 inner,
                 request,
@@ -287,16 +290,27 @@ impl<P: TokenSource> Single<P> {
                 self.cache_id,
                 declared.as_ref(),
                 self.judging.as_ref(),
+                None,
             );
         }
-        // tower's clone-and-swap idiom: the service that was made ready is the one called once
-        // the token is there, and the caller keeps a fresh clone.
+        // No token yet, or one whose proofs a signer makes: wait for it (and the signer)
+        // before the request is handed on. tower's clone-and-swap idiom: the service that was
+        // made ready is the one called once the token is there, and the caller keeps a fresh
+        // clone.
         let clone = inner.clone();
         let inner = std::mem::replace(inner, clone);
         let cache = self.cache.clone();
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let origin = request.extensions().get::<CallOrigin>().cloned();
+        let ahead = declared.clone();
         ResponseFuture {
             state: State::Waiting {
-                token: Box::pin(async move { cache.token().await }),
+                token: Box::pin(async move {
+                    let token = cache.token().await?;
+                    let target = || target_of(&method, &uri, origin.as_ref());
+                    let signed = attach::sign_ahead(ahead.as_ref(), &token, target).await?;
+                    Ok((token, signed))
+                }),
                 // Boxed so the future stays as small as the inner one on the fast path.
                 parts: Some(Box::new(Parts {
                     inner,
@@ -479,16 +493,35 @@ where
     }
 }
 
+/// The origin a path-only request goes to, when the stack knows it: the gRPC layer
+/// ([`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)) puts it on calls whose token is
+/// DPoP-bound, so that their proofs name the call's absolute URL.
+#[derive(Clone)]
+pub(crate) struct CallOrigin(pub(crate) http::Uri);
+
 /// A tower request's method and absolute URI, for a DPoP proof.
 fn target<B>(request: &Request<B>) -> Result<attach::Target, Error> {
+    target_of(request.method(), request.uri(), request.extensions().get())
+}
+
+fn target_of(
+    method: &http::Method,
+    uri: &http::Uri,
+    origin: Option<&CallOrigin>,
+) -> Result<attach::Target, Error> {
     #[cfg(feature = "dpop")]
     return Ok((
-        request.method().clone(),
-        crate::dpop::Target::from_uri(request.uri())?,
+        method.clone(),
+        match origin {
+            Some(CallOrigin(origin)) if uri.scheme().is_none() && uri.authority().is_none() => {
+                crate::dpop::Target::from_origin(origin, uri.path())?
+            }
+            _ => crate::dpop::Target::from_uri(uri)?,
+        },
     ));
     #[cfg(not(feature = "dpop"))]
     {
-        let _ = request;
+        let _ = (method, uri, origin);
         Ok(())
     }
 }
@@ -503,6 +536,10 @@ pin_project! {
         state: State<S, B>,
     }
 }
+
+/// What a request waiting for its token waits for: the token, and, for a key behind a signer,
+/// the token attached with a proof the signer made.
+type Ready = Pin<Box<dyn Future<Output = Result<(CachedToken, Option<Signed>), Error>> + Send>>;
 
 /// The pipeline's future, in [`Replay`] mode.
 type Pipelined<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
@@ -521,7 +558,7 @@ pin_project! {
             judging: Option<Judging>,
         },
         Waiting {
-            token: TokenFuture,
+            token: Ready,
             parts: Option<Box<Parts<S, B>>>,
             cache_id: NonZeroU32,
         },
@@ -554,7 +591,8 @@ where
         }
     }
 
-    /// Attach `token` to `request` as its binding says and send it through `inner`.
+    /// Attach `token` to `request` as its binding says (or as `signed` already did) and send
+    /// it through `inner`.
     #[cold]
     fn attach(
         inner: &mut S,
@@ -563,17 +601,24 @@ where
         cache_id: NonZeroU32,
         declared: Option<&Declared>,
         judging: Option<&Judging>,
+        signed: Option<Signed>,
     ) -> Self {
-        let mut attach = match Attach::new(declared, token) {
-            Ok(attach) => attach,
-            Err(error) => return Self::failed(error),
+        let attach = match signed {
+            Some(signed) => signed.apply(request.headers_mut()),
+            None => {
+                let mut attach = match Attach::new(declared, token) {
+                    Ok(attach) => attach,
+                    Err(error) => return Self::failed(error),
+                };
+                if let Err(error) = attach
+                    .aim(|| target(&request))
+                    .and_then(|()| attach.apply(request.headers_mut()))
+                {
+                    return Self::failed(error);
+                }
+                attach
+            }
         };
-        if let Err(error) = attach
-            .aim(|| target(&request))
-            .and_then(|()| attach.apply(request.headers_mut()))
-        {
-            return Self::failed(error);
-        }
         let sent = Sent::new(cache_id, token.generation());
         let future = inner.call(request);
         let judging = if attach.is_dpop() {
@@ -649,8 +694,8 @@ where
                 parts,
                 cache_id,
             } => {
-                let token = match ready!(token.as_mut().poll(cx)) {
-                    Ok(token) => token,
+                let (token, signed) = match ready!(token.as_mut().poll(cx)) {
+                    Ok(ready) => ready,
                     Err(error) => return Poll::Ready(Some(Err(error.into()))),
                 };
                 let Parts {
@@ -668,6 +713,7 @@ where
                     *cache_id,
                     declared.as_ref(),
                     judging.as_ref(),
+                    signed,
                 );
                 // Pin projection does not reach into a new value: move the state over.
                 self.set(next.into_state());

@@ -28,6 +28,10 @@ use tower_bearer::{
     BearerAuthLayer, Error, OnDisallowedOrigin, Origin, Token, TokenCache, TokenSource,
 };
 
+#[allow(dead_code)]
+#[path = "dpop/server.rs"]
+mod dpop_server;
+
 // ---- a codec of our own: UTF-8 strings as messages (no prost, no protoc), the example's ----
 
 #[path = "../examples/support/utf8_codec.rs"]
@@ -48,6 +52,9 @@ struct Seen {
     refused: Mutex<HashSet<String>>,
     /// Held by calls with a refused token until this many have arrived.
     gate: Mutex<Option<Arc<Barrier>>>,
+    /// DPoP: the authorization server that issued the tokens, which checks each call's proof
+    /// (against the absolute URL of the call, starting with this base).
+    dpop: Mutex<Option<(Arc<dpop_server::Server>, String)>>,
 }
 
 impl Seen {
@@ -66,6 +73,14 @@ impl Seen {
             return Err(Status::unauthenticated("no token"));
         };
         let authorization = authorization.to_str().unwrap().to_owned();
+        let dpop = self.dpop.lock().unwrap().clone();
+        if let Some((server, base)) = dpop {
+            let headers = metadata.clone().into_headers();
+            let htu = format!("{base}{SAY}");
+            server
+                .admit(&headers, &http::Method::POST, &htu)
+                .map_err(|refusal| Status::unauthenticated(refusal.challenge))?;
+        }
         if self.refused.lock().unwrap().contains(&authorization) {
             let gate = self.gate.lock().unwrap().clone();
             if let Some(gate) = gate {
@@ -463,4 +478,44 @@ async fn plain_http_to_a_remote_origin_is_not_sent_the_token() {
     assert!(status.message().contains("plain http"), "{status:?}");
     assert_eq!(f.calls(), 0);
     assert_eq!(f.fetches(), 0);
+}
+
+/// A DPoP-bound token on a gRPC channel: every call carries a fresh proof for `POST` and the
+/// call's absolute URL (the channel's origin, then the call's path), with the token's `ath`,
+/// signed by the key the token is bound to; the server checks each one.
+#[tokio::test]
+async fn dpop_bound_calls_carry_a_proof_for_the_channels_origin_and_the_calls_path() {
+    let auth = dpop_server::start(dpop_server::Config::default()).await;
+    let (addr, seen) = start_server().await;
+    *seen.dpop.lock().unwrap() = Some((Arc::clone(&auth), format!("http://{addr}")));
+    let source = tower_bearer::source::ClientCredentials::builder(
+        auth.token_url(),
+        tower_bearer::source::ClientAuth::none("app"),
+    )
+    .dpop(tower_bearer::dpop::Dpop::generate().unwrap())
+    .build()
+    .unwrap();
+    let layer = BearerAuthLayer::new(source).grpc(origin(addr));
+    let client = tonic::client::Grpc::new(
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(channel(addr).await),
+    );
+    for _ in 0..3 {
+        let mut client = client.clone();
+        client.ready().await.unwrap();
+        let answer = client
+            .unary(
+                tonic::Request::new(String::from("hello")),
+                PathAndQuery::from_static(SAY),
+                Utf8,
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer, "DPoP tok-1");
+    }
+    assert_eq!(auth.token_calls(), 1, "one token for the three calls");
+    assert!(auth.refusals().is_empty(), "{:?}", auth.refusals());
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
 }

@@ -7,8 +7,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::SectionKind;
 
+use super::jwk::{self, ec_jwk, rsa_jwk};
 use crate::Error;
 use crate::crypto::{self, JwsKey, PublicKey};
+use crate::source::signer::AssertionSigner;
 
 /// The private key a DPoP client proves it holds (RFC 9449), with what every proof repeats
 /// computed once: the protected header (`typ`, `alg`, the public `jwk`), base64url-encoded.
@@ -17,6 +19,11 @@ use crate::crypto::{self, JwsKey, PublicKey};
 /// of 2048 bits or more. A key is generated at start ([`generate`](Self::generate)), so that
 /// its tokens die with the process, or loaded from PEM to survive restarts (a refresh token
 /// bound to the key is useless without it).
+///
+/// A key held elsewhere (a KMS, an HSM) signs through an
+/// [`AssertionSigner`] ([`from_signer`](Self::from_signer)): its proofs are signed
+/// asynchronously, awaiting the signer, while an in-process key signs on the request's own
+/// path.
 ///
 /// Cheap to clone (an `Arc` inside). `Debug` shows the algorithm and the JWK thumbprint, never
 /// the private key. The key lives in the crypto provider: aws-lc-rs wipes it when it is freed,
@@ -41,13 +48,23 @@ pub struct DpopKey {
 }
 
 struct Inner {
-    signer: JwsKey,
+    signer: Signer,
+    /// The length of a signature, to size a proof's buffer once.
+    signature_len: usize,
     algorithm: &'static str,
     /// The public key as a JWK, members in RFC 7638 order (the thumbprint's input).
     jwk: String,
     thumbprint: String,
     /// `base64url({"typ":"dpop+jwt","alg":..,"jwk":..})`, then a `.`: the start of every proof.
     header_dot: String,
+}
+
+/// Who signs the proofs.
+enum Signer {
+    /// A key in the crypto provider: signed synchronously, on the request's path.
+    Local(JwsKey),
+    /// A key held elsewhere: signed asynchronously.
+    Remote(Box<dyn AssertionSigner>),
 }
 
 impl DpopKey {
@@ -109,12 +126,9 @@ impl DpopKey {
                 ));
             }
         };
-        let jwk = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            URL_SAFE_NO_PAD.encode(&point[1..33]),
-            URL_SAFE_NO_PAD.encode(&point[33..])
-        );
-        Self::finish(key, "ES256", jwk)
+        let jwk = ec_jwk(&point[1..33], &point[33..]);
+        let signature_len = key.signature_len();
+        Self::finish(Signer::Local(key), signature_len, "ES256", jwk)
     }
 
     fn rsa(pem: &[u8], pss: bool, algorithm: &'static str) -> Result<Self, Error> {
@@ -136,15 +150,71 @@ impl DpopKey {
         let PublicKey::Rsa { n, e } = key.public_key() else {
             return Err(invalid());
         };
-        let jwk = format!(
-            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-            URL_SAFE_NO_PAD.encode(e),
-            URL_SAFE_NO_PAD.encode(n)
-        );
-        Self::finish(key, algorithm, jwk)
+        let signature_len = key.signature_len();
+        let jwk = rsa_jwk(&n, &e);
+        Self::finish(Signer::Local(key), signature_len, algorithm, jwk)
     }
 
-    fn finish(signer: JwsKey, algorithm: &'static str, jwk: String) -> Result<Self, Error> {
+    /// A key held elsewhere (a KMS, an HSM), signing through `signer`, whose public key is
+    /// `public_jwk` (a JWK, JSON): the key stays where it is, and each proof is one call to
+    /// the signer, awaited where the proof is made (the layer's response future, the
+    /// middleware, the token request).
+    ///
+    /// `signer.algorithm()` is `ES256` (the JWK an `EC` key on `P-256`), `RS256` or `PS256`
+    /// (an `RSA` key of 2048 bits or more), and the signer returns signatures in JWS form (for
+    /// ES256, the 64-byte `r || s`, not DER). The JWK is checked against the algorithm and
+    /// must hold no private member (`d`, ...); its required members are what every proof's
+    /// `jwk` header carries and what the [thumbprint](Self::thumbprint) is computed from (RFC
+    /// 7638), so its other members (`kid`, `use`, ...) are left out. A JWK that does not fit
+    /// is a [`Config`](crate::ErrorKind::Config) error here, never at the first request.
+    ///
+    /// A signer's error fails the proof with the signer's [`ErrorKind`](crate::ErrorKind)
+    /// ([`Error::transient`] for an unreachable KMS is retried as any transient failure);
+    /// nothing is signed at construction, which does no I/O.
+    ///
+    /// ```
+    /// use tower_bearer::Error;
+    /// use tower_bearer::dpop::DpopKey;
+    /// use tower_bearer::source::signer::{AssertionSigner, SignatureFuture};
+    ///
+    /// struct Hsm;
+    ///
+    /// impl AssertionSigner for Hsm {
+    ///     fn algorithm(&self) -> &str { "ES256" }
+    ///     fn sign<'a>(&'a self, input: &'a [u8]) -> SignatureFuture<'a> {
+    ///         # let _ = input;
+    ///         Box::pin(async { Err(Error::transient("no HSM in a doctest")) })
+    ///     }
+    /// }
+    ///
+    /// let jwk = r#"{"kty":"EC","crv":"P-256","kid":"hsm-1",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    ///     "y":"x_FEzRu9m36HLN-tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    /// let key = DpopKey::from_signer(Hsm, jwk)?;
+    /// assert_eq!(key.algorithm(), "ES256");
+    /// assert!(key.public_jwk().starts_with(r#"{"crv":"P-256","kty":"EC","x":"#));
+    ///
+    /// // A private key is refused: the point is that it stays in the HSM.
+    /// let private = jwk.replace(r#""kid""#, r#""d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI","kid""#);
+    /// assert!(DpopKey::from_signer(Hsm, &private).is_err());
+    /// # Ok::<(), tower_bearer::Error>(())
+    /// ```
+    pub fn from_signer(signer: impl AssertionSigner, public_jwk: &str) -> Result<Self, Error> {
+        let jwk = jwk::public_jwk(signer.algorithm(), public_jwk)?;
+        Self::finish(
+            Signer::Remote(Box::new(signer)),
+            jwk.signature_len,
+            jwk.algorithm,
+            jwk.canonical,
+        )
+    }
+
+    fn finish(
+        signer: Signer,
+        signature_len: usize,
+        algorithm: &'static str,
+        jwk: String,
+    ) -> Result<Self, Error> {
         let thumbprint = sha256_b64(jwk.as_bytes());
         let header = format!(r#"{{"typ":"dpop+jwt","alg":"{algorithm}","jwk":{jwk}}}"#);
         let mut header_dot = URL_SAFE_NO_PAD.encode(header);
@@ -152,34 +222,80 @@ impl DpopKey {
         let key = DpopKey {
             inner: Arc::new(Inner {
                 signer,
+                signature_len,
                 algorithm,
                 jwk,
                 thumbprint,
                 header_dot,
             }),
         };
-        // Sign once now, so that a key that loads but cannot sign fails at configuration time.
-        key.sign_jwt(b"{}")?;
+        if !key.is_remote() {
+            // Sign once now, so that a key that loads but cannot sign fails at configuration
+            // time.
+            key.sign_jwt(b"{}")?;
+        }
         Ok(key)
     }
 
-    /// A compact JWS of `claims` (JSON) under this key's precomputed header.
+    /// Whether proofs are signed elsewhere, asynchronously ([`from_signer`](Self::from_signer)).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.inner.signer, Signer::Remote(_))
+    }
+
+    /// A compact JWS of `claims` (JSON) under this key's precomputed header, signed here: an
+    /// in-process key's proofs, made on the request's path. A key behind a signer is a
+    /// [`Config`](crate::ErrorKind::Config) error ([`sign_jwt_async`](Self::sign_jwt_async)
+    /// signs with either).
     pub(crate) fn sign_jwt(&self, claims: &[u8]) -> Result<String, Error> {
-        let inner = &*self.inner;
-        let failed = || Error::config("could not sign the DPoP proof");
-        let encoded = |n: usize| base64::encoded_len(n, false).unwrap_or(0);
-        let mut jwt = String::with_capacity(
-            inner.header_dot.len()
-                + encoded(claims.len())
-                + 1
-                + encoded(inner.signer.signature_len()),
-        );
-        jwt.push_str(&inner.header_dot);
-        URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
-        let signature = inner.signer.sign(jwt.as_bytes()).ok_or_else(failed)?;
+        let Signer::Local(key) = &self.inner.signer else {
+            return Err(Error::config(
+                "a DPoP key behind a signer signs asynchronously: use `Dpop::proof_async`",
+            ));
+        };
+        let mut jwt = self.signing_input(claims);
+        let signature = key
+            .sign(jwt.as_bytes())
+            .ok_or_else(|| Error::config("could not sign the DPoP proof"))?;
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
         Ok(jwt)
+    }
+
+    /// [`sign_jwt`](Self::sign_jwt) with either key: a key behind a signer awaits it, and its
+    /// error keeps the signer's kind.
+    pub(crate) async fn sign_jwt_async(&self, claims: &[u8]) -> Result<String, Error> {
+        let Signer::Remote(signer) = &self.inner.signer else {
+            return self.sign_jwt(claims);
+        };
+        let mut jwt = self.signing_input(claims);
+        let signature = signer.sign(jwt.as_bytes()).await.map_err(|e| {
+            Error::new(e.kind(), "the signer could not sign the DPoP proof").with_source(e)
+        })?;
+        if signature.len() != self.inner.signature_len {
+            return Err(Error::config(format!(
+                "the DPoP signer returned a {}-byte signature where {} takes {} bytes (in JWS \
+                 form: for ES256, r || s, not DER)",
+                signature.len(),
+                self.inner.algorithm,
+                self.inner.signature_len
+            )));
+        }
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
+        Ok(jwt)
+    }
+
+    /// The precomputed header, `.`, the base64url `claims`: what is signed, in a buffer with
+    /// room for the signature.
+    fn signing_input(&self, claims: &[u8]) -> String {
+        let inner = &*self.inner;
+        let encoded = |n: usize| base64::encoded_len(n, false).unwrap_or(0);
+        let mut jwt = String::with_capacity(
+            inner.header_dot.len() + encoded(claims.len()) + 1 + encoded(inner.signature_len),
+        );
+        jwt.push_str(&inner.header_dot);
+        URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
+        jwt
     }
 }
 
@@ -188,7 +304,14 @@ impl fmt::Debug for DpopKey {
         f.debug_struct("DpopKey")
             .field("algorithm", &self.inner.algorithm)
             .field("thumbprint", &self.inner.thumbprint)
-            .field("private_key", &"[redacted]")
+            .field(
+                "private_key",
+                &if self.is_remote() {
+                    "[behind a signer]"
+                } else {
+                    "[redacted]"
+                },
+            )
             .finish()
     }
 }
@@ -290,6 +413,87 @@ mod tests {
                 .starts_with(r#"{"crv":"P-256","kty":"EC","x":""#)
         );
         assert_eq!(ec.thumbprint(), sha256_b64(ec.public_jwk().as_bytes()));
+    }
+
+    /// A signer over an in-process key (its own `DpopKey`'s), or one that always answers
+    /// `fixed`.
+    struct TestSigner {
+        algorithm: &'static str,
+        key: Option<DpopKey>,
+        fixed: fn() -> Result<Vec<u8>, Error>,
+    }
+
+    impl AssertionSigner for TestSigner {
+        fn algorithm(&self) -> &str {
+            self.algorithm
+        }
+
+        fn sign<'a>(&'a self, input: &'a [u8]) -> crate::source::signer::SignatureFuture<'a> {
+            let signature = match self.key.as_ref().map(|k| &k.inner.signer) {
+                Some(Signer::Local(key)) => key.sign(input).ok_or_else(|| Error::config("no")),
+                _ => (self.fixed)(),
+            };
+            Box::pin(std::future::ready(signature))
+        }
+    }
+
+    fn inside(key: &DpopKey) -> TestSigner {
+        TestSigner {
+            algorithm: key.algorithm(),
+            key: Some(key.clone()),
+            fixed: || Ok(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn a_key_behind_a_signer_has_the_thumbprint_of_its_public_key() {
+        let rsa = std::fs::read(format!("{}rsa_pkcs8.pem", keys())).unwrap();
+        for local in [
+            DpopKey::generate().unwrap(),
+            DpopKey::rs256_pem(&rsa).unwrap(),
+            DpopKey::ps256_pem(&rsa).unwrap(),
+        ] {
+            let remote = DpopKey::from_signer(inside(&local), local.public_jwk()).unwrap();
+            assert!(remote.is_remote() && !local.is_remote());
+            assert_eq!(remote.algorithm(), local.algorithm());
+            assert_eq!(remote.thumbprint(), local.thumbprint());
+            assert_eq!(remote.public_jwk(), local.public_jwk());
+            // Signed asynchronously only, with the same header as the key in process.
+            assert_eq!(
+                remote.sign_jwt(b"{}").unwrap_err().kind(),
+                crate::ErrorKind::Config
+            );
+            let jwt = futures::executor::block_on(remote.sign_jwt_async(b"{}")).unwrap();
+            let local_jwt = local.sign_jwt(b"{}").unwrap();
+            assert_eq!(
+                jwt.rsplit_once('.').unwrap().0,
+                local_jwt.rsplit_once('.').unwrap().0
+            );
+            assert!(format!("{remote:?}").contains("behind a signer"));
+        }
+    }
+
+    #[test]
+    fn a_signers_failure_keeps_its_kind_and_a_der_signature_is_refused() {
+        let jwk = DpopKey::generate().unwrap().public_jwk().to_owned();
+        let sign = |fixed: fn() -> Result<Vec<u8>, Error>| {
+            let signer = TestSigner {
+                algorithm: "ES256",
+                key: None,
+                fixed,
+            };
+            let key = DpopKey::from_signer(signer, &jwk).unwrap();
+            futures::executor::block_on(key.sign_jwt_async(b"{}")).unwrap_err()
+        };
+        let err = sign(|| Err(Error::transient("the HSM is busy")));
+        assert_eq!(err.kind(), crate::ErrorKind::Transient);
+        assert!(err.to_string().contains("DPoP proof"), "{err}");
+        let err = sign(|| Err(Error::rejected("the key is disabled")));
+        assert_eq!(err.kind(), crate::ErrorKind::Rejected);
+        // A DER ECDSA signature (what some KMS APIs return) is not JWS's r || s.
+        let err = sign(|| Ok(vec![0x30; 71]));
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert!(err.to_string().contains("not DER"), "{err}");
     }
 
     #[test]

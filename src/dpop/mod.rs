@@ -7,7 +7,8 @@
 //! and, towards a resource server, the hash of the token (`ath`). A stolen token is useless
 //! without the key; a stolen proof is useless for any other request.
 //!
-//! - [`DpopKey`]: the key (ES256 by default, RS256/PS256 too; generated or from PEM).
+//! - [`DpopKey`]: the key (ES256 by default, RS256/PS256 too; generated, from PEM, or held
+//!   by a KMS or an HSM behind a signer: see below).
 //! - [`Dpop`]: the key and the server nonces it has been given, shared by the token source
 //!   and the layer. The built-in OAuth sources take it with `.dpop(..)` on their builders
 //!   (`ClientCredentials`, `RefreshTokenGrant`, `JwtBearer`): every token request then
@@ -58,7 +59,63 @@
 //! assert_eq!(proof.to_str()?.split('.').count(), 3);
 //! # Ok(()) }
 //! ```
+//!
+//! # A key held by a KMS or an HSM
+//!
+//! [`DpopKey::from_signer`] takes an
+//! [`AssertionSigner`](crate::source::signer::AssertionSigner) (the one signer trait: client
+//! assertions are signed through it too) and the public key as a JWK, which every proof's
+//! header carries and the thumbprint is computed from. Each proof is then one call to the
+//! signer, awaited where the proof is made: the layer's response future (the request waits
+//! for the signer, as it would for a token, before it is handed on), the middleware, the
+//! nonce retry and the replay, and the token requests of the built-in sources. A signer's
+//! failure fails that request with the [`ErrorKind`](crate::ErrorKind) the signer gave it
+//! (`Transient` for an unreachable KMS), and nothing is sent without its proof. An in-process
+//! key is unaffected: it signs on the request's path, as above.
+//!
+//! ```
+//! use tower_bearer::dpop::{Dpop, DpopKey};
+//! use tower_bearer::source::signer::{AssertionSigner, SignatureFuture};
+//! use tower_bearer::source::{ClientAuth, ClientCredentials};
+//! use tower_bearer::{BearerAuthLayer, Error, ErrorKind};
+//!
+//! /// A P-256 key in a KMS: each signature is a call to it.
+//! struct Kms;
+//!
+//! impl AssertionSigner for Kms {
+//!     fn algorithm(&self) -> &str { "ES256" }
+//!     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignatureFuture<'a> {
+//!         Box::pin(async move {
+//!             // kms.sign(key, signing_input).await: the signature as JWS has it (r || s)
+//!             # let _ = signing_input;
+//!             Err(Error::transient("the KMS is not reachable from a doctest"))
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! // The public key, as the KMS exports it.
+//! let jwk = r#"{"kty":"EC","crv":"P-256",
+//!     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+//!     "y":"x_FEzRu9m36HLN-tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+//! let dpop = Dpop::new(DpopKey::from_signer(Kms, jwk)?);
+//! let source = ClientCredentials::builder(
+//!     "https://auth.example.com/oauth2/token",
+//!     ClientAuth::none("my-public-client"),
+//! )
+//! .dpop(dpop.clone())
+//! .build()?;
+//! let layer = BearerAuthLayer::new(source).replay_on_401();
+//! # let _ = layer;
+//!
+//! // A proof of your own awaits the KMS too; its failure keeps the KMS's kind.
+//! let uri = "https://api.example.com/v1/items".parse()?;
+//! let err = dpop.proof_async(&http::Method::GET, &uri, None).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Transient);
+//! # Ok(()) }
+//! ```
 
+mod jwk;
 mod key;
 
 use std::collections::HashMap;
@@ -147,16 +204,30 @@ impl Dpop {
     ///
     /// The layer and the built-in sources call this for you; use it in a
     /// [`TokenSource`](crate::TokenSource) of your own, and give the answers' headers to
-    /// [`remember_nonce`](Self::remember_nonce).
+    /// [`remember_nonce`](Self::remember_nonce). Signs here, synchronously: a key behind a
+    /// signer ([`DpopKey::from_signer`]) is a [`Config`](crate::ErrorKind::Config) error, and
+    /// takes [`proof_async`](Self::proof_async).
     pub fn proof(
         &self,
         method: &Method,
         uri: &Uri,
         access_token: Option<&str>,
     ) -> Result<HeaderValue, Error> {
-        let target = Target::from_uri(uri)?;
-        let ath = access_token.map(|token| key::sha256_b64(token.as_bytes()));
+        let (target, ath) = aim(uri, access_token)?;
         self.proof_for(method, &target, ath.as_deref())
+    }
+
+    /// [`proof`](Self::proof) with any key: a key behind a signer
+    /// ([`DpopKey::from_signer`]) awaits it, and its error keeps the kind the signer gave it;
+    /// an in-process key signs at once.
+    pub async fn proof_async(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+    ) -> Result<HeaderValue, Error> {
+        let (target, ath) = aim(uri, access_token)?;
+        self.proof_for_async(method, &target, ath.as_deref()).await
     }
 
     /// Remember the `DPoP-Nonce` of an answer from `uri`'s origin, if it has a valid one
@@ -165,12 +236,35 @@ impl Dpop {
         Target::from_uri(uri).is_ok_and(|target| self.remember(&target, headers))
     }
 
+    /// A proof signed here (an in-process key).
     pub(crate) fn proof_for(
         &self,
         method: &Method,
         target: &Target,
         ath: Option<&str>,
     ) -> Result<HeaderValue, Error> {
+        let claims = self.claims(method, target, ath)?;
+        proof_value(self.inner.key.sign_jwt(&claims)?)
+    }
+
+    /// A proof signed by either key, awaiting a signer.
+    pub(crate) async fn proof_for_async(
+        &self,
+        method: &Method,
+        target: &Target,
+        ath: Option<&str>,
+    ) -> Result<HeaderValue, Error> {
+        let claims = self.claims(method, target, ath)?;
+        proof_value(self.inner.key.sign_jwt_async(&claims).await?)
+    }
+
+    /// The claims of a new proof, as JSON.
+    fn claims(
+        &self,
+        method: &Method,
+        target: &Target,
+        ath: Option<&str>,
+    ) -> Result<Vec<u8>, Error> {
         let nonce = self.nonce(target);
         let jti = key::random_jti()?;
         let iat = SystemTime::now()
@@ -185,13 +279,8 @@ impl Dpop {
             ath,
             nonce: nonce.as_deref(),
         };
-        let claims = serde_json::to_vec(&claims)
-            .map_err(|_| Error::config("could not write the DPoP proof's claims"))?;
-        let jwt = self.inner.key.sign_jwt(&claims)?;
-        let mut value = HeaderValue::try_from(jwt)
-            .map_err(|_| Error::config("the DPoP proof is not a valid header value"))?;
-        value.set_sensitive(true);
-        Ok(value)
+        serde_json::to_vec(&claims)
+            .map_err(|_| Error::config("could not write the DPoP proof's claims"))
     }
 
     fn nonce(&self, target: &Target) -> Option<Arc<str>> {
@@ -235,6 +324,20 @@ impl Dpop {
     }
 }
 
+/// What a proof for `uri` names: its target, and the `ath` of `access_token` if any.
+fn aim(uri: &Uri, access_token: Option<&str>) -> Result<(Target, Option<String>), Error> {
+    let target = Target::from_uri(uri)?;
+    Ok((target, access_token.map(|t| key::sha256_b64(t.as_bytes()))))
+}
+
+/// A signed proof as a `DPoP` header value, marked sensitive.
+fn proof_value(jwt: String) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::try_from(jwt)
+        .map_err(|_| Error::config("the DPoP proof is not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn valid_nonce(value: &HeaderValue) -> Option<&str> {
     let bytes = value.as_bytes();
     let valid = !bytes.is_empty()
@@ -276,6 +379,16 @@ impl Target {
             ));
         };
         Target::new(scheme, host, uri.port_u16(), uri.path())
+    }
+
+    /// The target of a request with a path-only URI (`path`) to `origin` (an absolute URI).
+    pub(crate) fn from_origin(origin: &Uri, path: &str) -> Result<Target, Error> {
+        let (Some(scheme), Some(host)) = (origin.scheme_str(), origin.host()) else {
+            return Err(Error::config(
+                "a DPoP proof needs the origin of a path-only request",
+            ));
+        };
+        Target::new(scheme, host, origin.port_u16(), path)
     }
 
     #[cfg(feature = "reqwest-middleware")]

@@ -123,10 +123,20 @@ pub struct RedisFleet {
     /// Whether an unreadable shared token was already reported at `warn` (later ones go to
     /// `debug`: during a key rotation every refresh would find one).
     unreadable_reported: Arc<std::sync::atomic::AtomicBool>,
-    /// The `x5t#S256` of the client certificate tokens are bound to, if they are.
-    certificate: Option<String>,
+    /// The client certificate tokens are bound to, if named: its `x5t#S256` is taken at each
+    /// use, so that a rotating identity ([`ClientIdentity::from_files`]) binds the tokens to
+    /// the certificate it presents now.
+    ///
+    /// [`ClientIdentity::from_files`]: crate::http_client::ClientIdentity::from_files
+    certificate: Option<Certificate>,
     settings: Settings,
 }
+
+/// A client certificate named to the fleet.
+#[cfg(feature = "reqwest")]
+type Certificate = crate::http_client::ClientIdentity;
+#[cfg(not(feature = "reqwest"))]
+type Certificate = std::convert::Infallible;
 
 #[derive(Clone, Copy, Debug)]
 struct Settings {
@@ -291,9 +301,14 @@ impl RedisFleet {
     /// bound otherwise (another token type, DPoP key or certificate) are never adopted.
     fn expected_binding<P: TokenSource>(&self, source: &P) -> Binding {
         // The certificate named to the fleet, else the one the source authenticates with.
-        let x5t_s256 = self.certificate.clone();
         #[cfg(feature = "reqwest")]
-        let x5t_s256 = x5t_s256.or_else(|| source.client_identity().map(self::x5t_s256));
+        let x5t_s256 = self
+            .certificate
+            .as_ref()
+            .or_else(|| source.client_identity())
+            .map(self::x5t_s256);
+        #[cfg(not(feature = "reqwest"))]
+        let x5t_s256 = None;
         #[cfg(feature = "dpop")]
         if let Some(dpop) = source.dpop() {
             return Binding {
@@ -548,7 +563,7 @@ pub struct RedisFleetBuilder {
     prefix: String,
     cipher: Option<EncryptionKey>,
     previous_keys: Vec<EncryptionKey>,
-    certificate: Option<String>,
+    certificate: Option<Certificate>,
     settings: Settings,
     link: LinkSettings,
 }
@@ -647,8 +662,12 @@ impl RedisFleetBuilder {
     /// presents the certificate; this one wins over the source's.
     #[cfg(feature = "reqwest")]
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    ///
+    /// A rotating identity ([`ClientIdentity::from_files`](crate::http_client::ClientIdentity::from_files))
+    /// binds the tokens to the certificate it holds at each refresh: after the files are
+    /// replaced, a token bound to the old certificate is no longer adopted.
     pub fn certificate_bound(mut self, identity: &crate::http_client::ClientIdentity) -> Self {
-        self.certificate = Some(x5t_s256(identity));
+        self.certificate = Some(identity.clone());
         self
     }
 

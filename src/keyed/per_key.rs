@@ -8,8 +8,9 @@
 //! origin, or a key closure that read nothing but the origin) or by its key (a closure that
 //! read more, which then runs for every request). A run of requests to one destination costs
 //! what a single-cache service costs, plus one comparison of the authority and one load of the
-//! slot's eviction flag; taking turns among any number of remembered destinations adds one
-//! hash of the authority (or key) and one probe of a small table. A destination it does not
+//! slot's eviction flag; taking turns among remembered destinations in a fixed order adds one
+//! comparison (each memo remembers which one followed it), and in any other order one hash of
+//! the authority (or key) and one probe of a small table. A destination it does not
 //! remember looks its key up without a lock and gets a memo (past `MEMOS`, one taken over in
 //! turn): a handle and the slot's current header, not a new service (the inner service is never
 //! cloned for it).
@@ -117,25 +118,21 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K,
         S: Service<Request<B>>,
         M: Mode<S, B>,
     {
-        // Fast path: the destination served last, else one found by its hash, whose slot is
-        // still in the cache.
+        // Fast path: the destination served last, or the one that followed it last time, else
+        // one found by its hash, whose slot is still in the cache.
         let mut picked = None;
-        let found = match front.memos.get(front.last) {
-            Some(memo)
-                if memo.by_origin()
-                    && origin_of(request.uri())
-                        .is_some_and(|(https, authority)| memo.is_origin(https, authority)) =>
-            {
-                Some(front.last)
-            }
-            _ => front.find(&request, &mut picked),
+        let found = match front.predict(request.uri()) {
+            Some(at) => Some(at),
+            None => front.find(&request, &mut picked),
         };
         if let Some(at) = found
             && let Some(memo) = front.memos.get_mut(at)
             && memo.slot().is_live()
         {
-            front.last = at;
-            return M::call(&mut memo.single, inner, request);
+            if at != front.last {
+                front.follow(at);
+            }
+            return M::call(&mut front.memos[at].single, inner, request);
         }
         front.call_slow::<S, M, B>(inner, request, picked, found)
     }
@@ -217,7 +214,13 @@ struct Memo<K, P> {
     authority: Box<str>,
     key: K,
     single: Single<Slot<P>>,
+    /// The memo served after this one last time (`NONE` at first): a service taking turns
+    /// among destinations in a fixed order finds the next one with a comparison, no hash.
+    then: usize,
 }
+
+/// No memo.
+const NONE: usize = usize::MAX;
 
 impl<K, P: TokenSource> Memo<K, P> {
     #[inline]
@@ -234,7 +237,9 @@ impl<K, P: TokenSource> Memo<K, P> {
     /// Whether it is found by this origin.
     #[inline]
     fn is_origin(&self, https: bool, authority: &str) -> bool {
-        self.https == https && same_bytes(self.authority.as_bytes(), authority.as_bytes())
+        self.https == https
+            && self.by_origin()
+            && same_bytes(self.authority.as_bytes(), authority.as_bytes())
     }
 }
 
@@ -283,6 +288,33 @@ type Pick<K> = (Option<K>, bool);
 const MEMOS: usize = 64;
 
 impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
+    /// The memo of a request to `uri` if it goes where the last one went, or where the one
+    /// after the last went the time before; found by origin only.
+    #[inline]
+    fn predict(&self, uri: &Uri) -> Option<usize> {
+        let last = self.memos.get(self.last)?;
+        if !last.by_origin() {
+            return None;
+        }
+        let (https, authority) = origin_of(uri)?;
+        if last.is_origin(https, authority) {
+            return Some(self.last);
+        }
+        self.memos
+            .get(last.then)
+            .filter(|then| then.is_origin(https, authority))
+            .map(|_| last.then)
+    }
+
+    /// `at` is served after the last: remember the order, and make it the last.
+    #[inline]
+    fn follow(&mut self, at: usize) {
+        if let Some(last) = self.memos.get_mut(self.last) {
+            last.then = at;
+        }
+        self.last = at;
+    }
+
     /// The memo of `request`'s destination among those remembered: by its origin, else (by
     /// closure) by its key, picked once into `picked`.
     #[inline]
@@ -304,8 +336,13 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
         // A key picked from the origin alone is remembered by the origin (in `call_slow`).
         let key = key.as_ref().filter(|_| !*origin_only)?;
         let is_key = |memo: &Memo<K, P>| !memo.by_origin() && memo.key == *key;
-        if memos.get(self.last).is_some_and(is_key) {
-            return Some(self.last);
+        if let Some(last) = memos.get(self.last) {
+            if is_key(last) {
+                return Some(self.last);
+            }
+            if memos.get(last.then).is_some_and(is_key) {
+                return Some(last.then);
+            }
         }
         self.index
             .find(fx::key(key), |&i| is_key(&memos[i]))
@@ -383,6 +420,7 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                         settings.destinations.clone(),
                         settings.judge.clone(),
                     ),
+                    then: NONE,
                 });
                 self.memos.len() - 1
             }
@@ -408,7 +446,7 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
         self.origins += usize::from(memo.by_origin());
         let memos = &self.memos;
         self.index.insert_unique(hash, at, |&i| memos[i].hash);
-        self.last = at;
+        self.follow(at);
         M::call(&mut self.memos[at].single, inner, request)
     }
 
@@ -528,6 +566,7 @@ impl<K: Clone, P> Clone for Memo<K, P> {
             authority: self.authority.clone(),
             key: self.key.clone(),
             single: self.single.clone(),
+            then: NONE,
         }
     }
 }

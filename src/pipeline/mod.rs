@@ -106,7 +106,8 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
     };
     attach.aim(|| T::target(&request)).map_err(T::error)?;
     attach
-        .apply(T::headers_mut(&mut request))
+        .apply_async(T::headers_mut(&mut request))
+        .await
         .map_err(T::error)?;
     let mut response = transport.send(request).await?;
     loop {
@@ -147,7 +148,10 @@ pub(crate) async fn send<P: TokenSource, T: Transport>(
         // Let the first answer (and its connection) go before sending the next request.
         drop(response);
         attach.aim(|| T::target(&copy)).map_err(T::error)?;
-        attach.apply(T::headers_mut(&mut copy)).map_err(T::error)?;
+        attach
+            .apply_async(T::headers_mut(&mut copy))
+            .await
+            .map_err(T::error)?;
         tracing::debug!(
             generation = token.generation(),
             "sending the request once more"

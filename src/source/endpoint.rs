@@ -348,7 +348,8 @@ impl Endpoint {
         #[cfg(feature = "dpop")]
         if let Some(dpop) = &self.dpop {
             let proof = dpop
-                .proof(&method, &self.uri, None)
+                .proof_async(&method, &self.uri, None)
+                .await
                 .map_err(|e| self.tag(e))?;
             headers.insert(crate::dpop::DPOP, proof);
         }

@@ -80,8 +80,8 @@ pub mod kensho;
 mod refresh_endpoint;
 mod refresh_token;
 mod revocation;
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+#[cfg(any(feature = "jwt", feature = "dpop"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "dpop"))))]
 pub mod signer;
 mod token_exchange;
 pub mod workload;

@@ -1,15 +1,16 @@
-//! [`AssertionSigner`]: an async signer for client assertions, so that a key held by a KMS or
-//! an HSM (which never leaves it) can sign `private_key_jwt` assertions.
+//! [`AssertionSigner`]: an async signer, so that a key held by a KMS or an HSM (which never
+//! leaves it) can sign `private_key_jwt` client assertions (feature `jwt`) and DPoP proofs
+//! (feature `dpop`, [`DpopKey::from_signer`](crate::dpop::DpopKey::from_signer)).
 //!
-//! The crate builds the JWT (header `alg`, `typ`, `kid`; claims `iss` = `sub` = the client id,
-//! `aud` = the token URL, `iat`, `exp` 5 minutes later, a fresh random `jti`) and hands the
-//! signer the JWS signing input (`base64url(header) "." base64url(claims)`); the signer returns
-//! the signature bytes in JWS form (for ES256, the 64-byte `r || s`, not DER). An in-process
-//! [`SigningKey`] is one signer; a KMS client is another.
+//! The crate builds the JWT and hands the signer the JWS signing input
+//! (`base64url(header) "." base64url(claims)`); the signer returns the signature bytes in JWS
+//! form (for ES256, the 64-byte `r || s`, not DER). For a client assertion, the header is
+//! `alg`, `typ`, `kid` and the claims `iss` = `sub` = the client id, `aud` = the token URL,
+//! `iat`, `exp` 5 minutes later, a fresh random `jti`; for a DPoP proof, RFC 9449's header and
+//! claims. An in-process `SigningKey` (feature `jwt`) is one signer; a KMS client is another.
 //!
 //! ```
 //! use tower_bearer::Error;
-//! use tower_bearer::source::ClientAuth;
 //! use tower_bearer::source::signer::{AssertionSigner, SignatureFuture};
 //!
 //! /// A key in a KMS: `sign` is a call to it.
@@ -27,21 +28,31 @@
 //!     }
 //! }
 //!
+//! # #[cfg(feature = "jwt")] {
+//! use tower_bearer::source::ClientAuth;
+//!
 //! let auth = ClientAuth::private_key_jwt_signed_by("my-client", Kms { key_name: "k1".into() });
 //! assert_eq!(auth.method(), "private_key_jwt");
+//! # }
 //! ```
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(feature = "jwt")]
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "jwt")]
 use base64::Engine as _;
+#[cfg(feature = "jwt")]
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+#[cfg(feature = "jwt")]
 use zeroize::Zeroizing;
 
+#[cfg(feature = "jwt")]
 use super::assertion::{SigningKey, new_jti};
 use crate::Error;
+#[cfg(feature = "jwt")]
 use crate::file_stamp::FileStamp;
 
 /// The future returned by [`AssertionSigner::sign`]: the signature bytes.
@@ -63,6 +74,7 @@ pub trait AssertionSigner: Send + Sync + 'static {
     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignatureFuture<'a>;
 }
 
+#[cfg(feature = "jwt")]
 impl AssertionSigner for SigningKey {
     fn algorithm(&self) -> &str {
         self.algorithm_name()
@@ -91,9 +103,11 @@ impl<T: AssertionSigner + ?Sized> AssertionSigner for Arc<T> {
     }
 }
 
+#[cfg(feature = "jwt")]
 /// How long each client assertion is valid.
 const LIFETIME: Duration = Duration::from_secs(300);
 
+#[cfg(feature = "jwt")]
 /// A client assertion for `client_id` at `token_url`, signed by `signer`.
 pub(crate) async fn client_assertion(
     signer: &dyn AssertionSigner,
@@ -137,6 +151,7 @@ pub(crate) async fn client_assertion(
     Ok(jwt)
 }
 
+#[cfg(feature = "jwt")]
 /// The algorithm of a [`KeyFile`]'s key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KeyKind {
@@ -145,6 +160,8 @@ enum KeyKind {
     Es256,
 }
 
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 /// A private key in a PEM file that is rotated in place (a cert-manager or Vault agent
 /// secret, a mounted Kubernetes secret): an [`AssertionSigner`] that checks the file before
 /// each signature and parses it again when it has changed (its size, modification time or
@@ -171,6 +188,7 @@ pub struct KeyFile {
     inner: Arc<KeyFileInner>,
 }
 
+#[cfg(feature = "jwt")]
 struct KeyFileInner {
     path: std::path::PathBuf,
     kind: KeyKind,
@@ -179,6 +197,7 @@ struct KeyFileInner {
     current: std::sync::Mutex<Option<(FileStamp, SigningKey)>>,
 }
 
+#[cfg(feature = "jwt")]
 impl KeyFile {
     /// An RSA key (PKCS#1 or PKCS#8 PEM, 2048 bits or more), signing RS256.
     pub fn rs256(path: impl Into<std::path::PathBuf>) -> Self {
@@ -220,6 +239,7 @@ impl KeyFile {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl KeyFileInner {
     /// The key for this signature: the one parsed before, unless the file has changed.
     fn key(&self) -> Result<SigningKey, Error> {
@@ -256,6 +276,7 @@ impl KeyFileInner {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl AssertionSigner for KeyFile {
     fn algorithm(&self) -> &str {
         match self.inner.kind {
@@ -281,6 +302,7 @@ impl AssertionSigner for KeyFile {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyFile")

@@ -1,6 +1,10 @@
 //! DPoP end to end: every built-in grant against a server that verifies proofs exactly, the
-//! tower layer and the reqwest middleware against an API that does, nonces, the 401 policy.
+//! tower layer and the reqwest middleware against an API that does, nonces, the 401 policy;
+//! keys held by a KMS (`remote_signer`).
 
+#[path = "../support/kms.rs"]
+mod kms;
+mod remote_signer;
 mod server;
 
 use std::sync::{Arc, Mutex};

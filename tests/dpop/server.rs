@@ -277,41 +277,65 @@ async fn handle(
     }
 
     server.api_calls.fetch_add(1, Ordering::SeqCst);
-    let unauthorized = |challenge: String, extra: &[(&'static str, String)]| {
-        let mut h = vec![("www-authenticate", challenge)];
-        h.extend(extra.iter().cloned());
-        json(StatusCode::UNAUTHORIZED, &h, serde_json::json!({}))
-    };
-    let Some(token) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("DPoP "))
-        .map(str::to_owned)
-    else {
-        return unauthorized(r#"DPoP algs="ES256 RS256 PS256""#.into(), &[]);
-    };
-    let ath = URL_SAFE_NO_PAD.encode(digest(&SHA256, token.as_bytes()));
-    let (jkt, nonce) = match server.verify(&headers, &method, &htu, Some(&ath)) {
-        Ok(ok) => ok,
-        Err(_) => return unauthorized(r#"DPoP error="invalid_dpop_proof""#.into(), &[]),
-    };
-    if server.config.nonce_at_api {
-        let current = server.api_nonce.lock().unwrap().clone();
-        if current.is_none() || nonce != current {
-            let fresh = server.new_nonce(&server.api_nonce);
-            return unauthorized(
-                r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#.into(),
-                &[("dpop-nonce", fresh)],
-            );
+    match server.admit(&headers, &method, &htu) {
+        Ok(token) => (StatusCode::OK, format!("ok {token}")).into_response(),
+        Err(refusal) => {
+            let mut extra = vec![("www-authenticate", refusal.challenge)];
+            extra.extend(refusal.nonce.map(|nonce| ("dpop-nonce", nonce)));
+            json(StatusCode::UNAUTHORIZED, &extra, serde_json::json!({}))
         }
     }
-    let bound = server.tokens.lock().unwrap().get(&token).cloned();
-    if bound.as_deref() != Some(jkt.as_str()) || server.revoked.lock().unwrap().contains(&token) {
-        return unauthorized(r#"DPoP error="invalid_token""#.into(), &[]);
+}
+
+/// Why the API refused a request: its `WWW-Authenticate` challenge, and a nonce to use.
+pub struct Refusal {
+    pub challenge: String,
+    pub nonce: Option<String>,
+}
+
+impl Server {
+    /// The API's check of a request to `htu`: a DPoP token this server issued, not revoked,
+    /// with a proof by the key it is bound to (and the current nonce, when the API wants one).
+    /// The token, or why not. Shared by the HTTP API and the gRPC test's server.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        htu: &str,
+    ) -> Result<String, Refusal> {
+        let refuse = |challenge: &str| Refusal {
+            challenge: challenge.to_owned(),
+            nonce: None,
+        };
+        let Some(token) = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("DPoP "))
+            .map(str::to_owned)
+        else {
+            return Err(refuse(r#"DPoP algs="ES256 RS256 PS256""#));
+        };
+        let ath = URL_SAFE_NO_PAD.encode(digest(&SHA256, token.as_bytes()));
+        let Ok((jkt, nonce)) = self.verify(headers, method, htu, Some(&ath)) else {
+            return Err(refuse(r#"DPoP error="invalid_dpop_proof""#));
+        };
+        if self.config.nonce_at_api {
+            let current = self.api_nonce.lock().unwrap().clone();
+            if current.is_none() || nonce != current {
+                return Err(Refusal {
+                    challenge: r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#.into(),
+                    nonce: Some(self.new_nonce(&self.api_nonce)),
+                });
+            }
+        }
+        let bound = self.tokens.lock().unwrap().get(&token).cloned();
+        if bound.as_deref() != Some(jkt.as_str()) || self.revoked.lock().unwrap().contains(&token) {
+            return Err(refuse(r#"DPoP error="invalid_token""#));
+        }
+        *self.last_api_proof.lock().unwrap() = headers
+            .get("dpop")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(token)
     }
-    *server.last_api_proof.lock().unwrap() = headers
-        .get("dpop")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (StatusCode::OK, format!("ok {token}")).into_response()
 }

@@ -260,3 +260,98 @@ async fn the_certificate_a_source_declares_binds_the_fleets_tokens() {
     );
     assert_eq!(process.fetches(), 3);
 }
+
+/// A new self-signed client certificate and its key, in PEM.
+fn certificate_pem() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Replace `path` as cert-manager and the kubelet do: write beside it, then rename over it.
+fn replace(path: &std::path::Path, content: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, content).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// A rotating identity (`ClientIdentity::from_files`) binds the fleet's tokens to the
+/// certificate it presents now, whether it is named to the fleet or declared by the source:
+/// after its files are replaced, a token bound to the old certificate is no longer adopted,
+/// and processes presenting the new one share a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_certificate_rotation_tokens_bound_to_the_old_certificate_are_not_adopted() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!(
+        "tower-bearer-fleet-rotation-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let (old_cert, old_key) = certificate_pem();
+    replace(&cert_path, &old_cert);
+    replace(&key_path, &old_key);
+    let rotating = ClientIdentity::from_files(&cert_path, &key_path).unwrap();
+    // One fleet, built before the rotation, for both sides of it.
+    let named_fleet = fleet(&redis.url())
+        .certificate_bound(&rotating)
+        .build()
+        .unwrap();
+    let named = || named_fleet.clone();
+    let process = Process::new();
+    let old = token(&process.cache(named(), "old", None)).await;
+    let old_fixed = ClientIdentity::from_pem(old_cert.as_bytes(), old_key.as_bytes()).unwrap();
+    let declared = token(&process.cache_declaring(
+        fleet(&redis.url()).build().unwrap(),
+        "d",
+        None,
+        Some(&old_fixed),
+    ))
+    .await;
+    assert_eq!(
+        declared, old,
+        "the old certificate, from files or not, shares one token"
+    );
+
+    let (new_cert, new_key) = certificate_pem();
+    replace(&cert_path, &new_cert);
+    replace(&key_path, &new_key);
+    let new = token(&process.cache(named(), "new", None)).await;
+    assert!(
+        new.starts_with("new-"),
+        "a token bound to the old certificate was adopted after the rotation: {new}"
+    );
+    let by_source = token(&process.cache_declaring(
+        fleet(&redis.url()).build().unwrap(),
+        "s",
+        None,
+        Some(&rotating),
+    ))
+    .await;
+    assert_eq!(
+        by_source, new,
+        "the rotated identity declared by a source shares the new token"
+    );
+    let new_fixed = ClientIdentity::from_pem(new_cert.as_bytes(), new_key.as_bytes()).unwrap();
+    let fixed = token(
+        &process.cache(
+            fleet(&redis.url())
+                .certificate_bound(&new_fixed)
+                .build()
+                .unwrap(),
+            "f",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(fixed, new);
+    assert_eq!(process.fetches(), 2, "one token per certificate");
+    let _ = std::fs::remove_dir_all(dir);
+}

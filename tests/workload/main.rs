@@ -9,6 +9,10 @@ mod common;
 
 mod support;
 
+#[cfg(all(feature = "jwt", feature = "dpop"))]
+#[path = "../support/kms.rs"]
+mod kms;
+
 mod azure;
 mod chain;
 #[cfg(all(unix, feature = "executable"))]

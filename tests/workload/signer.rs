@@ -8,53 +8,24 @@ use aws_lc_rs::hmac;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tower_bearer::secret::ClientSecret;
 use tower_bearer::source::assertion::SigningKey;
-use tower_bearer::source::signer::{AssertionSigner, SignatureFuture};
 use tower_bearer::source::{ClientAuth, ClientCredentials};
-use tower_bearer::{Error, ErrorKind, TokenSource};
+use tower_bearer::{ErrorKind, TokenSource};
 
-use crate::support::{StandIn, json, oauth_error, token};
+use crate::kms::Kms;
+use crate::support::{StandIn, oauth_error, token};
 
 const KEY: &[u8] = b"kms-held-key-0123456789abcdef-0123";
 
-/// A signer whose key is in the "KMS": each signature is an HTTP call to it.
-struct RemoteKms {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl AssertionSigner for RemoteKms {
-    fn algorithm(&self) -> &str {
-        "HS256"
-    }
-
-    fn key_id(&self) -> Option<&str> {
-        Some("kms-key-1")
-    }
-
-    fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignatureFuture<'a> {
-        Box::pin(async move {
-            let response = self
-                .http
-                .post(&self.url)
-                .body(signing_input.to_vec())
-                .send()
-                .await
-                .map_err(|e| Error::transient("the KMS is unreachable").with_source(e))?;
-            if !response.status().is_success() {
-                return Err(Error::transient("the KMS refused to sign"));
-            }
-            let answer: serde_json::Value = response
-                .json()
-                .await
-                .map_err(|_| Error::invalid_response("the KMS answer is not JSON"))?;
-            STANDARD
-                .decode(answer["signature"].as_str().unwrap_or_default())
-                .map_err(|_| Error::invalid_response("the KMS signature is not base64"))
-        })
-    }
+/// The KMS, holding `KEY`.
+async fn hs256_kms() -> Kms {
+    Kms::start(|input| {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, KEY);
+        hmac::sign(&key, input).as_ref().to_vec()
+    })
+    .await
 }
 
 /// The token endpoint: verifies the assertion's HS256 signature and its claims.
@@ -107,20 +78,9 @@ async fn verifying_token_endpoint() -> StandIn {
 
 #[tokio::test]
 async fn a_signer_behind_an_http_endpoint_signs_each_client_assertion() {
-    let kms = StandIn::start(|seen, _| {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, KEY);
-        let signature = hmac::sign(&key, seen.body.as_bytes());
-        json(
-            StatusCode::OK,
-            serde_json::json!({ "signature": STANDARD.encode(signature.as_ref()) }),
-        )
-    })
-    .await;
+    let kms = hs256_kms().await;
     let token_endpoint = verifying_token_endpoint().await;
-    let signer = RemoteKms {
-        url: kms.url("/sign"),
-        http: reqwest::Client::new(),
-    };
+    let signer = kms.signer("HS256", Some("kms-key-1"));
     let source = ClientCredentials::builder(
         token_endpoint.url("/token"),
         ClientAuth::private_key_jwt_signed_by("kms-client", signer),
@@ -136,9 +96,9 @@ async fn a_signer_behind_an_http_endpoint_signs_each_client_assertion() {
         "signed-by-kms-key-1"
     );
     // One signature per assertion, each over a different input (new jti, new iat).
-    let signed = kms.seen();
+    let signed = kms.inputs();
     assert_eq!(signed.len(), 2);
-    assert_ne!(signed[0].body, signed[1].body);
+    assert_ne!(signed[0], signed[1]);
 }
 
 #[tokio::test]
@@ -155,16 +115,11 @@ async fn an_in_process_key_is_one_signer_and_a_failing_kms_is_a_typed_error() {
     .unwrap();
     assert_eq!(source.fetch().await.unwrap().secret(), "signed-by-local");
 
-    let down = StandIn::start(|_, _| StatusCode::SERVICE_UNAVAILABLE.into_response()).await;
+    let down = hs256_kms().await;
+    down.fail(true);
     let source = ClientCredentials::builder(
         token_endpoint.url("/token"),
-        ClientAuth::private_key_jwt_signed_by(
-            "kms-client",
-            RemoteKms {
-                url: down.url("/sign"),
-                http: reqwest::Client::new(),
-            },
-        ),
+        ClientAuth::private_key_jwt_signed_by("kms-client", down.signer("HS256", None)),
     )
     .build()
     .unwrap();
