@@ -6,7 +6,7 @@
 /// `fn finish(self) -> Result<Built, Error>`. The doc comment given says what `build` checks;
 /// `calls` names what the client calls ("the endpoint", "GitHub").
 ///
-/// ```ignore
+/// ```text
 /// build_options! {
 ///     /// Check the URL and build the source. Does no I/O.
 ///     build -> RefreshEndpoint;
