@@ -497,6 +497,7 @@ where
 /// ([`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)) puts it on calls whose token is
 /// DPoP-bound, so that their proofs name the call's absolute URL.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
 pub(crate) struct CallOrigin(pub(crate) http::Uri);
 
 /// A tower request's method and absolute URI, for a DPoP proof.
