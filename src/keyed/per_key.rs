@@ -74,14 +74,15 @@ impl<K, P> PerKey<K, P> {
     }
 }
 
-impl<K, P> TokensSealed for PerKey<K, P> {}
+impl<K, P> TokensSealed for PerKey<K, P> {
+    type Source = P;
+    type Cache = KeyedTokenCache<K, P>;
+    type Front = Memos<K, P>;
+}
 
 // Not `K: Key`: no `'static` here, so a future holding a service keyed by `&'static str` is
 // `Send` (the compiler's proof of it forgets lifetimes).
-impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K, P> {
-    type Cache = KeyedTokenCache<K, P>;
-    type Front = Memos<K, P>;
-
+impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens for PerKey<K, P> {
     fn cache(&self) -> &KeyedTokenCache<K, P> {
         &self.cache
     }
