@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use http::{Request, Uri};
-use support::NoOp;
+use support::{CloneEach, NoOp};
 use tower::{Layer, Service, ServiceExt};
 use tower_bearer::keyed::KeyedTokenCache;
 use tower_bearer::{BearerAuthLayer, Origin, Token, TokenCache, source::StaticToken};
@@ -83,6 +83,11 @@ fn main() {
         match row.as_str() {
             "limit" => drive(limit, n).await,
             "bearer" => drive(BearerAuthLayer::from_cache(cache).layer(NoOp), n).await,
+            // The service cloned for each request from a template that never sends, as
+            // `client.clone().oneshot(..)` does.
+            "bearer_clone" => {
+                drive(CloneEach(BearerAuthLayer::from_cache(cache).layer(NoOp)), n).await
+            }
             "bearer_allow_list" => {
                 let layer = BearerAuthLayer::from_cache(cache)
                     .allow_origin(Origin::from_static("https://api.example.com"));
@@ -108,13 +113,17 @@ fn main() {
                 let known = hosts.clone();
                 let find = move |name: &str| known.iter().find(|h| **h == name).copied();
                 match route {
-                    "per_origin" => {
+                    "per_origin" | "per_origin_clone" => {
                         let origins = hosts.iter().map(|host| {
                             let origin = format!("https://{host}.example.com");
                             (origin.parse::<Origin>().unwrap(), *host)
                         });
-                        let layer = BearerAuthLayer::per_origin(tokens, origins);
-                        drive_among(layer.layer(NoOp), n, &hosts).await
+                        let service = BearerAuthLayer::per_origin(tokens, origins).layer(NoOp);
+                        if route == "per_origin" {
+                            drive_among(service, n, &hosts).await
+                        } else {
+                            drive_among(CloneEach(service), n, &hosts).await
+                        }
                     }
                     "per_request" => {
                         let layer = BearerAuthLayer::per_request(tokens, move |dest| {

@@ -256,7 +256,7 @@ impl<P, M, C> BearerAuthLayer<P, M, Identity, C> {
     }
 }
 
-impl<P, M, L, C: Tokens<P>> BearerAuthLayer<P, M, L, C> {
+impl<P, M, L, C: Tokens<Source = P>> BearerAuthLayer<P, M, L, C> {
     /// Send the token only to this origin (and any others allowed). Without any call, every
     /// origin may receive it (subject to [`allow_insecure_http`](Self::allow_insecure_http)).
     /// Relative URIs always get the token. With a keyed cache, this applies beside the key
@@ -320,7 +320,7 @@ impl<K, P, M, L> BearerAuthLayer<P, M, L, PerKey<K, P>> {
     }
 }
 
-impl<S, P, M, L: Layer<S>, C: Tokens<P>> Layer<S> for BearerAuthLayer<P, M, L, C> {
+impl<S, P, M, L: Layer<S>, C: Tokens<Source = P>> Layer<S> for BearerAuthLayer<P, M, L, C> {
     type Service = BearerAuth<L::Service, P, M, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -153,6 +153,10 @@ impl Origin {
 
     /// Whether `site` is this origin.
     pub(crate) fn matches(&self, site: &Site<'_>) -> bool {
+        // Written as the origin is (lowercase, no trailing dot): the port decides.
+        if site.host == &*self.host && site.scheme == &*self.scheme {
+            return site.port() == Some(self.port);
+        }
         let this = Site {
             scheme: &self.scheme,
             host: &self.host,

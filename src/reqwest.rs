@@ -125,7 +125,7 @@ impl<P, C> BearerAuthMiddleware<P, C> {
     }
 }
 
-impl<P, C: Tokens<P>> BearerAuthMiddleware<P, C> {
+impl<P, C: Tokens<Source = P>> BearerAuthMiddleware<P, C> {
     /// Also treat a response as rejecting the token when `rule` says so after reading its body:
     /// for servers that say "this token expired" only in the body (a 403 with
     /// `{"error": "token_expired"}`). Only responses with one of `statuses` are read, up to
@@ -222,7 +222,7 @@ impl<K, P> BearerAuthMiddleware<P, PerKey<K, P>> {
 }
 
 #[async_trait::async_trait]
-impl<P: TokenSource, C: Tokens<P> + 'static> Middleware for BearerAuthMiddleware<P, C> {
+impl<P: TokenSource, C: Tokens<Source = P> + 'static> Middleware for BearerAuthMiddleware<P, C> {
     async fn handle(
         &self,
         request: Request,

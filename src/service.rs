@@ -55,7 +55,7 @@ use crate::cache::{Freshness, coarse_now};
 use crate::origin::{Approved, Destinations, Verdict};
 use crate::pipeline::attach::{self, Attach, Declared, Signed};
 use crate::pipeline::judge::{Judging, Sent};
-use crate::pipeline::{self, BodyRule, Judge, Tokens, Transport};
+use crate::pipeline::{self, BodyRule, Judge, Tokens, TokensSealed, Transport};
 use crate::replay::{ReplayBody, try_clone_request};
 use crate::{BoxError, CachedToken, Error, TokenCache, TokenSource};
 
@@ -87,7 +87,7 @@ pub struct Replay;
 /// ([`PerKey`](crate::keyed::PerKey), made by
 /// [`BearerAuthLayer::per_origin`](crate::BearerAuthLayer::per_origin) and
 /// [`per_request`](crate::BearerAuthLayer::per_request)).
-pub struct BearerAuth<S, P, M = InvalidateOnly, C: Tokens<P> = TokenCache<P>> {
+pub struct BearerAuth<S, P, M = InvalidateOnly, C: TokensSealed = TokenCache<P>> {
     pub(crate) inner: S,
     /// What this service keeps of its tokens: one [`Single`], or a keyed service's memos.
     pub(crate) front: C::Front,
@@ -106,7 +106,7 @@ impl<S, P: TokenSource> BearerAuth<S, P> {
     }
 }
 
-impl<S, P, M, C: Tokens<P>> BearerAuth<S, P, M, C> {
+impl<S, P, M, C: Tokens<Source = P>> BearerAuth<S, P, M, C> {
     pub(crate) fn from_front(inner: S, front: C::Front) -> Self {
         BearerAuth {
             inner,
@@ -141,7 +141,7 @@ impl<S, P, M, C, B, RB> Service<Request<B>> for BearerAuth<S, P, M, C>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    C: Tokens<P>,
+    C: Tokens,
     M: Mode<S, B>,
 {
     type Response = S::Response;
@@ -497,6 +497,7 @@ where
 /// ([`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)) puts it on calls whose token is
 /// DPoP-bound, so that their proofs name the call's absolute URL.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
 pub(crate) struct CallOrigin(pub(crate) http::Uri);
 
 /// A tower request's method and absolute URI, for a DPoP proof.
@@ -785,7 +786,7 @@ impl<P> fmt::Debug for Single<P> {
     }
 }
 
-impl<S: Clone, P, M, C: Tokens<P>> Clone for BearerAuth<S, P, M, C> {
+impl<S: Clone, P, M, C: Tokens> Clone for BearerAuth<S, P, M, C> {
     fn clone(&self) -> Self {
         BearerAuth {
             inner: self.inner.clone(),
@@ -795,7 +796,7 @@ impl<S: Clone, P, M, C: Tokens<P>> Clone for BearerAuth<S, P, M, C> {
     }
 }
 
-impl<S: fmt::Debug, P, M, C: Tokens<P>> fmt::Debug for BearerAuth<S, P, M, C> {
+impl<S: fmt::Debug, P, M, C: Tokens> fmt::Debug for BearerAuth<S, P, M, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)

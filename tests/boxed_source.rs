@@ -63,3 +63,51 @@ async fn one_keyed_cache_mixes_client_credentials_refresh_token_and_a_closure() 
     }
     assert_eq!(keyed.len(), 3);
 }
+
+/// A source whose type holds a boxed closure (`Box<dyn Fn() -> Pin<Box<dyn Future + Send>>>`):
+/// a service over it, one cache or keyed, is `Send` across `.await`s in a spawned task. (The
+/// compiler forgets the lifetimes of such types inside a future; the front ends name what a
+/// service keeps without bounds on the source, so `Send` still holds.)
+#[tokio::test]
+async fn services_over_a_boxed_closure_source_run_in_spawned_tasks() {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use tower::{Layer, Service, ServiceExt};
+    use tower_bearer::BearerAuthLayer;
+
+    type Fetch = Pin<Box<dyn Future<Output = Result<Token, Error>> + Send>>;
+    type Closure = Box<dyn Fn() -> Fetch + Send + Sync>;
+    let closure = || -> Closure { Box::new(|| Box::pin(async { Ok(Token::new("boxed")) })) };
+    let echo = tower::service_fn(|request: http::Request<()>| async move {
+        let authorization = request.headers()[http::header::AUTHORIZATION].clone();
+        Ok::<_, std::convert::Infallible>(http::Response::new(authorization))
+    });
+    let request = || {
+        http::Request::get("https://api.example.com/")
+            .body(())
+            .unwrap()
+    };
+
+    let mut one = BearerAuthLayer::new(from_fn(closure())).layer(echo);
+    let response = tokio::spawn(async move {
+        let svc = one.ready().await.unwrap();
+        tokio::task::yield_now().await;
+        svc.call(request()).await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.body(), "Bearer boxed");
+
+    let tokens = KeyedTokenCache::new(move |_: &String| Ok(from_fn(closure())));
+    let mut keyed =
+        BearerAuthLayer::per_request(tokens, |dest| dest.host().map(str::to_owned)).layer(echo);
+    let response = tokio::spawn(async move {
+        let svc = keyed.ready().await.unwrap();
+        tokio::task::yield_now().await;
+        svc.call(request()).await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.body(), "Bearer boxed");
+}

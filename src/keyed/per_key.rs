@@ -74,14 +74,15 @@ impl<K, P> PerKey<K, P> {
     }
 }
 
-impl<K, P> TokensSealed for PerKey<K, P> {}
+impl<K, P> TokensSealed for PerKey<K, P> {
+    type Source = P;
+    type Cache = KeyedTokenCache<K, P>;
+    type Front = Memos<K, P>;
+}
 
 // Not `K: Key`: no `'static` here, so a future holding a service keyed by `&'static str` is
 // `Send` (the compiler's proof of it forgets lifetimes).
-impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens<P> for PerKey<K, P> {
-    type Cache = KeyedTokenCache<K, P>;
-    type Front = Memos<K, P>;
-
+impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens for PerKey<K, P> {
     fn cache(&self) -> &KeyedTokenCache<K, P> {
         &self.cache
     }
@@ -406,24 +407,17 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                 return M::call(&mut single, inner, request);
             }
         };
-        let at = match found {
+        let (https, authority) = match origin {
+            Some((https, authority)) => (https, Box::from(authority)),
+            None => (false, Box::default()),
+        };
+        // The index holds every memo once there are two (a service with one, as a clone per
+        // request has, needs none: the last is compared first).
+        let was_indexed = !self.index.is_empty();
+        let replace = match found {
             // Its slot was evicted: its place takes the key's new slot.
-            Some(at) => at,
-            None if self.memos.len() < MEMOS => {
-                self.memos.push(Memo {
-                    hash,
-                    https: false,
-                    authority: Box::default(),
-                    key: key.clone(),
-                    single: Single::new(
-                        slot.clone(),
-                        settings.destinations.clone(),
-                        settings.judge.clone(),
-                    ),
-                    then: NONE,
-                });
-                self.memos.len() - 1
-            }
+            Some(at) => Some(at),
+            None if self.memos.len() < MEMOS => None,
             None => {
                 // All taken: the next in turn goes to this destination, keeping what it holds
                 // (its rules and judge) but the slot.
@@ -431,31 +425,57 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                 if self.next == self.last {
                     self.next = (self.next + 1) % MEMOS;
                 }
-                self.next
+                Some(self.next)
             }
         };
-        self.forget(at);
-        let memo = &mut self.memos[at];
-        memo.hash = hash;
-        memo.key = key;
-        memo.single.retarget(slot);
-        (memo.https, memo.authority) = match origin {
-            Some((https, authority)) => (https, authority.into()),
-            None => (false, Box::default()),
+        let at = match replace {
+            Some(at) => {
+                if was_indexed {
+                    self.forget(at);
+                }
+                let memo = &mut self.memos[at];
+                self.origins -= usize::from(memo.by_origin());
+                memo.hash = hash;
+                memo.key = key;
+                memo.single.retarget(slot);
+                (memo.https, memo.authority) = (https, authority);
+                at
+            }
+            None => {
+                self.memos.push(Memo {
+                    hash,
+                    https,
+                    authority,
+                    key,
+                    single: Single::new(
+                        slot,
+                        settings.destinations.clone(),
+                        settings.judge.clone(),
+                    ),
+                    then: NONE,
+                });
+                self.memos.len() - 1
+            }
         };
-        self.origins += usize::from(memo.by_origin());
-        let memos = &self.memos;
-        self.index.insert_unique(hash, at, |&i| memos[i].hash);
+        self.origins += usize::from(self.memos[at].by_origin());
+        if self.memos.len() > 1 {
+            let (memos, index) = (&self.memos, &mut self.index);
+            if !was_indexed {
+                for (i, memo) in memos.iter().enumerate().filter(|&(i, _)| i != at) {
+                    index.insert_unique(memo.hash, i, |&j| memos[j].hash);
+                }
+            }
+            index.insert_unique(hash, at, |&j| memos[j].hash);
+        }
         self.follow(at);
         M::call(&mut self.memos[at].single, inner, request)
     }
 
     /// Take the memo at `at` out of the index (if it is there).
     fn forget(&mut self, at: usize) {
-        let memo = &self.memos[at];
-        if let Ok(entry) = self.index.find_entry(memo.hash, |&i| i == at) {
+        let hash = self.memos[at].hash;
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == at) {
             entry.remove();
-            self.origins -= usize::from(memo.by_origin());
         }
     }
 }
@@ -573,11 +593,8 @@ impl<K: Clone, P> Clone for Memo<K, P> {
 
 impl<K: Clone, P> Clone for Memos<K, P> {
     fn clone(&self) -> Self {
+        // The last destination only, unindexed (one memo needs no index).
         let memos: Vec<_> = self.memos.get(self.last).cloned().into_iter().collect();
-        let mut index = HashTable::new();
-        if let Some(memo) = memos.first() {
-            index.insert_unique(memo.hash, 0, |_| memo.hash);
-        }
         Memos {
             settings: Arc::clone(&self.settings),
             origins: memos
@@ -585,7 +602,7 @@ impl<K: Clone, P> Clone for Memos<K, P> {
                 .filter(|memo| !memo.authority.is_empty())
                 .count(),
             memos,
-            index,
+            index: HashTable::new(),
             last: 0,
             next: 0,
             by_origin: self.by_origin,

@@ -24,7 +24,9 @@ use crate::{Error, Origin};
 /// assert_eq!(dest.path().split('/').nth(2), Some("acme"));
 /// assert!(dest.is(&tower_bearer::Origin::from_static("https://api.example.com")));
 /// ```
-#[derive(Clone)]
+///
+/// Not `Clone`: what the closure reads of it says whether its key depends on the origin alone
+/// (see [`per_request`](crate::BearerAuthLayer::per_request)), and a copy would read unseen.
 pub struct Destination<'a> {
     method: &'a Method,
     target: Target<'a>,

@@ -13,19 +13,13 @@ use crate::origin::Destinations;
 use crate::service::{Mode, ResponseFuture, Single};
 use crate::{TokenCache, TokenSource};
 
-/// Where a front end's tokens come from, for tokens of source `P`: one [`TokenCache<P>`] (the
+/// Where a front end's tokens come from, for tokens of a source `P` (its `Source`): one
+/// [`TokenCache<P>`] (the
 /// default of every front end), or [`PerKey`](crate::keyed::PerKey), a
 /// [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) and how each request's key is picked.
 ///
 /// Sealed: the crate implements it for these two.
-pub trait Tokens<P>: Clone + fmt::Debug + Send + Sync + Sealed {
-    /// The cache the front end's `cache()` returns.
-    type Cache;
-
-    /// What each service keeps of its tokens.
-    #[doc(hidden)]
-    type Front: Clone + fmt::Debug;
-
+pub trait Tokens: Clone + fmt::Debug + Send + Sync + Sealed<Front: Clone + fmt::Debug> {
     /// The cache.
     #[doc(hidden)]
     fn cache(&self) -> &Self::Cache;
@@ -66,15 +60,27 @@ pub trait Tokens<P>: Clone + fmt::Debug + Send + Sync + Sealed {
     ) -> impl Future<Output = reqwest_middleware::Result<::reqwest::Response>> + Send + 'a;
 }
 
-/// Implemented by the crate's [`Tokens`] only.
-pub trait Sealed {}
+/// Implemented by the crate's [`Tokens`] only; its types, named without any bound on the
+/// source, so that a service holding a source whose type has lifetimes the compiler forgets
+/// in a future (a boxed closure) is still `Send`.
+pub trait Sealed {
+    /// The source of the tokens (of each key's slot, for a keyed cache).
+    type Source;
 
-impl<P> Sealed for TokenCache<P> {}
+    /// The cache the front end's `cache()` returns.
+    type Cache;
 
-impl<P: TokenSource> Tokens<P> for TokenCache<P> {
+    /// What each service keeps of its tokens.
+    type Front;
+}
+
+impl<P> Sealed for TokenCache<P> {
+    type Source = P;
     type Cache = TokenCache<P>;
     type Front = Single<P>;
+}
 
+impl<P: TokenSource> Tokens for TokenCache<P> {
     fn cache(&self) -> &TokenCache<P> {
         self
     }

@@ -725,7 +725,7 @@ async fn a_body_rule_on_the_keyed_layer_drops_the_token_of_that_key_and_replays(
 
 /// The options of a layer, written once for every kind of cache: this function compiles for
 /// one `TokenCache` and for a keyed cache alike, because the layer is one type.
-fn strict<P, C: Tokens<P>>(
+fn strict<P, C: Tokens<Source = P>>(
     layer: BearerAuthLayer<P, InvalidateOnly, Identity, C>,
 ) -> BearerAuthLayer<P, Replay, Identity, C> {
     layer
