@@ -299,6 +299,24 @@ impl DpopKey {
     }
 }
 
+/// A DPoP key is a signer too: the in-process key signs here (at once), a key behind a signer
+/// asks it. So one trait stands for every key that signs proofs or client assertions.
+impl AssertionSigner for DpopKey {
+    fn algorithm(&self) -> &str {
+        self.inner.algorithm
+    }
+
+    fn sign<'a>(&'a self, signing_input: &'a [u8]) -> crate::source::signer::SignatureFuture<'a> {
+        match &self.inner.signer {
+            Signer::Local(key) => Box::pin(std::future::ready(
+                key.sign(signing_input)
+                    .ok_or_else(|| Error::config("could not sign with the DPoP key")),
+            )),
+            Signer::Remote(signer) => signer.sign(signing_input),
+        }
+    }
+}
+
 impl fmt::Debug for DpopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DpopKey")
@@ -415,33 +433,18 @@ mod tests {
         assert_eq!(ec.thumbprint(), sha256_b64(ec.public_jwk().as_bytes()));
     }
 
-    /// A signer over an in-process key (its own `DpopKey`'s), or one that always answers
-    /// `fixed`.
+    /// A signer that always answers `fixed`.
     struct TestSigner {
-        algorithm: &'static str,
-        key: Option<DpopKey>,
         fixed: fn() -> Result<Vec<u8>, Error>,
     }
 
     impl AssertionSigner for TestSigner {
         fn algorithm(&self) -> &str {
-            self.algorithm
+            "ES256"
         }
 
-        fn sign<'a>(&'a self, input: &'a [u8]) -> crate::source::signer::SignatureFuture<'a> {
-            let signature = match self.key.as_ref().map(|k| &k.inner.signer) {
-                Some(Signer::Local(key)) => key.sign(input).ok_or_else(|| Error::config("no")),
-                _ => (self.fixed)(),
-            };
-            Box::pin(std::future::ready(signature))
-        }
-    }
-
-    fn inside(key: &DpopKey) -> TestSigner {
-        TestSigner {
-            algorithm: key.algorithm(),
-            key: Some(key.clone()),
-            fixed: || Ok(Vec::new()),
+        fn sign<'a>(&'a self, _: &'a [u8]) -> crate::source::signer::SignatureFuture<'a> {
+            Box::pin(std::future::ready((self.fixed)()))
         }
     }
 
@@ -453,7 +456,8 @@ mod tests {
             DpopKey::rs256_pem(&rsa).unwrap(),
             DpopKey::ps256_pem(&rsa).unwrap(),
         ] {
-            let remote = DpopKey::from_signer(inside(&local), local.public_jwk()).unwrap();
+            // The in-process key is a signer itself.
+            let remote = DpopKey::from_signer(local.clone(), local.public_jwk()).unwrap();
             assert!(remote.is_remote() && !local.is_remote());
             assert_eq!(remote.algorithm(), local.algorithm());
             assert_eq!(remote.thumbprint(), local.thumbprint());
@@ -477,11 +481,7 @@ mod tests {
     fn a_signers_failure_keeps_its_kind_and_a_der_signature_is_refused() {
         let jwk = DpopKey::generate().unwrap().public_jwk().to_owned();
         let sign = |fixed: fn() -> Result<Vec<u8>, Error>| {
-            let signer = TestSigner {
-                algorithm: "ES256",
-                key: None,
-                fixed,
-            };
+            let signer = TestSigner { fixed };
             let key = DpopKey::from_signer(signer, &jwk).unwrap();
             futures::executor::block_on(key.sign_jwt_async(b"{}")).unwrap_err()
         };
