@@ -6,7 +6,8 @@
 //! cargo bench --bench instructions --no-run
 //! BIN=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
 //! for row in limit bearer bearer_allow_list per_origin_1 per_origin_3 per_origin_12 \
-//!     per_origin_64 per_request_3 per_request_12 per_path_1 per_path_3 per_path_12; do
+//!     per_origin_64 per_origin_with_3 per_origin_with_12 per_request_1 per_request_3 \
+//!     per_request_12 per_path_1 per_path_3 per_path_12; do
 //!   for n in 100000 200000; do
 //!     valgrind --tool=callgrind --callgrind-out-file=/dev/null $BIN $row $n 2>&1 | grep refs
 //!   done
@@ -94,8 +95,9 @@ fn main() {
                 drive(layer.layer(NoOp), n).await
             }
             // Keyed caches, one service taking turns among destinations (`per_origin_3`: three
-            // origins; `per_request_3`: a closure over the host; `per_path_3`: a closure over
-            // the path, which runs for every request).
+            // origins; `per_origin_with_3`: a closure over the origin, asked once per origin;
+            // `per_request_3`: a closure over the host and `per_path_3` one over the path,
+            // which run for every request).
             keyed if keyed.starts_with("per_") => {
                 let (route, count) = keyed.rsplit_once('_').unwrap_or((keyed, "1"));
                 let count: usize = count.parse().unwrap_or(1);
@@ -124,6 +126,12 @@ fn main() {
                         } else {
                             drive_among(CloneEach(service), n, &hosts).await
                         }
+                    }
+                    "per_origin_with" => {
+                        let layer = BearerAuthLayer::per_origin_with(tokens, move |origin| {
+                            find(origin.host().strip_suffix(".example.com")?)
+                        });
+                        drive_among(layer.layer(NoOp), n, &hosts).await
                     }
                     "per_request" => {
                         let layer = BearerAuthLayer::per_request(tokens, move |dest| {

@@ -6,6 +6,8 @@
 //! - `keyed/per_origin`: `BearerAuthLayer::per_origin` over three origins, every request to one
 //!   of them (`https://api.example.com`).
 //! - `keyed/per_request`: `BearerAuthLayer::per_request` with a closure matching the host.
+//! - `keyed/per_origin_with_*`: `per_origin_with`, a closure over the origin (asked once per
+//!   origin a service remembers).
 //! - `keyed/per_path_*`: `per_request` with a closure reading the path (it runs for every
 //!   request), one origin, the key in the path.
 //! - `keyed/per_origin_alternating`: requests alternating between two origins through one
@@ -125,6 +127,14 @@ fn main() {
             ORIGIN_KEYS.into_iter().find(|k| *k == key)
         })
         .layer(NoOp);
+        // A closure over the origin: asked once per origin a service remembers.
+        let per_origin_with = BearerAuthLayer::per_origin_with(keyed.clone(), |origin| {
+            let key = origin.host().strip_suffix(".example.com")?;
+            ORIGIN_KEYS.into_iter().find(|k| *k == key)
+        })
+        .layer(NoOp);
+        let origin_with_three = Rotate(per_origin_with.clone(), uris(3), 0);
+        let origin_with_twelve = Rotate(per_origin_with.clone(), uris(12), 0);
         // A closure that reads the path: it runs for every request.
         let per_path = BearerAuthLayer::per_request(keyed.clone(), |dest| {
             let key = dest.path().split('/').nth(1)?;
@@ -193,6 +203,16 @@ fn main() {
             (
                 "keyed/per_request_twelve",
                 Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| request_twelve.clone())),
+            ),
+            (
+                "keyed/per_origin_with_three",
+                Box::new(|n| through_runtime(rt, threads, n, HTTPS, &|| origin_with_three.clone())),
+            ),
+            (
+                "keyed/per_origin_with_twelve",
+                Box::new(|n| {
+                    through_runtime(rt, threads, n, HTTPS, &|| origin_with_twelve.clone())
+                }),
             ),
             (
                 "keyed/per_path_three",

@@ -146,12 +146,9 @@ impl<P: TokenSource> BearerAuthLayer<P> {
     /// means no token (or a failure, see
     /// [`on_unknown_destination`](Self::on_unknown_destination)).
     ///
-    /// `pick` must be a function of what it reads of the [`Destination`]: a tower service
-    /// remembers the key of a `pick` that read nothing but the scheme, host and port
-    /// ([`host`](Destination::host), [`port`](Destination::port), [`is`](Destination::is)) for
-    /// that origin, and asks again only for an origin it does not remember (so such a `pick`
-    /// costs what [`per_origin`](Self::per_origin) costs); one that read the path, the method or
-    /// the headers runs for every request: keep it to a few comparisons. The token still goes only
+    /// `pick` runs for every request (it may read anything: the path, the headers, a
+    /// task-local tenant): keep it to a few comparisons. When the key depends on the origin
+    /// alone, [`per_origin_with`](Self::per_origin_with) asks once per origin. The token still goes only
     /// over https (or to loopback), as with one cache. Every new key costs a token
     /// fetch (and, past [`max_keys`](crate::keyed::KeyedTokenCacheBuilder::max_keys), evicts
     /// another key's token): when the key comes from input you do not control (a tenant in a
@@ -173,6 +170,36 @@ impl<P: TokenSource> BearerAuthLayer<P> {
         pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
     ) -> BearerAuthLayer<P, InvalidateOnly, Identity, PerKey<K, P>> {
         BearerAuthLayer::with_tokens(PerKey::request(cache, pick))
+    }
+
+    /// A layer that gives each request the token of the key `pick` returns for its origin
+    /// (`None`: no token, or a failure, see
+    /// [`on_unknown_destination`](Self::on_unknown_destination)): for origins too many or too
+    /// dynamic for [`per_origin`](Self::per_origin)'s map, a tenant in a subdomain, say.
+    ///
+    /// `pick` must be a function of the origin it is given (scheme, host and port, written as
+    /// [`Origin`] writes them): a tower service asks it once per origin it remembers and uses
+    /// its answer for every later request to that origin, so a request costs what it costs
+    /// with `per_origin`. For keys that depend on anything else, use
+    /// [`per_request`](Self::per_request). Every origin rule of
+    /// [`allow_origin`](Self::allow_origin) applies.
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, keyed::KeyedTokenCache, source::static_token};
+    ///
+    /// let tokens = KeyedTokenCache::new(|tenant: &String| Ok(static_token(format!("for-{tenant}"))));
+    /// // https://{tenant}.api.example.com
+    /// let layer = BearerAuthLayer::per_origin_with(tokens, |origin| {
+    ///     let tenant = origin.host().strip_suffix(".api.example.com")?;
+    ///     (origin.scheme() == "https").then(|| tenant.to_owned())
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn per_origin_with<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Origin) -> Option<K> + Send + Sync + 'static,
+    ) -> BearerAuthLayer<P, InvalidateOnly, Identity, PerKey<K, P>> {
+        BearerAuthLayer::with_tokens(PerKey::origin(cache, pick))
     }
 }
 

@@ -112,6 +112,15 @@ impl<P: TokenSource> BearerAuthMiddleware<P> {
     ) -> BearerAuthMiddleware<P, PerKey<K, P>> {
         BearerAuthMiddleware::with_tokens(PerKey::request(cache, pick))
     }
+
+    /// A middleware that gives each request the token of the key `pick` returns for its
+    /// origin; see [`BearerAuthLayer::per_origin_with`](crate::BearerAuthLayer::per_origin_with).
+    pub fn per_origin_with<K: Key>(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Origin) -> Option<K> + Send + Sync + 'static,
+    ) -> BearerAuthMiddleware<P, PerKey<K, P>> {
+        BearerAuthMiddleware::with_tokens(PerKey::origin(cache, pick))
+    }
 }
 
 impl<P, C> BearerAuthMiddleware<P, C> {

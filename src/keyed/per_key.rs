@@ -4,9 +4,9 @@
 //! `BearerAuthMiddleware`).
 //!
 //! Each tower service remembers the destinations it served (up to `MEMOS`, 64), each with what
-//! a single-cache service keeps of the destination's slot, found by its origin (a route by
-//! origin, or a key closure that read nothing but the origin) or by its key (a closure that
-//! read more, which then runs for every request). A run of requests to one destination costs
+//! a single-cache service keeps of the destination's slot, found by its origin (`per_origin`'s
+//! map, or `per_origin_with`'s closure, asked once per origin) or by its key (`per_request`,
+//! whose closure runs for every request). A run of requests to one destination costs
 //! what a single-cache service costs, plus one comparison of the authority and one load of the
 //! slot's eviction flag; taking turns among remembered destinations in a fixed order adds one
 //! comparison (each memo remembers which one followed it), and in any other order one hash of
@@ -56,6 +56,13 @@ impl<K: Key, P> PerKey<K, P> {
         pick: impl Fn(&Destination<'_>) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
         Self::with_route(cache, Route::request(pick))
+    }
+
+    pub(crate) fn origin(
+        cache: KeyedTokenCache<K, P>,
+        pick: impl Fn(&Origin) -> Option<K> + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_route(cache, Route::origin(pick))
     }
 
     fn with_route(cache: KeyedTokenCache<K, P>, route: Route<K>) -> Self {
@@ -281,8 +288,8 @@ fn destination<B>(request: &Request<B>) -> Destination<'_> {
     Destination::from_uri(request.method(), request.uri(), request.headers())
 }
 
-/// A request's key, and whether it was picked from the origin alone.
-type Pick<K> = (Option<K>, bool);
+/// A request's key, picked once (`None`: not yet; `Some(None)`: it has none).
+type Pick<K> = Option<K>;
 
 /// How many destinations a keyed service remembers; beyond them, a new destination takes the
 /// place of a remembered one, in turn.
@@ -333,9 +340,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
             return None;
         }
         let route = &self.settings.tokens.route;
-        let (key, origin_only) = picked.get_or_insert_with(|| route.pick(&destination(request)));
-        // A key picked from the origin alone is remembered by the origin (in `call_slow`).
-        let key = key.as_ref().filter(|_| !*origin_only)?;
+        let key = picked
+            .get_or_insert_with(|| route.key(&destination(request)))
+            .as_ref()?;
         let is_key = |memo: &Memo<K, P>| !memo.by_origin() && memo.key == *key;
         if let Some(last) = memos.get(self.last) {
             if is_key(last) {
@@ -366,8 +373,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
         M: Mode<S, B>,
     {
         let settings = Arc::clone(&self.settings);
-        let (key, origin_only) =
-            picked.unwrap_or_else(|| settings.tokens.route.pick(&destination(&request)));
+        let key = picked.unwrap_or_else(|| settings.tokens.route.key(&destination(&request)));
+        // A key that depends on the origin alone is remembered by the origin.
+        let origin_only = self.by_origin;
         let Some(key) = key else {
             let error = no_key(&destination(&request));
             return match settings.tokens.on_unknown {

@@ -1,6 +1,5 @@
 //! Picking a request's key: by its origin through a map, or by a closure over the request.
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,16 +23,11 @@ use crate::{Error, Origin};
 /// assert_eq!(dest.path().split('/').nth(2), Some("acme"));
 /// assert!(dest.is(&tower_bearer::Origin::from_static("https://api.example.com")));
 /// ```
-///
-/// Not `Clone`: what the closure reads of it says whether its key depends on the origin alone
-/// (see [`per_request`](crate::BearerAuthLayer::per_request)), and a copy would read unseen.
+#[derive(Clone, Copy)]
 pub struct Destination<'a> {
     method: &'a Method,
     target: Target<'a>,
     headers: &'a HeaderMap,
-    /// What was read beyond the origin (scheme, host, port): a service remembers the key of a
-    /// closure that read nothing else for the origin.
-    read: Cell<bool>,
 }
 
 /// The request's URI, read only as far as the key closure asks.
@@ -51,7 +45,6 @@ impl<'a> Destination<'a> {
             method,
             target: Target::Uri(uri),
             headers,
-            read: Cell::new(false),
         }
     }
 
@@ -61,13 +54,11 @@ impl<'a> Destination<'a> {
             method: request.method(),
             target: Target::Url(request.url()),
             headers: request.headers(),
-            read: Cell::new(false),
         }
     }
 
     /// The request method.
     pub fn method(&self) -> &'a Method {
-        self.read.set(true);
         self.method
     }
 
@@ -107,7 +98,6 @@ impl<'a> Destination<'a> {
 
     /// The path.
     pub fn path(&self) -> &'a str {
-        self.read.set(true);
         match self.target {
             Target::Uri(uri) => uri.path(),
             #[cfg(feature = "reqwest-middleware")]
@@ -117,13 +107,7 @@ impl<'a> Destination<'a> {
 
     /// The request headers (as the caller set them; `Authorization` is not yet ours).
     pub fn headers(&self) -> &'a HeaderMap {
-        self.read.set(true);
         self.headers
-    }
-
-    /// Whether what was read of it so far is its origin alone (scheme, host, port).
-    pub(crate) fn read_origin_only(&self) -> bool {
-        !self.read.get()
     }
 
     /// Whether the request goes to `origin` (scheme, host and port, default ports filled in).
@@ -150,12 +134,15 @@ impl fmt::Debug for Destination<'_> {
 }
 
 type KeyFn<K> = dyn Fn(&Destination<'_>) -> Option<K> + Send + Sync;
+type OriginFn<K> = dyn Fn(&Origin) -> Option<K> + Send + Sync;
 
 /// How a layer or middleware picks the key of a request.
 pub(crate) enum Route<K> {
     /// By origin: the first entry whose origin is the request's.
     Origins(Arc<[(Origin, K)]>),
-    /// By a closure over the request.
+    /// By a closure over the origin: a tower service asks it once per origin it remembers.
+    Origin(Arc<OriginFn<K>>),
+    /// By a closure over the request, asked for every request.
     Request(Arc<KeyFn<K>>),
 }
 
@@ -178,11 +165,8 @@ impl<K: Clone> Route<K> {
         Route::Request(Arc::new(pick))
     }
 
-    /// The key of a request going to `destination`, if it has one, and whether it was picked
-    /// from the origin alone (so that a request to the same origin has the same key).
-    pub(crate) fn pick(&self, destination: &Destination<'_>) -> (Option<K>, bool) {
-        let key = self.key(destination);
-        (key, destination.read_origin_only())
+    pub(crate) fn origin(pick: impl Fn(&Origin) -> Option<K> + Send + Sync + 'static) -> Self {
+        Route::Origin(Arc::new(pick))
     }
 
     /// The key of a request going to `destination`, if it has one.
@@ -194,6 +178,7 @@ impl<K: Clone> Route<K> {
                     .find(|(origin, _)| origin.matches(&site))
                     .map(|(_, key)| key.clone())
             }
+            Route::Origin(pick) => pick(&Origin::of_site(&destination.site()?)?),
             Route::Request(pick) => pick(destination),
         }
     }
@@ -201,7 +186,7 @@ impl<K: Clone> Route<K> {
     /// Whether the key depends on the origin alone (so a service may remember it per
     /// authority).
     pub(crate) fn by_origin(&self) -> bool {
-        matches!(self, Route::Origins(_))
+        !matches!(self, Route::Request(_))
     }
 }
 
@@ -222,6 +207,7 @@ impl<K> Clone for Route<K> {
     fn clone(&self) -> Self {
         match self {
             Route::Origins(list) => Route::Origins(Arc::clone(list)),
+            Route::Origin(pick) => Route::Origin(Arc::clone(pick)),
             Route::Request(pick) => Route::Request(Arc::clone(pick)),
         }
     }
@@ -234,6 +220,7 @@ impl<K> fmt::Debug for Route<K> {
                 .debug_list()
                 .entries(list.iter().map(|(origin, _)| origin))
                 .finish(),
+            Route::Origin(_) => f.write_str("Route::Origin"),
             Route::Request(_) => f.write_str("Route::Request"),
         }
     }

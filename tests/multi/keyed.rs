@@ -401,7 +401,7 @@ async fn the_reqwest_middleware_gives_each_api_its_own_token() {
     let strict = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(
             BearerAuthMiddleware::per_origin(
-                cache,
+                cache.clone(),
                 [(
                     Origin::parse(&format!("http://{}", apis[0])).unwrap(),
                     "billing",
@@ -422,6 +422,34 @@ async fn the_reqwest_middleware_gives_each_api_its_own_token() {
         err.downcast_ref::<Error>().unwrap().kind(),
         ErrorKind::Disallowed
     );
+
+    // The same keys from a closure over the origin (`per_origin_with`): the same tokens, no
+    // new fetch, and no token for the API without a key.
+    let ports: Vec<u16> = apis.iter().map(|api| api.port()).collect();
+    let by_closure = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::per_origin_with(
+            cache,
+            move |origin| {
+                let i = ports.iter().position(|port| *port == origin.port())?;
+                names.get(i).copied()
+            },
+        ))
+        .build();
+    for (i, api) in apis.iter().enumerate() {
+        let auth = by_closure
+            .get(format!("http://{api}/v1"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        match names.get(i) {
+            Some(name) => assert!(auth.starts_with(&format!("Bearer tok-{name}-")), "{auth}"),
+            None => assert_eq!(auth, "none"),
+        }
+    }
+    assert_eq!(server.calls(), 3);
 }
 
 #[tokio::test]
@@ -546,77 +574,106 @@ async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
     }
 }
 
+tokio::task_local! {
+    static TENANT: String;
+}
+
 #[tokio::test]
-async fn a_closure_that_reads_only_the_origin_is_asked_once_per_origin_and_one_that_reads_more_every_time()
- {
-    // The key of a closure that looked at nothing but the scheme, host and port is a function
-    // of the origin: a service remembers it per origin and asks again only for a new one. A
-    // closure that reads the path (or the method, or the headers) is asked for every request,
-    // and two paths on one origin get their own tokens.
-    let tokens = || {
-        KeyedTokenCache::new(|key: &String| {
-            Ok(tower_bearer::source::static_token(format!("for-{key}")))
-        })
-    };
+async fn a_request_closure_runs_for_every_request_and_may_read_what_is_not_in_the_request() {
+    // A closure that reads the host and a task-local tenant: two callers sending to one URL
+    // each get their tenant's token, however many times they alternate. (A service that
+    // remembered the key per origin would hand the first tenant's token to the second.)
+    let tokens = KeyedTokenCache::new(|key: &String| {
+        Ok(tower_bearer::source::static_token(format!("for-{key}")))
+    });
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
     let echo = service_fn(|req: Request<()>| async move {
         let auth = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
         Ok::<_, Infallible>(Response::new(auth))
     });
-    let by_host = Arc::new(AtomicUsize::new(0));
-    let asked = by_host.clone();
-    let mut hosts = BearerAuthLayer::per_request(tokens(), move |dest| {
-        asked.fetch_add(1, Ordering::SeqCst);
-        Some(dest.host()?.split('.').next()?.to_owned())
+    let mut client = BearerAuthLayer::per_request(tokens, move |dest| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let _ = dest.host()?;
+        Some(TENANT.with(String::clone))
     })
     .layer_service(echo);
-    let by_path = Arc::new(AtomicUsize::new(0));
-    let asked = by_path.clone();
-    let mut paths = BearerAuthLayer::per_request(tokens(), move |dest| {
-        asked.fetch_add(1, Ordering::SeqCst);
-        Some(dest.path().split('/').nth(1)?.to_owned())
-    })
-    .layer_service(echo);
-    let (mut sent, mut origins) = (0, std::collections::HashSet::new());
-    for i in 0..200usize {
-        let (host, tenant) = (i % 40, i % 5);
-        let uri = format!("https://h{host}.example.com/t{tenant}/items");
-        origins.insert(host);
-        let response = hosts
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::get(&uri).body(()).unwrap())
-            .await
-            .unwrap();
+    for i in 0..20 {
+        let tenant = ["alice", "bob"][i % 2].to_owned();
+        let response = TENANT
+            .scope(tenant.clone(), async {
+                let req = Request::get("https://api.example.com/orders")
+                    .body(())
+                    .unwrap();
+                client.ready().await.unwrap().call(req).await.unwrap()
+            })
+            .await;
         assert_eq!(
             response.body(),
-            &format!("Bearer for-h{host}"),
+            &format!("Bearer for-{tenant}"),
             "request {i}"
         );
-        let response = paths
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::get(&uri).body(()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            response.body(),
-            &format!("Bearer for-t{tenant}"),
-            "request {i}"
-        );
-        sent += 1;
     }
+    assert_eq!(asked.load(Ordering::SeqCst), 20, "asked for every request");
+}
+
+#[tokio::test]
+async fn an_origin_closure_is_asked_once_per_origin() {
+    // `per_origin_with`: the key of an origin, from a closure over it (here a tenant in a
+    // subdomain). A tower service asks once per origin it remembers, whatever the path; the
+    // origin it is given is written as `Origin` writes it (lowercase, the port filled in).
+    let tokens = KeyedTokenCache::new(|key: &String| {
+        Ok(tower_bearer::source::static_token(format!("for-{key}")))
+    });
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let echo = service_fn(|req: Request<()>| async move {
+        let auth = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        Ok::<_, Infallible>(Response::new(auth))
+    });
+    let mut client = BearerAuthLayer::per_origin_with(tokens, move |origin| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(origin.port(), 443);
+        let tenant = origin.host().strip_suffix(".api.example.com")?;
+        Some(tenant.to_owned())
+    })
+    .layer_service(echo);
+    let mut tenants = std::collections::HashSet::new();
+    for i in 0..200usize {
+        let tenant = format!("t{}", i % 40);
+        tenants.insert(tenant.clone());
+        // Written in another case once: the same origin, and its key.
+        let host = if i == 7 {
+            format!("{}.API.example.com", tenant.to_uppercase())
+        } else {
+            format!("{tenant}.api.example.com")
+        };
+        let req = Request::get(format!("https://{host}/p{i}"))
+            .body(())
+            .unwrap();
+        let response = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(
+            response.body().as_deref(),
+            Some(format!("Bearer for-{tenant}").as_str()),
+            "request {i}"
+        );
+    }
+    let req = Request::get("https://cdn.example.com/logo.png")
+        .body(())
+        .unwrap();
+    let response = client.ready().await.unwrap().call(req).await.unwrap();
     assert_eq!(
-        by_host.load(Ordering::SeqCst),
-        origins.len(),
-        "asked once per origin"
+        response.body(),
+        &None,
+        "an origin without a key gets no token"
     );
-    assert_eq!(
-        by_path.load(Ordering::SeqCst),
-        sent,
-        "asked for every request"
-    );
+    // Each origin once, as written (a service remembers an authority as written: the
+    // upper-case spelling is one of its own to it), and the origin without a key once: 42
+    // for 201 requests.
+    assert_eq!(asked.load(Ordering::SeqCst), tenants.len() + 2);
 }
 
 /// An inner service that counts its clones.
