@@ -81,7 +81,6 @@ use tower::{Layer, Service};
 use crate::challenge::RejectedToken;
 use crate::origin::{Approved, Place, Verdict};
 use crate::pipeline::judge::{Sent, grpc_unauthenticated};
-use crate::service::CallOrigin;
 use crate::{BearerAuth, BearerAuthLayer, BoxError, Error, Origin, TokenCache, TokenSource};
 
 impl<P: TokenSource> BearerAuthLayer<P> {
@@ -144,7 +143,9 @@ impl<S, P: TokenSource> Layer<S> for GrpcAuthLayer<P> {
             cache_id: cache.registry_id(),
             cache,
         };
-        let auth = self.bearer.layer(watch);
+        let mut auth = self.bearer.layer(watch);
+        // Path-only calls go to the channel's origin: DPoP proofs name it.
+        auth.front.relative_origin = Some(self.origin.uri.clone());
         // The origin's verdict is the same for every path-only call: read it once.
         let attaches = matches!(
             auth.front
@@ -156,7 +157,6 @@ impl<S, P: TokenSource> Layer<S> for GrpcAuthLayer<P> {
             auth,
             origin: Arc::clone(&self.origin),
             attaches,
-            dpop: crate::pipeline::attach::declared(self.bearer.cache().source()).is_some(),
         }
     }
 }
@@ -186,8 +186,6 @@ pub struct GrpcAuth<S, P: TokenSource> {
     origin: Arc<GrpcOrigin>,
     /// Whether the destination rules let the token go to the origin.
     attaches: bool,
-    /// Whether the source's tokens are DPoP-bound: calls then carry the origin, for the proofs.
-    dpop: bool,
 }
 
 impl<S, P: TokenSource> GrpcAuth<S, P> {
@@ -228,17 +226,12 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let uri = request.uri();
         if self.attaches && uri.scheme().is_none() && uri.authority().is_none() {
             // A path-only URI, to an origin that may have the token: the bearer layer attaches
             // it (a relative URI always gets it there), with a proof naming the channel's
             // origin and the call's path when the token is DPoP-bound.
-            if self.dpop {
-                request
-                    .extensions_mut()
-                    .insert(CallOrigin(self.origin.uri.clone()));
-            }
             return ResponseFuture::auth(self.auth.call(request));
         }
         self.call_other(request)
@@ -286,7 +279,6 @@ impl<S: Clone, P: TokenSource> Clone for GrpcAuth<S, P> {
             auth: self.auth.clone(),
             origin: Arc::clone(&self.origin),
             attaches: self.attaches,
-            dpop: self.dpop,
         }
     }
 }

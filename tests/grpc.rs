@@ -480,42 +480,59 @@ async fn plain_http_to_a_remote_origin_is_not_sent_the_token() {
     assert_eq!(f.fetches(), 0);
 }
 
+/// A source of one's own over a DPoP-configured grant, which forwards `fetch` only: its
+/// tokens carry their binding, which is all the layer needs.
+struct FetchOnly(tower_bearer::source::ClientCredentials);
+
+impl TokenSource for FetchOnly {
+    async fn fetch(&self) -> Result<Token, Error> {
+        self.0.fetch().await
+    }
+}
+
 /// A DPoP-bound token on a gRPC channel: every call carries a fresh proof for `POST` and the
 /// call's absolute URL (the channel's origin, then the call's path), with the token's `ath`,
-/// signed by the key the token is bound to; the server checks each one.
+/// signed by the key the token is bound to; the server checks each one. The same from a
+/// source that declares its key and from one that only forwards `fetch`.
 #[tokio::test]
 async fn dpop_bound_calls_carry_a_proof_for_the_channels_origin_and_the_calls_path() {
-    let auth = dpop_server::start(dpop_server::Config::default()).await;
-    let (addr, seen) = start_server().await;
-    *seen.dpop.lock().unwrap() = Some((Arc::clone(&auth), format!("http://{addr}")));
-    let source = tower_bearer::source::ClientCredentials::builder(
-        auth.token_url(),
-        tower_bearer::source::ClientAuth::none("app"),
-    )
-    .dpop(tower_bearer::dpop::Dpop::generate().unwrap())
-    .build()
-    .unwrap();
-    let layer = BearerAuthLayer::new(source).grpc(origin(addr));
-    let client = tonic::client::Grpc::new(
-        ServiceBuilder::new()
-            .layer(layer)
-            .service(channel(addr).await),
-    );
-    for _ in 0..3 {
-        let mut client = client.clone();
-        client.ready().await.unwrap();
-        let answer = client
-            .unary(
-                tonic::Request::new(String::from("hello")),
-                PathAndQuery::from_static(SAY),
-                Utf8,
-            )
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(answer, "DPoP tok-1");
+    for wrapped in [false, true] {
+        let auth = dpop_server::start(dpop_server::Config::default()).await;
+        let (addr, seen) = start_server().await;
+        *seen.dpop.lock().unwrap() = Some((Arc::clone(&auth), format!("http://{addr}")));
+        let source = tower_bearer::source::ClientCredentials::builder(
+            auth.token_url(),
+            tower_bearer::source::ClientAuth::none("app"),
+        )
+        .dpop(tower_bearer::dpop::Dpop::generate().unwrap())
+        .build()
+        .unwrap();
+        let source = match wrapped {
+            false => source.boxed(),
+            true => FetchOnly(source).boxed(),
+        };
+        let layer = BearerAuthLayer::new(source).grpc(origin(addr));
+        let client = tonic::client::Grpc::new(
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(channel(addr).await),
+        );
+        for _ in 0..3 {
+            let mut client = client.clone();
+            client.ready().await.unwrap();
+            let answer = client
+                .unary(
+                    tonic::Request::new(String::from("hello")),
+                    PathAndQuery::from_static(SAY),
+                    Utf8,
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(answer, "DPoP tok-1", "wrapped: {wrapped}");
+        }
+        assert_eq!(auth.token_calls(), 1, "one token for the three calls");
+        assert!(auth.refusals().is_empty(), "{:?}", auth.refusals());
+        assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
     }
-    assert_eq!(auth.token_calls(), 1, "one token for the three calls");
-    assert!(auth.refusals().is_empty(), "{:?}", auth.refusals());
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
 }
