@@ -285,7 +285,18 @@ impl RedisFleet {
         let sent_wall = SystemTime::now();
         let result = source.fetch().await;
         if let Ok(token) = &result {
-            self.publish(slot, token, sent_at, sent_wall).await;
+            // Filed under the binding it was fetched with: a certificate rotated during the
+            // fetch (its files replaced) may not be the one the request presented, and a token
+            // filed under the new one would be adopted by processes it does not fit. This
+            // process keeps it; the next fetch files its token under the new binding.
+            if self.expected_binding(source) == slot.binding {
+                self.publish(slot, token, sent_at, sent_wall).await;
+            } else {
+                tracing::debug!(
+                    keys = %self.keys.base,
+                    "the token's binding changed during the fetch (a rotated certificate);                      not shared"
+                );
+            }
         }
         // After the publication: a waiter never sees the lease gone without the token.
         lease.release().await;

@@ -13,7 +13,8 @@
 //! the authority (or key) and one probe of a small table. A destination it does not
 //! remember looks its key up without a lock and gets a memo (past `MEMOS`, one taken over in
 //! turn): a handle and the slot's current header, not a new service (the inner service is never
-//! cloned for it).
+//! cloned for it). A request by origin that a memo cannot be found by (a scheme other than
+//! `http`/`https`, or userinfo in the URI, which a memo never keeps) takes this lookup each time.
 
 use std::fmt;
 use std::hash::Hash;
