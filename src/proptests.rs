@@ -361,6 +361,43 @@ proptest! {
     }
 }
 
+/// The edges of the one-pass reading, each against the general rules: the largest port and one
+/// past it, leading zeros, empty ports and hosts, a trailing dot, a percent sign.
+#[test]
+fn the_one_pass_authority_reading_at_its_edges() {
+    for (authority, one_pass) in [
+        ("a:65535", Some(("a", Some(65535)))),
+        ("a:65536", None),
+        ("a:00080", Some(("a", Some(80)))),
+        ("a:000080", None),
+        ("a:", None),
+        ("a.:1", Some(("a.", Some(1)))),
+        ("%41:1", None),
+        ("A.Example.COM", Some(("A.Example.COM", None))),
+        ("10.0.0.1:8443", Some(("10.0.0.1", Some(8443)))),
+    ] {
+        assert_eq!(
+            crate::origin::plain_host_port(authority),
+            one_pass,
+            "{authority}"
+        );
+        let Ok(uri) = format!("https://{authority}/").parse::<Uri>() else {
+            // Not a URI at all (`http` refuses it first): nothing for either reading.
+            assert!(one_pass.is_none(), "{authority}");
+            continue;
+        };
+        let general = crate::origin::Place::of_authority("https", uri.authority().unwrap()).site();
+        if let Some((host, port)) = one_pass {
+            let general = general.expect("the general rules read it too");
+            assert_eq!(
+                (general.host, general.explicit_port),
+                (host, port),
+                "{authority}"
+            );
+        }
+    }
+}
+
 // ---- Retry-After -------------------------------------------------------------------------
 
 proptest! {
