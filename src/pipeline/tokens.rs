@@ -18,7 +18,21 @@ use crate::{TokenCache, TokenSource};
 /// default of every front end), or [`PerKey`](crate::keyed::PerKey), a
 /// [`KeyedTokenCache`](crate::keyed::KeyedTokenCache) and how each request's key is picked.
 ///
-/// Sealed: the crate implements it for these two.
+/// Sealed: the crate implements it for these two. Its types come from the sealed supertrait:
+/// `Source` (the source `P` of the tokens, of each key's slot for a keyed cache) and `Cache`
+/// (what the front end's `cache()` returns). Code generic over both kinds names them so:
+///
+/// ```
+/// use tower::layer::util::Identity;
+/// use tower_bearer::{BearerAuthLayer, InvalidateOnly, Origin, pipeline::Tokens};
+///
+/// fn only_to_billing<P, C: Tokens<Source = P>>(
+///     layer: BearerAuthLayer<P, InvalidateOnly, Identity, C>,
+/// ) -> BearerAuthLayer<P, InvalidateOnly, Identity, C> {
+///     layer.allow_origin(Origin::from_static("https://billing.example.com"))
+/// }
+/// # let _ = only_to_billing(BearerAuthLayer::new(tower_bearer::source::static_token("abc")));
+/// ```
 pub trait Tokens: Clone + fmt::Debug + Send + Sync + Sealed<Front: Clone + fmt::Debug> {
     /// The cache.
     #[doc(hidden)]
