@@ -229,7 +229,7 @@ impl RedisFleet {
         }
         let wait = self.settings.wait_timeout.min(config.fetch_timeout / 2);
         let deadline = crate::time::after(wait);
-        let slot = &self.keys.slot(self.expected_binding(source));
+        let slot = &self.keys.slot(self.expected_binding(source).await);
         let mut seen = match self.read(slot).await {
             Ok(seen) => seen,
             Err(_) => return local(source, RefreshTier::Fallback).await,
@@ -289,7 +289,7 @@ impl RedisFleet {
             // fetch (its files replaced) may not be the one the request presented, and a token
             // filed under the new one would be adopted by processes it does not fit. This
             // process keeps it; the next fetch files its token under the new binding.
-            if self.expected_binding(source) == slot.binding {
+            if self.expected_binding(source).await == slot.binding {
                 self.publish(slot, token, sent_at, sent_wall).await;
             } else {
                 tracing::debug!(
@@ -310,14 +310,25 @@ impl RedisFleet {
 
     /// What `source`'s tokens are bound to: the one place the fleet asks, so that tokens
     /// bound otherwise (another token type, DPoP key or certificate) are never adopted.
-    fn expected_binding<P: TokenSource>(&self, source: &P) -> Binding {
+    async fn expected_binding<P: TokenSource>(&self, source: &P) -> Binding {
         // The certificate named to the fleet, else the one the source authenticates with.
         #[cfg(feature = "reqwest")]
-        let x5t_s256 = self
+        let x5t_s256 = match self
             .certificate
             .as_ref()
             .or_else(|| source.client_identity())
-            .map(self::x5t_s256);
+        {
+            // Rotated files are looked at (and read when they changed) off the async threads.
+            Some(identity) if identity.is_rotating() => {
+                let moved = identity.clone();
+                let x5t = tokio::task::spawn_blocking(move || self::x5t_s256(&moved)).await;
+                // A runtime shutting down runs no blocking task: read here rather than file the
+                // token under no certificate.
+                Some(x5t.unwrap_or_else(|_| self::x5t_s256(identity)))
+            }
+            Some(identity) => Some(self::x5t_s256(identity)),
+            None => None,
+        };
         #[cfg(not(feature = "reqwest"))]
         let x5t_s256 = None;
         #[cfg(feature = "dpop")]
