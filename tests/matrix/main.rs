@@ -1,9 +1,9 @@
-//! Every combination of the one pipeline, end to end: {tower, reqwest} × {one cache,
-//! `per_origin`, `per_request`} × {Bearer, DPoP} × {a built-in grant, `Discovery`,
-//! `TokenExchange`}, against a local server on two loopback ports that verifies what it
-//! receives: the token of the right audience for each API, the scheme, and for DPoP the proof
-//! (signature with its `jwk`, `htm`, `htu`, `iat`, `jti`, `ath`) and the token's binding to the
-//! key. So no combination compiles and then fails.
+//! Every combination of the one pipeline, end to end: {tower, reqwest} × {one cache, `per_origin`,
+//! `per_origin_with`, `per_request`} × {Bearer, DPoP} × {a built-in grant, `Discovery`,
+//! `TokenExchange`}, against a local server on two loopback ports that verifies what it receives:
+//! the token of the right audience for each API, the scheme, and for DPoP the proof (signature with
+//! its `jwk`, `htm`, `htu`, `iat`, `jti`, `ath`) and the token's binding to the key. So no
+//! combination compiles and then fails.
 
 #[allow(dead_code)]
 #[path = "../dpop/server.rs"]
@@ -196,6 +196,8 @@ enum Stack {
 enum Caches {
     One,
     PerOrigin,
+    /// `per_origin_with`: the key from a closure over the origin.
+    PerOriginWith,
     PerRequest,
 }
 
@@ -285,6 +287,14 @@ fn pick(destination: &Destination<'_>) -> Option<&'static str> {
     APIS.into_iter().find(|api| *api == first)
 }
 
+/// The key of `origin` in `origins`, as a closure over the origin finds it.
+fn key_of(origins: &[(Origin, &'static str)], origin: &Origin) -> Option<&'static str> {
+    origins
+        .iter()
+        .find(|(o, _)| o == origin)
+        .map(|(_, api)| *api)
+}
+
 /// What a stack attaches tokens from: one cache, or a keyed cache by origin or by closure.
 enum Auth {
     One(TokenCache<Source>),
@@ -356,6 +366,13 @@ async fn send(server: &Server, label: &str, stack: Stack, auth: Auth) -> usize {
                 Auth::Keyed(Caches::PerRequest, keyed) => {
                     Tower::new(BearerAuthLayer::per_request(keyed, pick).layer(hyper))
                 }
+                Auth::Keyed(Caches::PerOriginWith, keyed) => {
+                    let origins = origins();
+                    Tower::new(
+                        BearerAuthLayer::per_origin_with(keyed, move |o| key_of(&origins, o))
+                            .layer(hyper),
+                    )
+                }
                 Auth::Keyed(_, keyed) => {
                     Tower::new(BearerAuthLayer::per_origin(keyed, origins()).layer(hyper))
                 }
@@ -382,6 +399,12 @@ async fn send(server: &Server, label: &str, stack: Stack, auth: Auth) -> usize {
                 Auth::One(cache) => builder.with(BearerAuthMiddleware::from_cache(cache)),
                 Auth::Keyed(Caches::PerRequest, keyed) => {
                     builder.with(BearerAuthMiddleware::per_request(keyed, pick))
+                }
+                Auth::Keyed(Caches::PerOriginWith, keyed) => {
+                    let origins = origins();
+                    builder.with(BearerAuthMiddleware::per_origin_with(keyed, move |o| {
+                        key_of(&origins, o)
+                    }))
                 }
                 Auth::Keyed(_, keyed) => {
                     builder.with(BearerAuthMiddleware::per_origin(keyed, origins()))
@@ -440,6 +463,16 @@ async fn tower_one_cache() {
 #[tokio::test]
 async fn tower_per_origin() {
     row(Stack::Tower, Caches::PerOrigin).await;
+}
+
+#[tokio::test]
+async fn tower_per_origin_with() {
+    row(Stack::Tower, Caches::PerOriginWith).await;
+}
+
+#[tokio::test]
+async fn reqwest_per_origin_with() {
+    row(Stack::Reqwest, Caches::PerOriginWith).await;
 }
 
 #[tokio::test]
@@ -515,7 +548,7 @@ async fn the_fleet_tier_under_keyed_caches_on_both_stacks_bearer_and_dpop() {
 
     let redis = fleet_support::RedisServer::start();
     for stack in [Stack::Tower, Stack::Reqwest] {
-        for caches in [Caches::PerOrigin, Caches::PerRequest] {
+        for caches in [Caches::PerOrigin, Caches::PerOriginWith, Caches::PerRequest] {
             for dpop in [false, true] {
                 let server = Server::start().await;
                 let key = dpop.then(|| Dpop::generate().unwrap());
