@@ -28,8 +28,11 @@
 //! ```
 //!
 //! In a client stack, [`BearerAuthLayer::per_origin`](crate::BearerAuthLayer::per_origin) maps
-//! each request's origin to a key (`https://billing.example.com` → `"billing"`) and
-//! [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request) asks a closure; a
+//! each request's origin to a key (`https://billing.example.com` → `"billing"`),
+//! [`BearerAuthLayer::per_origin_with`](crate::BearerAuthLayer::per_origin_with) asks a closure
+//! once per origin (a tenant in a subdomain), and
+//! [`BearerAuthLayer::per_request`](crate::BearerAuthLayer::per_request) asks a closure for
+//! every request (a tenant in the path or a header); a
 //! request whose destination has no key is sent without a token, or fails, as
 //! [`on_unknown_destination`](crate::BearerAuthLayer::on_unknown_destination) says, and never
 //! carries another destination's token.
