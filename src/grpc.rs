@@ -19,7 +19,8 @@
 //!   calls failing at once cause one refresh, and the next call carries a new token. The
 //!   response bodies are a [`GrpcBody`], which looks at trailers as they pass and costs nothing
 //!   else. Per call, the layer costs what [`BearerAuthLayer`]'s services cost, plus one
-//!   lock-free read of the cache to note which token the call carried.
+//!   lock-free read of the cache to note which token the call carried and the channel's origin
+//!   put in the call's extensions (for a DPoP proof, should the token be bound).
 //!
 //! DPoP-bound tokens work as on an HTTP stack: each call carries a fresh proof naming `POST`
 //! and the call's absolute URL, the channel's origin followed by the call's path
@@ -81,6 +82,7 @@ use tower::{Layer, Service};
 use crate::challenge::RejectedToken;
 use crate::origin::{Approved, Place, Verdict};
 use crate::pipeline::judge::{Sent, grpc_unauthenticated};
+use crate::service::CallOrigin;
 use crate::{BearerAuth, BearerAuthLayer, BoxError, Error, Origin, TokenCache, TokenSource};
 
 impl<P: TokenSource> BearerAuthLayer<P> {
@@ -101,7 +103,7 @@ impl<P: TokenSource> BearerAuthLayer<P> {
 /// The origin of a gRPC channel, and the same as a URI for the destination rules.
 struct GrpcOrigin {
     origin: Origin,
-    uri: Uri,
+    uri: Arc<Uri>,
 }
 
 impl GrpcOrigin {
@@ -110,7 +112,10 @@ impl GrpcOrigin {
             .to_string()
             .parse()
             .expect("an origin's text is an absolute URI");
-        GrpcOrigin { origin, uri }
+        GrpcOrigin {
+            origin,
+            uri: Arc::new(uri),
+        }
     }
 }
 
@@ -143,9 +148,7 @@ impl<S, P: TokenSource> Layer<S> for GrpcAuthLayer<P> {
             cache_id: cache.registry_id(),
             cache,
         };
-        let mut auth = self.bearer.layer(watch);
-        // Path-only calls go to the channel's origin: DPoP proofs name it.
-        auth.front.relative_origin = Some(self.origin.uri.clone());
+        let auth = self.bearer.layer(watch);
         // The origin's verdict is the same for every path-only call: read it once.
         let attaches = matches!(
             auth.front
@@ -226,12 +229,16 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let uri = request.uri();
         if self.attaches && uri.scheme().is_none() && uri.authority().is_none() {
             // A path-only URI, to an origin that may have the token: the bearer layer attaches
             // it (a relative URI always gets it there), with a proof naming the channel's
-            // origin and the call's path when the token is DPoP-bound.
+            // origin and the call's path when the token is DPoP-bound (bound by whichever
+            // source: the call carries the origin whatever the token turns out to be).
+            request
+                .extensions_mut()
+                .insert(CallOrigin(Arc::clone(&self.origin.uri)));
             return ResponseFuture::auth(self.auth.call(request));
         }
         self.call_other(request)

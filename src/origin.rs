@@ -101,34 +101,28 @@ impl Origin {
                 "a path, query or fragment is not part of an origin",
             ));
         }
+        Origin::of_site(&site).map_err(invalid)
+    }
+
+    /// The origin of `site`, written as [`Origin`] writes every origin (lowercase, no trailing
+    /// dot, IPv6 in its canonical form, the port filled in), or why it is none.
+    pub(crate) fn of_site(site: &Site<'_>) -> Result<Origin, &'static str> {
         // Empty once normalized, too: `https://.` is no host at all, and `https://..` is not
         // `https://.` written fully qualified.
         let host = normalize_host(site.host);
         if host.is_empty() || host.ends_with('.') {
-            return Err(invalid("empty host"));
+            return Err("empty host");
         }
-        if site.port().is_none() {
-            return Err(invalid("no port, and the scheme has no default one"));
-        }
-        Origin::of_site(&site).ok_or_else(|| invalid("not an origin"))
-    }
-
-    /// The origin of `site`, written as [`Origin`] writes every origin (lowercase, no trailing
-    /// dot, IPv6 in its canonical form, the port filled in); `None` for an empty host or a
-    /// scheme without a default port and none given.
-    pub(crate) fn of_site(site: &Site<'_>) -> Option<Origin> {
-        let host = normalize_host(site.host);
-        let port = site.port()?;
-        if host.is_empty() || host.ends_with('.') {
-            return None;
-        }
+        let port = site
+            .port()
+            .ok_or("no port, and the scheme has no default one")?;
         // An IPv6 literal in its canonical form (`[::1]`, not `[0:0::1]`), as `url::Url` and
         // so reqwest write it.
         let host = match ipv6(host) {
             Some(ip) => format!("[{ip}]"),
             None => host.to_ascii_lowercase(),
         };
-        Some(Origin {
+        Ok(Origin {
             scheme: site.scheme.to_ascii_lowercase().into(),
             host: host.into(),
             port,

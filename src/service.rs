@@ -195,9 +195,6 @@ pub struct Single<P> {
     judge: Judge,
     /// What the futures of bearer requests judge with (the user's rule), prebuilt.
     judging: Option<Judging>,
-    /// Where path-only requests go, when the stack says (a gRPC channel's origin,
-    /// [`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)): a DPoP proof names it.
-    pub(crate) relative_origin: Option<http::Uri>,
 }
 
 impl<P: TokenSource> Single<P> {
@@ -211,7 +208,6 @@ impl<P: TokenSource> Single<P> {
             destinations,
             judging: Judging::new(judge.rule.clone(), None),
             judge,
-            relative_origin: None,
         }
     }
 
@@ -280,13 +276,6 @@ impl<P: TokenSource> Single<P> {
         if let Some(sent) = self.bearer_now(&mut request, state) {
             let judging = self.judging.clone();
             return ResponseFuture::called(inner.call(request), Some(sent), judging);
-        }
-        if let Some(origin) = &self.relative_origin
-            && request.uri().scheme().is_none()
-            && request.uri().authority().is_none()
-        {
-            // A token that is not a plain bearer one may need the absolute URL (a DPoP proof).
-            request.extensions_mut().insert(CallOrigin(origin.clone()));
         }
         let declared = attach::declared(self.cache.source()).cloned();
         if let Some((token, _)) = self.cache.usable()
@@ -504,12 +493,13 @@ where
     }
 }
 
-/// The origin a path-only request goes to, when the stack knows it (`Single::relative_origin`,
-/// set by the gRPC layer): put on requests that take the slow path, so that a DPoP proof names
-/// the call's absolute URL.
+/// The origin a path-only request goes to, when the stack knows it: the gRPC layer
+/// ([`BearerAuthLayer::grpc`](crate::BearerAuthLayer::grpc)) puts it on its calls, so that a
+/// DPoP proof names the call's absolute URL. (Not a field of the service: every field there is
+/// paid for on the fast path of every bearer request.)
 #[derive(Clone)]
 #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
-pub(crate) struct CallOrigin(pub(crate) http::Uri);
+pub(crate) struct CallOrigin(pub(crate) std::sync::Arc<http::Uri>);
 
 /// A tower request's method and absolute URI, for a DPoP proof.
 fn target<B>(request: &Request<B>) -> Result<attach::Target, Error> {
@@ -783,7 +773,6 @@ impl<P> Clone for Single<P> {
             destinations: self.destinations.clone(),
             judge: self.judge.clone(),
             judging: self.judging.clone(),
-            relative_origin: self.relative_origin.clone(),
         }
     }
 }

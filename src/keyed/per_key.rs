@@ -107,7 +107,6 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Tokens for PerKey<K, P>
             }),
             memos: Vec::new(),
             index: HashTable::new(),
-            origins: 0,
             last: 0,
             next: 0,
         }
@@ -194,14 +193,12 @@ pub struct Memos<K, P> {
     /// The memos by the hash of what they are found by (an origin, or a key): a service taking
     /// turns among any number of destinations finds each with one hash and one probe.
     index: HashTable<usize>,
-    /// How many memos are found by their origin.
-    origins: usize,
     /// The destination served last (`memos[last]`), compared first.
     last: usize,
     /// The memo a new destination replaces next, in turn, once there are `MEMOS`.
     next: usize,
-    /// Whether the route is by origin, kept here so the fast path does not read the settings
-    /// for it.
+    /// Whether the route is by origin (every memo is then found by its origin, else by its
+    /// key), kept here so the fast path does not read the settings for it.
     by_origin: bool,
 }
 
@@ -217,8 +214,8 @@ struct Settings<K, P> {
 struct Memo<K, P> {
     /// The hash it is indexed under.
     hash: u64,
-    /// Found by its origin (a route by origin, or a closure that read nothing but the origin):
-    /// the scheme and authority. Found by its key when `authority` is empty.
+    /// For a route by origin: the scheme and authority it is found by (empty for a route by
+    /// closure, whose memos are found by their key).
     https: bool,
     authority: Box<str>,
     key: K,
@@ -237,18 +234,10 @@ impl<K, P: TokenSource> Memo<K, P> {
         self.single.cache.source()
     }
 
-    /// Whether it is found by its origin.
-    #[inline]
-    fn by_origin(&self) -> bool {
-        !self.authority.is_empty()
-    }
-
     /// Whether it is found by this origin.
     #[inline]
     fn is_origin(&self, https: bool, authority: &str) -> bool {
-        self.https == https
-            && self.by_origin()
-            && same_bytes(self.authority.as_bytes(), authority.as_bytes())
+        self.https == https && same_bytes(self.authority.as_bytes(), authority.as_bytes())
     }
 }
 
@@ -289,9 +278,6 @@ fn destination<B>(request: &Request<B>) -> Destination<'_> {
     Destination::from_uri(request.method(), request.uri(), request.headers())
 }
 
-/// A request's key, picked once (`None`: not yet; `Some(None)`: it has none).
-type Pick<K> = Option<K>;
-
 /// How many destinations a keyed service remembers; beyond them, a new destination takes the
 /// place of a remembered one, in turn.
 const MEMOS: usize = 64;
@@ -301,10 +287,10 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
     /// after the last went the time before; found by origin only.
     #[inline]
     fn predict(&self, uri: &Uri) -> Option<usize> {
-        let last = self.memos.get(self.last)?;
-        if !last.by_origin() {
+        if !self.by_origin {
             return None;
         }
+        let last = self.memos.get(self.last)?;
         let (https, authority) = origin_of(uri)?;
         if last.is_origin(https, authority) {
             return Some(self.last);
@@ -325,26 +311,24 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
     }
 
     /// The memo of `request`'s destination among those remembered: by its origin, else (by
-    /// closure) by its key, picked once into `picked`.
+    /// closure) by its key, picked once into `picked` (`Some(None)`: it has none).
     #[inline]
-    fn find<B>(&self, request: &Request<B>, picked: &mut Option<Pick<K>>) -> Option<usize> {
+    fn find<B>(&self, request: &Request<B>, picked: &mut Option<Option<K>>) -> Option<usize> {
         let memos = &self.memos;
-        if self.origins != 0
-            && let Some((https, authority)) = origin_of(request.uri())
-            && let Some(&at) = self.index.find(fx::origin(https, authority), |&i| {
-                memos[i].is_origin(https, authority)
-            })
-        {
-            return Some(at);
-        }
         if self.by_origin {
-            return None;
+            let (https, authority) = origin_of(request.uri())?;
+            return self
+                .index
+                .find(fx::origin(https, authority), |&i| {
+                    memos[i].is_origin(https, authority)
+                })
+                .copied();
         }
         let route = &self.settings.tokens.route;
         let key = picked
             .get_or_insert_with(|| route.key(&destination(request)))
             .as_ref()?;
-        let is_key = |memo: &Memo<K, P>| !memo.by_origin() && memo.key == *key;
+        let is_key = |memo: &Memo<K, P>| memo.key == *key;
         if let Some(last) = memos.get(self.last) {
             if is_key(last) {
                 return Some(self.last);
@@ -366,7 +350,7 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
         &mut self,
         inner: &mut S,
         request: Request<B>,
-        picked: Option<Pick<K>>,
+        picked: Option<Option<K>>,
         found: Option<usize>,
     ) -> ResponseFuture<S, B>
     where
@@ -375,8 +359,6 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
     {
         let settings = Arc::clone(&self.settings);
         let key = picked.unwrap_or_else(|| settings.tokens.route.key(&destination(&request)));
-        // A key that depends on the origin alone is remembered by the origin.
-        let origin_only = self.by_origin;
         let Some(key) = key else {
             let error = no_key(&destination(&request));
             return match settings.tokens.on_unknown {
@@ -401,24 +383,22 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
             Ok(slot) => slot,
             Err(error) => return ResponseFuture::failed(error),
         };
-        // Remembered by its origin when its key came from the origin alone (never one with
-        // userinfo: a memo keeps no copy of a credential), else by its key.
-        let origin = origin_of(request.uri()).filter(|(_, authority)| !authority.contains('@'));
-        let (hash, origin) = match (origin_only, origin) {
-            (true, Some((https, authority))) => {
-                (fx::origin(https, authority), Some((https, authority)))
+        // Remembered by its origin for a route by origin (never one with userinfo: a memo keeps
+        // no copy of a credential), else by its key.
+        let (hash, https, authority) = if self.by_origin {
+            match origin_of(request.uri()).filter(|(_, authority)| !authority.contains('@')) {
+                Some((https, authority)) => {
+                    (fx::origin(https, authority), https, Box::from(authority))
+                }
+                None => {
+                    // Nothing to remember it by: a service for this request.
+                    let mut single =
+                        Single::new(slot, settings.destinations.clone(), settings.judge.clone());
+                    return M::call(&mut single, inner, request);
+                }
             }
-            (false, _) => (fx::key(&key), None),
-            (true, None) => {
-                // Nothing to remember it by: a service for this request.
-                let mut single =
-                    Single::new(slot, settings.destinations.clone(), settings.judge.clone());
-                return M::call(&mut single, inner, request);
-            }
-        };
-        let (https, authority) = match origin {
-            Some((https, authority)) => (https, Box::from(authority)),
-            None => (false, Box::default()),
+        } else {
+            (fx::key(&key), false, Box::default())
         };
         // The index holds every memo once there are two (a service with one, as a clone per
         // request has, needs none: the last is compared first).
@@ -443,7 +423,6 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                     self.forget(at);
                 }
                 let memo = &mut self.memos[at];
-                self.origins -= usize::from(memo.by_origin());
                 memo.hash = hash;
                 memo.key = key;
                 memo.single.retarget(slot);
@@ -466,7 +445,6 @@ impl<K: Hash + Eq + Clone + Send + Sync, P: TokenSource> Memos<K, P> {
                 self.memos.len() - 1
             }
         };
-        self.origins += usize::from(self.memos[at].by_origin());
         if self.memos.len() > 1 {
             let (memos, index) = (&self.memos, &mut self.index);
             if !was_indexed {
@@ -606,10 +584,6 @@ impl<K: Clone, P> Clone for Memos<K, P> {
         let memos: Vec<_> = self.memos.get(self.last).cloned().into_iter().collect();
         Memos {
             settings: Arc::clone(&self.settings),
-            origins: memos
-                .iter()
-                .filter(|memo| !memo.authority.is_empty())
-                .count(),
             memos,
             index: HashTable::new(),
             last: 0,

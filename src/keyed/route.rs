@@ -178,7 +178,7 @@ impl<K: Clone> Route<K> {
                     .find(|(origin, _)| origin.matches(&site))
                     .map(|(_, key)| key.clone())
             }
-            Route::Origin(pick) => pick(&Origin::of_site(&destination.site()?)?),
+            Route::Origin(pick) => pick(&Origin::of_site(&destination.site()?).ok()?),
             Route::Request(pick) => pick(destination),
         }
     }

@@ -54,6 +54,12 @@ fn keyed_cache(server: &TokenServer) -> KeyedTokenCache<&'static str, ClientCred
     })
 }
 
+/// A keyed cache whose slot for `key` holds the token `for-{key}`.
+fn tokens_for_each_key<K: tower_bearer::keyed::Key + std::fmt::Display>()
+-> KeyedTokenCache<K, tower_bearer::source::StaticToken> {
+    KeyedTokenCache::new(|key: &K| Ok(static_token(format!("for-{key}"))))
+}
+
 /// An API stand-in that checks, for every request, that the token is the one of the host's
 /// audience, and counts the mistakes.
 fn checking_api(
@@ -554,9 +560,7 @@ async fn more_destinations_than_a_service_remembers_never_mix_tokens() {
     let hosts: Vec<String> = (0..100)
         .map(|i| format!("https://api{i}.example.com"))
         .collect();
-    let tokens = KeyedTokenCache::new(|key: &usize| {
-        Ok(tower_bearer::source::static_token(format!("for-{key}")))
-    });
+    let tokens = tokens_for_each_key::<usize>();
     let origins = hosts
         .iter()
         .enumerate()
@@ -583,9 +587,7 @@ async fn a_request_closure_runs_for_every_request_and_may_read_what_is_not_in_th
     // A closure that reads the host and a task-local tenant: two callers sending to one URL
     // each get their tenant's token, however many times they alternate. (A service that
     // remembered the key per origin would hand the first tenant's token to the second.)
-    let tokens = KeyedTokenCache::new(|key: &String| {
-        Ok(tower_bearer::source::static_token(format!("for-{key}")))
-    });
+    let tokens = tokens_for_each_key::<String>();
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
     let echo = service_fn(|req: Request<()>| async move {
@@ -622,9 +624,7 @@ async fn an_origin_closure_is_asked_once_per_origin() {
     // `per_origin_with`: the key of an origin, from a closure over it (here a tenant in a
     // subdomain). A tower service asks once per origin it remembers, whatever the path; the
     // origin it is given is written as `Origin` writes it (lowercase, the port filled in).
-    let tokens = KeyedTokenCache::new(|key: &String| {
-        Ok(tower_bearer::source::static_token(format!("for-{key}")))
-    });
+    let tokens = tokens_for_each_key::<String>();
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
     let echo = service_fn(|req: Request<()>| async move {
@@ -713,9 +713,7 @@ async fn any_number_of_destinations_in_turn_builds_no_service_per_request() {
     let hosts: Vec<String> = (0..12)
         .map(|i| format!("https://api{i}.example.com"))
         .collect();
-    let tokens = KeyedTokenCache::new(|key: &usize| {
-        Ok(tower_bearer::source::static_token(format!("for-{key}")))
-    });
+    let tokens = tokens_for_each_key::<usize>();
     let origins = hosts
         .iter()
         .enumerate()
